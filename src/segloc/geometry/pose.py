@@ -1,0 +1,172 @@
+"""Absolute pose estimation: LO-RANSAC P3P + non-linear refinement (pycolmap), with a covariance.
+
+Covariance convention (used across segloc and converted as-is to ROS
+``PoseWithCovariance``): a 6x6 matrix over ``(x, y, z, rx, ry, rz)`` where ``(x, y, z)`` perturb
+the camera centre in the world frame (metres) and ``(rx, ry, rz)`` are a rotation vector
+(radians) about the world axes applied on the left of ``world_from_cam``:
+``world_from_cam' = (Exp(r) R_wc, c + dc)``. This is the order and meaning of ROS's pose
+covariance when the parent frame is the map.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from segloc.errors import SeglocError
+from segloc.geometry.camera import Camera
+from segloc.geometry.transforms import Rigid3, axis_angle_to_matrix
+
+logger = logging.getLogger("segloc")
+
+
+@dataclass
+class PnPConfig:
+    """Options of :func:`estimate_absolute_pose`.
+
+    Attributes:
+        max_error_px: RANSAC inlier threshold on the reprojection error, pixels.
+        min_inliers: fewer inliers than this is a failure.
+        min_inlier_ratio: RANSAC's assumed minimum inlier ratio (sets the number of iterations).
+        confidence: RANSAC confidence.
+        max_iterations: upper bound of RANSAC iterations.
+        refine: run the non-linear refinement on the inliers (Cauchy loss).
+    """
+
+    max_error_px: float = 12.0
+    min_inliers: int = 12
+    min_inlier_ratio: float = 0.01
+    confidence: float = 0.9999
+    max_iterations: int = 100000
+    refine: bool = True
+
+
+@dataclass
+class PoseEstimate:
+    """Result of an absolute pose estimation.
+
+    Attributes:
+        cam_from_world: the estimated pose.
+        inlier_mask: (N,) bool over the input correspondences.
+        num_inliers: number of inliers.
+        covariance: (6, 6) covariance in the convention of this module (see the module docstring),
+            from the reprojection errors of the inliers; None when too few inliers to estimate it.
+        reprojection_rmse_px: root mean square reprojection error of the inliers, pixels.
+    """
+
+    cam_from_world: Rigid3
+    inlier_mask: np.ndarray
+    num_inliers: int
+    covariance: np.ndarray | None
+    reprojection_rmse_px: float
+
+
+def _check_correspondences(points2D: np.ndarray, points3D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    points2D = np.asarray(points2D, dtype=np.float64)
+    points3D = np.asarray(points3D, dtype=np.float64)
+    if points2D.ndim != 2 or points2D.shape[1] != 2 or points3D.ndim != 2 or points3D.shape[1] != 3:
+        raise SeglocError(f"expected points2D (N, 2) and points3D (N, 3), got {points2D.shape} and {points3D.shape}")
+    if len(points2D) != len(points3D):
+        raise SeglocError(f"points2D and points3D differ in length: {len(points2D)} != {len(points3D)}")
+    if not (np.all(np.isfinite(points2D)) and np.all(np.isfinite(points3D))):
+        raise SeglocError("correspondences contain non-finite coordinates")
+    return points2D, points3D
+
+
+def estimate_absolute_pose(
+    points2D: np.ndarray,
+    points3D: np.ndarray,
+    camera: Camera,
+    config: PnPConfig | None = None,
+) -> PoseEstimate | None:
+    """Estimate ``cam_from_world`` from 2D-3D correspondences.
+
+    Args:
+        points2D: (N, 2) pixel coordinates, COLMAP convention (top-left pixel centre at 0.5, 0.5).
+        points3D: (N, 3) world points.
+        camera: the camera that took the image.
+        config: RANSAC and refinement options.
+
+    Returns:
+        The estimate, or None when there are too few correspondences or inliers.
+    """
+    import pycolmap
+
+    config = config or PnPConfig()
+    points2D, points3D = _check_correspondences(points2D, points3D)
+    if len(points2D) < max(4, config.min_inliers):
+        return None
+    options = pycolmap.AbsolutePoseEstimationOptions()
+    options.ransac.max_error = config.max_error_px
+    options.ransac.min_inlier_ratio = config.min_inlier_ratio
+    options.ransac.confidence = config.confidence
+    options.ransac.max_num_trials = config.max_iterations
+    pc_camera = camera.to_pycolmap()
+    if config.refine:
+        result = pycolmap.estimate_and_refine_absolute_pose(points2D, points3D, pc_camera, options)
+    else:
+        result = pycolmap.estimate_absolute_pose(points2D, points3D, pc_camera, options)
+    if result is None or result["num_inliers"] < config.min_inliers:
+        return None
+    cam_from_world = Rigid3.from_pycolmap(result["cam_from_world"])
+    inlier_mask = np.asarray(result["inlier_mask"], dtype=bool)
+    inliers2D, inliers3D = points2D[inlier_mask], points3D[inlier_mask]
+    residuals = reprojection_residuals(cam_from_world, camera, inliers2D, inliers3D)
+    rmse = float(np.sqrt(np.mean(residuals**2))) if len(residuals) else float("nan")
+    covariance = pose_covariance(cam_from_world, camera, inliers2D, inliers3D)
+    return PoseEstimate(cam_from_world, inlier_mask, int(inlier_mask.sum()), covariance, rmse)
+
+
+def reprojection_residuals(cam_from_world: Rigid3, camera: Camera, points2D: np.ndarray, points3D: np.ndarray) -> np.ndarray:
+    """Reprojection residuals (N, 2) in pixels: ``project(points3D) - points2D``."""
+    return camera.project(cam_from_world.transform_points(points3D)) - points2D
+
+
+def perturb_world_from_cam(cam_from_world: Rigid3, delta: np.ndarray) -> Rigid3:
+    """Apply a 6-vector ``(dx, dy, dz, rx, ry, rz)`` in the covariance convention of this module."""
+    world_from_cam = cam_from_world.inverse()
+    rotation = axis_angle_to_matrix(delta[3:]) @ world_from_cam.rotation
+    return Rigid3.from_rotation(rotation, world_from_cam.translation + delta[:3]).inverse()
+
+
+def pose_covariance(
+    cam_from_world: Rigid3,
+    camera: Camera,
+    points2D: np.ndarray,
+    points3D: np.ndarray,
+    pixel_sigma: float | None = None,
+) -> np.ndarray | None:
+    """First-order 6x6 pose covariance ``sigma^2 (J^T J)^-1`` from inlier correspondences.
+
+    Args:
+        points2D: (N, 2) inlier pixels; points3D: (N, 3) inlier world points.
+        pixel_sigma: standard deviation of the reprojection noise; by default estimated from
+            the residuals (``sum r^2 / (2N - 6)``), floored at 0.1 px.
+
+    Returns:
+        (6, 6) covariance (see the module docstring), or None with fewer than 4 points or a
+        degenerate configuration.
+    """
+    n = len(points2D)
+    if n < 4:
+        return None
+    residuals = reprojection_residuals(cam_from_world, camera, points2D, points3D).reshape(-1)
+    eps = 1e-6
+    jacobian = np.empty((2 * n, 6))
+    for i in range(6):
+        step = np.zeros(6)
+        step[i] = eps
+        plus = reprojection_residuals(perturb_world_from_cam(cam_from_world, step), camera, points2D, points3D).reshape(-1)
+        minus = reprojection_residuals(perturb_world_from_cam(cam_from_world, -step), camera, points2D, points3D).reshape(-1)
+        jacobian[:, i] = (plus - minus) / (2 * eps)
+    if pixel_sigma is None:
+        variance = max(float(residuals @ residuals) / max(2 * n - 6, 1), 0.01)
+    else:
+        variance = pixel_sigma**2
+    information = jacobian.T @ jacobian
+    if not np.all(np.isfinite(information)) or np.linalg.cond(information) > 1e14:
+        return None
+    covariance = variance * np.linalg.inv(information)
+    return 0.5 * (covariance + covariance.T)
