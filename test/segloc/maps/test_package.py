@@ -1,0 +1,107 @@
+import json
+
+import numpy as np
+import pytest
+
+from segloc.errors import SeglocError
+from segloc.maps.package import FORMAT_VERSION, MapPackage, MapWriter
+
+
+def write_map(path, **kwargs):
+    with MapWriter(path, method="reference", created={"dataset": "test"}, **kwargs) as writer:
+        writer.add_arrays("core", "points3D", xyz=np.arange(12, dtype=np.float64).reshape(4, 3))
+        writer.add_json("core", "images", [{"name": "a.png"}])
+        return writer.commit()
+
+
+def test_round_trip(tmp_path):
+    package = write_map(tmp_path / "map")
+    again = MapPackage.open(tmp_path / "map")
+    assert again.method == "reference" and again.frame_id == "map"
+    assert np.array_equal(again.read_arrays("core", "points3D")["xyz"], np.arange(12).reshape(4, 3))
+    assert again.read_json("core", "images") == [{"name": "a.png"}]
+    assert again.bytes() == package.bytes() > 0
+    assert again.bytes(["core"]) == again.bytes()
+    manifest = json.loads((tmp_path / "map" / "manifest.json").read_text())
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert set(manifest["files"]) == {"core/points3D.npz", "core/images.json"}
+    assert all(len(info["sha256"]) == 64 for info in manifest["files"].values())
+
+
+def test_corrupt_file_is_detected(tmp_path):
+    write_map(tmp_path / "map")
+    path = tmp_path / "map" / "core" / "points3D.npz"
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(SeglocError, match="checksum of core/points3D.npz does not match"):
+        MapPackage.open(tmp_path / "map")
+
+
+def test_other_format_version_is_refused(tmp_path):
+    write_map(tmp_path / "map")
+    manifest_path = tmp_path / "map" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["format_version"] = FORMAT_VERSION + 1
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(SeglocError, match=f"map format version {FORMAT_VERSION + 1}"):
+        MapPackage.open(tmp_path / "map")
+
+
+def test_not_a_map(tmp_path):
+    with pytest.raises(SeglocError, match="manifest.json is missing"):
+        MapPackage.open(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(SeglocError, match="corrupt"):
+        MapPackage.open(tmp_path)
+
+
+def test_missing_file_and_missing_layer(tmp_path):
+    write_map(tmp_path / "map")
+    with pytest.raises(SeglocError, match="has no layer 'segloc'"):
+        MapPackage.open(tmp_path / "map").read_arrays("segloc", "labels")
+    (tmp_path / "map" / "core" / "images.json").unlink()
+    with pytest.raises(SeglocError, match="images.json is listed in the manifest but missing"):
+        MapPackage.open(tmp_path / "map")
+
+
+def test_failed_write_leaves_the_old_map(tmp_path):
+    write_map(tmp_path / "map")
+    with pytest.raises(RuntimeError):
+        with MapWriter(tmp_path / "map", method="reference", overwrite=True) as writer:
+            writer.add_arrays("core", "points3D", xyz=np.zeros((1, 3)))
+            raise RuntimeError("crash while building")
+    assert MapPackage.open(tmp_path / "map").read_arrays("core", "points3D")["xyz"].shape == (4, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map"]
+
+
+def test_refuses_to_overwrite_without_flag(tmp_path):
+    write_map(tmp_path / "map")
+    with pytest.raises(SeglocError, match="exists already"):
+        MapWriter(tmp_path / "map", method="reference")
+
+
+def test_add_a_layer_to_an_existing_map(tmp_path):
+    base = write_map(tmp_path / "map")
+    with MapWriter(tmp_path / "map", method="segloc", base=base) as writer:
+        writer.add_arrays("segloc", "labels", point_labels=np.array([1, 2, 3, 4], dtype=np.uint8))
+        writer.commit()
+    package = MapPackage.open(tmp_path / "map")
+    assert set(package.layers) == {"core", "segloc"}
+    assert package.read_arrays("segloc", "labels")["point_labels"].tolist() == [1, 2, 3, 4]
+
+
+def test_object_arrays_and_bad_names_are_refused(tmp_path):
+    with MapWriter(tmp_path / "map", method="reference") as writer:
+        with pytest.raises(SeglocError, match="dtype object"):
+            writer.add_arrays("core", "things", values=np.array([{"a": 1}], dtype=object))
+        with pytest.raises(SeglocError, match="invalid layer or file name"):
+            writer.add_json("../escape", "x", {})
+
+
+def test_pickled_npz_is_not_loaded(tmp_path):
+    package = write_map(tmp_path / "map")
+    path = tmp_path / "map" / "core" / "points3D.npz"
+    np.savez(path, xyz=np.array([{"evil": 1}], dtype=object))
+    with pytest.raises(SeglocError, match="could not be read"):
+        MapPackage(package.path, package.manifest).read_arrays("core", "points3D")
