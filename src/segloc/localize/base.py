@@ -21,7 +21,9 @@ class LocalizationResult:
         num_inliers: inlier correspondences (or the method's own support measure).
         timings: seconds per stage, in pipeline order (e.g. ``extract``, ``retrieve``,
             ``match``, ``pose``).
-        info: method-specific details (retrieved images, number of matches, failure reason).
+        info: method-specific details (retrieved images, number of matches). A failed
+            localization puts a short reason under ``info["failure_reason"]`` (the evaluator
+            counts failures by it).
     """
 
     cam_from_world: Rigid3 | None

@@ -1,0 +1,381 @@
+"""The ``segloc`` command.
+
+::
+
+    segloc demo                                   synthetic scene -> map -> evaluation, prints metrics
+    segloc synth -o DATASET                       render a synthetic scene (dataset folder, rosbag2)
+    segloc convert {bag,colmap,kapture} ... -o DATASET
+    segloc map build DATASET --method reference -o MAP
+    segloc map info MAP
+    segloc localize MAP --dataset DATASET         (or --image FILE --camera "MODEL W H params...")
+    segloc evaluate MAP DATASET --method reference -o OUT
+
+Bad input prints one line ``segloc: error: ...`` on stderr and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from segloc.errors import SeglocError
+
+logger = logging.getLogger("segloc")
+
+DEFAULT_DEMO_OUTPUT = Path("outputs/demo")
+
+
+def _config_section(path: Path | None, section: str) -> dict | None:
+    """The ``section`` of a YAML config file (``map`` or ``localize``), or None without a file."""
+    if path is None:
+        return None
+    import yaml
+
+    if not path.is_file():
+        raise SeglocError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SeglocError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise SeglocError(f"config file {path}: expected a mapping with sections such as 'map' and 'localize'")
+    unknown = sorted(set(values) - {"map", "localize", "synth", "evaluate"})
+    if unknown:
+        raise SeglocError(f"config file {path}: unknown section(s) {', '.join(unknown)}; valid sections: map, localize, synth, evaluate")
+    return values.get(section)
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from segloc.config import config_from_dict, config_to_dict
+    from segloc.data.synthetic import SynthConfig, generate_scene, write_scene_bag
+
+    values = dict(_config_section(args.config, "synth") or {})
+    base = config_to_dict(config_from_dict(SynthConfig, values, "synth"))
+    for key in ("scene", "seed", "num_mapping", "num_query"):
+        if getattr(args, key) is not None:
+            base[key] = getattr(args, key)
+    if args.size is not None:
+        base["width"], base["height"] = args.size
+    if args.query_appearance is not None:
+        base["query_appearance"] = args.query_appearance
+    config = config_from_dict(SynthConfig, base, "synth")
+    start = time.perf_counter()
+    root = generate_scene(config, args.output, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"wrote dataset {root} in {time.perf_counter() - start:.1f} s")
+    for split in args.bag:
+        bag = write_scene_bag(root, root / f"{split}_bag", split=split, storage=args.bag_storage)
+        print(f"wrote rosbag2 {bag}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    if args.format == "bag":
+        from segloc.config import config_from_dict
+        from segloc.data.rosbag import BagReadConfig, bag_to_dataset
+
+        values = {k: v for k, v in (("image_topic", args.image_topic), ("camera_info_topic", args.camera_info_topic)) if v is not None}
+        root = bag_to_dataset(args.source, args.output, config_from_dict(BagReadConfig, values, "bag"), query_every=args.query_every)
+    elif args.format == "colmap":
+        from segloc.data.colmap import colmap_to_dataset
+
+        root = colmap_to_dataset(args.source, args.images, args.output, query_names=_read_names(args.query_list))
+    else:
+        from segloc.data.kapture import kapture_to_dataset
+
+        root = kapture_to_dataset(args.source, args.query, args.output)
+    print(f"wrote dataset {root}")
+    return 0
+
+
+def _read_names(path: Path | None) -> list[str] | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise SeglocError(f"query list {path} does not exist")
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def cmd_map_build(args: argparse.Namespace) -> int:
+    from segloc.data.dataset import read_dataset
+    from segloc.maps.package import MapPackage
+    from segloc.methods import get_method
+
+    method = get_method(args.method)
+    dataset = read_dataset(args.dataset)
+    if not dataset.mapping:
+        raise SeglocError(f"{args.dataset}/mapping.txt lists no images: a map needs mapping images")
+    start = time.perf_counter()
+    path = method.build(dataset, args.output, _config_section(args.config, "map"), args.overwrite, not args.no_progress)
+    package = MapPackage.open(path)
+    print(f"built {method.name} map {path} in {time.perf_counter() - start:.1f} s: {package.bytes()} bytes")
+    return 0
+
+
+def cmd_map_info(args: argparse.Namespace) -> int:
+    from segloc.maps.package import MapPackage
+
+    package = MapPackage.open(args.map, verify_checksums=not args.no_verify)
+    manifest = package.manifest
+    print(f"map {package.path}: method {package.method}, frame {package.frame_id}, format version {manifest['format_version']}")
+    print(f"created: {json.dumps(manifest.get('created', {}).get('time'))} by segloc {manifest.get('created', {}).get('segloc_version')}")
+    for layer, info in package.layers.items():
+        print(f"  layer {layer:<12} {package.bytes([layer]):>12} bytes  {info.get('description', '')}")
+    print(f"  total              {package.bytes():>12} bytes")
+    return 0
+
+
+def _parse_camera(text: str):
+    from segloc.geometry.camera import Camera
+
+    fields = text.split()
+    if len(fields) < 4:
+        raise SeglocError(f"--camera expects 'MODEL width height params...', got {text!r}")
+    try:
+        return Camera(fields[0], int(fields[1]), int(fields[2]), tuple(float(v) for v in fields[3:]))
+    except ValueError as exc:
+        raise SeglocError(f"--camera: malformed number ({exc})") from None
+
+
+def cmd_localize(args: argparse.Namespace) -> int:
+    from segloc.data.dataset import ImageRecord, format_image_line, load_image, read_dataset
+    from segloc.maps.package import MapPackage
+    from segloc.methods import get_method
+
+    package = MapPackage.open(args.map)
+    method = get_method(args.method or package.method)
+    localizer = method.localizer(package, _config_section(args.config, "localize"))
+    jobs = []  # (name, image loader, camera)
+    if args.dataset is not None:
+        dataset = read_dataset(args.dataset)
+        records = dataset.query if args.split == "query" else dataset.mapping
+        if args.images:
+            wanted = set(args.images)
+            records = [r for r in records if r.name in wanted]
+            missing = wanted - {r.name for r in records}
+            if missing:
+                raise SeglocError(f"images not in {args.split}.txt: {', '.join(sorted(missing))}")
+        jobs = [(r.name, (lambda n=r.name: dataset.load_image(n)), r.camera) for r in records]
+    elif args.image:
+        if args.camera is None:
+            raise SeglocError("--image needs --camera 'MODEL width height params...'")
+        camera = _parse_camera(args.camera)
+        jobs = [(str(p), (lambda p=p: load_image(p)), camera) for p in args.image]
+    else:
+        raise SeglocError("give --dataset DATASET or --image FILE... with --camera")
+    lines, failures = [], 0
+    for name, load, camera in jobs:
+        image = load()
+        if image.shape[:2] != (camera.height, camera.width):
+            raise SeglocError(f"{name}: image is {image.shape[1]}x{image.shape[0]} but the camera is {camera.width}x{camera.height}")
+        result = localizer.localize(image, camera)
+        total = sum(result.timings.values())
+        if result.success:
+            lines.append(format_image_line(ImageRecord(Path(name).name if args.image else name, result.cam_from_world, camera)))
+            print(f"{name}: localized with {result.num_inliers} inliers in {total:.2f} s")
+        else:
+            failures += 1
+            print(f"{name}: FAILED ({result.info.get('failure_reason', 'no pose')}) in {total:.2f} s")
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(
+            "# estimated poses, dataset line format (cam_from_world, quaternion w x y z)\n" + "".join(f"{l}\n" for l in lines)
+        )
+        print(f"wrote {len(lines)} poses to {args.output}")
+    print(f"localized {len(jobs) - failures} of {len(jobs)} images")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from segloc.data.dataset import read_dataset
+    from segloc.evaluate.report import format_summary
+    from segloc.evaluate.run import evaluate_localizer
+    from segloc.maps.core import read_core
+    from segloc.maps.package import MapPackage
+    from segloc.methods import get_method
+
+    package = MapPackage.open(args.map)
+    method = get_method(args.method or package.method)
+    dataset = read_dataset(args.dataset, require_query=True)
+    localizer = method.localizer(package, _config_section(args.config, "localize"))
+    core = read_core(package)
+    metrics = evaluate_localizer(
+        localizer,
+        dataset,
+        args.output,
+        map_bytes=package.bytes(),
+        map_points3D=core.points3D,
+        mapping_centers=[r.cam_from_world.center for r in core.images],
+        progress=not args.no_progress,
+        limit=args.limit,
+        map_path=str(package.path),
+        extra={"method": method.name},
+    )
+    print(format_summary(metrics))
+    print(f"wrote {args.output}/metrics.json and plots")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """synth -> map build -> evaluate on the embedded default scene."""
+    out: Path = args.output
+    dataset_dir, map_dir, eval_dir = out / "dataset", out / f"map_{args.method}", out / f"eval_{args.method}"
+    if not (dataset_dir / "mapping.txt").is_file() or args.overwrite:
+        synth_args = argparse.Namespace(
+            config=None,
+            scene=args.scene,
+            seed=args.seed,
+            num_mapping=None,
+            num_query=None,
+            size=None,
+            query_appearance=args.query_appearance,
+            output=dataset_dir,
+            overwrite=True,
+            no_progress=args.no_progress,
+            bag=[],
+            bag_storage="sqlite3",
+        )
+        print(f"[1/3] rendering the synthetic '{args.scene}' scene into {dataset_dir}")
+        cmd_synth(synth_args)
+    else:
+        print(f"[1/3] reusing the synthetic scene in {dataset_dir} (--overwrite renders it again)")
+    print(f"[2/3] building the {args.method} map {map_dir}")
+    cmd_map_build(
+        argparse.Namespace(
+            dataset=dataset_dir, method=args.method, output=map_dir, config=None, overwrite=True, no_progress=args.no_progress
+        )
+    )
+    print(f"[3/3] localizing the queries and evaluating into {eval_dir}")
+    return cmd_evaluate(
+        argparse.Namespace(
+            map=map_dir, dataset=dataset_dir, method=args.method, output=eval_dir, config=None, no_progress=args.no_progress, limit=None
+        )
+    )
+
+
+# --- parser ------------------------------------------------------------------------------
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
+    return width, height
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from segloc import __version__
+
+    parser = argparse.ArgumentParser(prog="segloc", description="Privacy-preserving visual localization: maps, localization, evaluation.")
+    parser.add_argument("--version", action="version", version=f"segloc {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser, progress: bool = True) -> None:
+        if progress:
+            p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = commands.add_parser("demo", help="render the default synthetic scene, build a map, evaluate it (the README's first command)")
+    p.add_argument("-o", "--output", type=Path, default=DEFAULT_DEMO_OUTPUT, help=f"output folder (default {DEFAULT_DEMO_OUTPUT})")
+    p.add_argument("--method", default="reference", help="localization method (default reference)")
+    p.add_argument("--scene", default="room", help="synthetic scene: room, corridor, street (default room)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--query-appearance", default=None, help="appearance preset of the queries (default: the generator's)")
+    p.add_argument("--overwrite", action="store_true", help="render the scene again even if it exists")
+    common(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = commands.add_parser("synth", help="render a synthetic scene into a dataset folder (and rosbag2)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="dataset folder to write")
+    p.add_argument("--config", type=Path, help="YAML file with a 'synth' section")
+    p.add_argument("--scene", help="room, corridor or street")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-mapping", type=int, help="number of mapping images")
+    p.add_argument("--num-query", type=int, help="number of query images")
+    p.add_argument("--size", type=_size, help="image size WIDTHxHEIGHT (default 640x480)")
+    p.add_argument("--query-appearance", help="appearance preset of the queries (same, lighting, season, hard)")
+    p.add_argument(
+        "--bag", action="append", default=[], choices=["mapping", "query"], help="also write a rosbag2 of this split (repeatable)"
+    )
+    p.add_argument("--bag-storage", default="sqlite3", choices=["sqlite3", "mcap"])
+    p.add_argument("--overwrite", action="store_true")
+    common(p)
+    p.set_defaults(func=cmd_synth)
+
+    p = commands.add_parser("convert", help="convert a rosbag, COLMAP model or kapture folder into a dataset folder")
+    p.add_argument("format", choices=["bag", "colmap", "kapture"])
+    p.add_argument("source", type=Path, help="bag path, COLMAP model folder, or kapture mapping folder")
+    p.add_argument("-o", "--output", type=Path, required=True, help="dataset folder to write")
+    p.add_argument("--images", type=Path, help="colmap: the image folder")
+    p.add_argument("--query-list", type=Path, help="colmap: file whose first column names the query images")
+    p.add_argument("--query", type=Path, help="kapture: the query kapture folder")
+    p.add_argument("--image-topic", help="bag: image topic (default: the only image topic)")
+    p.add_argument("--camera-info-topic", help="bag: camera_info topic (default: the only one)")
+    p.add_argument("--query-every", type=int, default=5, help="bag: every N-th frame becomes a query (default 5)")
+    p.set_defaults(func=cmd_convert)
+
+    maps = commands.add_parser("map", help="build and inspect map packages").add_subparsers(
+        dest="map_command", required=True, metavar="ACTION"
+    )
+    p = maps.add_parser("build", help="build a map package from a dataset folder's mapping images")
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--method", default="reference", help="method whose map to build (default reference)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="map folder to write")
+    p.add_argument("--config", type=Path, help="YAML config with a 'map' section")
+    p.add_argument("--overwrite", action="store_true")
+    common(p)
+    p.set_defaults(func=cmd_map_build)
+    p = maps.add_parser("info", help="validate a map and print its layers and sizes")
+    p.add_argument("map", type=Path)
+    p.add_argument("--no-verify", action="store_true", help="skip the checksum verification")
+    p.set_defaults(func=cmd_map_info)
+
+    p = commands.add_parser("localize", help="localize images against a map")
+    p.add_argument("map", type=Path)
+    p.add_argument("--method", help="method (default: the map's)")
+    p.add_argument("--dataset", type=Path, help="dataset folder whose images to localize")
+    p.add_argument("--split", default="query", choices=["query", "mapping"])
+    p.add_argument("--images", nargs="+", help="with --dataset: only these image names")
+    p.add_argument("--image", type=Path, nargs="+", help="image files (with --camera)")
+    p.add_argument("--camera", help="'MODEL width height params...' for --image, e.g. 'PINHOLE 640 480 500 500 320 240'")
+    p.add_argument("--config", type=Path, help="YAML config with a 'localize' section")
+    p.add_argument("-o", "--output", type=Path, help="write the poses in the dataset line format")
+    p.set_defaults(func=cmd_localize)
+
+    p = commands.add_parser("evaluate", help="localize a dataset's queries and report accuracy, timing and map size")
+    p.add_argument("map", type=Path)
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--method", help="method (default: the map's)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder for metrics.json, trajectories and plots")
+    p.add_argument("--config", type=Path, help="YAML config with a 'localize' section")
+    p.add_argument("--limit", type=int, help="only the first N queries")
+    common(p)
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(args.func(args) or 0)
+    except SeglocError as exc:
+        print(f"segloc: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("segloc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Run a localizer over a dataset's queries and write the evaluation report.
+
+:func:`evaluate_localizer` loads each query image, calls ``Localizer.localize`` with the
+query's camera, compares the estimate with the ground-truth pose of ``query.txt`` and writes
+the outputs of :func:`segloc.evaluate.report.write_report` (``metrics.json``,
+``per_query.json``, TUM trajectories, plots).
+
+A SeglocError raised by the localizer for one query (a bad image, too few features) counts as
+a failure of that query with the message as its reason; any other exception is a bug and
+propagates. Before running, the queries can be checked against the map's 3D points
+(:func:`check_query_overlap`): when no query sees the map at its ground-truth pose, the query
+poses are almost certainly in another frame than the map, and the evaluation stops with one
+clear error instead of reporting zero recall.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import tracemalloc
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from segloc.data.dataset import Dataset, ImageRecord
+from segloc.errors import SeglocError
+from segloc.evaluate.metrics import QueryResult, peak_rss_bytes, summarize
+from segloc.evaluate.report import format_summary, write_report
+from segloc.localize.base import Localizer
+
+logger = logging.getLogger("segloc")
+
+
+def check_query_overlap(queries: Sequence[ImageRecord], points3D: np.ndarray, min_visible: int = 10) -> list[str]:
+    """Names of the queries that see fewer than ``min_visible`` map points at their true pose.
+
+    A point is seen when it projects in front of the camera and inside the image
+    (:meth:`segloc.geometry.Camera.world_to_image`); occlusions are ignored.
+
+    Args:
+        queries: query records with ground-truth ``cam_from_world``.
+        points3D: (N, 3) map points in the map's world frame.
+        min_visible: fewest points a query must see.
+
+    Returns:
+        The names of the queries without enough overlap, in query order.
+    """
+    points3D = np.asarray(points3D, dtype=np.float64)
+    if points3D.ndim != 2 or points3D.shape[1] != 3:
+        raise SeglocError(f"map points must be an (N, 3) array, got shape {points3D.shape}")
+    points3D = points3D[np.all(np.isfinite(points3D), axis=1)]
+    without_overlap = []
+    for record in queries:
+        _, _, visible = record.camera.world_to_image(record.cam_from_world, points3D)
+        if int(visible.sum()) < min_visible:
+            without_overlap.append(record.name)
+    return without_overlap
+
+
+def _overlap_or_raise(queries: Sequence[ImageRecord], points3D: np.ndarray, min_visible: int) -> list[str]:
+    if len(points3D) == 0:
+        raise SeglocError("the map has no 3D points to check the queries against: pass map_points3D=None for maps without points")
+    without_overlap = check_query_overlap(queries, points3D, min_visible)
+    if len(without_overlap) == len(queries):
+        raise SeglocError(
+            f"query images overlap nothing in the map: none of the {len(queries)} queries sees {min_visible} or more of the "
+            f"{len(points3D)} map points at its ground-truth pose. Are the query poses in the map's frame (same origin, axes "
+            "and scale as mapping.txt)? Evaluate with the dataset the map was built from, or rebuild the map from this dataset."
+        )
+    if without_overlap:
+        shown = ", ".join(without_overlap[:5]) + (f" and {len(without_overlap) - 5} more" if len(without_overlap) > 5 else "")
+        logger.warning(
+            "%d of %d queries see fewer than %d map points at their ground-truth pose (they will likely fail): %s",
+            len(without_overlap),
+            len(queries),
+            min_visible,
+            shown,
+        )
+    return without_overlap
+
+
+def _localize_query(localizer: Localizer, dataset: Dataset, record: ImageRecord) -> QueryResult:
+    image = dataset.load_image(record.name)
+    start = time.perf_counter()
+    try:
+        estimate = localizer.localize(image, record.camera)
+    except SeglocError as exc:
+        elapsed = time.perf_counter() - start
+        logger.warning("query %s: localizer error, counted as a failure: %s", record.name, exc)
+        return QueryResult.from_estimate(
+            record.name, record.cam_from_world, None, timestamp=record.timestamp, time_s=elapsed, failure_reason=str(exc)
+        )
+    elapsed = time.perf_counter() - start
+    return QueryResult.from_estimate(
+        record.name,
+        record.cam_from_world,
+        estimate.cam_from_world,
+        num_inliers=estimate.num_inliers,
+        timings=estimate.timings,
+        info=estimate.info,
+        timestamp=record.timestamp,
+        time_s=elapsed,
+    )
+
+
+def evaluate_localizer(
+    localizer: Localizer,
+    dataset: Dataset,
+    output_dir: str | Path,
+    map_bytes: int | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+    *,
+    map_points3D: np.ndarray | None = None,
+    min_visible: int = 10,
+    map_path: str | Path | None = None,
+    mapping_centers: np.ndarray | Sequence[np.ndarray] | None = None,
+    extra: dict[str, Any] | None = None,
+    track_python_memory: bool = False,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Localize every query of ``dataset``, write the report into ``output_dir``, return the metrics.
+
+    Args:
+        localizer: any object with ``method`` and ``localize(image, camera)``.
+        dataset: a dataset folder with queries (their poses are the ground truth).
+        output_dir: where the report goes (created; existing report files are replaced).
+        map_bytes: size of the map on disk, for the report.
+        progress: show a tqdm progress bar.
+        limit: evaluate only the first ``limit`` queries.
+        map_points3D: (N, 3) map points; when given, queries are checked for overlap with the
+            map first (see :func:`check_query_overlap`). None skips the check (maps without points).
+        min_visible: fewest map points a query must see to overlap the map.
+        map_path: the map's path, stored in the metrics.
+        mapping_centers: (M, 3) camera centres of the map's images for the top-view plot;
+            by default those of ``dataset.mapping``.
+        extra: more entries for the metrics dict; they replace computed ones of the same key
+            (e.g. ``{"method": "segloc"}`` when the localizer's ``method`` is not the name wanted).
+        track_python_memory: trace Python allocations with ``tracemalloc`` during the run
+            (slows allocation-heavy code down) for ``peak_python_memory_bytes``.
+        plots: write the PNG plots.
+
+    Returns:
+        The metrics dict (keys documented in :mod:`segloc.evaluate.metrics`).
+
+    Raises:
+        SeglocError: when the dataset has no queries, or when map points are given and no
+            query overlaps them.
+    """
+    queries = list(dataset.query)
+    if limit is not None:
+        if limit < 1:
+            raise SeglocError(f"limit must be at least 1, got {limit}")
+        queries = queries[:limit]
+    if not queries:
+        raise SeglocError(f"{dataset.root}: no query images to evaluate (query.txt is missing or empty)")
+    method = getattr(localizer, "method", type(localizer).__name__)
+    logger.info(
+        "evaluating %s on %d queries of %s (map %s, %s bytes) -> %s",
+        method,
+        len(queries),
+        dataset.root,
+        map_path,
+        map_bytes,
+        output_dir,
+    )
+    without_overlap = None if map_points3D is None else _overlap_or_raise(queries, np.asarray(map_points3D), min_visible)
+
+    peak_at_start = peak_rss_bytes()
+    started_tracing = track_python_memory and not tracemalloc.is_tracing()
+    if started_tracing:
+        tracemalloc.start()
+    if track_python_memory:
+        tracemalloc.reset_peak()
+    results: list[QueryResult] = []
+    try:
+        for record in tqdm(queries, desc=f"localize ({method})", unit="query", disable=not progress):
+            results.append(_localize_query(localizer, dataset, record))
+        peak_python = tracemalloc.get_traced_memory()[1] if track_python_memory else None
+    finally:
+        if started_tracing:
+            tracemalloc.stop()
+
+    metrics = summarize(
+        results,
+        map_bytes,
+        peak_rss_bytes(),
+        peak_memory_at_start_bytes=peak_at_start,
+        peak_python_memory_bytes=peak_python,
+        method=method,
+        map_path=map_path,
+        dataset=dataset.root,
+        queries_without_overlap=without_overlap,
+    )
+    metrics.update(extra or {})
+    if mapping_centers is None:
+        mapping_centers = [r.cam_from_world.center for r in dataset.mapping]
+    mapping_centers = np.asarray(mapping_centers, dtype=np.float64).reshape(-1, 3)
+    write_report(output_dir, metrics, results, mapping_centers=mapping_centers, plots=plots)
+    logger.info("evaluation of %s:\n%s", metrics["method"], format_summary(metrics))
+    return metrics

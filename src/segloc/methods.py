@@ -1,0 +1,56 @@
+"""The registry of localization methods: how to build each method's map and its localizer.
+
+Each method names a map builder ``build(dataset, output, config_values, overwrite, progress)``
+and a localizer factory ``localizer(map_package, config_values)``; ``config_values`` is the
+method's section of a YAML config (``map:`` for building, ``localize:`` for localizing) and is
+validated strictly by the method's own config dataclass. Imports are lazy so that ``segloc
+--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segloc.errors import SeglocError
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    build: Callable[..., Path]
+    localizer: Callable[..., Any]
+
+
+def _build_reference(dataset, output: Path, config_values: dict | None, overwrite: bool, progress: bool) -> Path:
+    from segloc.config import config_from_dict
+    from segloc.maps.build import ReferenceMapConfig, build_reference_map
+
+    config = config_from_dict(ReferenceMapConfig, config_values, "map")
+    return build_reference_map(dataset, output, config, overwrite=overwrite, progress=progress)
+
+
+def _reference_localizer(package, config_values: dict | None):
+    from segloc.config import config_from_dict
+    from segloc.localize.reference import ReferenceLocalizer, ReferenceLocalizerConfig
+
+    return ReferenceLocalizer.from_map(package, config_from_dict(ReferenceLocalizerConfig, config_values, "localize"))
+
+
+METHODS: dict[str, Method] = {
+    "reference": Method(
+        "reference",
+        "classical non-private baseline: SIFT, triangulated map, retrieval, 2D-3D matching, PnP + RANSAC",
+        _build_reference,
+        _reference_localizer,
+    ),
+}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise SeglocError(f"unknown method {name!r}; available methods: {', '.join(METHODS)}")
+    return METHODS[name]

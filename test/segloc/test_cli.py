@@ -1,0 +1,129 @@
+"""Bad input gets one clear line on stderr and a non-zero exit; --help works everywhere."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from segloc.cli import main
+from segloc.data.dataset import ImageRecord, write_dataset
+from segloc.geometry import Camera, Rigid3
+from segloc.maps.package import MapWriter
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    camera = Camera("PINHOLE", 32, 24, (30, 30, 16, 12))
+    mapping = [ImageRecord(f"m{i}.png", Rigid3([1, 0, 0, 0], [i, 0, 0]), camera) for i in range(2)]
+    query = [ImageRecord("q0.png", Rigid3([1, 0, 0, 0], [0.5, 0, 0]), camera)]
+    images = {r.name: np.zeros((24, 32, 3), np.uint8) for r in (*mapping, *query)}
+    return write_dataset(tmp_path / "dataset", mapping, query, images=images)
+
+
+def assert_one_line_error(code, err, pattern):
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("segloc: error: "), err
+    assert pattern in lines[0], lines[0]
+
+
+def test_help_everywhere():
+    for argv in (
+        ["--help"],
+        ["map", "build", "--help"],
+        ["evaluate", "--help"],
+        ["synth", "--help"],
+        ["localize", "--help"],
+        ["convert", "--help"],
+    ):
+        result = subprocess.run([sys.executable, "-m", "segloc.cli", *argv], capture_output=True, text=True)
+        assert result.returncode == 0 and "usage: segloc" in result.stdout
+
+
+def test_missing_image(capsys, tiny_dataset, tmp_path):
+    (tiny_dataset / "images" / "m1.png").unlink()
+    code, _, err = run_cli(capsys, "map", "build", str(tiny_dataset), "-o", str(tmp_path / "map"))
+    assert_one_line_error(code, err, "mapping image(s) missing under images/: m1.png")
+
+
+def test_malformed_line(capsys, tiny_dataset, tmp_path):
+    with open(tiny_dataset / "mapping.txt", "a") as f:
+        f.write("m2.png 1 0 0 0 0 0 zero PINHOLE 32 24 30 30 16 12\n")
+    code, _, err = run_cli(capsys, "map", "build", str(tiny_dataset), "-o", str(tmp_path / "map"))
+    assert_one_line_error(code, err, "mapping.txt:4: malformed number")
+
+
+def test_unknown_camera_model(capsys, tiny_dataset, tmp_path):
+    text = (tiny_dataset / "query.txt").read_text().replace("PINHOLE", "EQUIRECT")
+    (tiny_dataset / "query.txt").write_text(text)
+    code, _, err = run_cli(capsys, "map", "build", str(tiny_dataset), "-o", str(tmp_path / "map"))
+    assert_one_line_error(code, err, "unknown camera model 'EQUIRECT'")
+
+
+def test_non_finite_pose(capsys, tiny_dataset, tmp_path):
+    lines = (tiny_dataset / "mapping.txt").read_text().splitlines()
+    fields = lines[1].split()
+    fields[5] = "inf"
+    lines[1] = " ".join(fields)
+    (tiny_dataset / "mapping.txt").write_text("\n".join(lines) + "\n")
+    code, _, err = run_cli(capsys, "map", "build", str(tiny_dataset), "-o", str(tmp_path / "map"))
+    assert_one_line_error(code, err, "non-finite pose")
+
+
+def test_empty_mapping_set(capsys, tiny_dataset, tmp_path):
+    (tiny_dataset / "mapping.txt").write_text("# nothing here\n")
+    code, _, err = run_cli(capsys, "map", "build", str(tiny_dataset), "-o", str(tmp_path / "map"))
+    assert_one_line_error(code, err, "mapping.txt lists no images")
+
+
+def test_unknown_method(capsys, tiny_dataset, tmp_path):
+    code, _, err = run_cli(capsys, "map", "build", str(tiny_dataset), "--method", "magic", "-o", str(tmp_path / "map"))
+    assert_one_line_error(code, err, "unknown method 'magic'")
+
+
+def write_fake_map(path):
+    with MapWriter(path, method="reference") as writer:
+        writer.add_arrays("core", "points3D", points3D=np.zeros((1, 3)))
+        writer.commit()
+
+
+def test_map_of_another_version(capsys, tiny_dataset, tmp_path):
+    write_fake_map(tmp_path / "map")
+    manifest = json.loads((tmp_path / "map" / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (tmp_path / "map" / "manifest.json").write_text(json.dumps(manifest))
+    for argv in (
+        ["map", "info", str(tmp_path / "map")],
+        ["evaluate", str(tmp_path / "map"), str(tiny_dataset), "-o", str(tmp_path / "out")],
+    ):
+        code, _, err = run_cli(capsys, *argv)
+        assert_one_line_error(code, err, "map format version 99")
+
+
+def test_map_with_bad_checksum(capsys, tmp_path):
+    write_fake_map(tmp_path / "map")
+    with open(tmp_path / "map" / "core" / "points3D.npz", "ab") as f:
+        f.write(b"tampered")
+    code, _, err = run_cli(capsys, "map", "info", str(tmp_path / "map"))
+    assert_one_line_error(code, err, "checksum of core/points3D.npz does not match")
+
+
+def test_map_info(capsys, tmp_path):
+    write_fake_map(tmp_path / "map")
+    code, out, _ = run_cli(capsys, "map", "info", str(tmp_path / "map"))
+    assert code == 0 and "method reference" in out and "layer core" in out
+
+
+def test_bad_config_file(capsys, tiny_dataset, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("mapp:\n  x: 1\n")
+    code, _, err = run_cli(capsys, "map", "build", str(tiny_dataset), "-o", str(tmp_path / "map"), "--config", str(config))
+    assert_one_line_error(code, err, "unknown section(s) mapp")
