@@ -5,7 +5,7 @@ Every method is built and evaluated in its own `segloc` subprocess, so that peak
 peak RSS) is per method. Prints one JSON document and writes it with ``-o``.
 
     python benchmarks/localization.py --dataset ../shared/data/strecha_castle -o bench_castle.json
-    python benchmarks/localization.py --synthetic room --query-appearance season --method reference
+    python benchmarks/localization.py --synthetic room --condition season --method reference
 
 Output::
 
@@ -71,7 +71,7 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", type=Path, help="a dataset folder with mapping.txt and query.txt")
     source.add_argument("--synthetic", metavar="SCENE", help="render this synthetic scene (room, corridor, street) first")
-    parser.add_argument("--query-appearance", default=None, help="with --synthetic: appearance preset of the queries")
+    parser.add_argument("--condition", default=None, help="with --synthetic: mapping/query conditions (same, lighting, night, season, blur, hard)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--method", action="append", default=[], help="method to measure besides the reference (repeatable)")
     parser.add_argument("--config", type=Path, help="YAML config passed to map build and evaluate")
@@ -98,8 +98,8 @@ def main() -> None:
                 "--overwrite",
                 "--no-progress",
             ]
-            if args.query_appearance:
-                command += ["--query-appearance", args.query_appearance]
+            if args.condition:
+                command += ["--condition", args.condition]
             run(command)
         methods = ["reference", *[m for m in args.method if m != "reference"]]
         results = {method: measure(method, dataset, work, args.config) for method in methods}
@@ -114,7 +114,7 @@ def main() -> None:
             "recall_delta": {k: round(v - reference["recall"][k], 4) for k, v in (result["recall"] or {}).items()},
         }
     report = {
-        "dataset": str(args.dataset or f"synthetic:{args.synthetic}:{args.query_appearance or 'default'}"),
+        "dataset": str(args.dataset or f"synthetic:{args.synthetic}:{args.condition or 'same'}"),
         "reference": "reference",
         "methods": results,
         "relative_to_reference": relative,

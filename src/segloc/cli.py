@@ -54,17 +54,19 @@ def _config_section(path: Path | None, section: str) -> dict | None:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from segloc.config import config_from_dict, config_to_dict
-    from segloc.data.synthetic import SynthConfig, generate_scene, write_scene_bag
+    from segloc.data.synthetic import CONDITIONS, SynthConfig, generate_scene, write_scene_bag
 
     values = dict(_config_section(args.config, "synth") or {})
     base = config_to_dict(config_from_dict(SynthConfig, values, "synth"))
-    for key in ("scene", "seed", "num_mapping", "num_query"):
+    for key in ("scene", "seed", "num_mapping", "num_query", "mapping_appearance", "query_appearance"):
         if getattr(args, key) is not None:
             base[key] = getattr(args, key)
+    if args.condition is not None:
+        if args.condition not in CONDITIONS:
+            raise SeglocError(f"unknown condition {args.condition!r}; valid conditions are: {', '.join(CONDITIONS)}")
+        base["mapping_appearance"], base["query_appearance"] = CONDITIONS[args.condition]
     if args.size is not None:
         base["width"], base["height"] = args.size
-    if args.query_appearance is not None:
-        base["query_appearance"] = args.query_appearance
     config = config_from_dict(SynthConfig, base, "synth")
     start = time.perf_counter()
     root = generate_scene(config, args.output, overwrite=args.overwrite, progress=not args.no_progress)
@@ -226,7 +228,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """synth -> map build -> evaluate on the embedded default scene."""
     out: Path = args.output
     dataset_dir, map_dir, eval_dir = out / "dataset", out / f"map_{args.method}", out / f"eval_{args.method}"
-    if not (dataset_dir / "mapping.txt").is_file() or args.overwrite:
+    if not (dataset_dir / "scene.json").is_file() or args.overwrite:
         synth_args = argparse.Namespace(
             config=None,
             scene=args.scene,
@@ -234,7 +236,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             num_mapping=None,
             num_query=None,
             size=None,
-            query_appearance=args.query_appearance,
+            condition=args.condition,
+            mapping_appearance=None,
+            query_appearance=None,
             output=dataset_dir,
             overwrite=True,
             no_progress=args.no_progress,
@@ -288,7 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="reference", help="localization method (default reference)")
     p.add_argument("--scene", default="room", help="synthetic scene: room, corridor, street (default room)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--query-appearance", default=None, help="appearance preset of the queries (default: the generator's)")
+    p.add_argument(
+        "--condition",
+        default="lighting",
+        help="mapping/query imaging conditions: same, lighting, night, season, blur, hard (default lighting)",
+    )
     p.add_argument("--overwrite", action="store_true", help="render the scene again even if it exists")
     common(p)
     p.set_defaults(func=cmd_demo)
@@ -301,7 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-mapping", type=int, help="number of mapping images")
     p.add_argument("--num-query", type=int, help="number of query images")
     p.add_argument("--size", type=_size, help="image size WIDTHxHEIGHT (default 640x480)")
-    p.add_argument("--query-appearance", help="appearance preset of the queries (same, lighting, season, hard)")
+    p.add_argument("--condition", help="mapping/query imaging conditions: same, lighting, night, season, blur, hard")
+    p.add_argument(
+        "--mapping-appearance", help="imaging condition of the mapping images: day, overcast, evening, night, autumn, blurry, hard"
+    )
+    p.add_argument("--query-appearance", help="imaging condition of the query images (same presets)")
     p.add_argument(
         "--bag", action="append", default=[], choices=["mapping", "query"], help="also write a rosbag2 of this split (repeatable)"
     )

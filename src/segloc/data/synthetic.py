@@ -1,0 +1,553 @@
+"""Synthetic scenes: textured 3D scenes rendered at known poses along robot trajectories.
+
+A scene (``room``, ``corridor`` or ``street``; :mod:`segloc.data.scenes`) is a set of
+textured rectangles with semantic part labels (:data:`LABELS`), built from a seed. A ground
+robot drives loops through it; a camera rigidly mounted on the robot (``base_from_cam``)
+records a mapping sequence and, on a laterally offset loop with other speed and heading noise,
+a query sequence. Each sequence has its own imaging condition (:class:`AppearanceConfig`:
+lighting level and colour, season-like texture change, noise, blur), so mapping and query can
+differ; :data:`APPEARANCE_PRESETS` names single conditions and :data:`CONDITIONS` names
+(mapping, query) pairs.
+
+Frames: world z up; ``base_link`` with ROS body axes (x forward, y left, z up) on the floor;
+the camera with OpenCV axes (x right, y down, z forward).
+
+:func:`generate_scene` writes a dataset folder (:mod:`segloc.data.dataset`) plus::
+
+    labels/<name>.png   uint8 label ids (see LABELS)
+    depth/<name>.png    uint16 depth along the optical axis in millimetres, 0 = no surface / > 65.5 m
+    scene.json          labels table, config, camera, base_from_cam, per-frame timestamp,
+                        world_from_base and odom_from_base, surfaces and lamps
+
+Everything is deterministic from the seed: the same config gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segloc.config import config_from_dict, config_to_dict
+from segloc.data.dataset import ImageRecord, read_dataset, save_image, write_dataset
+from segloc.data.render import AppearanceConfig, prepare_scene, render_view
+from segloc.data.scenes import SCENE_BUILDERS, LoopPath, build_scene, seasonal_variant
+from segloc.data.textures import LABEL_COLORS, LABEL_IDS, LABELS
+from segloc.errors import SeglocError
+from segloc.geometry.camera import Camera
+from segloc.geometry.transforms import Rigid3
+
+logger = logging.getLogger("segloc")
+
+__all__ = [
+    "APPEARANCE_PRESETS",
+    "CONDITIONS",
+    "LABELS",
+    "LABEL_COLORS",
+    "LABEL_IDS",
+    "SCENES",
+    "AppearanceConfig",
+    "CameraMountConfig",
+    "SceneFrame",
+    "SynthConfig",
+    "Trajectory",
+    "appearance_preset",
+    "generate_scene",
+    "make_trajectory",
+    "read_scene_frames",
+    "read_scene_info",
+    "synth_config",
+    "write_scene_bag",
+]
+
+SCENES: tuple[str, ...] = tuple(SCENE_BUILDERS)
+FORMAT_VERSION = 1
+SPLITS = ("mapping", "query")
+
+APPEARANCE_PRESETS: dict[str, AppearanceConfig] = {
+    "day": AppearanceConfig(),
+    "overcast": AppearanceConfig(exposure=0.85, color_gain=(0.92, 0.97, 1.08), ambient=0.75, sun=0.05),
+    "evening": AppearanceConfig(
+        exposure=0.9, color_gain=(1.15, 0.95, 0.7), ambient=0.45, sun=0.5, sun_azimuth_deg=250.0, sun_elevation_deg=8.0, lamps=0.5
+    ),
+    "night": AppearanceConfig(exposure=1.0, color_gain=(1.0, 0.9, 0.75), ambient=0.08, sun=0.0, lamps=0.8, noise_std=3.0, shot_noise=0.6),
+    "autumn": AppearanceConfig(season=1.0),
+    "blurry": AppearanceConfig(motion_blur=5.0, defocus_blur=0.8, noise_std=2.0),
+    "hard": AppearanceConfig(
+        exposure=0.9,
+        color_gain=(1.15, 0.95, 0.7),
+        ambient=0.45,
+        sun=0.5,
+        sun_azimuth_deg=250.0,
+        sun_elevation_deg=8.0,
+        season=0.7,
+        noise_std=3.0,
+        motion_blur=3.0,
+    ),
+}
+"""Named imaging conditions: ``day`` (the default), ``overcast``, ``evening`` (warm low sun),
+``night`` (lamps only, noisy), ``autumn`` (season change), ``blurry``, ``hard`` (evening light +
+season change + noise + motion blur)."""
+
+CONDITIONS: dict[str, tuple[str, str]] = {
+    "same": ("day", "day"),
+    "lighting": ("day", "evening"),
+    "night": ("day", "night"),
+    "season": ("day", "autumn"),
+    "blur": ("day", "blurry"),
+    "hard": ("day", "hard"),
+}
+"""Named (mapping, query) pairs of :data:`APPEARANCE_PRESETS`."""
+
+
+def appearance_preset(name: str) -> AppearanceConfig:
+    """A copy of the named condition of :data:`APPEARANCE_PRESETS`."""
+    if name not in APPEARANCE_PRESETS:
+        raise SeglocError(f"unknown appearance preset {name!r}; valid presets are: {', '.join(APPEARANCE_PRESETS)}")
+    return replace(APPEARANCE_PRESETS[name])
+
+
+def _resolve_appearance(value: Any, where: str) -> AppearanceConfig:
+    if isinstance(value, AppearanceConfig):
+        return value
+    if isinstance(value, str):
+        return appearance_preset(value)
+    if isinstance(value, dict):
+        return config_from_dict(AppearanceConfig, value, where)
+    raise SeglocError(
+        f"{where}: expected a preset name ({', '.join(APPEARANCE_PRESETS)}) or a mapping of appearance options, got {value!r}"
+    )
+
+
+@dataclass
+class CameraMountConfig:
+    """Where the camera sits on the robot (``base_from_cam``).
+
+    Attributes:
+        forward: metres ahead of ``base_link``.
+        lateral: metres to the left of ``base_link``.
+        height: metres above the floor.
+        pitch_deg: downward tilt of the optical axis, degrees.
+    """
+
+    forward: float = 0.3
+    lateral: float = 0.0
+    height: float = 1.2
+    pitch_deg: float = 5.0
+
+    def base_from_cam(self) -> Rigid3:
+        """The camera pose on the robot: OpenCV camera axes in ROS body axes."""
+        p = np.radians(self.pitch_deg)
+        forward_axis = np.array([np.cos(p), 0.0, -np.sin(p)])  # camera z
+        down_axis = np.array([-np.sin(p), 0.0, -np.cos(p)])  # camera y
+        right_axis = np.cross(down_axis, forward_axis)  # camera x
+        rotation = np.stack([right_axis, down_axis, forward_axis], axis=1)
+        return Rigid3.from_rotation(rotation, np.array([self.forward, self.lateral, self.height]))
+
+
+@dataclass
+class SynthConfig:
+    """Configuration of a synthetic scene and its recordings.
+
+    Attributes:
+        scene: one of :data:`SCENES`.
+        seed: everything (layout, textures, trajectories, noise) derives from it.
+        width, height: image size in pixels.
+        fov_deg: horizontal field of view of the PINHOLE camera, degrees.
+        num_mapping, num_query: number of mapping and query images.
+        frame_rate: images per second (timestamps).
+        start_time: timestamp of the first mapping image (seconds); the query recording starts
+            an hour later.
+        mapping_laps, query_laps: how many times each recording drives around the loop.
+        query_offset: lateral offset of the query loop (metres, towards the loop's inside; -0.2 to 0.45).
+        query_heading_noise_deg: amplitude of the smooth heading noise of the query robot.
+        mapping_heading_noise_deg: the same for the mapping robot.
+        speed_variation: relative speed modulation of the query robot, in [0, 1).
+        odometry_scale_noise: standard deviation of the relative odometry scale error.
+        odometry_yaw_drift_deg: standard deviation of the odometry heading drift, degrees per metre.
+        mount: camera mount on the robot.
+        mapping_appearance, query_appearance: imaging condition of each recording: a preset
+            name of :data:`APPEARANCE_PRESETS` or the options of :class:`AppearanceConfig`.
+    """
+
+    scene: str = "room"
+    seed: int = 0
+    width: int = 640
+    height: int = 480
+    fov_deg: float = 70.0
+    num_mapping: int = 150
+    num_query: int = 50
+    frame_rate: float = 10.0
+    start_time: float = 1_700_000_000.0
+    mapping_laps: float = 1.0
+    query_laps: float = 1.0
+    query_offset: float = 0.3
+    query_heading_noise_deg: float = 4.0
+    mapping_heading_noise_deg: float = 1.0
+    speed_variation: float = 0.3
+    odometry_scale_noise: float = 0.02
+    odometry_yaw_drift_deg: float = 0.5
+    mount: CameraMountConfig = field(default_factory=CameraMountConfig)
+    mapping_appearance: AppearanceConfig | str = "day"
+    query_appearance: AppearanceConfig | str = "day"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.mount, dict):
+            self.mount = config_from_dict(CameraMountConfig, self.mount, "mount")
+        self.mapping_appearance = _resolve_appearance(self.mapping_appearance, "mapping_appearance")
+        self.query_appearance = _resolve_appearance(self.query_appearance, "query_appearance")
+        if self.scene not in SCENES:
+            raise SeglocError(f"unknown synthetic scene {self.scene!r}; valid scenes are: {', '.join(SCENES)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise SeglocError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if int(self.width) <= 0 or int(self.height) <= 0:
+            raise SeglocError(f"image size must be positive, got {self.width}x{self.height}")
+        if not 10.0 <= self.fov_deg <= 150.0:
+            raise SeglocError(f"fov_deg must be between 10 and 150 degrees, got {self.fov_deg}")
+        if self.num_mapping < 1 or self.num_query < 0:
+            raise SeglocError(f"need at least 1 mapping image and 0 or more query images, got {self.num_mapping} and {self.num_query}")
+        if not self.frame_rate > 0:
+            raise SeglocError(f"frame_rate must be positive, got {self.frame_rate}")
+        if not (self.mapping_laps > 0 and self.query_laps > 0):
+            raise SeglocError(f"mapping_laps and query_laps must be positive, got {self.mapping_laps} and {self.query_laps}")
+        if not 0.0 <= self.speed_variation < 1.0:
+            raise SeglocError(f"speed_variation must be in [0, 1), got {self.speed_variation}")
+        if not -0.2 <= self.query_offset <= 0.45:
+            raise SeglocError(
+                f"query_offset must be between -0.2 and 0.45 m to keep the robot clear of the furniture, got {self.query_offset}"
+            )
+        if not 0.1 <= self.mount.height <= 2.4:
+            raise SeglocError(f"mount.height must be between 0.1 and 2.4 m (below the ceilings), got {self.mount.height}")
+        if abs(self.mount.forward) > 0.5 or abs(self.mount.lateral) > 0.5:
+            raise SeglocError(
+                f"the camera must sit within 0.5 m of base_link, got forward {self.mount.forward}, lateral {self.mount.lateral}"
+            )
+        if abs(self.mount.pitch_deg) > 60:
+            raise SeglocError(f"mount.pitch_deg must be within +-60 degrees, got {self.mount.pitch_deg}")
+
+    def camera(self) -> Camera:
+        """The PINHOLE camera (principal point at the image centre)."""
+        focal = 0.5 * self.width / np.tan(0.5 * np.radians(self.fov_deg))
+        return Camera("PINHOLE", self.width, self.height, (focal, focal, 0.5 * self.width, 0.5 * self.height))
+
+
+def synth_config(scene: str = "room", condition: str = "same", **overrides: Any) -> SynthConfig:
+    """A :class:`SynthConfig` for ``scene`` with the (mapping, query) pair of :data:`CONDITIONS`."""
+    if condition not in CONDITIONS:
+        raise SeglocError(f"unknown condition {condition!r}; valid conditions are: {', '.join(CONDITIONS)}")
+    mapping, query = CONDITIONS[condition]
+    values = {"scene": scene, "mapping_appearance": mapping, "query_appearance": query, **overrides}
+    return config_from_dict(SynthConfig, values, "synth_config")
+
+
+# --- trajectories --------------------------------------------------------------------------
+
+
+@dataclass
+class Trajectory:
+    """A timed robot recording.
+
+    Attributes:
+        timestamps: (N,) seconds.
+        world_from_base: N ground-truth poses of ``base_link`` in the world (``map``) frame.
+        odom_from_base: N drifting odometry poses (the odom frame starts at the first pose).
+    """
+
+    timestamps: np.ndarray
+    world_from_base: list[Rigid3]
+    odom_from_base: list[Rigid3]
+
+
+def _smooth_noise(rng: np.random.Generator, phase: np.ndarray, amplitude: float, components: int = 3) -> np.ndarray:
+    """Band-limited noise (N,) of the given amplitude: a sum of random sinusoids of ``phase`` (N,)."""
+    freqs = rng.uniform(1.0, 4.0, components)
+    offsets = rng.uniform(0, 2 * np.pi, components)
+    weights = rng.uniform(0.5, 1.0, components)
+    signal = np.sum(weights[:, None] * np.sin(freqs[:, None] * phase[None] + offsets[:, None]), axis=0)
+    return amplitude * signal / weights.sum()
+
+
+def _planar_pose(x: float, y: float, yaw: float) -> Rigid3:
+    c, s = np.cos(yaw), np.sin(yaw)
+    return Rigid3.from_rotation(np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), np.array([x, y, 0.0]))
+
+
+def _odometry(xy: np.ndarray, yaw: np.ndarray, scale_noise: float, yaw_drift_deg: float, rng: np.random.Generator) -> list[Rigid3]:
+    """Integrate the ground-truth planar motion with a scale error and heading drift."""
+    scale = 1.0 + rng.normal(0.0, scale_noise)
+    drift = np.radians(rng.normal(0.0, yaw_drift_deg))
+    ox, oy, oyaw = 0.0, 0.0, 0.0
+    poses = [_planar_pose(0.0, 0.0, 0.0)]
+    for i in range(1, len(xy)):
+        c, s = np.cos(yaw[i - 1]), np.sin(yaw[i - 1])
+        delta = xy[i] - xy[i - 1]
+        forward, left = c * delta[0] + s * delta[1], -s * delta[0] + c * delta[1]
+        step = float(np.hypot(forward, left))
+        dyaw = np.angle(np.exp(1j * (yaw[i] - yaw[i - 1]))) + drift * step + rng.normal(0.0, 0.002 * step)
+        forward, left = scale * forward + rng.normal(0.0, 0.005 * step), scale * left + rng.normal(0.0, 0.005 * step)
+        ox += np.cos(oyaw) * forward - np.sin(oyaw) * left
+        oy += np.sin(oyaw) * forward + np.cos(oyaw) * left
+        oyaw += dyaw
+        poses.append(_planar_pose(ox, oy, oyaw))
+    return poses
+
+
+def make_trajectory(path: LoopPath, config: SynthConfig, split: str) -> Trajectory:
+    """The mapping or query recording of ``config`` along ``path``.
+
+    Mapping: on the loop, constant speed, small heading noise. Query: offset by
+    ``query_offset`` towards the inside, starting at a random point, varying speed, larger
+    heading noise and lateral wobble.
+    """
+    if split not in SPLITS:
+        raise SeglocError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    query = split == "query"
+    count = config.num_query if query else config.num_mapping
+    rng = np.random.default_rng([config.seed, 2, SPLITS.index(split)])
+    laps = config.query_laps if query else config.mapping_laps
+    tau = np.arange(count) / max(count, 1)
+    start = rng.uniform(0.0, 1.0) if query else 0.0
+    if query and config.speed_variation > 0:
+        cycles = float(rng.integers(1, 4))
+        phi = rng.uniform(0, 2 * np.pi)
+        wave = config.speed_variation * (np.sin(2 * np.pi * cycles * tau + phi) - np.sin(phi)) / (2 * np.pi * cycles)
+        tau = tau + wave
+    arc = path.length * (start + laps * tau)
+    offset = config.query_offset if query else 0.0
+    inner = LoopPath(path.half_x - offset, path.half_y - offset, max(path.radius - offset, 0.0)) if offset else path
+    xy, heading = inner.sample(arc * inner.length / path.length)
+    phase = 2 * np.pi * laps * tau
+    wobble = _smooth_noise(rng, phase * 3, 0.05 if query else 0.01)
+    xy = xy + wobble[:, None] * np.stack([-np.sin(heading), np.cos(heading)], axis=1)
+    noise_deg = config.query_heading_noise_deg if query else config.mapping_heading_noise_deg
+    yaw = heading + np.radians(_smooth_noise(rng, phase * 4, noise_deg))
+    start_time = config.start_time + (3600.0 if query else 0.0)
+    timestamps = start_time + np.arange(count) / config.frame_rate
+    world_from_base = [_planar_pose(x, y, a) for (x, y), a in zip(xy, yaw)]
+    odom_from_base = _odometry(xy, yaw, config.odometry_scale_noise, config.odometry_yaw_drift_deg, rng) if count else []
+    return Trajectory(timestamps, world_from_base, odom_from_base)
+
+
+# --- generation ----------------------------------------------------------------------------
+
+
+def _pose_list(pose: Rigid3) -> list[float]:
+    """[qw, qx, qy, qz, tx, ty, tz]."""
+    return [float(v) for v in (*pose.quat_wxyz, *pose.translation)]
+
+
+def _pose_from_list(values: list[float], where: str) -> Rigid3:
+    if len(values) != 7:
+        raise SeglocError(f"{where}: expected 7 numbers qw qx qy qz tx ty tz, got {len(values)}")
+    return Rigid3(np.asarray(values[:4], float), np.asarray(values[4:], float))
+
+
+def _scene_description(config: SynthConfig, layout, camera: Camera, frames: dict[str, list[dict]]) -> dict[str, Any]:
+    surfaces = []
+    for quad in layout.scene.quads:
+        label = int(np.bincount(quad.texture.labels.ravel()).argmax())
+        surfaces.append({"name": quad.name, "label": LABELS[label], "corners": quad.corners().round(6).tolist()})
+    return {
+        "format": "segloc-synthetic",
+        "version": FORMAT_VERSION,
+        "scene": config.scene,
+        "seed": int(config.seed),
+        "config": config_to_dict(config),
+        "labels": {str(k): v for k, v in LABELS.items()},
+        "label_colors": {str(k): list(v) for k, v in LABEL_COLORS.items()},
+        "camera": camera.to_dict(),
+        "base_from_cam": _pose_list(config.mount.base_from_cam()),
+        "pose_format": "qw qx qy qz tx ty tz; world_from_base: base_link in the world (map) frame; odom_from_base: drifting odometry",
+        "depth_format": "uint16 PNG, millimetres along the optical axis, 0 = no surface or beyond 65.535 m",
+        "frames": frames,
+        "loop": {"half_x": layout.path.half_x, "half_y": layout.path.half_y, "radius": layout.path.radius},
+        "lamps": layout.scene.lamps.round(6).tolist(),
+        "surfaces": surfaces,
+    }
+
+
+def _depth_millimetres(depth: np.ndarray) -> np.ndarray:
+    """(H, W) uint16 millimetres from (H, W) float metres; 0 where none or out of range."""
+    mm = np.round(depth.astype(np.float64) * 1000.0)
+    return np.where((mm > 0) & (mm <= 65535), mm, 0).astype(np.uint16)
+
+
+def generate_scene(config: SynthConfig, out_dir: str | Path, overwrite: bool = False, progress: bool = True) -> Path:
+    """Render a synthetic scene's mapping and query recordings into a dataset folder.
+
+    Args:
+        config: what to render (see :class:`SynthConfig`).
+        out_dir: the dataset folder to write; written atomically (complete or absent).
+        overwrite: replace ``out_dir`` if it exists.
+        progress: show a progress bar over the frames.
+
+    Returns:
+        ``out_dir``, holding ``images/{mapping,query}/NNNNNN.png``, ``mapping.txt``,
+        ``query.txt``, ``labels/``, ``depth/`` and ``scene.json``.
+    """
+    from tqdm import tqdm
+
+    if not isinstance(config, SynthConfig):
+        raise SeglocError(f"generate_scene needs a SynthConfig, got {type(config).__name__}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise SeglocError(f"{out_dir} exists already; pass overwrite to replace it")
+    logger.info("synthetic scene: %s", json.dumps(config_to_dict(config)))
+    start = time.perf_counter()
+    layout = build_scene(config.scene, config.seed)
+    camera = config.camera()
+    base_from_cam = config.mount.base_from_cam()
+    appearances = {"mapping": config.mapping_appearance, "query": config.query_appearance}
+    prepared = {}
+    for split, appearance in appearances.items():
+        same = [s for s in prepared if appearances[s] == appearance]
+        prepared[split] = (
+            prepared[same[0]] if same else prepare_scene(seasonal_variant(layout.scene, appearance.season, config.seed), appearance)
+        )
+    trajectories = {split: make_trajectory(layout.path, config, split) for split in SPLITS}
+    logger.info(
+        "built scene %s (%d surfaces, loop %.1f m) in %.1f s",
+        config.scene,
+        len(layout.scene.quads),
+        layout.path.length,
+        time.perf_counter() - start,
+    )
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.synth.", dir=out_dir.parent))
+    try:
+        records: dict[str, list[ImageRecord]] = {split: [] for split in SPLITS}
+        frames: dict[str, list[dict]] = {split: [] for split in SPLITS}
+        total = config.num_mapping + config.num_query
+        with tqdm(total=total, desc=f"render {config.scene}", unit="frame", disable=not progress) as bar:
+            for split_index, split in enumerate(SPLITS):
+                trajectory = trajectories[split]
+                for i, (stamp, world_from_base, odom_from_base) in enumerate(
+                    zip(trajectory.timestamps, trajectory.world_from_base, trajectory.odom_from_base)
+                ):
+                    name = f"{split}/{i:06d}.png"
+                    cam_from_world = (world_from_base * base_from_cam).inverse()
+                    view = render_view(prepared[split], camera, cam_from_world, np.random.default_rng([config.seed, 3, split_index, i]))
+                    save_image(work / "images" / name, view.image)
+                    save_image(work / "labels" / name, view.labels)
+                    save_image(work / "depth" / name, _depth_millimetres(view.depth))
+                    records[split].append(ImageRecord(name, cam_from_world, camera, float(stamp)))
+                    frames[split].append(
+                        {
+                            "name": name,
+                            "timestamp": float(stamp),
+                            "world_from_base": _pose_list(world_from_base),
+                            "odom_from_base": _pose_list(odom_from_base),
+                        }
+                    )
+                    bar.update(1)
+        dataset = write_dataset(work / "dataset", records["mapping"], records["query"], source_image_dir=work / "images")
+        os.replace(work / "labels", dataset / "labels")
+        os.replace(work / "depth", dataset / "depth")
+        (dataset / "scene.json").write_text(json.dumps(_scene_description(config, layout, camera, frames), indent=1) + "\n")
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(dataset, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(dataset, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    logger.info(
+        "wrote %s: %d mapping + %d query frames in %.1f s", out_dir, config.num_mapping, config.num_query, time.perf_counter() - start
+    )
+    return out_dir
+
+
+# --- reading back --------------------------------------------------------------------------
+
+
+@dataclass
+class SceneFrame:
+    """One recorded frame of a synthetic scene (from ``scene.json``).
+
+    Attributes:
+        name: image name under ``images/`` (also under ``labels/`` and ``depth/``).
+        timestamp: seconds.
+        world_from_base: ground truth of ``base_link`` in the world (``map``) frame.
+        odom_from_base: drifting odometry of ``base_link``.
+    """
+
+    name: str
+    timestamp: float
+    world_from_base: Rigid3
+    odom_from_base: Rigid3
+
+
+def read_scene_info(dataset_dir: str | Path) -> dict[str, Any]:
+    """The parsed ``scene.json`` of a synthetic dataset folder."""
+    path = Path(dataset_dir) / "scene.json"
+    if not path.is_file():
+        raise SeglocError(f"{dataset_dir} is not a synthetic scene folder: scene.json is missing (generate one with generate_scene)")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SeglocError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(info, dict) or info.get("format") != "segloc-synthetic":
+        raise SeglocError(f"{path} is not a segloc synthetic scene description")
+    if info.get("version") != FORMAT_VERSION:
+        raise SeglocError(
+            f"{path} has format version {info.get('version')}, this code reads version {FORMAT_VERSION}; regenerate the scene"
+        )
+    return info
+
+
+def read_scene_frames(dataset_dir: str | Path, split: str = "query") -> tuple[list[SceneFrame], Rigid3]:
+    """The frames of one recording and ``base_from_cam`` from a synthetic dataset folder."""
+    if split not in SPLITS:
+        raise SeglocError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    info = read_scene_info(dataset_dir)
+    where = f"{Path(dataset_dir) / 'scene.json'}"
+    frames = [
+        SceneFrame(
+            f["name"], float(f["timestamp"]), _pose_from_list(f["world_from_base"], where), _pose_from_list(f["odom_from_base"], where)
+        )
+        for f in info["frames"][split]
+    ]
+    return frames, _pose_from_list(info["base_from_cam"], where)
+
+
+def write_scene_bag(
+    dataset_dir: str | Path, bag_path: str | Path, split: str = "query", storage: str | None = None, bag_config: Any = None
+) -> Path:
+    """Write one recording of a synthetic scene as a rosbag2: images, camera info, odometry, TF, ground truth.
+
+    Args:
+        dataset_dir: a folder written by :func:`generate_scene`.
+        bag_path: the bag to write (must not exist).
+        split: ``mapping`` or ``query``.
+        storage: rosbag2 storage plugin (``sqlite3`` or ``mcap``); None keeps the one of ``bag_config``.
+        bag_config: a :class:`segloc.data.rosbag.BagWriteConfig` (topics, frames, compression);
+            None for the defaults.
+
+    Returns:
+        The bag path returned by :func:`segloc.data.rosbag.write_bag`.
+    """
+    from segloc.data.rosbag import BagFrame, BagWriteConfig, write_bag
+
+    frames, base_from_cam = read_scene_frames(dataset_dir, split)
+    dataset = read_dataset(dataset_dir)
+    cameras = {r.name: r.camera for r in (dataset.mapping if split == "mapping" else dataset.query)}
+    missing = [f.name for f in frames if f.name not in cameras]
+    if missing:
+        raise SeglocError(f"{dataset_dir}: scene.json lists {len(missing)} {split} frame(s) missing from {split}.txt, e.g. {missing[0]}")
+    bag_frames = (BagFrame(f.timestamp, dataset.load_image(f.name), cameras[f.name], f.world_from_base, f.odom_from_base) for f in frames)
+    bag_config = bag_config or BagWriteConfig()
+    if storage is not None:
+        bag_config = replace(bag_config, storage=storage)
+    return write_bag(bag_path, bag_frames, base_from_cam, bag_config)
