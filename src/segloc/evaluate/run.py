@@ -200,5 +200,5 @@ def evaluate_localizer(
         mapping_centers = [r.cam_from_world.center for r in dataset.mapping]
     mapping_centers = np.asarray(mapping_centers, dtype=np.float64).reshape(-1, 3)
     write_report(output_dir, metrics, results, mapping_centers=mapping_centers, plots=plots)
-    logger.info("evaluation of %s:\n%s", metrics["method"], format_summary(metrics))
+    logger.debug("evaluation of %s:\n%s", metrics["method"], format_summary(metrics))
     return metrics

@@ -12,9 +12,23 @@ from segloc.localize.base import LocalizationResult, Localizer
 if TYPE_CHECKING:
     from segloc.localize.reference import ReferenceLocalizer, ReferenceLocalizerConfig
 
-_LAZY = {"ReferenceLocalizer": "segloc.localize.reference", "ReferenceLocalizerConfig": "segloc.localize.reference"}
+_LAZY = {
+    "ReferenceLocalizer": "segloc.localize.reference",
+    "ReferenceLocalizerConfig": "segloc.localize.reference",
+    "LabelRefinementConfig": "segloc.localize.refine",
+    "RefinementResult": "segloc.localize.refine",
+    "refine_pose_with_labels": "segloc.localize.refine",
+}
 
-__all__ = ["LocalizationResult", "Localizer", "ReferenceLocalizer", "ReferenceLocalizerConfig"]
+__all__ = [
+    "LabelRefinementConfig",
+    "LocalizationResult",
+    "Localizer",
+    "ReferenceLocalizer",
+    "ReferenceLocalizerConfig",
+    "RefinementResult",
+    "refine_pose_with_labels",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,727 @@
+"""SegLoc pose refinement: align the labels of 3D map points with a query's class probabilities.
+
+A SegLoc map stores sparse 3D points with one segmentation label each (or the top-k labels
+with weights). The query image goes through a segmentation network that gives, at a few
+decoder levels (coarse to fine), per-pixel class probabilities over K classes. Starting from
+an initial ``cam_from_world`` (retrieval, odometry, ``initialpose``, another method),
+:func:`refine_pose_with_labels` moves the 6-DoF pose so that each visible point projects where
+the query believes its label is, PixLoc-style: Levenberg-Marquardt, level after level.
+
+Cost. For a point ``i`` with labels ``l_ij`` and weights ``w_ij`` (summing to 1) projecting to
+``u_i``, the residual is ``r_i = -log(max(sum_j w_ij p(l_ij | u_i), eps))``, where ``p`` is
+the bilinearly interpolated probability map of the level. A level minimises
+``sum_i rho(r_i^2)`` with a robust loss ``rho`` (Cauchy, Huber or none) over a fixed support:
+the points in view (in front, inside the lens' field of view, projecting inside the image
+minus a margin) at the pose the level starts from. Fixing the support keeps one objective per
+level, so that accepting a step only when it lowers the objective means something; had
+dropped-out points a constant cost, the optimiser would trade alignment for keeping points in
+view. A support point that leaves the image during the level samples the probability at its
+projection clamped to the image border (the objective stays continuous) and has no gradient
+across the border; one that goes behind the camera gets the residual ``-log(eps)``.
+The points in view at the final pose give the reported cost, residuals and covariance.
+
+Update. The pose is perturbed as in the covariance convention of :mod:`segloc.geometry.pose`:
+``delta = (dx, dy, dz, rx, ry, rz)`` with ``world_from_cam' = (Exp(r) R_wc, c + dc)`` (``c``
+the camera centre in the world). Jacobians are analytic: the image gradient of the sampled
+probability (by default the bilinear interpolation of central differences, which is
+continuous; or the exact derivative of the bilinear interpolation) times the projection
+Jacobian (lens distortion included, through
+:func:`segloc.geometry.camera.distort_normalized` with central differences) times the pose
+Jacobian. LM solves ``(H + lambda diag(H)) delta = -g`` with ``H = J^T W J`` and
+``g = J^T W r`` (IRLS weights ``W = rho'(r^2)``), accepts a step when it lowers the level's
+objective, and adapts ``lambda``. The covariance is ``sigma^2 H^-1`` at the final pose of the
+finest level, in the same convention. It treats the points as independent measurements, so
+its scale is optimistic (neighbouring points see correlated probabilities, and the errors of a
+segmentation are systematic rather than noise); its shape says which directions the labels
+constrain poorly (typically a rotation traded against a translation when the scene is
+nearly planar).
+
+Pixels follow COLMAP's convention: the centre of the top-left pixel is at (0.5, 0.5). The
+probability maps are in the (distorted) image of ``camera``; each level is the whole image
+resized to (H_l, W_l) and uses ``camera.scaled(W_l, H_l)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from segloc.errors import SeglocError
+from segloc.geometry.camera import Camera, distort_normalized
+from segloc.geometry.transforms import Rigid3, axis_angle_to_matrix
+
+logger = logging.getLogger("segloc")
+
+__all__ = [
+    "FAILURE_REASONS",
+    "GRADIENTS",
+    "LOSSES",
+    "LabelRefinementConfig",
+    "LevelHistory",
+    "RefinementResult",
+    "refine_pose_with_labels",
+]
+
+LOSSES = ("cauchy", "huber", "none")
+"""Robust losses on the squared residual ``s = r^2`` with scale ``c``: Cauchy
+``c^2 log(1 + s / c^2)``, Huber ``s`` up to ``c^2`` then ``2 c sqrt(s) - c^2``, none ``s``."""
+
+GRADIENTS = ("central", "exact")
+"""Ways to take the image gradient of the sampled probabilities (see :class:`LabelRefinementConfig`)."""
+
+FAILURE_REASONS = ("too_few_points", "diverged", "high_residual", "insufficient_decrease", "degenerate")
+"""Values of :attr:`RefinementResult.failure_reason` (None on success): fewer than
+``min_points`` in view (at the start of a level or at the end); the pose moved farther from the
+initial one than ``max_translation_change`` / ``max_rotation_change_deg``; the median residual
+at the final pose is above ``max_final_residual``; the cost dropped by less than
+``min_relative_decrease``; the final Hessian is singular (the points do not constrain 6 DoF)."""
+
+
+@dataclass
+class LabelRefinementConfig:
+    """Options of :func:`refine_pose_with_labels`.
+
+    Attributes:
+        levels: indices into the list of class-probability maps to use, coarse to fine
+            (negative ones count from the end); empty for all of them in the given order.
+        num_iterations: Levenberg-Marquardt iterations per level (an iteration is one tried step).
+        lambda_init: initial damping of each level; the step solves ``(H + lambda diag(H)) delta = -g``.
+        lambda_up: factor on lambda after a rejected step.
+        lambda_down: factor on lambda after an accepted step.
+        lambda_min: lower bound of lambda.
+        lambda_max: a level stops (stalled) when lambda grows past this.
+        loss: robust loss on the squared per-point residual, one of :data:`LOSSES`.
+        loss_scale: scale ``c`` of the robust loss, in units of the residual ``-log p``.
+        probability_floor: probabilities are clamped at this ``eps`` before the log (the
+            largest residual is ``-log(eps)``).
+        top_k: use at most this many labels per point (those with the largest weights); 0 for
+            all the columns given.
+        border_margin_px: a projection must be at least this many pixels of the level inside
+            the outermost pixel centres to count.
+        min_depth: minimum depth along the optical axis (metres) of a point that counts.
+        min_step_rotation: a level converges when an accepted step rotates less than this
+            (radians) and translates less than ``min_step_translation``.
+        min_step_translation: see ``min_step_rotation`` (metres).
+        min_relative_cost_change: a level converges when an accepted step lowers the
+            objective by less than this fraction.
+        min_points: fewer points in view at the start of a level or at the final pose is a
+            failure (``too_few_points``); a step leaving fewer in view is rejected.
+        max_translation_change: a camera centre moving farther than this (metres) from the
+            initial one is a failure (``diverged``).
+        max_rotation_change_deg: a rotation farther than this (degrees) from the initial one is
+            a failure (``diverged``).
+        max_final_residual: a median residual ``-log p`` of the points in view at the final
+            pose (finest level) above this is a failure (``high_residual``): the labels do not
+            agree with the query. 2.0 means a median label probability below 0.135.
+        min_relative_decrease: the objective at the finest level must drop by at least this
+            fraction from the initial to the final pose (``insufficient_decrease``); 0 disables
+            the check (a prior that is already right does not move).
+        residual_sigma: standard deviation of the residual for the covariance; None estimates
+            it from the final residuals (``sum w r^2 / (n - 6)``).
+        gradients: image gradient of the probability: ``central`` (bilinear interpolation of
+            central differences, continuous across pixels) or ``exact`` (derivative of the
+            bilinear interpolation, piecewise constant); see :data:`GRADIENTS`.
+    """
+
+    levels: tuple[int, ...] = ()
+    num_iterations: int = 20
+    lambda_init: float = 1e-2
+    lambda_up: float = 10.0
+    lambda_down: float = 0.1
+    lambda_min: float = 1e-6
+    lambda_max: float = 1e4
+    loss: str = "cauchy"
+    loss_scale: float = 1.0
+    probability_floor: float = 1e-4
+    top_k: int = 0
+    border_margin_px: float = 1.0
+    min_depth: float = 0.05
+    min_step_rotation: float = 1e-5
+    min_step_translation: float = 1e-4
+    min_relative_cost_change: float = 1e-6
+    min_points: int = 30
+    max_translation_change: float = 2.0
+    max_rotation_change_deg: float = 30.0
+    max_final_residual: float = 2.0
+    min_relative_decrease: float = 0.0
+    residual_sigma: float | None = None
+    gradients: str = "central"
+
+    def __post_init__(self) -> None:
+        self.levels = tuple(int(i) for i in self.levels)
+        if self.loss not in LOSSES:
+            raise SeglocError(f"label refinement: unknown loss {self.loss!r}; valid losses are: {', '.join(LOSSES)}")
+        if self.gradients not in GRADIENTS:
+            raise SeglocError(f"label refinement: unknown gradients {self.gradients!r}; valid values are: {', '.join(GRADIENTS)}")
+        if self.num_iterations < 1:
+            raise SeglocError(f"label refinement: num_iterations must be at least 1, got {self.num_iterations}")
+        if not (self.lambda_up > 1.0 and 0.0 < self.lambda_down < 1.0):
+            raise SeglocError(f"label refinement: need lambda_up > 1 and 0 < lambda_down < 1, got {self.lambda_up} and {self.lambda_down}")
+        if not 0.0 < self.lambda_min <= self.lambda_init <= self.lambda_max:
+            raise SeglocError(
+                "label refinement: need 0 < lambda_min <= lambda_init <= lambda_max, "
+                f"got {self.lambda_min}, {self.lambda_init}, {self.lambda_max}"
+            )
+        if not self.loss_scale > 0:
+            raise SeglocError(f"label refinement: loss_scale must be positive, got {self.loss_scale}")
+        if not 0.0 < self.probability_floor < 1.0:
+            raise SeglocError(f"label refinement: probability_floor must be in (0, 1), got {self.probability_floor}")
+        if self.top_k < 0:
+            raise SeglocError(f"label refinement: top_k must be 0 (all labels) or positive, got {self.top_k}")
+        if self.border_margin_px < 0 or self.min_depth < 0:
+            raise SeglocError(
+                f"label refinement: border_margin_px and min_depth must be >= 0, got {self.border_margin_px} and {self.min_depth}"
+            )
+        if self.min_points < 6:
+            raise SeglocError(f"label refinement: min_points must be at least 6 (a pose has 6 degrees of freedom), got {self.min_points}")
+        if not (self.max_translation_change > 0 and self.max_rotation_change_deg > 0):
+            raise SeglocError("label refinement: max_translation_change and max_rotation_change_deg must be positive")
+        if self.residual_sigma is not None and not self.residual_sigma > 0:
+            raise SeglocError(f"label refinement: residual_sigma must be positive or None, got {self.residual_sigma}")
+
+
+@dataclass
+class LevelHistory:
+    """What happened at one level of the refinement.
+
+    Lists have one entry per iteration (one tried step), except ``costs`` which starts with
+    the objective at the pose the level starts from.
+
+    Attributes:
+        level: index into the list of class-probability maps.
+        size: (width, height) of the level's maps.
+        costs: the level's objective per support point (``sum rho(r^2) / n`` over the n points
+            in view where the level started) at the current pose: before the first and after
+            every iteration; never increases.
+        lambdas: damping used for each tried step.
+        step_rotation: norm of each tried step's rotation (radians).
+        step_translation: norm of each tried step's translation (metres).
+        accepted: whether each step was taken.
+        num_support: n, the points in view where the level started.
+        num_points: support points still in view at the current pose after each iteration.
+        stop_reason: ``converged``, ``max_iterations``, ``stalled`` (lambda past its maximum),
+            ``diverged`` or ``too_few_points``.
+    """
+
+    level: int
+    size: tuple[int, int]
+    num_support: int = 0
+    costs: list[float] = field(default_factory=list)
+    lambdas: list[float] = field(default_factory=list)
+    step_rotation: list[float] = field(default_factory=list)
+    step_translation: list[float] = field(default_factory=list)
+    accepted: list[bool] = field(default_factory=list)
+    num_points: list[int] = field(default_factory=list)
+    stop_reason: str = "max_iterations"
+
+
+@dataclass
+class RefinementResult:
+    """The outcome of :func:`refine_pose_with_labels`.
+
+    Attributes:
+        cam_from_world: the refined pose; when ``success`` is False, the last estimate, for
+            diagnosis only (do not use it as a localization).
+        success: whether the refinement ran to the end and passed every check.
+        failure_reason: None on success, else one of :data:`FAILURE_REASONS`.
+        covariance: (6, 6) covariance in the convention of :mod:`segloc.geometry.pose`
+            (camera centre x, y, z in the world, then a rotation vector about the world axes),
+            from the Gauss-Newton Hessian at the final pose of the finest level (metres^2,
+            radians^2); None on failure.
+        num_points_used: points in view at the final pose of the finest level.
+        cost: mean robust cost ``rho(r^2)`` of those points.
+        median_residual: median residual ``-log p`` of those points.
+        history: one :class:`LevelHistory` per level run, coarse to fine.
+    """
+
+    cam_from_world: Rigid3
+    success: bool
+    failure_reason: str | None
+    covariance: np.ndarray | None
+    num_points_used: int
+    cost: float
+    median_residual: float
+    history: list[LevelHistory]
+
+    def info(self) -> dict[str, Any]:
+        """A JSON-friendly summary (for ``LocalizationResult.info``)."""
+        return {
+            "failure_reason": self.failure_reason,
+            "num_points_used": self.num_points_used,
+            "cost": self.cost,
+            "median_residual": self.median_residual,
+            "iterations": [len(h.lambdas) for h in self.history],
+            "stop_reasons": [h.stop_reason for h in self.history],
+        }
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+def _as_probability_maps(class_probabilities: Any) -> list[np.ndarray]:
+    """float32 C-contiguous (K, H_l, W_l) arrays from tensors or arrays; checks shapes."""
+    if isinstance(class_probabilities, np.ndarray) and class_probabilities.ndim == 3:
+        class_probabilities = [class_probabilities]
+    if not isinstance(class_probabilities, (list, tuple)) or not class_probabilities:
+        raise SeglocError("class_probabilities must be a non-empty list of (K, H, W) maps, one per decoder level, coarse to fine")
+    maps = []
+    for i, level in enumerate(class_probabilities):
+        if hasattr(level, "detach"):  # a torch tensor, possibly on an accelerator
+            level = level.detach().to("cpu").float().numpy()
+        level = np.ascontiguousarray(level, dtype=np.float32)
+        if level.ndim != 3 or min(level.shape) < 1:
+            raise SeglocError(f"class_probabilities[{i}] must have shape (K, H, W), got {level.shape}")
+        if level.shape[1] < 2 or level.shape[2] < 2:
+            raise SeglocError(f"class_probabilities[{i}] is {level.shape[2]}x{level.shape[1]} pixels; a level needs at least 2x2")
+        maps.append(level)
+    num_classes = {m.shape[0] for m in maps}
+    if len(num_classes) != 1:
+        raise SeglocError(f"all levels of class_probabilities must have the same number of classes K, got {sorted(num_classes)}")
+    return maps
+
+
+def _as_labels(point_labels: Any, label_weights: Any, num_points: int, num_classes: int, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (N, k) int64 and weights (N, k) float64 summing to 1 per point."""
+    labels = np.asarray(point_labels.detach().cpu() if hasattr(point_labels, "detach") else point_labels)
+    if labels.ndim == 1:
+        labels = labels[:, None]
+    if labels.ndim != 2 or labels.shape[0] != num_points or labels.shape[1] < 1:
+        raise SeglocError(f"point_labels must have shape (N,) or (N, k) with N = {num_points} points, got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise SeglocError(f"point_labels must be integers (class ids), got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise SeglocError(
+            f"point_labels must be class ids in [0, {num_classes - 1}] (the probability maps have K = {num_classes} classes), "
+            f"got values in [{labels.min()}, {labels.max()}]"
+        )
+    if label_weights is None:
+        weights = np.ones(labels.shape, dtype=np.float64)
+    else:
+        weights = np.asarray(label_weights.detach().cpu() if hasattr(label_weights, "detach") else label_weights, dtype=np.float64)
+        if weights.ndim == 1:
+            weights = weights[:, None]
+        if weights.shape != labels.shape:
+            raise SeglocError(f"label_weights must have the shape of point_labels {labels.shape}, got {weights.shape}")
+        if not np.all(np.isfinite(weights)) or weights.size and weights.min() < 0:
+            raise SeglocError("label_weights must be finite and non-negative")
+    if top_k and labels.shape[1] > top_k:
+        order = np.argsort(-weights, axis=1, kind="stable")[:, :top_k]
+        labels = np.take_along_axis(labels, order, axis=1)
+        weights = np.take_along_axis(weights, order, axis=1)
+    totals = weights.sum(axis=1, keepdims=True)
+    if np.any(totals <= 0):
+        raise SeglocError(f"{int(np.sum(totals <= 0))} point(s) have label weights summing to 0; give each point a positive weight")
+    return labels, weights / totals
+
+
+# --- robust loss --------------------------------------------------------------------------
+
+
+def _robust(squared: np.ndarray, loss: str, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """rho(s) and rho'(s) of squared residuals (n,)."""
+    if loss == "none":
+        return squared, np.ones_like(squared)
+    c2 = scale * scale
+    if loss == "cauchy":
+        return c2 * np.log1p(squared / c2), 1.0 / (1.0 + squared / c2)
+    root = np.sqrt(np.maximum(squared, 1e-300))
+    inlier = squared <= c2
+    return np.where(inlier, squared, 2.0 * scale * root - c2), np.where(inlier, 1.0, scale / root)
+
+
+# --- one level ----------------------------------------------------------------------------
+
+
+def _max_normalized_radius(camera: Camera) -> float:
+    """Largest radius of undistorted normalized coordinates that a point may have to count.
+
+    20 % beyond the image corners, and no farther than where the distortion stops being
+    monotonic along the axes and diagonals: a distortion polynomial outside its calibrated
+    range can fold far off-axis points back into the image.
+    """
+    w, h = camera.width, camera.height
+    border = np.array([[0, 0], [w, 0], [0, h], [w, h], [w / 2, 0], [w / 2, h], [0, h / 2], [w, h / 2]], dtype=np.float64)
+    limit = 1.2 * float(np.max(np.linalg.norm(camera.pixels_to_normalized(border), axis=1)))
+    radii = np.linspace(0.0, limit, 513)[1:]
+    for angle in np.arange(8) * (np.pi / 4):
+        xd, yd = distort_normalized(camera.model, camera.params, radii * np.cos(angle), radii * np.sin(angle))
+        folds = np.nonzero(np.diff(np.hypot(xd, yd)) <= 0)[0]
+        if len(folds):
+            limit = min(limit, float(radii[folds[0]]))
+    return limit
+
+
+class _Level:
+    """The probability maps of one level with its camera, ready for sampling."""
+
+    def __init__(self, index: int, probabilities: np.ndarray, camera: Camera, config: LabelRefinementConfig):
+        self.index = index
+        self.num_classes, self.height, self.width = probabilities.shape
+        self.flat = probabilities.reshape(-1)
+        self.camera = camera.scaled(self.width, self.height)
+        (self.fx, self.fy), (self.cx, self.cy) = self.camera.focal, self.camera.principal_point
+        self.distorted = self.camera.has_distortion
+        self.max_radius2 = _max_normalized_radius(self.camera) ** 2 if self.distorted else math.inf
+        # Array coordinates: x = u - 0.5; bilinear sampling needs x in [0, W - 1].
+        margin = config.border_margin_px
+        self.x_range = (margin, self.width - 1 - margin)
+        self.y_range = (margin, self.height - 1 - margin)
+
+
+@dataclass
+class _Evaluation:
+    """Objective, residuals and Jacobian at one pose and level, over a support of n points."""
+
+    objective: float  # sum of rho(r^2) over the support
+    support: np.ndarray  # (n,) indices into the points
+    in_view: np.ndarray  # (n,) bool: projects inside the image (minus the margin)
+    residuals: np.ndarray  # (n,) r = -log p
+    robust_cost: np.ndarray  # (n,) rho(r^2)
+    weights: np.ndarray  # (n,) rho'(r^2)
+    jacobian: np.ndarray | None  # (n, 6) dr / d(dc, r)
+
+    @property
+    def num_in_view(self) -> int:
+        return int(np.count_nonzero(self.in_view))
+
+
+class _Problem:
+    """The points, their labels and the loss: evaluates the objective at a pose."""
+
+    def __init__(self, points3D: np.ndarray, labels: np.ndarray, weights: np.ndarray, config: LabelRefinementConfig):
+        self.points3D = points3D
+        self.labels = labels
+        self.weights = weights
+        self.config = config
+
+    def evaluate(
+        self,
+        level: _Level,
+        rotation_wc: np.ndarray,
+        center: np.ndarray,
+        support: np.ndarray | None = None,
+        with_jacobian: bool = True,
+    ) -> _Evaluation:
+        """Objective at ``world_from_cam = (rotation_wc, center)``; Jacobian over ``(dc, r)``.
+
+        With ``support`` None, the support is the set of points in view at this pose. With a
+        fixed support (the points in view where a level started), a point that leaves the
+        image samples the probability at its projection clamped to the image, so that the
+        objective stays continuous, and has no gradient across the border; a point behind the
+        camera or out of the lens' field of view gets the residual of the probability floor.
+        """
+        config = self.config
+        fixed_support = support is not None
+        if support is None:
+            support = np.arange(len(self.points3D))
+        offsets = self.points3D[support] - center  # (n, 3) world
+        points_cam = offsets @ rotation_wc  # rows of R_cw (X - c), as R_cw = R_wc^T
+        projectable = points_cam[:, 2] > max(config.min_depth, 1e-12)
+        z = np.where(projectable, points_cam[:, 2], 1.0)
+        x = np.where(projectable, points_cam[:, 0] / z, 0.0)
+        y = np.where(projectable, points_cam[:, 1] / z, 0.0)
+        if level.distorted:
+            projectable &= x * x + y * y < level.max_radius2
+            x, y = np.where(projectable, x, 0.0), np.where(projectable, y, 0.0)
+            xd, yd = distort_normalized(level.camera.model, level.camera.params, x, y)
+        else:
+            xd, yd = x, y
+        ax = level.fx * xd + level.cx - 0.5  # array coordinates of the level
+        ay = level.fy * yd + level.cy - 0.5
+        inside_x = (ax >= level.x_range[0]) & (ax <= level.x_range[1])
+        inside_y = (ay >= level.y_range[0]) & (ay <= level.y_range[1])
+        in_view = projectable & inside_x & inside_y
+        if not fixed_support:
+            keep = np.nonzero(in_view)[0]
+            support, offsets, in_view = support[keep], offsets[keep], in_view[keep]
+            projectable, inside_x, inside_y = in_view, in_view, in_view
+            ax, ay, x, y, z = ax[keep], ay[keep], x[keep], y[keep], z[keep]
+        else:
+            ax = np.clip(ax, *level.x_range)
+            ay = np.clip(ay, *level.y_range)
+
+        # Bilinear sampling of p(label) (sum over the top-k labels) and of its image gradient.
+        x0 = np.minimum(np.floor(ax).astype(np.int64), level.width - 2)
+        y0 = np.minimum(np.floor(ay).astype(np.int64), level.height - 2)
+        tx, ty = (ax - x0)[:, None], (ay - y0)[:, None]
+        channel = self.labels[support] * (level.height * level.width)  # (n, k)
+        label_weights = self.weights[support]
+
+        def gather(dx: int, dy: int) -> np.ndarray:
+            """p(label) at pixel (x0 + dx, y0 + dy), clamped to the image: (n, k)."""
+            cols = np.clip(x0 + dx, 0, level.width - 1) if dx in (-1, 2) else x0 + dx
+            rows = np.clip(y0 + dy, 0, level.height - 1) if dy in (-1, 2) else y0 + dy
+            return level.flat[channel + (rows * level.width + cols)[:, None]].astype(np.float64)
+
+        p00, p01, p10, p11 = gather(0, 0), gather(1, 0), gather(0, 1), gather(1, 1)
+        top = p00 + tx * (p01 - p00)
+        bottom = p10 + tx * (p11 - p10)
+        probability = np.where(projectable, np.sum(label_weights * (top + ty * (bottom - top)), axis=1), 0.0)
+        floored = probability <= config.probability_floor
+        residuals = -np.log(np.maximum(probability, config.probability_floor))
+        robust_cost, robust_weights = _robust(residuals * residuals, config.loss, config.loss_scale)
+        objective = float(robust_cost.sum())
+        if not with_jacobian:
+            return _Evaluation(objective, support, in_view, residuals, robust_cost, robust_weights, None)
+
+        if config.gradients == "exact":  # derivative of the bilinear interpolation: piecewise constant across cells
+            dp_dx = np.sum(label_weights * ((1.0 - ty) * (p01 - p00) + ty * (p11 - p10)), axis=1)
+            dp_dy = np.sum(label_weights * (bottom - top), axis=1)
+        else:  # bilinear interpolation of central differences: continuous, smoother steps
+            gx_top = (1.0 - tx) * (p01 - gather(-1, 0)) + tx * (gather(2, 0) - p00)
+            gx_bottom = (1.0 - tx) * (p11 - gather(-1, 1)) + tx * (gather(2, 1) - p10)
+            gy_left = (1.0 - ty) * (p10 - gather(0, -1)) + ty * (gather(0, 2) - p00)
+            gy_right = (1.0 - ty) * (p11 - gather(1, -1)) + ty * (gather(1, 2) - p01)
+            dp_dx = 0.5 * np.sum(label_weights * ((1.0 - ty) * gx_top + ty * gx_bottom), axis=1)
+            dp_dy = 0.5 * np.sum(label_weights * ((1.0 - tx) * gy_left + tx * gy_right), axis=1)
+        scale = np.where(floored, 0.0, -1.0 / np.maximum(probability, config.probability_floor))
+        grad_xd = np.where(inside_x, scale * dp_dx * level.fx, 0.0)  # dr / d(distorted normalized x)
+        grad_yd = np.where(inside_y, scale * dp_dy * level.fy, 0.0)
+        if level.distorted:
+            grad_x, grad_y = self._through_distortion(level.camera, x, y, grad_xd, grad_yd)
+        else:
+            grad_x, grad_y = grad_xd, grad_yd
+        inv_z = 1.0 / z
+        grad_cam = np.stack([grad_x * inv_z, grad_y * inv_z, -(grad_x * x + grad_y * y) * inv_z], axis=1)  # dr / d(points_cam)
+        # points_cam = R_cw Exp(-r) (X - c - dc): d/d(dc) = -R_cw, d/dr = R_cw [X - c]_x.
+        grad_world = grad_cam @ rotation_wc.T  # rows of grad_cam^T R_cw
+        jacobian = np.concatenate([-grad_world, np.cross(grad_world, offsets)], axis=1)
+        return _Evaluation(objective, support, in_view, residuals, robust_cost, robust_weights, jacobian)
+
+    @staticmethod
+    def _through_distortion(camera: Camera, x: np.ndarray, y: np.ndarray, grad_xd: np.ndarray, grad_yd: np.ndarray):
+        """Chain (dr/dxd, dr/dyd) through the distortion Jacobian (central differences)."""
+        step = 1e-6
+        xp, yp = distort_normalized(camera.model, camera.params, x + step, y)
+        xm, ym = distort_normalized(camera.model, camera.params, x - step, y)
+        d_xd_dx, d_yd_dx = (xp - xm) / (2 * step), (yp - ym) / (2 * step)
+        xp, yp = distort_normalized(camera.model, camera.params, x, y + step)
+        xm, ym = distort_normalized(camera.model, camera.params, x, y - step)
+        d_xd_dy, d_yd_dy = (xp - xm) / (2 * step), (yp - ym) / (2 * step)
+        return grad_xd * d_xd_dx + grad_yd * d_yd_dx, grad_xd * d_xd_dy + grad_yd * d_yd_dy
+
+
+def _rotation_angle(rotation: np.ndarray) -> float:
+    """Angle (radians) of a rotation matrix (3, 3)."""
+    return float(np.arccos(np.clip((np.trace(rotation) - 1.0) / 2.0, -1.0, 1.0)))
+
+
+def _normal_equations(evaluation: _Evaluation) -> tuple[np.ndarray, np.ndarray]:
+    """H = J^T W J (6, 6) and g = J^T W r (6,)."""
+    jacobian = evaluation.jacobian
+    weighted = jacobian * evaluation.weights[:, None]
+    return weighted.T @ jacobian, weighted.T @ evaluation.residuals
+
+
+def _covariance(evaluation: _Evaluation, residual_sigma: float | None) -> np.ndarray | None:
+    """sigma^2 H^-1 (6, 6) from an evaluation whose support is the points in view, or None if H is singular."""
+    n = len(evaluation.support)
+    if n <= 6 or evaluation.jacobian is None:
+        return None
+    hessian, _ = _normal_equations(evaluation)
+    if not np.all(np.isfinite(hessian)) or np.linalg.cond(hessian) > 1e14:
+        return None
+    if residual_sigma is None:
+        variance = max(float(evaluation.weights @ evaluation.residuals**2) / (n - 6), 1e-6)
+    else:
+        variance = residual_sigma**2
+    covariance = variance * np.linalg.inv(hessian)
+    covariance = 0.5 * (covariance + covariance.T)
+    return covariance if np.all(np.linalg.eigvalsh(covariance) > 0) else None
+
+
+def _run_level(
+    problem: _Problem,
+    level: _Level,
+    rotation_wc: np.ndarray,
+    center: np.ndarray,
+    moved_too_far: Callable[[np.ndarray, np.ndarray], bool],
+    record: LevelHistory,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Levenberg-Marquardt at one level from ``world_from_cam = (rotation_wc, center)``; fills ``record``.
+
+    The support is fixed to the points in view at the start, so that the objective compared
+    between steps is one function of the pose. Returns the final (rotation_wc, center).
+    """
+    config = problem.config
+    start = problem.evaluate(level, rotation_wc, center)
+    support = start.support
+    record.num_support = len(support)
+    record.costs.append(start.objective / max(len(support), 1))
+    if len(support) < config.min_points:
+        record.stop_reason = "too_few_points"
+        return rotation_wc, center
+    evaluation = start
+    damping = config.lambda_init
+    for _ in range(config.num_iterations):
+        hessian, gradient = _normal_equations(evaluation)
+        diagonal = np.diag(hessian) + 1e-12 * max(float(np.max(np.diag(hessian))), 1e-12)
+        try:
+            step = np.linalg.solve(hessian + damping * np.diag(diagonal), -gradient)
+        except np.linalg.LinAlgError:
+            step = np.full(6, np.nan)
+        step_translation, step_rotation = float(np.linalg.norm(step[:3])), float(np.linalg.norm(step[3:]))
+        record.lambdas.append(damping)
+        record.step_translation.append(step_translation)
+        record.step_rotation.append(step_rotation)
+        candidate = None
+        if np.all(np.isfinite(step)):
+            rotation_new = axis_angle_to_matrix(step[3:]) @ rotation_wc
+            center_new = center + step[:3]
+            candidate = problem.evaluate(level, rotation_new, center_new, support)
+            if not (candidate.objective < evaluation.objective and candidate.num_in_view >= config.min_points):
+                candidate = None
+        record.accepted.append(candidate is not None)
+        if candidate is None:
+            damping *= config.lambda_up
+            record.costs.append(record.costs[-1])
+            record.num_points.append(evaluation.num_in_view)
+            if damping > config.lambda_max:
+                record.stop_reason = "stalled"
+                break
+            continue
+        decrease = (evaluation.objective - candidate.objective) / max(evaluation.objective, 1e-300)
+        rotation_wc, center, evaluation = rotation_new, center_new, candidate
+        damping = max(damping * config.lambda_down, config.lambda_min)
+        record.costs.append(evaluation.objective / len(support))
+        record.num_points.append(evaluation.num_in_view)
+        if moved_too_far(rotation_wc, center):
+            record.stop_reason = "diverged"
+            break
+        if (step_rotation < config.min_step_rotation and step_translation < config.min_step_translation) or (
+            decrease < config.min_relative_cost_change
+        ):
+            record.stop_reason = "converged"
+            break
+    logger.debug(
+        "label refinement level %d (%dx%d): cost %.4f -> %.4f in %d iterations, %d of %d points in view, %s",
+        level.index,
+        level.width,
+        level.height,
+        record.costs[0],
+        record.costs[-1],
+        len(record.lambdas),
+        evaluation.num_in_view,
+        len(support),
+        record.stop_reason,
+    )
+    return rotation_wc, center
+
+
+# --- the refinement -----------------------------------------------------------------------
+
+
+def refine_pose_with_labels(
+    class_probabilities: Any,
+    camera: Camera,
+    points3D: np.ndarray,
+    point_labels: np.ndarray,
+    cam_from_world_init: Rigid3,
+    config: LabelRefinementConfig | None = None,
+    *,
+    label_weights: np.ndarray | None = None,
+) -> RefinementResult:
+    """Refine ``cam_from_world`` so that labelled 3D points land on pixels of their class.
+
+    Args:
+        class_probabilities: list of per-level class probabilities (K, H_l, W_l), torch
+            tensors or numpy arrays, coarse to fine (e.g. 1/8, 1/4, 1/2, 1/1 of the image);
+            softmax outputs in the (distorted) image of ``camera``. Kept in float32; the
+            pose math is float64.
+        camera: the full-resolution camera of the query image (any COLMAP model); each level
+            uses ``camera.scaled(W_l, H_l)``.
+        points3D: (N, 3) world points of the map, ideally those seen by the retrieved images
+            (occluded points act as outliers for the robust loss).
+        point_labels: (N,) class ids, or (N, k) top-k class ids per point.
+        cam_from_world_init: the initial pose.
+        config: options; defaults to :class:`LabelRefinementConfig`.
+        label_weights: (N, k) non-negative weights of the top-k labels (normalised to sum 1
+            per point); None for equal weights. The residual of a point is
+            ``-log(sum_j w_j p(label_j))``.
+
+    Returns:
+        A :class:`RefinementResult`; check ``success`` before using the pose.
+
+    Raises:
+        SeglocError: on inputs of the wrong shape, labels outside [0, K), bad weights or an
+            invalid level index.
+
+    Example:
+        >>> result = refine_pose_with_labels(levels, camera, points3D, labels, prior)  # doctest: +SKIP
+        >>> if result.success:
+        ...     cam_from_world, covariance = result.cam_from_world, result.covariance
+    """
+    config = config or LabelRefinementConfig()
+    maps = _as_probability_maps(class_probabilities)
+    num_classes = maps[0].shape[0]
+    points3D = np.asarray(points3D.detach().cpu() if hasattr(points3D, "detach") else points3D, dtype=np.float64)
+    if points3D.ndim != 2 or points3D.shape[1] != 3:
+        raise SeglocError(f"points3D must have shape (N, 3), got {points3D.shape}")
+    if not np.all(np.isfinite(points3D)):
+        raise SeglocError("points3D contains non-finite coordinates; drop those points first")
+    labels, weights = _as_labels(point_labels, label_weights, len(points3D), num_classes, config.top_k)
+    if not isinstance(cam_from_world_init, Rigid3):
+        raise SeglocError(f"cam_from_world_init must be a Rigid3, got {type(cam_from_world_init).__name__}")
+    level_indices = config.levels or tuple(range(len(maps)))
+    bad = [i for i in level_indices if not -len(maps) <= i < len(maps)]
+    if bad:
+        raise SeglocError(f"config.levels {list(config.levels)} refers to level(s) {bad}, but class_probabilities has {len(maps)} level(s)")
+    level_indices = tuple(i % len(maps) for i in level_indices)
+
+    problem = _Problem(points3D, labels, weights, config)
+    world_from_cam = cam_from_world_init.inverse()
+    rotation_init, center_init = world_from_cam.rotation, world_from_cam.translation.copy()
+    max_rotation = math.radians(config.max_rotation_change_deg)
+
+    def moved_too_far(rotation_wc: np.ndarray, center: np.ndarray) -> bool:
+        return bool(
+            np.linalg.norm(center - center_init) > config.max_translation_change
+            or _rotation_angle(rotation_wc @ rotation_init.T) > max_rotation
+        )
+
+    rotation_wc, center = rotation_init, center_init
+    history: list[LevelHistory] = []
+    failure: str | None = None
+    for index in level_indices:
+        level = _Level(index, maps[index], camera, config)
+        record = LevelHistory(level=index, size=(level.width, level.height))
+        history.append(record)
+        rotation_wc, center = _run_level(problem, level, rotation_wc, center, moved_too_far, record)
+        if record.stop_reason in ("too_few_points", "diverged"):
+            failure = record.stop_reason
+            break
+
+    # The final checks and the covariance use the points in view at the final pose.
+    cam_from_world = Rigid3.from_rotation(rotation_wc.T, -rotation_wc.T @ center)
+    final = problem.evaluate(level, rotation_wc, center)
+    num_used = len(final.support)
+    cost = float(final.robust_cost.mean()) if num_used else float("nan")
+    median_residual = float(np.median(final.residuals)) if num_used else float("nan")
+    covariance = None
+    if failure is None:
+        if num_used < config.min_points:
+            failure = "too_few_points"
+        elif median_residual > config.max_final_residual:
+            failure = "high_residual"
+        elif config.min_relative_decrease > 0 and (
+            _mean_cost(problem.evaluate(level, rotation_init, center_init, with_jacobian=False)) * (1.0 - config.min_relative_decrease)
+            < cost
+        ):
+            failure = "insufficient_decrease"
+        else:
+            covariance = _covariance(final, config.residual_sigma)
+            if covariance is None:
+                failure = "degenerate"
+    if failure is not None:
+        logger.debug("label refinement failed (%s): %d points in view, median residual %.3f", failure, num_used, median_residual)
+    return RefinementResult(cam_from_world, failure is None, failure, covariance, num_used, cost, median_residual, history)
+
+
+def _mean_cost(evaluation: _Evaluation) -> float:
+    return float(evaluation.robust_cost.mean()) if len(evaluation.support) else math.inf
