@@ -27,6 +27,7 @@ from segloc.errors import SeglocError
 logger = logging.getLogger("segloc")
 
 DEFAULT_DEMO_OUTPUT = Path("outputs/demo")
+CONFIG_SECTIONS = ("map", "localize", "synth", "bag")
 
 
 def _config_section(path: Path | None, section: str) -> dict | None:
@@ -43,9 +44,9 @@ def _config_section(path: Path | None, section: str) -> dict | None:
         raise SeglocError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(values, dict):
         raise SeglocError(f"config file {path}: expected a mapping with sections such as 'map' and 'localize'")
-    unknown = sorted(set(values) - {"map", "localize", "synth", "evaluate"})
+    unknown = sorted(set(values) - set(CONFIG_SECTIONS))
     if unknown:
-        raise SeglocError(f"config file {path}: unknown section(s) {', '.join(unknown)}; valid sections: map, localize, synth, evaluate")
+        raise SeglocError(f"config file {path}: unknown section(s) {', '.join(unknown)}; valid sections: {', '.join(CONFIG_SECTIONS)}")
     return values.get(section)
 
 
@@ -82,8 +83,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
         from segloc.config import config_from_dict
         from segloc.data.rosbag import BagReadConfig, bag_to_dataset
 
-        values = {k: v for k, v in (("image_topic", args.image_topic), ("camera_info_topic", args.camera_info_topic)) if v is not None}
-        root = bag_to_dataset(args.source, args.output, config_from_dict(BagReadConfig, values, "bag"), query_every=args.query_every)
+        values = dict(_config_section(args.config, "bag") or {})
+        for key in ("image_topic", "camera_info_topic", "world_frame", "camera_frame", "every_nth"):
+            if getattr(args, key) is not None:
+                values[key] = getattr(args, key)
+        if args.pose_topic is not None:
+            values["pose_source"], values["pose_topic"] = "topic", args.pose_topic
+        if args.pose_frame is not None:
+            values["pose_topic_frame"] = args.pose_frame
+        config = config_from_dict(BagReadConfig, values, "bag")
+        root = bag_to_dataset(args.source, args.output, config, query_every=args.query_every, overwrite=args.overwrite)
     elif args.format == "colmap":
         from segloc.data.colmap import colmap_to_dataset
 
@@ -331,7 +340,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query", type=Path, help="kapture: the query kapture folder")
     p.add_argument("--image-topic", help="bag: image topic (default: the only image topic)")
     p.add_argument("--camera-info-topic", help="bag: camera_info topic (default: the only one)")
-    p.add_argument("--query-every", type=int, default=5, help="bag: every N-th frame becomes a query (default 5)")
+    p.add_argument(
+        "--pose-topic",
+        help="bag: read ground-truth poses from this topic (PoseStamped, PoseWithCovarianceStamped, Odometry, TransformStamped) instead of /tf",
+    )
+    p.add_argument(
+        "--pose-frame",
+        choices=["base", "camera"],
+        help="bag: the pose topic gives the robot base (default; extrinsics from /tf_static) or the camera",
+    )
+    p.add_argument("--world-frame", help="bag: map frame for /tf lookups (default map)")
+    p.add_argument("--camera-frame", help="bag: camera frame (default: the image header's frame_id)")
+    p.add_argument("--every-nth", type=int, help="bag: keep every N-th image")
+    p.add_argument(
+        "--query-every",
+        type=int,
+        default=5,
+        help="bag: every N-th kept frame becomes a query, the others mapping images (default 5; 1 = all queries)",
+    )
+    p.add_argument("--config", type=Path, help="YAML config with a 'bag' section (BagReadConfig options)")
+    p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_convert)
 
     maps = commands.add_parser("map", help="build and inspect map packages").add_subparsers(

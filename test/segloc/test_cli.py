@@ -127,3 +127,44 @@ def test_bad_config_file(capsys, tiny_dataset, tmp_path):
     config.write_text("mapp:\n  x: 1\n")
     code, _, err = run_cli(capsys, "map", "build", str(tiny_dataset), "-o", str(tmp_path / "map"), "--config", str(config))
     assert_one_line_error(code, err, "unknown section(s) mapp")
+
+
+def test_synth_bag_convert_round_trip(capsys, tmp_path):
+    from segloc.data.dataset import read_dataset
+    from segloc.geometry import pose_error
+
+    dataset = tmp_path / "room"
+    code, out, err = run_cli(
+        capsys,
+        "synth",
+        "-o",
+        str(dataset),
+        "--size",
+        "160x120",
+        "--num-mapping",
+        "6",
+        "--num-query",
+        "4",
+        "--bag",
+        "query",
+        "--no-progress",
+    )
+    assert code == 0, err
+    code, out, err = run_cli(
+        capsys,
+        "convert",
+        "bag",
+        str(dataset / "query_bag"),
+        "-o",
+        str(tmp_path / "from_bag"),
+        "--query-every",
+        "1",
+        "--pose-topic",
+        "/ground_truth/pose",
+    )
+    assert code == 0, err
+    original, converted = read_dataset(dataset).query, read_dataset(tmp_path / "from_bag").query
+    assert len(converted) == len(original) == 4
+    for a, b in zip(original, converted):
+        assert max(pose_error(a.cam_from_world, b.cam_from_world)) < 1e-5
+        assert a.camera == b.camera
