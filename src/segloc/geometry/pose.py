@@ -33,6 +33,9 @@ class PnPConfig:
         confidence: RANSAC confidence.
         max_iterations: upper bound of RANSAC iterations.
         refine: run the non-linear refinement on the inliers (Cauchy loss).
+        min_pixel_sigma: floor of the reprojection noise used for the covariance, pixels. The
+            noise estimated from the inlier residuals ignores correlated errors (calibration,
+            keypoint bias) and makes the covariance overconfident with thousands of inliers.
     """
 
     max_error_px: float = 12.0
@@ -41,6 +44,7 @@ class PnPConfig:
     confidence: float = 0.9999
     max_iterations: int = 100000
     refine: bool = True
+    min_pixel_sigma: float = 1.0
 
 
 @dataclass
@@ -115,7 +119,7 @@ def estimate_absolute_pose(
     inliers2D, inliers3D = points2D[inlier_mask], points3D[inlier_mask]
     residuals = reprojection_residuals(cam_from_world, camera, inliers2D, inliers3D)
     rmse = float(np.sqrt(np.mean(residuals**2))) if len(residuals) else float("nan")
-    covariance = pose_covariance(cam_from_world, camera, inliers2D, inliers3D)
+    covariance = pose_covariance(cam_from_world, camera, inliers2D, inliers3D, min_pixel_sigma=config.min_pixel_sigma)
     return PoseEstimate(cam_from_world, inlier_mask, int(inlier_mask.sum()), covariance, rmse)
 
 
@@ -137,13 +141,15 @@ def pose_covariance(
     points2D: np.ndarray,
     points3D: np.ndarray,
     pixel_sigma: float | None = None,
+    min_pixel_sigma: float = 0.1,
 ) -> np.ndarray | None:
     """First-order 6x6 pose covariance ``sigma^2 (J^T J)^-1`` from inlier correspondences.
 
     Args:
         points2D: (N, 2) inlier pixels; points3D: (N, 3) inlier world points.
         pixel_sigma: standard deviation of the reprojection noise; by default estimated from
-            the residuals (``sum r^2 / (2N - 6)``), floored at 0.1 px.
+            the residuals (``sum r^2 / (2N - 6)``), floored at ``min_pixel_sigma``.
+        min_pixel_sigma: floor of the estimated noise, pixels.
 
     Returns:
         (6, 6) covariance (see the module docstring), or None with fewer than 4 points or a
@@ -162,7 +168,7 @@ def pose_covariance(
         minus = reprojection_residuals(perturb_world_from_cam(cam_from_world, -step), camera, points2D, points3D).reshape(-1)
         jacobian[:, i] = (plus - minus) / (2 * eps)
     if pixel_sigma is None:
-        variance = max(float(residuals @ residuals) / max(2 * n - 6, 1), 0.01)
+        variance = max(float(residuals @ residuals) / max(2 * n - 6, 1), min_pixel_sigma**2)
     else:
         variance = pixel_sigma**2
     information = jacobian.T @ jacobian

@@ -36,7 +36,7 @@ def test_pnp_with_outliers_and_covariance_scales_with_noise():
     stds = []
     for sigma in (0.5, 2.0):
         noisy = points2D + rng.normal(size=points2D.shape) * sigma
-        estimate = estimate_absolute_pose(noisy, points3D, camera, PnPConfig(max_error_px=8 * sigma))
+        estimate = estimate_absolute_pose(noisy, points3D, camera, PnPConfig(max_error_px=8 * sigma, min_pixel_sigma=0.0))
         assert pose_error(estimate.cam_from_world, cam_from_world)[0] < 0.05
         assert not estimate.inlier_mask[outliers].mean() > 0.05
         assert estimate.covariance.shape == (6, 6)
@@ -53,7 +53,7 @@ def test_covariance_matches_the_spread_of_estimates():
     deltas, covariances = [], []
     for _ in range(60):
         noisy = points2D + rng.normal(size=points2D.shape)
-        estimate = estimate_absolute_pose(noisy, points3D, camera, PnPConfig(max_error_px=20))
+        estimate = estimate_absolute_pose(noisy, points3D, camera, PnPConfig(max_error_px=20, min_pixel_sigma=0.0))
         world_from_cam = estimate.cam_from_world.inverse()
         rotation_delta = world_from_cam.rotation  # identity ground truth: delta rotation = R_wc
         from segloc.geometry import matrix_to_axis_angle
@@ -78,3 +78,13 @@ def test_too_few_points_and_bad_shapes():
         estimate_absolute_pose(np.zeros((5, 2)), np.ones((6, 3)), camera)
     with pytest.raises(SeglocError, match="non-finite"):
         estimate_absolute_pose(np.full((20, 2), np.nan), np.ones((20, 3)), camera)
+
+
+def test_covariance_floor_keeps_noise_free_estimates_honest():
+    rng = np.random.default_rng(3)
+    camera = Camera("PINHOLE", 640, 480, (500, 500, 320, 240))
+    cam_from_world = Rigid3(rng.normal(size=4), rng.normal(size=3))
+    points2D, points3D = make_scene(rng, camera, cam_from_world)
+    floored = estimate_absolute_pose(points2D, points3D, camera)
+    tighter = estimate_absolute_pose(points2D, points3D, camera, PnPConfig(min_pixel_sigma=0.5))
+    assert np.allclose(np.sqrt(np.diag(floored.covariance)), 2 * np.sqrt(np.diag(tighter.covariance)), rtol=1e-6)
