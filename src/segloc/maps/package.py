@@ -22,7 +22,6 @@ added to an existing map with ``MapWriter(path, base=MapPackage.open(path))``.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import io
 import json
 import logging
@@ -37,20 +36,13 @@ import numpy as np
 
 import segloc
 from segloc.errors import SeglocError
+from segloc.fileio import sha256_file
 
 logger = logging.getLogger("segloc")
 
 FORMAT_NAME = "segloc-map"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_name(name: str) -> None:

@@ -1,0 +1,308 @@
+"""Model checkpoints in safe formats: safetensors weights plus a JSON manifest.
+
+Layout of a checkpoint folder::
+
+    CHECKPOINT/
+      manifest.json          format, format_version, model (registry name), config, weights
+                             (file, sha256, bytes), num_parameters, created, segloc_version,
+                             metadata (free-form JSON from the trainer: epoch, losses, ...)
+      weights.safetensors    the state dict; its header also carries the model name and config
+
+:func:`load_checkpoint` rebuilds the network from the registry with the manifest's config and
+loads the weights after checking the checksum, every key and every shape; it can also check
+that the config fits what the caller needs (``expected={"num_classes": 100}`` for a map with
+100 labels). :func:`load_weights` puts a bare state dict (``.safetensors``, or a ``.pt``/``.pth``
+read with ``torch.load(..., weights_only=True)``) into a model the caller built, with the same
+checks. Nothing here unpickles objects: a model file never runs code.
+
+Checkpoints are written into a temporary folder beside the target and renamed into place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import segloc
+from segloc.config import config_from_dict, config_to_dict
+from segloc.errors import SeglocError
+from segloc.fileio import sha256_file
+from segloc.models.registry import model_class, model_name_of
+
+logger = logging.getLogger("segloc")
+
+FORMAT_NAME = "segloc-checkpoint"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.safetensors"
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """The validated manifest of a checkpoint folder.
+
+    Attributes:
+        path: the checkpoint folder.
+        model: the registry name of the network.
+        config: its config as a plain dict (strict-loadable into the model's ``config_class``).
+        weights_file: path of the safetensors file.
+        sha256: expected SHA-256 of the weights file.
+        metadata: free-form JSON saved by the trainer.
+    """
+
+    path: Path
+    model: str
+    config: dict[str, Any]
+    weights_file: Path
+    sha256: str
+    metadata: dict[str, Any]
+
+
+
+def _safetensors_torch():
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise SeglocError("reading and writing checkpoints needs the safetensors package: pip install safetensors") from None
+    return safetensors.torch
+
+
+def save_checkpoint(
+    model: nn.Module,
+    path: str | Path,
+    metadata: dict[str, Any] | None = None,
+    model_name: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Save ``model``'s weights and config as a checkpoint folder.
+
+    Args:
+        model: a registered network with a dataclass ``config`` attribute.
+        path: the checkpoint folder to create.
+        metadata: JSON-serialisable extras (epoch, losses, dataset name, ...).
+        model_name: registry name; found from the model's class when None.
+        overwrite: replace an existing checkpoint at ``path``.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        SeglocError: ``path`` exists (without ``overwrite``), the model is not registered or has
+            no dataclass config, or ``metadata`` is not JSON-serialisable.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise SeglocError(f"checkpoint {path} already exists; pass overwrite=True (or --overwrite) to replace it")
+    if path.exists() and not (path / MANIFEST).is_file() and not (path.is_dir() and not any(path.iterdir())):
+        raise SeglocError(f"{path} exists and is not a checkpoint; refusing to replace it, choose another path")
+    name = model_name or model_name_of(model)
+    config = getattr(model, "config", None)
+    if not dataclasses.is_dataclass(config):
+        raise SeglocError(f"cannot save a checkpoint of {type(model).__name__}: it has no dataclass `config` attribute")
+    config_values = config_to_dict(config)
+    try:
+        metadata_json = json.loads(json.dumps(metadata or {}))
+    except (TypeError, ValueError) as exc:
+        raise SeglocError(f"checkpoint metadata must be JSON-serialisable: {exc}") from None
+
+    state_dict = {key: tensor.detach().cpu().contiguous() for key, tensor in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        weights_file = staging / WEIGHTS
+        header = {"segloc_format": FORMAT_NAME, "segloc_model": name, "segloc_config": json.dumps(config_values)}
+        _safetensors_torch().save_file(state_dict, str(weights_file), metadata=header)
+        manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "model": name,
+            "config": config_values,
+            "weights": {"file": WEIGHTS, "sha256": sha256_file(weights_file), "bytes": weights_file.stat().st_size},
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "segloc_version": segloc.__version__,
+            "metadata": metadata_json,
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if path.exists():
+            previous = path.with_name(f".{path.name}.old-{staging.name[-8:]}")
+            path.rename(previous)
+            staging.rename(path)
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            staging.rename(path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("saved %s checkpoint to %s (%.1f MB)", name, path, manifest["weights"]["bytes"] / 1e6)
+    return path
+
+
+def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
+    """Read and validate the manifest of a checkpoint folder (the weights are not read).
+
+    Raises:
+        SeglocError: not a checkpoint folder, unreadable manifest, unknown format or version,
+            or a model name that is not registered.
+    """
+    path = Path(path)
+    if path.is_file():
+        raise SeglocError(
+            f"{path} is a file, but a checkpoint is a folder with {MANIFEST} and {WEIGHTS}; "
+            "to load a bare state dict into a model you built, use segloc.models.load_weights"
+        )
+    manifest_file = path / MANIFEST
+    if not manifest_file.is_file():
+        raise SeglocError(f"{path} is not a checkpoint: {manifest_file} does not exist")
+    try:
+        manifest = json.loads(manifest_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SeglocError(f"checkpoint manifest {manifest_file} is not valid JSON ({exc}); the checkpoint is corrupt") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise SeglocError(f"{manifest_file} is not a segloc checkpoint manifest (format should be {FORMAT_NAME!r})")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise SeglocError(
+            f"checkpoint {path} has format version {version!r}; this segloc reads version {FORMAT_VERSION}: update segloc or re-export it"
+        )
+    weights = manifest.get("weights")
+    missing = [k for k in ("model", "config", "weights") if k not in manifest]
+    if missing or not isinstance(weights, dict) or not {"file", "sha256"} <= set(weights) or not isinstance(manifest["config"], dict):
+        raise SeglocError(f"checkpoint manifest {manifest_file} is incomplete: it needs model, config and weights (file, sha256)")
+    model_class(manifest["model"])  # raises for an unknown model name
+    weights_file = path / str(weights["file"])
+    if weights_file.parent != path:
+        raise SeglocError(f"checkpoint manifest {manifest_file} points outside the checkpoint folder: {weights['file']!r}")
+    metadata = manifest.get("metadata") or {}
+    return CheckpointInfo(path, manifest["model"], manifest["config"], weights_file, str(weights["sha256"]), metadata)
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a state dict from ``.safetensors``, or from a torch file with ``weights_only=True``.
+
+    A torch file may hold the state dict itself or a dict with it under ``state_dict`` or
+    ``model`` (common trainer layouts). Tensors are returned on the CPU.
+
+    Raises:
+        SeglocError: missing, corrupt or unsupported file, or contents that are not tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SeglocError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            state_dict = _safetensors_torch().load_file(str(path), device="cpu")
+        except SeglocError:
+            raise
+        except Exception as exc:  # safetensors raises its own error types for bad headers
+            raise SeglocError(f"weights file {path} is not a valid safetensors file ({exc}); it is corrupt or truncated") from None
+    elif path.suffix in TORCH_SUFFIXES:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated zip, or a pickle that needs code to unpickle
+            raise SeglocError(
+                f"cannot read {path} as a torch state dict with weights_only=True ({exc}); save it as a plain state dict of tensors"
+            ) from None
+        state_dict = loaded
+        if isinstance(loaded, dict) and not any(isinstance(v, Tensor) for v in loaded.values()):
+            for key in ("state_dict", "model"):
+                if isinstance(loaded.get(key), dict):
+                    state_dict = loaded[key]
+                    break
+    else:
+        raise SeglocError(f"unsupported weights file {path}: use .safetensors, or a torch state dict ({', '.join(TORCH_SUFFIXES)})")
+    if not isinstance(state_dict, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state_dict.items()):
+        raise SeglocError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return state_dict
+
+
+def load_weights(model: nn.Module, weights: str | Path | dict[str, Tensor], source: str | None = None) -> None:
+    """Load a state dict into ``model`` after checking every key and shape.
+
+    Args:
+        model: the network to fill (its config decides the shapes).
+        weights: a state dict, or a file for :func:`read_state_dict`.
+        source: how to name the weights in error messages (defaults to the file path).
+
+    Raises:
+        SeglocError: missing or unexpected keys, or shapes that differ (e.g. another number of
+            classes); the message lists the first offenders.
+    """
+    if not isinstance(weights, dict):
+        source = source or str(weights)
+        weights = read_state_dict(weights)
+    source = source or "the state dict"
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    mismatched = [
+        f"{k}: file {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in weights and weights[k].shape != own[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s) ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s) ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es) ({'; '.join(mismatched[:3])}{'; ...' if len(mismatched) > 3 else ''})")
+    if problems:
+        raise SeglocError(
+            f"{source} does not fit {type(model).__name__}: {', '.join(problems)}; "
+            "was it saved from another network or another config (num_classes, feature_dim, encoder, decoder_channels)?"
+        )
+    model.load_state_dict(weights, strict=True)
+
+
+def load_checkpoint(path: str | Path, expected: dict[str, Any] | None = None, verify_checksum: bool = True) -> nn.Module:
+    """Rebuild a network from a checkpoint folder, on the CPU and in eval mode.
+
+    The network is built from the registry with the manifest's config (with ``pretrained``
+    switched off: the checkpoint holds every weight), then filled with the checked weights.
+
+    Args:
+        path: a folder written by :func:`save_checkpoint`.
+        expected: config values the caller relies on, e.g. ``{"num_classes": 100}``.
+        verify_checksum: compare the weights file with the manifest's SHA-256.
+
+    Returns:
+        The network in eval mode; move it with ``.to(device)``.
+
+    Raises:
+        SeglocError: anything wrong with the folder, manifest, checksum, weights, or a config
+            that differs from ``expected``.
+    """
+    info = read_checkpoint_info(path)
+    cls = model_class(info.model)
+    config = config_from_dict(cls.config_class, info.config, where=f"checkpoint {info.path} config")
+    for key, value in (expected or {}).items():
+        actual = info.config.get(key, "<absent>")
+        wanted = list(value) if isinstance(value, tuple) else value
+        if actual != wanted:
+            raise SeglocError(
+                f"checkpoint {info.path} was trained with {key}={actual!r}, but {wanted!r} is needed here; use a checkpoint that matches"
+            )
+    if not info.weights_file.is_file():
+        raise SeglocError(f"checkpoint {info.path} is incomplete: {info.weights_file.name} is missing")
+    if verify_checksum and sha256_file(info.weights_file) != info.sha256:
+        raise SeglocError(
+            f"checkpoint {info.path}: {info.weights_file.name} does not match the checksum in {MANIFEST}; the file is corrupt or was modified"
+        )
+    if "pretrained" in {f.name for f in dataclasses.fields(config)}:
+        config = dataclasses.replace(config, pretrained=False)
+    model = cls(config)
+    load_weights(model, info.weights_file, source=f"checkpoint {info.path}")
+    logger.info("loaded %s checkpoint %s", info.model, info.path)
+    return model.eval()
