@@ -1,0 +1,194 @@
+"""Anchor / positive / negative mining for SegLoc's metric-learning loss on global descriptors.
+
+Every mapping image is an anchor. Its candidates are chosen from the camera poses; among them
+the hardest ones are chosen from the current global descriptors (which the trainer recomputes
+every epoch and passes in):
+
+- positives: other images whose camera centre is within ``positive_radius_m`` of the
+  anchor's (and, optionally, whose optical axis is within ``max_positive_angle_deg`` of the
+  anchor's); the hard positive is the *least* similar of them (cosine similarity);
+- negatives: images whose camera centre is farther than ``negative_radius_m`` (>
+  ``positive_radius_m``), plus, optionally, images looking the other way (optical axes more
+  than ``min_negative_angle_deg`` apart) at any distance; the hard negative is the *most*
+  similar of them.
+
+Images between the two radii are neither. Anchors without any positive or negative are
+skipped and counted in the log. With ``num_hard_candidates = k > 1`` the positive (negative)
+is drawn at random among the k hardest, which softens pure hard mining.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+from scipy.spatial.distance import cdist
+
+from segloc.data.dataset import ImageRecord
+from segloc.errors import SeglocError
+
+logger = logging.getLogger("segloc")
+
+
+@dataclass
+class MiningConfig:
+    """Options of :func:`mine_triplets`.
+
+    Attributes:
+        positive_radius_m: positives have their camera centre within this distance of the
+            anchor's (metres). NetVLAD-style outdoor values are 10 / 25 m; indoors a few metres.
+        negative_radius_m: negatives are farther than this (metres); must exceed
+            ``positive_radius_m``.
+        max_positive_angle_deg: positives' optical axes differ from the anchor's by at most
+            this (degrees); None: no limit.
+        min_negative_angle_deg: images whose optical axes differ from the anchor's by more
+            than this are negatives at any distance (degrees); None: distance only.
+        num_hard_candidates: draw the positive (negative) at random among this many hardest.
+        chunk_size: anchors processed at once (bounds memory to chunk_size x N similarities).
+    """
+
+    positive_radius_m: float = 10.0
+    negative_radius_m: float = 25.0
+    max_positive_angle_deg: float | None = None
+    min_negative_angle_deg: float | None = None
+    num_hard_candidates: int = 1
+    chunk_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if not self.positive_radius_m > 0:
+            raise SeglocError(f"positive_radius_m must be positive, got {self.positive_radius_m}")
+        if not self.negative_radius_m > self.positive_radius_m:
+            raise SeglocError(
+                f"negative_radius_m ({self.negative_radius_m}) must be larger than positive_radius_m ({self.positive_radius_m}): "
+                "images between the two radii are neither positives nor negatives"
+            )
+        for name in ("max_positive_angle_deg", "min_negative_angle_deg"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 180:
+                raise SeglocError(f"{name} must be in (0, 180] degrees or null, got {value}")
+        if self.num_hard_candidates < 1 or self.chunk_size < 1:
+            raise SeglocError(
+                f"num_hard_candidates and chunk_size must be at least 1, got {self.num_hard_candidates} and {self.chunk_size}"
+            )
+
+
+class Triplet(NamedTuple):
+    """Image indices of one metric-learning sample (indices into the arrays given to the miner)."""
+
+    anchor: int
+    positive: int
+    negative: int
+
+
+def camera_centers_and_axes(images: Sequence[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """World camera centres (N, 3) and unit optical axes (N, 3) (camera +z in the world) of ``images``."""
+    if not images:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    centers = np.stack([image.cam_from_world.center for image in images])
+    axes = np.stack([image.cam_from_world.rotation[2] for image in images])  # row 2 of R = camera z in world
+    return centers, axes
+
+
+def _as_numpy(descriptors) -> np.ndarray:
+    if hasattr(descriptors, "detach"):  # torch tensor
+        descriptors = descriptors.detach().to("cpu").float().numpy()
+    return np.asarray(descriptors, dtype=np.float32)
+
+
+def _pick(scores: np.ndarray, allowed: np.ndarray, hardest_first: float, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Per row of ``scores`` (n, N), the column among ``allowed`` with the hardest score
+    (``hardest_first = +1``: largest, ``-1``: smallest), or one of the k hardest at random; -1
+    where a row allows nothing."""
+    keyed = np.where(allowed, hardest_first * scores, -np.inf)
+    available = allowed.sum(axis=1)
+    if k == 1:
+        choice = np.argmax(keyed, axis=1)
+    else:
+        k = min(k, keyed.shape[1])
+        top = np.argpartition(-keyed, k - 1, axis=1)[:, :k]  # the k hardest, unordered
+        top_keys = np.take_along_axis(keyed, top, axis=1)
+        order = np.argsort(-top_keys, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)  # hardest first
+        draws = np.floor(rng.random(len(scores)) * np.minimum(available, k)).astype(np.int64)
+        choice = top[np.arange(len(scores)), np.minimum(draws, k - 1)]
+    return np.where(available > 0, choice, -1)
+
+
+def mine_triplets(
+    centers: np.ndarray,
+    global_descriptors,
+    config: MiningConfig | None = None,
+    rng: np.random.Generator | None = None,
+    optical_axes: np.ndarray | None = None,
+) -> list[Triplet]:
+    """Hard positive and hard negative of every anchor image (see the module documentation).
+
+    Args:
+        centers: (N, 3) camera centres in the world frame (``world_from_cam`` translations),
+            metres; :func:`camera_centers_and_axes` gives them for image records.
+        global_descriptors: (N, D) numpy array or torch tensor of the images' global
+            descriptors (L2-normalised here; cosine similarity).
+        config: mining options.
+        rng: random generator, used when ``num_hard_candidates > 1``.
+        optical_axes: (N, 3) unit optical axes in the world frame; required when an angle
+            limit is set.
+
+    Returns:
+        One :class:`Triplet` per anchor that has both a positive and a negative, by anchor index.
+    """
+    config = config or MiningConfig()
+    rng = rng if rng is not None else np.random.default_rng(0)
+    centers = np.asarray(centers, dtype=np.float64)
+    descriptors = _as_numpy(global_descriptors)
+    if centers.ndim != 2 or centers.shape[1] != 3:
+        raise SeglocError(f"centers must have shape (N, 3), got {centers.shape}")
+    if descriptors.ndim != 2 or len(descriptors) != len(centers):
+        raise SeglocError(f"global_descriptors must have shape (N, D) with N = {len(centers)} (one per image), got {descriptors.shape}")
+    if not np.all(np.isfinite(descriptors)):
+        raise SeglocError("global_descriptors contain NaN or inf values; check the network's output")
+    use_angles = config.max_positive_angle_deg is not None or config.min_negative_angle_deg is not None
+    if use_angles:
+        if optical_axes is None:
+            raise SeglocError("an angle limit is set in the mining config: pass optical_axes (N, 3)")
+        optical_axes = np.asarray(optical_axes, dtype=np.float64)
+        if optical_axes.shape != centers.shape:
+            raise SeglocError(f"optical_axes must have shape {centers.shape}, got {optical_axes.shape}")
+        optical_axes = optical_axes / np.linalg.norm(optical_axes, axis=1, keepdims=True)
+    descriptors = descriptors / np.maximum(np.linalg.norm(descriptors, axis=1, keepdims=True), 1e-12)
+
+    num_images = len(centers)
+    triplets: list[Triplet] = []
+    without_positive = without_negative = 0
+    for start in range(0, num_images, config.chunk_size):
+        anchors = np.arange(start, min(start + config.chunk_size, num_images))
+        distances = cdist(centers[anchors], centers)
+        similarities = descriptors[anchors] @ descriptors.T
+        positives = distances <= config.positive_radius_m
+        positives[np.arange(len(anchors)), anchors] = False
+        negatives = distances > config.negative_radius_m
+        if use_angles:
+            angles = np.degrees(np.arccos(np.clip(optical_axes[anchors] @ optical_axes.T, -1.0, 1.0)))
+            if config.max_positive_angle_deg is not None:
+                positives &= angles <= config.max_positive_angle_deg
+            if config.min_negative_angle_deg is not None:
+                negatives |= angles > config.min_negative_angle_deg
+                negatives[np.arange(len(anchors)), anchors] = False
+        positive = _pick(similarities, positives, -1.0, config.num_hard_candidates, rng)
+        negative = _pick(similarities, negatives, +1.0, config.num_hard_candidates, rng)
+        without_positive += int(np.sum(positive < 0))
+        without_negative += int(np.sum((negative < 0) & (positive >= 0)))
+        valid = (positive >= 0) & (negative >= 0)
+        triplets.extend(Triplet(int(a), int(p), int(n)) for a, p, n in zip(anchors[valid], positive[valid], negative[valid]))
+    logger.info(
+        "triplet mining: %d of %d anchors kept; %d without a positive within %.1f m, %d more without a negative beyond %.1f m",
+        len(triplets),
+        num_images,
+        without_positive,
+        config.positive_radius_m,
+        without_negative,
+        config.negative_radius_m,
+    )
+    return triplets
