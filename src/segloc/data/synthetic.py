@@ -92,10 +92,23 @@ APPEARANCE_PRESETS: dict[str, AppearanceConfig] = {
         noise_std=3.0,
         motion_blur=3.0,
     ),
+    "severe": AppearanceConfig(
+        exposure=1.0,
+        color_gain=(1.0, 0.85, 0.65),
+        ambient=0.06,
+        sun=0.0,
+        lamps=0.7,
+        season=1.0,
+        noise_std=9.0,
+        shot_noise=1.5,
+        motion_blur=9.0,
+        defocus_blur=2.0,
+    ),
 }
 """Named imaging conditions: ``day`` (the default), ``overcast``, ``evening`` (warm low sun),
 ``night`` (lamps only, noisy), ``autumn`` (season change), ``blurry``, ``hard`` (evening light +
-season change + noise + motion blur)."""
+season change + noise + motion blur), ``severe`` (a dark, noisy, blurred night after a full
+season change: fine image detail is gone, only large structures remain)."""
 
 CONDITIONS: dict[str, tuple[str, str]] = {
     "same": ("day", "day"),
@@ -104,6 +117,7 @@ CONDITIONS: dict[str, tuple[str, str]] = {
     "season": ("day", "autumn"),
     "blur": ("day", "blurry"),
     "hard": ("day", "hard"),
+    "severe": ("day", "severe"),
 }
 """Named (mapping, query) pairs of :data:`APPEARANCE_PRESETS`."""
 
