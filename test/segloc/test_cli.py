@@ -129,27 +129,26 @@ def test_bad_config_file(capsys, tiny_dataset, tmp_path):
     assert_one_line_error(code, err, "unknown section(s) mapp")
 
 
-def test_synth_bag_convert_round_trip(capsys, tmp_path):
+@pytest.fixture(scope="module")
+def synthetic_room(tmp_path_factory):
+    """A tiny rendered room with a query rosbag2 and a reference map built by the CLI."""
+    root = tmp_path_factory.mktemp("room")
+    dataset, map_dir = root / "room", root / "map"
+    assert (
+        main(
+            ["synth", "-o", str(dataset), "--size", "160x120", "--num-mapping", "8", "--num-query", "4", "--bag", "query", "--no-progress"]
+        )
+        == 0
+    )
+    assert main(["map", "build", str(dataset), "--method", "reference", "-o", str(map_dir), "--no-progress"]) == 0
+    return dataset, map_dir
+
+
+def test_synth_bag_convert_round_trip(capsys, tmp_path, synthetic_room):
     from segloc.data.dataset import read_dataset
     from segloc.geometry import pose_error
 
-    dataset = tmp_path / "room"
-    code, out, err = run_cli(
-        capsys,
-        "synth",
-        "-o",
-        str(dataset),
-        "--size",
-        "160x120",
-        "--num-mapping",
-        "6",
-        "--num-query",
-        "4",
-        "--bag",
-        "query",
-        "--no-progress",
-    )
-    assert code == 0, err
+    dataset = synthetic_room[0]
     code, out, err = run_cli(
         capsys,
         "convert",
@@ -168,3 +167,34 @@ def test_synth_bag_convert_round_trip(capsys, tmp_path):
     for a, b in zip(original, converted):
         assert max(pose_error(a.cam_from_world, b.cam_from_world)) < 1e-5
         assert a.camera == b.camera
+
+
+def test_queries_that_overlap_nothing(capsys, tmp_path, synthetic_room):
+    import shutil
+
+    dataset, map_dir = synthetic_room
+    moved = tmp_path / "moved"
+    shutil.copytree(dataset, moved)
+    lines = []
+    for line in (moved / "query.txt").read_text().splitlines():
+        fields = line.split()
+        if not line.startswith("#"):
+            fields[5] = str(float(fields[5]) + 500.0)  # every query camera 500 m away from the room
+        lines.append(" ".join(fields))
+    (moved / "query.txt").write_text("\n".join(lines) + "\n")
+    code, _, err = run_cli(capsys, "evaluate", str(map_dir), str(moved), "-o", str(tmp_path / "out"), "--no-progress")
+    assert_one_line_error(code, err, "query images overlap nothing in the map")
+
+
+def test_localize_and_evaluate_the_synthetic_room(capsys, tmp_path, synthetic_room):
+    dataset, map_dir = synthetic_room
+    code, out, err = run_cli(capsys, "localize", str(map_dir), "--dataset", str(dataset), "-o", str(tmp_path / "poses.txt"))
+    assert code == 0, err
+    assert "localized 4 of 4 images" in out or "localized 3 of 4 images" in out  # 160x120 images, 8 mapping views
+    code, out, err = run_cli(capsys, "evaluate", str(map_dir), str(dataset), "-o", str(tmp_path / "eval"), "--no-progress")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["num_queries"] == 4 and metrics["recall"]["0.25m_2deg"] >= 0.75
+    if metrics["num_localized"] < 4:
+        assert "PnP found no pose" in json.dumps(metrics["failure_reasons"]) or "too few" in json.dumps(metrics["failure_reasons"])
+    assert (tmp_path / "eval" / "trajectory_topview.png").stat().st_size > 0

@@ -159,13 +159,13 @@ class ReferenceLocalizer:
 
         Returns:
             The result; ``info`` holds ``retrieved`` (mapping image names), ``num_keypoints``,
-            ``num_matches`` (2D-3D) and ``failure`` (None on success, else the reason).
+            ``num_matches`` (2D-3D) and ``failure_reason`` (None on success, else the reason).
         """
         image = np.asarray(image)
         if image.ndim < 2 or (image.shape[1], image.shape[0]) != (camera.width, camera.height):
             raise SeglocError(f"image of shape {image.shape} does not match the camera size {camera.width}x{camera.height}")
         timings: dict[str, float] = {}
-        info: dict = {"retrieved": [], "num_keypoints": 0, "num_matches": 0, "failure": None}
+        info: dict = {"retrieved": [], "num_keypoints": 0, "num_matches": 0, "failure_reason": None}
 
         start = time.perf_counter()
         features = extract_sift(image, self.sift)
@@ -187,12 +187,12 @@ class ReferenceLocalizer:
         start = time.perf_counter()
         estimate = None
         if len(keypoint_ids) < max(4, self.config.pnp.min_inliers):
-            info["failure"] = f"too few 2D-3D matches ({len(keypoint_ids)})"
+            info["failure_reason"] = f"too few 2D-3D matches ({len(keypoint_ids)})"
         else:
             points2D = features.keypoints[keypoint_ids].astype(np.float64)
             estimate = estimate_absolute_pose(points2D, self.core.points3D[point_ids], camera, self.config.pnp)
             if estimate is None:
-                info["failure"] = f"PnP found no pose with at least {self.config.pnp.min_inliers} inliers among {len(keypoint_ids)} matches"
+                info["failure_reason"] = f"PnP found no pose with at least {self.config.pnp.min_inliers} inliers among {len(keypoint_ids)} matches"
         timings["pose"] = time.perf_counter() - start
 
         if estimate is None:

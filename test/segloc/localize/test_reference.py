@@ -40,7 +40,7 @@ def test_localizes_the_queries(room):
         t_err, r_err = pose_error(result.cam_from_world, record.cam_from_world)
         assert t_err < 0.05 and r_err < 1.0, (record.name, t_err, r_err)
         assert list(result.timings) == ["extract", "retrieve", "match", "pose"]
-        assert result.info["failure"] is None and len(result.info["retrieved"]) == 10
+        assert result.info["failure_reason"] is None and len(result.info["retrieved"]) == 10
         assert result.num_inliers >= 12 and result.info["num_matches"] >= result.num_inliers
         assert result.covariance.shape == (6, 6) and np.all(np.linalg.eigvalsh(result.covariance) > 0)
 
@@ -66,7 +66,7 @@ def test_failure_is_a_result_not_an_exception(room):
     camera = dataset.query[0].camera
     result = localizer.localize(np.full((camera.height, camera.width, 3), 127, np.uint8), camera)
     assert not result.success and result.cam_from_world is None
-    assert "too few 2D-3D matches" in result.info["failure"]
+    assert "too few 2D-3D matches" in result.info["failure_reason"]
     assert set(result.timings) == {"extract", "retrieve", "match", "pose"}
 
 
