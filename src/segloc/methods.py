@@ -40,12 +40,39 @@ def _reference_localizer(package, config_values: dict | None):
     return ReferenceLocalizer.from_map(package, config_from_dict(ReferenceLocalizerConfig, config_values, "localize"))
 
 
+def _build_segloc(dataset, output: Path, config_values: dict | None, overwrite: bool, progress: bool) -> Path:
+    from segloc.config import config_from_dict
+    from segloc.maps.segloc_layer import SegLocMapConfig, build_segloc_map
+
+    config = config_from_dict(SegLocMapConfig, config_values, "map")
+    if not config.checkpoint:
+        raise SeglocError(
+            "method segloc needs its segmentation network: put `checkpoint: PATH/TO/CHECKPOINT` (a checkpoint folder from the "
+            "SegLoc trainer) in the `map:` section of a YAML file and pass it with --config"
+        )
+    return build_segloc_map(dataset, output, config, overwrite=overwrite, progress=progress)
+
+
+def _segloc_localizer(package, config_values: dict | None):
+    from segloc.config import config_from_dict
+    from segloc.localize.segloc import SegLocLocalizer, SegLocLocalizerConfig
+
+    return SegLocLocalizer.from_map(package, config_from_dict(SegLocLocalizerConfig, config_values, "localize"))
+
+
 METHODS: dict[str, Method] = {
     "reference": Method(
         "reference",
         "classical non-private baseline: SIFT, triangulated map, retrieval, 2D-3D matching, PnP + RANSAC",
         _build_reference,
         _reference_localizer,
+    ),
+    "segloc": Method(
+        "segloc",
+        "SegLoc (Pietrantoni et al.): one segmentation label per 3D point, segmentation-pooled retrieval, "
+        "label-based pose refinement; the map holds no image and no appearance descriptor",
+        _build_segloc,
+        _segloc_localizer,
     ),
 }
 
