@@ -1,0 +1,426 @@
+"""SegLoc against its own pose approximation and the reference SIFT localizer, on one dataset, side by side.
+
+Rows of the main table, all measured in this invocation:
+
+- ``approximation``: SegLoc retrieval only (the pose of the most similar mapping image);
+- ``segloc``: the same map and query segmentation, then the label-based refinement;
+- ``reference``: the non-private SIFT localizer (retrieval, 2D-3D matching, PnP).
+
+Columns: recall at (0.25 m, 2 deg), (0.5 m, 5 deg), (5 m, 10 deg) and (5 cm, 5 deg), median
+errors, time per query and per stage, map bytes per 3D point and in total, peak memory. With
+``--topk-table``, a second table gives SegLoc's storage/accuracy trade-off (labels per point
+k = 1, 3, 10 and the full distribution; Pietrantoni et al., Fig. A.4).
+
+The SegLoc maps come from ONE segmentation pass: a map that stores the full distribution, from
+which the top-1 / top-k maps are derived (:func:`segloc.maps.segloc_layer.relabel_segloc_map`).
+Maps are built in the work folder and reused when present (the full SegLoc map when it was
+built from the same checkpoint). Every evaluation runs in its own subprocess (``python -m
+segloc.cli evaluate``), so that peak memory is per method, as ``benchmarks/localization.py``
+does.
+
+    python benchmarks/segloc_table.py --synthetic room --condition lighting --checkpoint CKPT --work outputs/segloc_table
+    python benchmarks/segloc_table.py --dataset ../shared/data/strecha_castle --checkpoint CKPT --topk-table -o table.json
+    python benchmarks/segloc_table.py --synthetic room --oracle --topk-table      # ground-truth labels: the refinement's upper bound
+
+``--oracle`` (synthetic datasets only) replaces the network by the ground-truth part labels of
+the synthetic images (one-hot, resized to 1/8 ... 1/1 and blurred, as in
+``benchmarks/refinement.py``): it measures the pipeline without a trained network. Its
+``segment`` times are those of the oracle, not of a network.
+
+Output: the tables on stdout, and JSON (``-o``, default ``WORK/segloc_table.json``)::
+
+    {"dataset": ..., "segmenter": CHECKPOINT or "oracle ...", "threads": N, "map_build_s": {...},
+     "methods": {"approximation" | "segloc" | "reference": {"recall": {...}, "median_translation_m", "median_rotation_deg",
+                 "time_per_query_s", "time_per_stage_s", "map_bytes", "num_points", "map_bytes_per_point",
+                 "map_layer_bytes", "peak_memory_bytes", "num_localized", "num_queries", "failure_reasons",
+                 SegLoc maps only: "label_bytes_per_point", "map_bytes_without_network"}},
+     "topk": {"1" | "3" | "10" | "full": {... the same keys}}}
+
+Times on a shared machine drift: compare rows of one invocation, and use ``--threads 1`` when
+other jobs compete for the cores (torch's thread pool slows down several-fold when oversubscribed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from localization import KEYS, SEGLOC, run  # noqa: E402  (the sibling benchmark's subprocess helpers)
+
+THRESHOLDS = ("0.25m_2deg", "0.5m_5deg", "5m_10deg", "5cm_5deg")
+TOPK = ("1", "3", "10", "full")
+EXTRA_KEYS = ("failure_reasons",)
+
+
+# --- the oracle (synthetic datasets) ----------------------------------------------------------
+
+
+class OracleSegmenter:
+    """Class probabilities from the ground-truth labels of a synthetic dataset (``labels/<name>.png``), found by image content."""
+
+    def __init__(self, dataset_root: Path):
+        import cv2
+
+        from segloc.data.dataset import read_dataset
+        from segloc.data.synthetic import LABELS
+
+        dataset = read_dataset(dataset_root)
+        self.num_classes = len(LABELS)
+        self.descriptor_grid = (1, 2)
+        self.labels = {}
+        for record in [*dataset.mapping, *dataset.query]:
+            label_file = dataset.root / "labels" / record.name
+            if not label_file.is_file():
+                raise SystemExit(f"--oracle needs a synthetic dataset with labels/: {label_file} is missing")
+            self.labels[self._key(dataset.load_image(record.name))] = cv2.imread(str(label_file), cv2.IMREAD_UNCHANGED)
+
+    @staticmethod
+    def _key(image) -> str:
+        import numpy as np
+
+        return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+    def __call__(self, image):
+        import torch
+        from refinement import class_probability_levels
+
+        from segloc.localize.segmenter import Segmentation
+        from segloc.models.segmentation import global_descriptor
+
+        labels = self.labels[self._key(image)]
+        levels = [torch.from_numpy(level) for level in class_probability_levels(labels, self.num_classes)]
+        descriptor = global_descriptor(levels[-1][None], self.descriptor_grid)[0].numpy()
+        return Segmentation(levels, descriptor, (labels.shape[1], labels.shape[0]))
+
+
+def oracle_worker(argv: list[str]) -> None:
+    """``oracle-worker build DATASET MAP CONFIG`` or ``oracle-worker evaluate MAP DATASET OUT CONFIG LIMIT`` (in a subprocess)."""
+    from segloc.config import config_from_dict
+    from segloc.data.dataset import read_dataset
+
+    action, *paths = argv
+    limit = int(paths.pop()) if action == "evaluate" else 0
+    config = yaml.safe_load(Path(paths[-1]).read_text()) or {}
+    if action == "build":
+        from segloc.maps.segloc_layer import SegLocMapConfig, build_segloc_map
+
+        dataset = read_dataset(paths[0])
+        map_config = config_from_dict(SegLocMapConfig, config.get("map"), "map")
+        build_segloc_map(dataset, paths[1], map_config, overwrite=True, progress=False, segmenter=OracleSegmenter(dataset.root))
+        return
+    from segloc.evaluate.run import evaluate_localizer
+    from segloc.localize.segloc import SegLocLocalizer, SegLocLocalizerConfig
+    from segloc.maps.core import read_core
+    from segloc.maps.package import MapPackage
+
+    package, dataset = MapPackage.open(paths[0]), read_dataset(paths[1], require_query=True)
+    localizer = SegLocLocalizer.from_map(
+        package, config_from_dict(SegLocLocalizerConfig, config.get("localize"), "localize"), segmenter=OracleSegmenter(dataset.root)
+    )
+    core = read_core(package)
+    evaluate_localizer(
+        localizer,
+        dataset,
+        paths[2],
+        map_bytes=package.bytes(),
+        map_points3D=core.points3D,
+        mapping_centers=[r.cam_from_world.center for r in core.images],
+        progress=False,
+        limit=limit or None,
+        map_path=str(package.path),
+        extra={"method": "segloc"},
+        plots=False,
+    )
+
+
+# --- maps -----------------------------------------------------------------------------------------
+
+
+def write_config(path: Path, values: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+def open_map(path: Path):
+    from segloc.errors import SeglocError
+    from segloc.maps.package import MapPackage
+
+    try:
+        return MapPackage.open(path)
+    except SeglocError:
+        return None
+
+
+def checkpoint_sha256(checkpoint: Path) -> str:
+    from segloc.fileio import sha256_file
+    from segloc.models.checkpoint import read_checkpoint_info
+
+    return sha256_file(read_checkpoint_info(checkpoint).weights_file)
+
+
+def full_map_is_current(path: Path, checkpoint: Path | None) -> bool:
+    """Whether the full-distribution SegLoc map at ``path`` exists and came from this checkpoint (or from the oracle)."""
+    package = open_map(path)
+    if package is None or not package.has_layer("segloc"):
+        return False
+    meta = package.read_json("segloc", "meta")
+    if meta.get("store") != "full":
+        return False
+    if checkpoint is None:
+        return meta.get("segmenter") == "OracleSegmenter"
+    return package.has_layer("segloc_model") and package.read_json("segloc_model", "model").get("source", {}).get("sha256") == (
+        checkpoint_sha256(checkpoint)
+    )
+
+
+def build_maps(args: argparse.Namespace, dataset: Path, work: Path, user_config: dict) -> dict[str, float]:
+    """Build (or reuse) the reference map and the full SegLoc map, derive the top-k maps; returns build seconds."""
+    from segloc.maps.segloc_layer import relabel_segloc_map
+
+    seconds: dict[str, float] = {}
+    if open_map(work / "map_reference") is None:
+        start = time.perf_counter()
+        run(
+            [
+                *SEGLOC,
+                "-q",
+                "map",
+                "build",
+                str(dataset),
+                "--method",
+                "reference",
+                "-o",
+                str(work / "map_reference"),
+                "--overwrite",
+                "--no-progress",
+            ]
+        )
+        seconds["reference"] = round(time.perf_counter() - start, 2)
+    full = work / "map_segloc_full"
+    if not full_map_is_current(full, args.checkpoint):
+        map_section = {**(user_config.get("map") or {}), "store": "full"}
+        if args.checkpoint is not None:
+            map_section["checkpoint"] = str(args.checkpoint.resolve())
+        config = write_config(work / "segloc_map.yaml", {"map": map_section})
+        start = time.perf_counter()
+        if args.oracle:
+            run([sys.executable, __file__, "oracle-worker", "build", str(dataset), str(full), str(config)])
+        else:
+            run(
+                [
+                    *SEGLOC,
+                    "-q",
+                    "map",
+                    "build",
+                    str(dataset),
+                    "--method",
+                    "segloc",
+                    "-o",
+                    str(full),
+                    "--overwrite",
+                    "--no-progress",
+                    "--config",
+                    str(config),
+                ]
+            )
+        seconds["segloc"] = round(time.perf_counter() - start, 2)
+    num_classes = json.loads((full / "segloc" / "meta.json").read_text())["num_classes"]
+    for k in TOPK[:-1]:
+        if int(k) < num_classes:
+            store = "top1" if k == "1" else "topk"
+            relabel_segloc_map(full, work / f"map_segloc_top{k}", store, int(k), overwrite=True)
+    return seconds
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+def evaluate(args: argparse.Namespace, name: str, map_dir: Path, dataset: Path, work: Path, localize: dict | None) -> dict:
+    """Evaluate one map in a subprocess; the summary of its metrics.json with map sizes."""
+    from segloc.maps.core import read_core
+
+    out = work / f"eval_{name}"
+    limit = ["--limit", str(args.limit)] if args.limit else []
+    method = "reference" if name == "reference" else "segloc"
+    config = None if method == "reference" else write_config(work / f"localize_{name}.yaml", {"localize": localize or {}})
+    if args.oracle and method == "segloc":
+        run(
+            [sys.executable, __file__, "oracle-worker", "evaluate", str(map_dir), str(dataset), str(out), str(config), str(args.limit or 0)]
+        )
+    else:
+        extra = [] if config is None else ["--config", str(config)]
+        run([*SEGLOC, "-q", "evaluate", str(map_dir), str(dataset), "--method", method, "-o", str(out), "--no-progress", *limit, *extra])
+    metrics = json.loads((out / "metrics.json").read_text())
+    summary = {key: metrics.get(key) for key in (*KEYS, *EXTRA_KEYS)}
+    package = open_map(map_dir)
+    num_points = read_core(package).num_points
+    layers = {layer: package.bytes([layer]) for layer in package.layers}
+    summary["map_layer_bytes"] = layers
+    summary["num_points"] = num_points
+    summary["map_bytes_per_point"] = round(package.bytes() / num_points, 2) if num_points else None
+    if "segloc" in layers and num_points:
+        label_file = map_dir / "segloc" / "labels.npz"
+        summary["label_bytes_per_point"] = round(label_file.stat().st_size / num_points, 3)
+        summary["map_bytes_without_network"] = package.bytes() - layers.get("segloc_model", 0)
+    return summary
+
+
+# --- tables -------------------------------------------------------------------------------------------
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _number(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
+    return "-" if value is None else f"{value * scale:.{digits}f}"
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:.2f} {unit}"
+    return f"{value} B"
+
+
+def format_table(rows: dict[str, dict], first_column: str, extra: list[tuple[str, Any]] = ()) -> str:
+    """A fixed-width text table, one row per entry of ``rows``."""
+    header = [first_column, *(f"{t}" for t in THRESHOLDS), "med t (m)", "med R (deg)", "ms/query", *(name for name, _ in extra)]
+    header += ["map", "B/point", "peak mem", "stages (ms)"]
+    lines = [header]
+    for name, row in rows.items():
+        recall = row.get("recall") or {}
+        stages = row.get("time_per_stage_s") or {}
+        stage_text = " ".join(f"{stage} {1000 * value['mean']:.1f}" for stage, value in stages.items())
+        lines.append(
+            [
+                name,
+                *(_percent(recall.get(t)) for t in THRESHOLDS),
+                _number(row.get("median_translation_m"), digits=3),
+                _number(row.get("median_rotation_deg")),
+                _number(row.get("time_per_query_s"), 1000, 1),
+                *(function(row) for _, function in extra),
+                _bytes(row.get("map_bytes")),
+                _number(row.get("map_bytes_per_point"), digits=1),
+                _bytes(row.get("peak_memory_bytes")),
+                stage_text,
+            ]
+        )
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header) - 1)]
+    return "\n".join("  ".join([*(str(c).ljust(w) for c, w in zip(line[:-1], widths)), str(line[-1])]).rstrip() for line in lines)
+
+
+# --- main ------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "oracle-worker":
+        oracle_worker(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", type=Path, help="a dataset folder with mapping.txt and query.txt")
+    source.add_argument("--synthetic", metavar="SCENE", help="render this synthetic scene (room, corridor, street) first")
+    parser.add_argument(
+        "--condition", default="same", help="with --synthetic: mapping/query conditions (same, lighting, night, season, ...)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    segmenter = parser.add_mutually_exclusive_group(required=True)
+    segmenter.add_argument("--checkpoint", type=Path, help="the SegLoc segmentation network (a checkpoint folder)")
+    segmenter.add_argument("--oracle", action="store_true", help="synthetic datasets: ground-truth labels instead of a network")
+    parser.add_argument(
+        "--config", type=Path, help="YAML with 'map' (SegLoc map options) and 'localize' (SegLoc localizer options) sections"
+    )
+    parser.add_argument("--topk-table", action="store_true", help="also the labels-per-point table (k = 1, 3, 10, full)")
+    parser.add_argument("--limit", type=int, help="only the first N queries")
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads of every subprocess (OMP_NUM_THREADS); 1 gives steadier times on a shared machine"
+    )
+    parser.add_argument("--work", type=Path, help="folder for the dataset, maps and evaluations, reused across runs (default: temporary)")
+    parser.add_argument("-o", "--output", type=Path, help="JSON output (default WORK/segloc_table.json)")
+    args = parser.parse_args()
+    if args.checkpoint is not None and not args.checkpoint.is_dir():
+        parser.error(f"--checkpoint {args.checkpoint} is not a checkpoint folder")
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    user_config = yaml.safe_load(args.config.read_text()) if args.config else {}
+    localize = (user_config or {}).get("localize") or {}
+
+    with tempfile.TemporaryDirectory(prefix="segloc_table_") as tmp:
+        work = (args.work or Path(tmp)).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        dataset = args.dataset
+        if dataset is None:
+            dataset = work / f"synthetic_{args.synthetic}_{args.condition}_{args.seed}"
+            if not (dataset / "scene.json").is_file():
+                run(
+                    [
+                        *SEGLOC,
+                        "-q",
+                        "synth",
+                        "-o",
+                        str(dataset),
+                        "--scene",
+                        args.synthetic,
+                        "--condition",
+                        args.condition,
+                        "--seed",
+                        str(args.seed),
+                        "--overwrite",
+                        "--no-progress",
+                    ]
+                )
+        dataset = dataset.resolve()
+        build_seconds = build_maps(args, dataset, work, user_config or {})
+        top1 = work / "map_segloc_top1"
+        methods = {
+            "approximation": evaluate(args, "approximation", top1, dataset, work, {**localize, "refine": False}),
+            "segloc": evaluate(args, "segloc", top1, dataset, work, {**localize, "refine": True}),
+            "reference": evaluate(args, "reference", work / "map_reference", dataset, work, None),
+        }
+        topk: dict[str, dict] = {}
+        if args.topk_table:
+            for k in TOPK:
+                map_dir = work / ("map_segloc_full" if k == "full" else f"map_segloc_top{k}")
+                if map_dir.is_dir():
+                    topk[k] = evaluate(args, f"top{k}", map_dir, dataset, work, {**localize, "refine": True, "labels_top_k": None})
+
+    report = {
+        "dataset": str(args.dataset or f"synthetic:{args.synthetic}:{args.condition}:{args.seed}"),
+        "segmenter": "oracle (ground-truth labels)" if args.oracle else str(args.checkpoint),
+        "threads": args.threads,
+        "map_build_s": build_seconds,
+        "methods": methods,
+        "topk": topk,
+    }
+    print(f"dataset {report['dataset']}, segmentation: {report['segmenter']}\n")
+    print(format_table(methods, "method"))
+    if topk:
+        print("\nSegLoc labels per point (refinement; label bytes per point, map without the network):\n")
+        extra = [
+            ("label B/pt", lambda row: _number(row.get("label_bytes_per_point"), digits=2)),
+            ("map w/o net", lambda row: _bytes(row.get("map_bytes_without_network"))),
+        ]
+        print(format_table(topk, "k", extra))
+    output = args.output or ((args.work / "segloc_table.json") if args.work else None)
+    if output is not None:
+        output.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwrote {output}")
+    else:
+        print("\n" + json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

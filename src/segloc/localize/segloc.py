@@ -1,0 +1,377 @@
+"""The SegLoc localizer: segmentation, retrieval, pose approximation, label-based refinement.
+
+For a query image (Pietrantoni et al., CVPR 2023):
+
+1. ``segment``: class probabilities per decoder level and the segmentation-pooled global
+   descriptor (:mod:`segloc.localize.segmenter`; by default the network embedded in the map,
+   at the map's inference size);
+2. ``retrieve``: the ``num_retrieved`` mapping images with the most similar global
+   descriptors (dot product);
+3. ``approximate``: a first pose, that of the best image (``top1``) or a similarity-weighted
+   average of the retrieved poses close to it (``weighted``); with ``refine: false`` this
+   is the result (the "retrieval only" baseline);
+4. ``refine``: the 3D points the retrieved images observe that fall in (a widened frustum
+   of) the first pose, at most ``max_points`` of them, are aligned with the query's class
+   probabilities by :func:`segloc.localize.refine.refine_pose_with_labels`.
+
+Given a pose ``prior`` (odometry, ``initialpose``, another method), steps 2 and 3 are skipped:
+the points come from the mapping images near the prior (or, when none is near, from the whole
+map), and the refinement starts from the prior.
+
+A refinement that fails its checks (too few points, divergence, a high residual, a degenerate
+Hessian) returns no pose (``cam_from_world=None``) and says why in ``info["failure_reason"]``:
+a robot is better off without a pose than with a confident wrong one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segloc.errors import SeglocError
+from segloc.features.retrieval import rank_by_similarity
+from segloc.geometry.camera import Camera
+from segloc.geometry.transforms import Rigid3
+from segloc.localize.base import LocalizationResult
+from segloc.localize.refine import LabelRefinementConfig, refine_pose_with_labels
+from segloc.localize.segmenter import DESCRIPTOR_GRID, NetworkSegmenter, Segmenter
+from segloc.maps.core import MapCore, read_core
+from segloc.maps.package import MapPackage
+from segloc.maps.segloc_layer import SegLocLayer, read_segloc_layer, read_segloc_model
+
+logger = logging.getLogger("segloc")
+
+__all__ = ["APPROXIMATIONS", "SegLocLocalizer", "SegLocLocalizerConfig", "approximate_pose", "pose_to_list"]
+
+APPROXIMATIONS = ("top1", "weighted")
+
+
+@dataclass
+class SegLocLocalizerConfig:
+    """Options of :class:`SegLocLocalizer` (the ``localize:`` section of a config file).
+
+    Attributes:
+        num_retrieved: mapping images retrieved per query; their points feed the refinement.
+        approximation: the first pose: ``top1`` (the best image's) or ``weighted`` (average of
+            the retrieved poses within ``weighted_max_distance`` of the best one, weighted by
+            similarity; rotations by the weighted quaternion mean).
+        weighted_max_distance: see ``approximation`` (metres).
+        weighted_max_angle_deg: see ``approximation`` (degrees between optical axes).
+        refine: run the label-based refinement; False returns the approximation ("retrieval only").
+        refinement: options of :func:`segloc.localize.refine.refine_pose_with_labels`.
+        labels_top_k: labels per point for the refinement; None for all the map stores (1 for
+            ``top1`` maps, k for ``topk``, K for ``full``).
+        max_points: at most this many points go into the refinement (a seeded random subset).
+        frustum_margin: points are kept when they project within this fraction of the image
+            size around the image at the initial pose (the pose will move).
+        num_initializations: on failure, refine again from the poses of the next retrieved
+            images, up to this many starts in all (1: the approximation only).
+        inference_max_edge: network input size for queries; None for the map's.
+        temperature: softmax temperature for queries; None for the map's.
+        device: torch device of the embedded network.
+        prior_radius: with a prior, the points of the mapping images within this distance of
+            it (metres) ...
+        prior_max_angle_deg: ... whose optical axes differ by at most this angle are used;
+            when none qualifies, every map point in the prior's frustum is.
+        seed: seed of the point subsampling (results are deterministic).
+    """
+
+    num_retrieved: int = 5
+    approximation: str = "top1"
+    weighted_max_distance: float = 2.0
+    weighted_max_angle_deg: float = 30.0
+    refine: bool = True
+    refinement: LabelRefinementConfig = field(default_factory=LabelRefinementConfig)
+    labels_top_k: int | None = None
+    max_points: int = 4000
+    frustum_margin: float = 0.25
+    num_initializations: int = 1
+    inference_max_edge: int | None = None
+    temperature: float | None = None
+    device: str = "cpu"
+    prior_radius: float = 3.0
+    prior_max_angle_deg: float = 60.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.approximation not in APPROXIMATIONS:
+            raise SeglocError(
+                f"segloc localizer: unknown approximation {self.approximation!r}; valid values are: {', '.join(APPROXIMATIONS)}"
+            )
+        if self.num_retrieved < 1 or self.num_initializations < 1:
+            raise SeglocError(
+                f"segloc localizer: num_retrieved and num_initializations must be at least 1, got {self.num_retrieved}, {self.num_initializations}"
+            )
+        if self.labels_top_k is not None and self.labels_top_k < 1:
+            raise SeglocError(f"segloc localizer: labels_top_k must be at least 1 (or null for all stored), got {self.labels_top_k}")
+        if self.max_points < 6:
+            raise SeglocError(f"segloc localizer: max_points must be at least 6, got {self.max_points}")
+        if self.frustum_margin < 0 or self.weighted_max_distance < 0 or self.prior_radius < 0:
+            raise SeglocError("segloc localizer: frustum_margin, weighted_max_distance and prior_radius must be >= 0")
+
+
+def pose_to_list(cam_from_world: Rigid3) -> list[float]:
+    """``[qw, qx, qy, qz, tx, ty, tz]`` of a ``cam_from_world`` (quaternion scalar first)."""
+    return [float(v) for v in (*cam_from_world.quat_wxyz, *cam_from_world.translation)]
+
+
+def approximate_pose(
+    poses: list[Rigid3],
+    similarities: np.ndarray,
+    mode: str = "top1",
+    max_distance: float = 2.0,
+    max_angle_deg: float = 30.0,
+) -> Rigid3:
+    """A pose from retrieved mapping images, best first.
+
+    Args:
+        poses: ``cam_from_world`` of the retrieved images, most similar first.
+        similarities: (R,) their descriptor similarities.
+        mode: ``top1`` (the first pose) or ``weighted``: camera centres averaged with weights
+            ``max(similarity, 0)``, rotations by the weighted quaternion mean (the principal
+            eigenvector of ``sum w q q^T``), over the images within ``max_distance`` metres and
+            ``max_angle_deg`` degrees (between optical axes) of the first one (averaging views
+            of other places would give a pose between them, looking at neither).
+        max_distance: see ``mode``.
+        max_angle_deg: see ``mode``.
+
+    Returns:
+        The approximate ``cam_from_world``.
+    """
+    if not poses:
+        raise SeglocError("no retrieved image to approximate the pose from")
+    if mode not in APPROXIMATIONS:
+        raise SeglocError(f"unknown approximation {mode!r}; valid values are: {', '.join(APPROXIMATIONS)}")
+    if mode == "top1" or len(poses) == 1:
+        return poses[0]
+    centers = np.stack([pose.center for pose in poses])
+    weights = np.maximum(np.asarray(similarities, dtype=np.float64)[: len(poses)], 0.0)
+    axes = np.stack([pose.rotation[2] for pose in poses])
+    far = np.linalg.norm(centers - centers[0], axis=1) > max_distance
+    turned = axes @ axes[0] < np.cos(np.radians(max_angle_deg))
+    weights[far | turned] = 0.0
+    weights[0] = max(weights[0], 1e-12)
+    weights /= weights.sum()
+    quaternions = np.stack([pose.quat_wxyz for pose in poses])
+    moment = (quaternions * weights[:, None]).T @ quaternions
+    quaternion = np.linalg.eigh(moment)[1][:, -1]
+    rotation = Rigid3(quaternion, np.zeros(3)).rotation
+    center = weights @ centers
+    return Rigid3.from_rotation(rotation, -rotation @ center)
+
+
+class SegLocLocalizer:
+    """Localizes images against a SegLoc map (layers ``core``, ``segloc``, ``segloc_model``).
+
+    Args:
+        core: the map core.
+        layer: the ``segloc`` layer (labels, descriptors).
+        segmenter: the query segmenter; it must give the map's K classes and descriptor size.
+        config: localization options.
+    """
+
+    method = "segloc"
+
+    def __init__(self, core: MapCore, layer: SegLocLayer, segmenter: Segmenter, config: SegLocLocalizerConfig | None = None):
+        self.config = config = config or SegLocLocalizerConfig()
+        self.core = core
+        self.layer = layer
+        self.segmenter = segmenter
+        if getattr(segmenter, "num_classes", layer.num_classes) != layer.num_classes:
+            raise SeglocError(f"the segmenter gives {segmenter.num_classes} classes, but the map's labels have K = {layer.num_classes}")
+        if config.labels_top_k is not None and config.labels_top_k > layer.max_top_k:
+            raise SeglocError(
+                f"localize.labels_top_k is {config.labels_top_k}, but the map stores {layer.max_top_k} label(s) per point "
+                f"(store {layer.store!r}); lower it or rebuild the map with more labels"
+            )
+        order, self._offsets = core.observations_by_image()
+        self._point_ids = core.observation_point_ids[order].astype(np.int64)
+        self._centers = np.stack([image.cam_from_world.center for image in core.images])
+        self._axes = np.stack([image.cam_from_world.rotation[2] for image in core.images])
+
+    @classmethod
+    def from_map(
+        cls,
+        map_path: str | Path | MapPackage,
+        config: SegLocLocalizerConfig | None = None,
+        segmenter: Segmenter | None = None,
+    ) -> SegLocLocalizer:
+        """Load the localizer from a map package (a path or an opened package).
+
+        Args:
+            map_path: the map.
+            config: localization options.
+            segmenter: the query segmenter; None builds one from the network in the map, at
+                the map's inference size and temperature unless ``config`` overrides them.
+        """
+        config = config or SegLocLocalizerConfig()
+        package = map_path if isinstance(map_path, MapPackage) else MapPackage.open(map_path)
+        core = read_core(package)
+        layer = read_segloc_layer(package, core)
+        if segmenter is None:
+            meta = layer.meta
+            max_edge = config.inference_max_edge if config.inference_max_edge is not None else meta.get("inference_max_edge")
+            temperature = config.temperature if config.temperature is not None else (meta.get("temperature") or 1.0)
+            grid = meta.get("descriptor_grid") or DESCRIPTOR_GRID
+            segmenter = NetworkSegmenter(read_segloc_model(package), max_edge, config.device, temperature, grid)
+        logger.info(
+            "segloc localizer: map %s with %d images, %d points (store %s, K = %d)",
+            package.path,
+            len(core.images),
+            core.num_points,
+            layer.store,
+            layer.num_classes,
+        )
+        return cls(core, layer, segmenter, config)
+
+    # --- stages -------------------------------------------------------------------------
+    def retrieve(self, descriptor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The most similar mapping images: ids (R,) int64 best first, similarities (R,) float32."""
+        if np.asarray(descriptor).size != self.layer.image_descriptors.shape[1]:
+            raise SeglocError(
+                f"the query descriptor has {np.asarray(descriptor).size} values, the map's {self.layer.image_descriptors.shape[1]}: "
+                "the segmenter does not match the map (another network or descriptor grid?)"
+            )
+        return rank_by_similarity(descriptor, self.layer.image_descriptors, self.config.num_retrieved)
+
+    def images_near(self, cam_from_world: Rigid3) -> np.ndarray:
+        """Mapping image ids near a pose (``prior_radius``, ``prior_max_angle_deg``), nearest first."""
+        distances = np.linalg.norm(self._centers - cam_from_world.center, axis=1)
+        cos_angles = self._axes @ cam_from_world.rotation[2]
+        near = np.flatnonzero((distances <= self.config.prior_radius) & (cos_angles >= np.cos(np.radians(self.config.prior_max_angle_deg))))
+        return near[np.argsort(distances[near], kind="stable")]
+
+    def select_points(self, image_ids: np.ndarray | None, camera: Camera, cam_from_world: Rigid3) -> np.ndarray:
+        """Point ids (N,) for the refinement: seen by ``image_ids`` (None: any), in the widened frustum of the pose.
+
+        At most ``max_points`` are kept (a random subset with the configured seed), sorted.
+        """
+        if image_ids is None:
+            candidates = np.arange(self.core.num_points)
+        else:
+            ranges = [self._point_ids[self._offsets[i] : self._offsets[i + 1]] for i in image_ids]
+            candidates = np.unique(np.concatenate(ranges)) if ranges else np.zeros(0, np.int64)
+        if len(candidates) == 0:
+            return candidates
+        points_cam = cam_from_world.transform_points(self.core.points3D[candidates])
+        depth = points_cam[:, 2]
+        in_front = depth > self.config.refinement.min_depth
+        pixels = camera.project(points_cam[in_front])
+        margin_x, margin_y = self.config.frustum_margin * camera.width, self.config.frustum_margin * camera.height
+        with np.errstate(invalid="ignore"):
+            inside = (
+                (pixels[:, 0] >= -margin_x)
+                & (pixels[:, 0] <= camera.width + margin_x)
+                & (pixels[:, 1] >= -margin_y)
+                & (pixels[:, 1] <= camera.height + margin_y)
+            )
+        candidates = candidates[in_front][inside]
+        if len(candidates) > self.config.max_points:
+            rng = np.random.default_rng(self.config.seed)
+            candidates = np.sort(rng.choice(candidates, self.config.max_points, replace=False))
+        return candidates
+
+    # --- the pipeline -------------------------------------------------------------------
+    def localize(self, image: np.ndarray, camera: Camera, prior: Rigid3 | None = None) -> LocalizationResult:
+        """Localize ``image`` (H, W, 3) RGB uint8 taken by ``camera``.
+
+        Args:
+            image: the query image.
+            camera: its camera (any COLMAP model).
+            prior: an optional ``cam_from_world`` guess; retrieval is skipped and the
+                refinement starts from it.
+
+        Returns:
+            The result. ``timings``: ``segment``, ``retrieve`` and ``approximate`` (without a
+            prior), ``refine`` (with the point selection; absent with ``refine: false``).
+            ``info``: ``initialization`` (``retrieval`` or ``prior``), ``retrieved`` (mapping
+            image names, best first) and ``similarities``, ``approximation`` (the first pose,
+            ``[qw, qx, qy, qz, tx, ty, tz]`` of ``cam_from_world``), ``num_points`` (points
+            given to the refinement), ``refinement`` (the summary of the last refinement,
+            see :meth:`segloc.localize.refine.RefinementResult.info`, with ``attempts``),
+            ``failure_reason`` (None on success).
+        """
+        image = np.asarray(image)
+        if image.ndim < 2 or (image.shape[1], image.shape[0]) != (camera.width, camera.height):
+            raise SeglocError(f"image of shape {image.shape} does not match the camera size {camera.width}x{camera.height}")
+        config = self.config
+        timings: dict[str, float] = {}
+        info: dict[str, Any] = {
+            "initialization": "retrieval" if prior is None else "prior",
+            "retrieved": [],
+            "similarities": [],
+            "approximation": None,
+            "num_points": 0,
+            "refinement": None,
+            "failure_reason": None,
+        }
+
+        start = time.perf_counter()
+        segmentation = self.segmenter(image)
+        if segmentation.num_classes != self.layer.num_classes:
+            raise SeglocError(f"the segmenter gave {segmentation.num_classes} classes, the map has K = {self.layer.num_classes}")
+        timings["segment"] = time.perf_counter() - start
+
+        if prior is None:
+            start = time.perf_counter()
+            image_ids, similarities = self.retrieve(segmentation.descriptor)
+            info["retrieved"] = [self.core.images[i].name for i in image_ids]
+            info["similarities"] = [round(float(s), 6) for s in similarities]
+            timings["retrieve"] = time.perf_counter() - start
+
+            start = time.perf_counter()
+            poses = [self.core.images[i].cam_from_world for i in image_ids]
+            approximation = approximate_pose(
+                poses, similarities, config.approximation, config.weighted_max_distance, config.weighted_max_angle_deg
+            )
+            starts = [approximation, *poses[1 : config.num_initializations]]
+            timings["approximate"] = time.perf_counter() - start
+            point_images: np.ndarray | None = image_ids
+        else:
+            if not isinstance(prior, Rigid3):
+                raise SeglocError(f"the prior must be a Rigid3 cam_from_world, got {type(prior).__name__}")
+            approximation = prior
+            starts = [prior]
+            near = self.images_near(prior)
+            point_images = near[: config.num_retrieved] if len(near) else None
+        info["approximation"] = pose_to_list(approximation)
+        if not config.refine:
+            return LocalizationResult(approximation, None, 0, timings, info)
+
+        start = time.perf_counter()
+        estimate = None
+        attempts = 0
+        for initial in starts:
+            attempts += 1
+            point_ids = self.select_points(point_images, camera, initial)
+            info["num_points"] = int(len(point_ids))
+            if len(point_ids) < config.refinement.min_points:
+                info["failure_reason"] = "too few map points in view of the initial pose"
+                continue
+            labels, weights = self.layer.labels(config.labels_top_k, point_ids)
+            result = refine_pose_with_labels(
+                segmentation.probabilities,
+                camera,
+                self.core.points3D[point_ids],
+                labels,
+                initial,
+                config.refinement,
+                label_weights=weights,
+            )
+            info["refinement"] = {**result.info(), "attempts": attempts}
+            if result.success:
+                estimate = result
+                info["failure_reason"] = None
+                break
+            info["failure_reason"] = f"refinement failed: {result.failure_reason}"
+        timings["refine"] = time.perf_counter() - start
+
+        if estimate is None:
+            logger.debug("segloc: no pose (%s)", info["failure_reason"])
+            return LocalizationResult(None, timings=timings, info=info)
+        return LocalizationResult(estimate.cam_from_world, estimate.covariance, estimate.num_points_used, timings, info)

@@ -1,0 +1,185 @@
+"""Segmentation inference for SegLoc: an RGB image in, class probabilities per level and a global descriptor out.
+
+A :class:`Segmenter` is anything callable as ``segmenter(image) -> Segmentation``; map building
+(:func:`segloc.maps.segloc_layer.build_segloc_map`) and the localizer
+(:class:`segloc.localize.segloc.SegLocLocalizer`) only rely on that. :class:`NetworkSegmenter`
+wraps a :class:`segloc.models.segmentation.SegmentationNet`:
+
+1. the image is resized, keeping its aspect ratio, so that its longer side is
+   ``inference_max_edge`` pixels, each side rounded to a multiple of 32 (the coarsest stride,
+   so that every level covers exactly the whole image; the aspect ratio changes by at most a
+   few percent and both axes are scaled separately, as :meth:`segloc.geometry.Camera.scaled`
+   does);
+2. the network runs in eval mode without gradients;
+3. the logits of each level become probabilities (softmax with a temperature), and the
+   finest level is pooled into the global descriptor
+   (:func:`segloc.models.segmentation.global_descriptor`).
+
+Each probability level covers the whole image: level ``l`` of size (W_l, H_l) is the image
+resized to that size, so a pixel ``(x, y)`` of the original image (COLMAP convention, the
+centre of the top-left pixel at (0.5, 0.5)) falls at ``(x W_l / W, y H_l / H)`` of the level,
+in the same convention. This is what :func:`segloc.localize.refine.refine_pose_with_labels`
+expects (``camera.scaled(W_l, H_l)`` per level).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from segloc.errors import SeglocError
+from segloc.models.segmentation import class_probabilities, global_descriptor
+
+logger = logging.getLogger("segloc")
+
+__all__ = ["DESCRIPTOR_GRID", "NetworkSegmenter", "Segmentation", "Segmenter", "inference_size"]
+
+DESCRIPTOR_GRID: tuple[int, ...] = (1, 2)
+"""Spatial pyramid of the global descriptor: a whole-image class histogram and 2 x 2 cells,
+so ``Dg = 5 K``."""
+
+SIZE_MULTIPLE = 32
+"""Network input sides are multiples of this (the coarsest level's stride)."""
+
+
+@dataclass
+class Segmentation:
+    """What a segmenter returns for one image.
+
+    Attributes:
+        probabilities: class probabilities per level, coarse to fine, each a (K, H_l, W_l)
+            float32 tensor on the CPU summing to 1 over K; every level covers the whole image.
+        descriptor: (Dg,) float32 unit-norm global descriptor pooled from the finest level.
+        input_size: (width, height) of the image the network saw.
+    """
+
+    probabilities: list[Tensor]
+    descriptor: np.ndarray
+    input_size: tuple[int, int]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.probabilities[0].shape[0])
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """Turns an (H, W, 3) uint8 RGB image into a :class:`Segmentation`.
+
+    Attributes:
+        num_classes: K.
+        descriptor_grid: the pyramid of the global descriptor (see :data:`DESCRIPTOR_GRID`).
+    """
+
+    num_classes: int
+    descriptor_grid: tuple[int, ...]
+
+    def __call__(self, image: np.ndarray) -> Segmentation: ...
+
+
+def inference_size(width: int, height: int, max_edge: int | None) -> tuple[int, int]:
+    """The network input size (width, height) for an image of ``width`` x ``height``.
+
+    The longer side becomes ``max_edge`` (None or 0: the image's own size), the other keeps the
+    aspect ratio; both are rounded to the nearest multiple of 32 (at least 32).
+    """
+    if width <= 0 or height <= 0:
+        raise SeglocError(f"image size must be positive, got {width}x{height}")
+    scale = 1.0 if not max_edge else max_edge / max(width, height)
+
+    def rounded(side: int) -> int:
+        return max(SIZE_MULTIPLE, int(round(side * scale / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
+
+    return rounded(width), rounded(height)
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """``image`` as an (H, W, 3) uint8 array; grayscale (H, W) is repeated to 3 channels."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise SeglocError(f"the segmenter takes (H, W, 3) uint8 RGB images, got shape {image.shape} and dtype {image.dtype}")
+    return image
+
+
+class NetworkSegmenter:
+    """A segmentation network run on single images (see the module docstring).
+
+    Args:
+        model: a :class:`segloc.models.segmentation.SegmentationNet` (or any module with the
+            same output: an object with ``logits``, a tuple of (B, K, H_l, W_l) coarse to fine).
+        inference_max_edge: the longer side of the network input, pixels; None or 0 keeps the
+            image's size (rounded to multiples of 32).
+        device: torch device to run on (``cpu``, ``cuda``).
+        temperature: softmax temperature of the class probabilities (< 1 sharpens).
+        descriptor_grid: pyramid of the global descriptor.
+
+    Example:
+        >>> segmenter = NetworkSegmenter.from_checkpoint("checkpoints/segloc", inference_max_edge=640)  # doctest: +SKIP
+        >>> segmentation = segmenter(image)  # (480, 640, 3) uint8
+        >>> [tuple(p.shape) for p in segmentation.probabilities]  # doctest: +SKIP
+        [(100, 15, 20), (100, 30, 40), (100, 60, 80), (100, 120, 160)]
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inference_max_edge: int | None = 640,
+        device: str | torch.device = "cpu",
+        temperature: float = 1.0,
+        descriptor_grid: Sequence[int] = DESCRIPTOR_GRID,
+    ):
+        if temperature <= 0:
+            raise SeglocError(f"the softmax temperature must be positive, got {temperature}")
+        if inference_max_edge is not None and inference_max_edge < 0:
+            raise SeglocError(f"inference_max_edge must be positive (or 0/None for the image size), got {inference_max_edge}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.inference_max_edge = inference_max_edge
+        self.temperature = float(temperature)
+        self.descriptor_grid = tuple(int(g) for g in descriptor_grid)
+        config = getattr(model, "config", None)
+        self.num_classes = int(getattr(config, "num_classes", 0))
+        if self.num_classes < 2:
+            raise SeglocError(f"{type(model).__name__} does not say its number of classes (config.num_classes)")
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        inference_max_edge: int | None = 640,
+        device: str | torch.device = "cpu",
+        temperature: float = 1.0,
+        descriptor_grid: Sequence[int] = DESCRIPTOR_GRID,
+    ) -> NetworkSegmenter:
+        """Load the network of a checkpoint folder (:func:`segloc.models.checkpoint.load_checkpoint`)."""
+        from segloc.models.checkpoint import load_checkpoint
+
+        return cls(load_checkpoint(path), inference_max_edge, device, temperature, descriptor_grid)
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> Segmentation:
+        """Segment ``image`` (H, W, 3) uint8 RGB; see :class:`Segmentation` for the output."""
+        image = check_image(image)
+        height, width = image.shape[:2]
+        size = inference_size(width, height, self.inference_max_edge)
+        if size != (width, height):
+            interpolation = cv2.INTER_AREA if size[0] < width else cv2.INTER_LINEAR
+            image = cv2.resize(image, size, interpolation=interpolation)
+        batch = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
+        output = self.model(batch, with_features=False)
+        levels = class_probabilities(list(output.logits), self.temperature)
+        descriptor = global_descriptor(levels[-1], self.descriptor_grid)[0]
+        probabilities = [level[0].float().cpu() for level in levels]
+        if probabilities[0].shape[0] != self.num_classes:
+            raise SeglocError(f"the network returned {probabilities[0].shape[0]} classes, its config says {self.num_classes}")
+        return Segmentation(probabilities, descriptor.float().cpu().numpy(), size)

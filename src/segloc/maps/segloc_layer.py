@@ -1,0 +1,645 @@
+"""The SegLoc map: the ``core`` layer, one segmentation label per 3D point, and the network.
+
+SegLoc (Pietrantoni et al., CVPR 2023) keeps no image and no appearance descriptor in its map.
+:func:`build_segloc_map`:
+
+1. builds the ``core`` layer with :func:`segloc.maps.build.build_core` (SIFT + triangulation
+   with the known poses; the SIFT descriptors are used for matching only and are not written);
+2. segments every mapping image (:mod:`segloc.localize.segmenter`);
+3. samples the finest class probabilities at each observation of each 3D point (bilinear,
+   pixel coordinates scaled to the level, COLMAP convention) and averages them over the
+   point's observations;
+4. stores per point the argmax label and, depending on ``store``, the top-k labels with their
+   mean probabilities or the whole distribution (the storage/accuracy trade-off of the paper's
+   Fig. A.4), and per mapping image the global descriptor pooled from its segmentation;
+5. copies the network's weights into the map (layer ``segloc_model``), so that one package is
+   all a robot needs.
+
+Files::
+
+    core/...                      see segloc.maps.core
+    segloc/labels.npz             point_labels (P,) uint8 (uint16 if K > 256): argmax label;
+                                  store "topk": point_topk_labels (P, k) uint8/uint16 and
+                                  point_topk_weights (P, k) float16 (mean probabilities, largest first);
+                                  store "full": point_probabilities (P, K) float16
+    segloc/descriptors.npz        image_descriptors (I, Dg) float16, one per core image
+    segloc/meta.json              num_classes, store, top_k, num_levels, descriptor_grid,
+                                  inference_max_edge, inference sizes, temperature,
+                                  core_points_sha256, statistics
+    segloc_model/weights.npz      the network's state dict (float32 or float16 floats)
+    segloc_model/model.json       registry name, config, source checkpoint, weights dtype
+
+:func:`relabel_segloc_map` derives the top-1 or top-k variants from a map that holds more
+(the full distribution, or a larger k) without segmenting again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from segloc.config import config_from_dict, config_to_dict
+from segloc.data.dataset import Dataset
+from segloc.errors import SeglocError
+from segloc.maps.build import ReferenceMapConfig, build_core
+from segloc.maps.core import MapCore, write_core
+from segloc.maps.package import MapPackage, MapWriter
+
+if TYPE_CHECKING:
+    from segloc.localize.segmenter import Segmenter
+
+logger = logging.getLogger("segloc")
+
+__all__ = [
+    "MODEL_LAYER",
+    "SEGLOC_LAYER",
+    "STORE_MODES",
+    "SegLocLayer",
+    "SegLocMapConfig",
+    "aggregate_point_probabilities",
+    "build_segloc_map",
+    "read_segloc_layer",
+    "read_segloc_model",
+    "relabel_segloc_map",
+    "sample_probabilities",
+    "write_segloc_layer",
+    "write_segloc_model",
+]
+
+SEGLOC_LAYER = "segloc"
+MODEL_LAYER = "segloc_model"
+STORE_MODES = ("top1", "topk", "full")
+MODEL_DTYPES = ("float32", "float16")
+
+
+@dataclass
+class SegLocMapConfig:
+    """Options of :func:`build_segloc_map` (the ``map:`` section of a config file).
+
+    Attributes:
+        checkpoint: the segmentation network, a checkpoint folder
+            (:func:`segloc.models.checkpoint.save_checkpoint`); required unless a segmenter
+            is passed to :func:`build_segloc_map`.
+        inference_max_edge: longer side of the network input (pixels); queries use the same
+            unless the localizer overrides it.
+        temperature: softmax temperature of the class probabilities.
+        device: torch device for the segmentation (``cpu``, ``cuda``).
+        store: what each 3D point keeps: ``top1`` (the argmax label), ``topk`` (the ``top_k``
+            most probable labels and their mean probabilities) or ``full`` (the K-class
+            distribution); see :data:`STORE_MODES`.
+        top_k: k for ``store: topk``.
+        embed_model: copy the network into the map (layer ``segloc_model``).
+        model_dtype: precision of the embedded weights: ``float32`` (exact) or ``float16``
+            (half the bytes).
+        core: options of the core build (SIFT, pairs, triangulation, frame_id); the ``vlad``
+            options are not used.
+    """
+
+    checkpoint: str | None = None
+    inference_max_edge: int = 640
+    temperature: float = 1.0
+    device: str = "cpu"
+    store: str = "top1"
+    top_k: int = 3
+    embed_model: bool = True
+    model_dtype: str = "float32"
+    core: ReferenceMapConfig = field(default_factory=ReferenceMapConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.core, dict):
+            self.core = config_from_dict(ReferenceMapConfig, self.core, "map.core")
+        if self.store not in STORE_MODES:
+            raise SeglocError(f"segloc map: unknown store {self.store!r}; valid values are: {', '.join(STORE_MODES)}")
+        if self.top_k < 1:
+            raise SeglocError(f"segloc map: top_k must be at least 1, got {self.top_k}")
+        if self.inference_max_edge < 0:
+            raise SeglocError(f"segloc map: inference_max_edge must be positive (0 for the image size), got {self.inference_max_edge}")
+        if self.temperature <= 0:
+            raise SeglocError(f"segloc map: temperature must be positive, got {self.temperature}")
+        if self.model_dtype not in MODEL_DTYPES:
+            raise SeglocError(f"segloc map: unknown model_dtype {self.model_dtype!r}; valid values are: {', '.join(MODEL_DTYPES)}")
+
+
+@dataclass
+class SegLocLayer:
+    """The ``segloc`` layer as read from a map.
+
+    Attributes:
+        point_labels: (P,) int64 argmax label of each core point.
+        topk_labels: (P, k) int64 most probable labels, most probable first; None unless stored.
+        topk_weights: (P, k) float32 their mean probabilities; None unless stored.
+        probabilities: (P, K) float16 mean class distribution; None unless stored (kept in
+            float16: it is the largest array of the map).
+        image_descriptors: (I, Dg) float32 global descriptor of each core image.
+        meta: the layer's ``meta.json`` (num_classes, store, descriptor_grid, inference sizes...).
+    """
+
+    point_labels: np.ndarray
+    topk_labels: np.ndarray | None
+    topk_weights: np.ndarray | None
+    probabilities: np.ndarray | None
+    image_descriptors: np.ndarray
+    meta: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+    @property
+    def store(self) -> str:
+        return str(self.meta["store"])
+
+    @property
+    def max_top_k(self) -> int:
+        """The most labels per point this layer can give: 1, k or K."""
+        if self.probabilities is not None:
+            return self.num_classes
+        if self.topk_labels is not None:
+            return self.topk_labels.shape[1]
+        return 1
+
+    def labels(self, top_k: int | None = None, point_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (and weights) of points for the refinement.
+
+        Args:
+            top_k: labels per point; None for all that are stored (1, k or K).
+            point_ids: (N,) the points wanted; None for all.
+
+        Returns:
+            labels (N,) int64 when one label per point (weights None), else labels (N, k)
+            int64 and weights (N, k) float32 (mean probabilities, largest first).
+
+        Raises:
+            SeglocError: ``top_k`` is larger than what the layer stores.
+        """
+        top_k = self.max_top_k if top_k is None else int(top_k)
+        if top_k < 1 or top_k > self.max_top_k:
+            raise SeglocError(
+                f"the map stores {self.max_top_k} label(s) per point (store {self.store!r}), {top_k} were asked for; "
+                "rebuild the map with store: topk and a larger top_k, or store: full"
+            )
+        select = slice(None) if point_ids is None else np.asarray(point_ids, dtype=np.int64)
+        if top_k == 1:
+            return self.point_labels[select], None
+        if self.probabilities is not None:
+            return top_k_of_distribution(self.probabilities[select].astype(np.float32), top_k)
+        return self.topk_labels[select, :top_k], self.topk_weights[select, :top_k]
+
+
+# --- sampling and aggregation ---------------------------------------------------------------
+
+
+def sample_probabilities(level: np.ndarray, points2D: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Bilinearly sample class probabilities at pixels of the original image.
+
+    Args:
+        level: (K, H_l, W_l) class probabilities covering the whole image.
+        points2D: (N, 2) pixel coordinates in the original image (COLMAP convention: the
+            centre of the top-left pixel is (0.5, 0.5)).
+        image_size: (width, height) of the original image.
+
+    Returns:
+        (N, K) float32 probabilities; positions outside the pixel centres are clamped to the
+        border.
+    """
+    level = np.asarray(level, dtype=np.float32)
+    points2D = np.asarray(points2D, dtype=np.float64).reshape(-1, 2)
+    if level.ndim != 3:
+        raise SeglocError(f"class probabilities must have shape (K, H, W), got {level.shape}")
+    num_classes, height, width = level.shape
+    # Level pixel coordinates (same convention), then array indices (centre of pixel j at j).
+    x = np.clip(points2D[:, 0] * width / image_size[0] - 0.5, 0.0, width - 1.0)
+    y = np.clip(points2D[:, 1] * height / image_size[1] - 0.5, 0.0, height - 1.0)
+    x0 = np.minimum(np.floor(x).astype(np.int64), max(width - 2, 0))
+    y0 = np.minimum(np.floor(y).astype(np.int64), max(height - 2, 0))
+    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
+    tx, ty = (x - x0)[:, None].astype(np.float32), (y - y0)[:, None].astype(np.float32)
+    flat = level.reshape(num_classes, -1)
+
+    def gather(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return flat[:, rows * width + cols].T  # (N, K)
+
+    top = gather(y0, x0) * (1 - tx) + gather(y0, x1) * tx
+    bottom = gather(y1, x0) * (1 - tx) + gather(y1, x1) * tx
+    return (top * (1 - ty) + bottom * ty).astype(np.float32)
+
+
+def aggregate_point_probabilities(
+    core: MapCore,
+    segment: Segmenter,
+    load_image: Callable[[str], np.ndarray],
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]], int]:
+    """Segment every core image and average the class probabilities of each point over its observations.
+
+    Args:
+        core: the map core (images, points, observations).
+        segment: a :class:`segloc.localize.segmenter.Segmenter`.
+        load_image: ``load_image(name) -> (H, W, 3) uint8`` for a core image name.
+        progress: show a progress bar.
+
+    Returns:
+        point probabilities (P, K) float32 (rows sum to 1; a point without observations gets
+        the uniform distribution), image descriptors (I, Dg) float32, the network input size
+        (width, height) of each image, and the number of levels.
+    """
+    order, offsets = core.observations_by_image()
+    sums: np.ndarray | None = None
+    descriptors: list[np.ndarray] = []
+    sizes: list[tuple[int, int]] = []
+    num_levels = 0
+    for image_id, record in enumerate(tqdm(core.images, desc="segment", unit="image", disable=not progress)):
+        image = load_image(record.name)
+        if image.shape[:2] != (record.camera.height, record.camera.width):
+            raise SeglocError(
+                f"mapping image {record.name} is {image.shape[1]}x{image.shape[0]}, but its camera is "
+                f"{record.camera.width}x{record.camera.height}; fix mapping.txt"
+            )
+        segmentation = segment(image)
+        finest = segmentation.probabilities[-1]
+        finest = finest.detach().cpu().numpy() if hasattr(finest, "detach") else np.asarray(finest)
+        if sums is None:
+            sums = np.zeros((core.num_points, finest.shape[0]), np.float32)
+            num_levels = len(segmentation.probabilities)
+        elif finest.shape[0] != sums.shape[1]:
+            raise SeglocError(f"the segmenter returned {finest.shape[0]} classes for {record.name}, {sums.shape[1]} before")
+        observations = order[offsets[image_id] : offsets[image_id + 1]]
+        if len(observations):
+            sampled = sample_probabilities(finest, core.observation_xy[observations], (record.camera.width, record.camera.height))
+            np.add.at(sums, core.observation_point_ids[observations], sampled)
+        descriptors.append(np.asarray(segmentation.descriptor, np.float32).reshape(-1))
+        sizes.append(tuple(int(v) for v in segmentation.input_size))
+    assert sums is not None  # a core has at least one image
+    totals = sums.sum(axis=1, keepdims=True)
+    probabilities = np.where(totals > 0, sums / np.maximum(totals, 1e-30), 1.0 / sums.shape[1]).astype(np.float32)
+    return probabilities, np.stack(descriptors), sizes, num_levels
+
+
+def top_k_of_distribution(probabilities: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``top_k`` most probable labels (P, k) int64, most probable first, and their probabilities (P, k) float32."""
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    top_k = min(int(top_k), probabilities.shape[1])
+    if top_k < probabilities.shape[1]:
+        candidates = np.argpartition(-probabilities, top_k - 1, axis=1)[:, :top_k]
+    else:
+        candidates = np.broadcast_to(np.arange(probabilities.shape[1]), probabilities.shape)
+    values = np.take_along_axis(probabilities, candidates, axis=1)
+    order = np.argsort(-values, axis=1, kind="stable")
+    return np.take_along_axis(candidates, order, axis=1).astype(np.int64), np.take_along_axis(values, order, axis=1)
+
+
+# --- layers -----------------------------------------------------------------------------
+
+
+def _label_dtype(num_classes: int) -> type:
+    return np.uint8 if num_classes <= 256 else np.uint16
+
+
+def _core_checksum(manifest_files: dict[str, Any]) -> str:
+    info = manifest_files.get("core/points3D.npz")
+    if info is None:
+        raise SeglocError("the core layer must be written before the segloc layer, which refers to its points")
+    return info["sha256"]
+
+
+def _label_arrays(point_labels: np.ndarray, store: str, top_k: int, probabilities: np.ndarray | None, topk: tuple | None) -> dict:
+    """The arrays of ``segloc/labels.npz`` for a store mode, from a distribution or from top-k labels."""
+    label_dtype = point_labels.dtype
+    arrays: dict[str, np.ndarray] = {"point_labels": point_labels}
+    if store == "topk":
+        labels, weights = topk if topk is not None else top_k_of_distribution(probabilities, top_k)
+        arrays["point_topk_labels"] = labels[:, :top_k].astype(label_dtype)
+        arrays["point_topk_weights"] = weights[:, :top_k].astype(np.float16)
+    elif store == "full":
+        arrays["point_probabilities"] = probabilities.astype(np.float16)
+    return arrays
+
+
+def write_segloc_layer(
+    writer: MapWriter,
+    probabilities: np.ndarray,
+    image_descriptors: np.ndarray,
+    store: str = "top1",
+    top_k: int = 3,
+    meta: dict[str, Any] | None = None,
+) -> None:
+    """Add the ``segloc`` layer; the ``core`` layer must be in ``writer`` already.
+
+    Args:
+        probabilities: (P, K) mean class probabilities of the core points.
+        image_descriptors: (I, Dg) global descriptors of the core images.
+        store: ``top1``, ``topk`` or ``full`` (see :class:`SegLocMapConfig`).
+        top_k: k for ``topk``.
+        meta: more entries for ``meta.json`` (descriptor_grid, inference sizes, ...).
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    if probabilities.ndim != 2 or probabilities.shape[1] < 2:
+        raise SeglocError(f"point probabilities must have shape (P, K) with K >= 2, got {probabilities.shape}")
+    if store not in STORE_MODES:
+        raise SeglocError(f"unknown store {store!r}; valid values are: {', '.join(STORE_MODES)}")
+    num_classes = probabilities.shape[1]
+    if store == "topk" and not 1 <= top_k < num_classes:
+        raise SeglocError(f"top_k must be in [1, {num_classes - 1}] for K = {num_classes} classes (use store: full for all), got {top_k}")
+    point_labels = np.argmax(probabilities, axis=1).astype(_label_dtype(num_classes))
+    arrays = _label_arrays(point_labels, store, top_k, probabilities, None)
+    _write_label_file(writer, arrays)
+    writer.add_arrays(
+        SEGLOC_LAYER,
+        "descriptors",
+        description="SegLoc point labels and segmentation-pooled global descriptors",
+        image_descriptors=np.asarray(image_descriptors, np.float16),
+    )
+    max_probability = probabilities.max(axis=1)
+    values = {
+        **(meta or {}),
+        "num_classes": num_classes,
+        "store": store,
+        "top_k": top_k if store == "topk" else (1 if store == "top1" else num_classes),
+        "core_points_sha256": _core_checksum(writer.manifest["files"]),
+        "statistics": {
+            "num_points": int(len(point_labels)),
+            "num_labels_used": int(len(np.unique(point_labels))),
+            "mean_max_probability": float(max_probability.mean()) if len(max_probability) else None,
+        },
+    }
+    writer.add_json(SEGLOC_LAYER, "meta", values)
+
+
+def _write_label_file(writer: MapWriter, arrays: dict[str, np.ndarray]) -> None:
+    writer.add_arrays(SEGLOC_LAYER, "labels", description="SegLoc point labels and segmentation-pooled global descriptors", **arrays)
+
+
+def read_segloc_layer(package: MapPackage, core: MapCore | None = None) -> SegLocLayer:
+    """Read the ``segloc`` layer of an opened map, checking it against the ``core`` layer.
+
+    Args:
+        package: the map.
+        core: its core (only the numbers of points and images are checked); None skips that.
+
+    Raises:
+        SeglocError: no such layer, a layer built for another core, or malformed arrays.
+    """
+    where = f"map {package.path}, layer {SEGLOC_LAYER}"
+    if not package.has_layer(SEGLOC_LAYER):
+        raise SeglocError(
+            f"map {package.path} has no {SEGLOC_LAYER!r} layer (layers: {', '.join(package.layers) or 'none'}); "
+            "build it with `segloc map build DATASET --method segloc --config CONFIG` (map: checkpoint: PATH)"
+        )
+    meta = package.read_json(SEGLOC_LAYER, "meta")
+    if not isinstance(meta, dict) or not {"num_classes", "store"} <= set(meta):
+        raise SeglocError(f"{where}: meta.json lacks num_classes or store")
+    if meta.get("core_points_sha256") != _core_checksum(package.manifest.get("files", {})):
+        raise SeglocError(f"{where}: the layer was built for another core layer; rebuild the map")
+    labels = package.read_arrays(SEGLOC_LAYER, "labels")
+    descriptors = package.read_arrays(SEGLOC_LAYER, "descriptors").get("image_descriptors")
+    num_classes = int(meta["num_classes"])
+    point_labels = labels.get("point_labels")
+    if point_labels is None or point_labels.ndim != 1 or not np.issubdtype(point_labels.dtype, np.integer):
+        raise SeglocError(f"{where}: labels.npz needs point_labels, a (P,) integer array")
+    num_points = len(point_labels)
+    if core is not None and num_points != core.num_points:
+        raise SeglocError(f"{where}: {num_points} labels for {core.num_points} core points; rebuild the map")
+    if num_points and int(point_labels.max()) >= num_classes:
+        raise SeglocError(f"{where}: labels outside [0, {num_classes})")
+    if descriptors is None or descriptors.ndim != 2 or (core is not None and len(descriptors) != len(core.images)):
+        raise SeglocError(f"{where}: descriptors.npz needs image_descriptors, one (Dg,) row per core image")
+    topk_labels, topk_weights = labels.get("point_topk_labels"), labels.get("point_topk_weights")
+    if (topk_labels is None) != (topk_weights is None):
+        raise SeglocError(f"{where}: point_topk_labels and point_topk_weights go together")
+    if topk_labels is not None:
+        if topk_labels.ndim != 2 or topk_labels.shape != topk_weights.shape or len(topk_labels) != num_points:
+            raise SeglocError(f"{where}: point_topk_labels and point_topk_weights must both be (P, k) with P = {num_points}")
+        if topk_labels.size and int(topk_labels.max()) >= num_classes:
+            raise SeglocError(f"{where}: top-k labels outside [0, {num_classes})")
+        topk_labels, topk_weights = topk_labels.astype(np.int64), topk_weights.astype(np.float32)
+    probabilities = labels.get("point_probabilities")
+    if probabilities is not None and probabilities.shape != (num_points, num_classes):
+        raise SeglocError(f"{where}: point_probabilities has shape {probabilities.shape}, expected ({num_points}, {num_classes})")
+    return SegLocLayer(point_labels.astype(np.int64), topk_labels, topk_weights, probabilities, descriptors.astype(np.float32), meta)
+
+
+# --- the embedded network -----------------------------------------------------------------
+
+
+def write_segloc_model(writer: MapWriter, model: Any, dtype: str = "float32", source: dict[str, Any] | None = None) -> None:
+    """Add the ``segloc_model`` layer: the network's registry name, config and weights.
+
+    Args:
+        writer: the map being written.
+        model: a registered network (:mod:`segloc.models.registry`) with a dataclass ``config``.
+        dtype: ``float32`` or ``float16`` for the floating-point weights (integer buffers stay).
+        source: provenance (checkpoint path and SHA-256, trainer metadata).
+    """
+    from segloc.models.registry import model_name_of
+
+    if dtype not in MODEL_DTYPES:
+        raise SeglocError(f"unknown model_dtype {dtype!r}; valid values are: {', '.join(MODEL_DTYPES)}")
+    name = model_name_of(model)
+    weights = {}
+    for key, tensor in model.state_dict().items():
+        array = tensor.detach().cpu().numpy()
+        weights[key] = array.astype(dtype) if np.issubdtype(array.dtype, np.floating) else array
+    writer.add_arrays(MODEL_LAYER, "weights", description="the segmentation network (weights and config)", **weights)
+    config = config_to_dict(model.config)
+    writer.add_json(MODEL_LAYER, "model", {"model": name, "config": config, "dtype": dtype, "source": source or {}})
+
+
+def read_segloc_model(package: MapPackage) -> Any:
+    """Rebuild the network embedded in a map, on the CPU and in eval mode (float32 weights).
+
+    Raises:
+        SeglocError: no ``segloc_model`` layer, an unknown model, or weights that do not fit.
+    """
+    import torch
+
+    from segloc.models.checkpoint import load_weights
+    from segloc.models.registry import model_class
+
+    if not package.has_layer(MODEL_LAYER):
+        raise SeglocError(
+            f"map {package.path} holds no segmentation network (no {MODEL_LAYER!r} layer); "
+            "rebuild it with embed_model: true, or give the localizer a segmenter"
+        )
+    description = package.read_json(MODEL_LAYER, "model")
+    if not isinstance(description, dict) or "model" not in description or not isinstance(description.get("config"), dict):
+        raise SeglocError(f"map {package.path}: {MODEL_LAYER}/model.json needs model and config")
+    cls = model_class(description["model"])
+    config = config_from_dict(cls.config_class, description["config"], where=f"map {package.path} {MODEL_LAYER}/model.json config")
+    if "pretrained" in {f.name for f in dataclasses.fields(config)}:
+        config = dataclasses.replace(config, pretrained=False)
+    model = cls(config)
+    own = model.state_dict()
+    weights = {
+        key: torch.from_numpy(np.array(array, copy=True)).to(own[key].dtype if key in own else torch.float32)
+        for key, array in package.read_arrays(MODEL_LAYER, "weights").items()
+    }
+    load_weights(model, weights, source=f"the network of map {package.path}")
+    return model.eval()
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+def _segmenter_from_config(config: SegLocMapConfig):
+    from segloc.localize.segmenter import NetworkSegmenter
+
+    if not config.checkpoint:
+        raise SeglocError(
+            "building a SegLoc map needs a segmentation network: set `checkpoint: PATH` (a checkpoint folder written by "
+            "the SegLoc trainer or segloc.models.save_checkpoint) in the `map:` section of the config, e.g. "
+            "`segloc map build DATASET --method segloc --config cfg.yaml -o MAP`"
+        )
+    checkpoint = Path(config.checkpoint).expanduser()
+    if not checkpoint.exists():
+        raise SeglocError(f"segloc map: the checkpoint {checkpoint} does not exist (map.checkpoint in the config)")
+    return NetworkSegmenter.from_checkpoint(checkpoint, config.inference_max_edge, config.device, config.temperature)
+
+
+def build_segloc_map(
+    dataset: Dataset,
+    output: str | Path,
+    config: SegLocMapConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    segmenter: Segmenter | None = None,
+) -> Path:
+    """Build the SegLoc map of ``dataset``'s mapping images at ``output`` (see the module docstring).
+
+    Args:
+        dataset: the dataset; its mapping images and poses define the map.
+        output: the map package folder to write (layers ``core``, ``segloc``, ``segloc_model``).
+        config: building options; ``config.checkpoint`` names the network unless ``segmenter``
+            is given.
+        overwrite: replace an existing map at ``output``.
+        progress: show progress bars.
+        segmenter: a :class:`segloc.localize.segmenter.Segmenter` to use instead of the
+            checkpoint (tests, oracles). A :class:`NetworkSegmenter` is embedded in the map;
+            other segmenters are not (the localizer then needs one passed in).
+
+    Returns:
+        ``output``.
+
+    Raises:
+        SeglocError: no checkpoint and no segmenter, an existing output without
+            ``overwrite``, no mapping images, or anything wrong in the core build.
+    """
+    from segloc.localize.segmenter import NetworkSegmenter
+
+    config = config or SegLocMapConfig()
+    output = Path(output)
+    if not dataset.mapping:
+        raise SeglocError(f"{dataset.root}: mapping.txt lists no images; a map needs mapping images with poses")
+    if output.exists() and not overwrite:
+        raise SeglocError(f"{output} exists already; pass --overwrite to replace it")
+    source: dict[str, Any] = {}
+    if segmenter is None:
+        segmenter = _segmenter_from_config(config)
+        from segloc.fileio import sha256_file
+        from segloc.models.checkpoint import read_checkpoint_info
+
+        info = read_checkpoint_info(config.checkpoint)
+        source = {"checkpoint": str(Path(config.checkpoint).resolve()), "sha256": sha256_file(info.weights_file), "metadata": info.metadata}
+    logger.info(
+        "building a SegLoc map of %s (%d mapping images) with config:\n%s",
+        dataset.root,
+        len(dataset.mapping),
+        yaml.safe_dump(config_to_dict(config), sort_keys=False),
+    )
+    built = build_core(dataset, config.core, progress)
+    start = time.perf_counter()
+    probabilities, descriptors, sizes, num_levels = aggregate_point_probabilities(built.core, segmenter, dataset.load_image, progress)
+    built.statistics["seconds"]["segment"] = time.perf_counter() - start
+    labels_used = len(np.unique(np.argmax(probabilities, axis=1)))
+    logger.info("labelled %d points with %d of %d classes", len(probabilities), labels_used, probabilities.shape[1])
+
+    meta = {
+        "num_levels": num_levels,
+        "descriptor_grid": list(getattr(segmenter, "descriptor_grid", ())),
+        "descriptor_dim": int(descriptors.shape[1]),
+        "inference_max_edge": getattr(segmenter, "inference_max_edge", None),
+        "inference_sizes": sorted({f"{w}x{h}" for w, h in sizes}),
+        "temperature": getattr(segmenter, "temperature", None),
+        "segmenter": type(segmenter).__name__,
+    }
+    created: dict[str, Any] = {"source": str(Path(dataset.root).resolve()), "config": config_to_dict(config)}
+    with MapWriter(output, method="segloc", frame_id=config.core.frame_id, overwrite=overwrite, created=created) as writer:
+        write_core(writer, built.core)
+        write_segloc_layer(writer, probabilities, descriptors, config.store, config.top_k, meta)
+        if config.embed_model and isinstance(segmenter, NetworkSegmenter):
+            write_segloc_model(writer, segmenter.model, config.model_dtype, source)
+        elif config.embed_model:
+            logger.warning(
+                "the segmenter (%s) is not a network: the map holds no model; localize with a segmenter", type(segmenter).__name__
+            )
+        seconds = {k: round(v, 3) for k, v in built.statistics["seconds"].items()}
+        writer.set_metadata(statistics={**built.statistics, "seconds": seconds})
+        writer.commit()
+    logger.info("SegLoc map timings: %s", ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
+    return output
+
+
+def relabel_segloc_map(
+    map_path: str | Path | MapPackage,
+    output: str | Path,
+    store: str = "topk",
+    top_k: int = 3,
+    overwrite: bool = False,
+) -> Path:
+    """Write a copy of a SegLoc map that keeps fewer labels per point (no segmentation runs).
+
+    ``full`` maps give any variant; ``topk`` maps give ``top1`` or a smaller k. The other
+    layers (core, descriptors, network) are copied unchanged.
+
+    Args:
+        map_path: the source map (a path or an opened package).
+        output: where the new map goes (may not be the source).
+        store: ``top1``, ``topk`` or ``full``.
+        top_k: k for ``topk``.
+        overwrite: replace an existing map at ``output``.
+
+    Returns:
+        ``output``.
+    """
+    package = map_path if isinstance(map_path, MapPackage) else MapPackage.open(map_path)
+    output = Path(output)
+    if output.resolve() == package.path.resolve():
+        raise SeglocError(f"relabel_segloc_map writes a new map: choose an output other than {package.path}")
+    layer = read_segloc_layer(package)
+    if store not in STORE_MODES:
+        raise SeglocError(f"unknown store {store!r}; valid values are: {', '.join(STORE_MODES)}")
+    num_classes = layer.num_classes
+    wanted = {"top1": 1, "topk": top_k, "full": num_classes}[store]
+    if store == "topk" and not 1 <= top_k < num_classes:
+        raise SeglocError(f"top_k must be in [1, {num_classes - 1}] for K = {num_classes} classes, got {top_k}")
+    if wanted > layer.max_top_k:
+        raise SeglocError(
+            f"map {package.path} stores {layer.max_top_k} label(s) per point (store {layer.store!r}); it cannot give {store} "
+            f"with {wanted}: rebuild it with store: full"
+        )
+    point_labels = layer.point_labels.astype(_label_dtype(num_classes))
+    topk = layer.labels(top_k) if store == "topk" and top_k > 1 else None
+    if store == "topk" and top_k == 1:
+        weights = (
+            layer.topk_weights[:, :1]
+            if layer.topk_weights is not None
+            else np.take_along_axis(layer.probabilities, layer.point_labels[:, None], axis=1).astype(np.float32)
+        )
+        topk = (layer.point_labels[:, None], weights)
+    probabilities = None if layer.probabilities is None else layer.probabilities.astype(np.float32)
+    arrays = _label_arrays(point_labels, store, top_k, probabilities, topk)
+    meta = {**layer.meta, "store": store, "top_k": wanted, "derived_from": {"map": str(package.path), "store": layer.store}}
+    with MapWriter(output, method=package.method, frame_id=package.frame_id, base=package, overwrite=overwrite) as writer:
+        _write_label_file(writer, arrays)
+        writer.add_json(SEGLOC_LAYER, "meta", meta)
+        writer.set_metadata(**package.manifest.get("metadata", {}))
+        writer.commit()
+    return output
