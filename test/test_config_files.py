@@ -32,3 +32,12 @@ def test_every_config_file_is_valid_yaml_with_known_sections(path):
 
     values = yaml.safe_load(path.read_text())
     assert isinstance(values, dict) and set(values) <= set(CONFIG_SECTIONS)
+
+
+def test_segloc_yaml_matches_the_defaults():
+    from segloc.localize.segloc import SegLocLocalizerConfig
+    from segloc.maps.segloc_layer import SegLocMapConfig
+
+    path = CONFIG_DIR / "segloc.yaml"
+    assert load_config(SegLocMapConfig, path, section="map") == SegLocMapConfig()
+    assert load_config(SegLocLocalizerConfig, path, section="localize") == SegLocLocalizerConfig()
