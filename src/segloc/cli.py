@@ -399,7 +399,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N queries")
     common(p)
     p.set_defaults(func=cmd_evaluate)
+    _add_plugin_commands(commands)
     return parser
+
+
+def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
+    """Commands that packages above the library contribute (``segloc train`` from segloc_train).
+
+    They are found through the ``segloc.commands`` entry-point group (a function taking the
+    subparsers), so the library never imports the packages that build on it.
+    """
+    from importlib.metadata import entry_points
+
+    for entry in sorted(entry_points(group="segloc.commands"), key=lambda e: e.name):
+        try:
+            add_parser = entry.load()
+        except ImportError as exc:
+            logger.debug("segloc command %s is unavailable: %s", entry.name, exc)
+            continue
+        add_parser(commands)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,109 @@
+"""The ``segloc train`` command: network training pipelines.
+
+::
+
+    segloc train segloc DATASET -o OUT [--config YAML] [--preset cpu_demo|paper] [--map MAP]
+                        [--epochs N] [--steps-per-epoch N] [--time-budget S] [--resume]
+                        [--device cpu|cuda] [--threads N] [--no-progress]
+
+:func:`add_train_parser` adds the command to the ``segloc`` parser. The ``segloc`` package
+must not import ``segloc_train`` (nor torch) when it starts, so this module imports only
+argparse at import time; the trainers are imported inside the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from segloc.errors import SeglocError
+
+
+def _segloc_config(args: argparse.Namespace):
+    """The training config: ``--config``'s ``train`` section (or ``--preset``, or with ``--resume``
+    the run's own ``config.yaml``), then the command-line overrides."""
+    from segloc_train.checkpointing import CONFIG_FILE
+    from segloc_train.train_segloc import load_train_config, train_config
+
+    if args.config is not None:
+        if args.preset is not None:
+            raise SeglocError("give either --config or --preset; a config file's 'train' section can name a preset itself")
+        config = load_train_config(args.config)
+    elif args.resume and args.preset is None and (args.output / CONFIG_FILE).is_file():
+        config = load_train_config(args.output / CONFIG_FILE)
+    else:
+        config = train_config(args.preset or "cpu_demo")
+    overrides = {
+        "epochs": args.epochs,
+        "steps_per_epoch": args.steps_per_epoch,
+        "time_budget_s": args.time_budget,
+        "device": args.device,
+        "threads": args.threads,
+    }
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return dataclasses.replace(config, **overrides)
+    except TypeError as exc:  # replace() of a wrong type: report it as a bad input
+        raise SeglocError(f"invalid command-line option: {exc}") from None
+
+
+def _print_epoch(summary: dict) -> None:
+    terms = " ".join(f"{key} {summary[key]:.3f}" for key in ("ce", "cc", "pc", "pf", "ms") if key in summary)
+    note = ", stopped: time budget used up" if summary.get("stopped") == "time_budget" else ""
+    print(
+        f"epoch {summary['epoch']}/{summary['epochs']}: loss {summary['total']:.4f} ({terms}), {summary['steps']} steps, "
+        f"{summary['seconds']:.1f} s, {summary['classes_used']} classes in use{note}",
+        flush=True,
+    )
+
+
+def cmd_train_segloc(args: argparse.Namespace) -> int:
+    """``segloc train segloc``: train the SegLoc segmentation network; prints one line per epoch and the checkpoint."""
+    import time
+
+    from segloc_train.train_segloc import train_segloc
+
+    config = _segloc_config(args)
+    start = time.perf_counter()
+    checkpoint = train_segloc(
+        args.dataset, args.output, config, core_map=args.map, resume=args.resume, progress=not args.no_progress, on_epoch=_print_epoch
+    )
+    print(f"wrote checkpoint {checkpoint} in {time.perf_counter() - start:.1f} s (config, losses and curves in {args.output})")
+    return 0
+
+
+def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``train`` (with its ``segloc`` subcommand) to the ``segloc`` command's subparsers.
+
+    Args:
+        commands: the object ``ArgumentParser.add_subparsers`` returned.
+
+    Returns:
+        The ``train`` parser (other trainers add their subcommands to its subparsers).
+    """
+    train = commands.add_parser("train", help="train a method's networks on a dataset's mapping images")
+    trainers = train.add_subparsers(dest="train_command", required=True, metavar="METHOD")
+    p = trainers.add_parser(
+        "segloc",
+        help="train the SegLoc segmentation network (self-supervised K-class clustering) on a dataset's mapping images",
+        description=(
+            "Train the SegLoc segmentation network on DATASET's mapping images. Writes OUT/checkpoint (load it with "
+            "segloc.models.load_checkpoint), OUT/config.yaml (every option; reusable with --config), OUT/losses.json, "
+            "OUT/loss_curves.png, OUT/prototypes.safetensors and OUT/resume/."
+        ),
+    )
+    p.add_argument("dataset", type=Path, help="dataset folder (images/, mapping.txt)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder of the training run")
+    p.add_argument("--config", type=Path, help="YAML config with a 'train' section (optionally 'preset: NAME' plus options)")
+    p.add_argument("--preset", help="cpu_demo (default; about 15 min on two idle cores for a 150-image scene) or paper (GPU-scale)")
+    p.add_argument("--map", type=Path, help="map package built from DATASET whose core gives the training pairs (default: build it)")
+    p.add_argument("--epochs", type=int, help="total number of epochs (with --resume: train up to this many)")
+    p.add_argument("--steps-per-epoch", type=int, help="at most this many steps per epoch")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop cleanly after this much wall time (setup included)")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT from its last save")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's, cpu)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train_segloc)
+    return train

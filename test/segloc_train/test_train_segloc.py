@@ -1,0 +1,232 @@
+"""The SegLoc trainer and `segloc train segloc` on a tiny synthetic room (12 mapping images, 160x120)."""
+
+import argparse
+import json
+
+import pytest
+import torch
+import yaml
+
+from segloc.config import config_to_dict
+from segloc.data.dataset import read_dataset, write_dataset
+from segloc.errors import SeglocError
+from segloc.models.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
+from segloc.models.segmentation import SegmentationNet, segmentation_config
+from segloc_train.checkpointing import read_tensors, read_training_state
+from segloc_train.cli import add_train_parser
+from segloc_train.train_segloc import (
+    SegLocTrainConfig,
+    load_train_config,
+    train_config,
+    train_segloc,
+    write_train_config,
+)
+
+NUM_CLASSES, FEATURE_DIM = 8, 32
+
+# A tiny network (random encoder, narrow decoder) and few, small steps: seconds per run.
+TINY = {
+    "network": {
+        "pretrained": False,
+        "num_classes": NUM_CLASSES,
+        "feature_dim": FEATURE_DIM,
+        "decoder_channels": [32, 32, 32, 32],
+        "head_hidden_dim": 32,
+    },
+    "augment": {"resize_max_edge": 160},
+    "loss": {"num_correspondences": 128},
+    "max_correspondences": 256,
+    "epochs": 1,
+    "steps_per_epoch": 2,
+    "prototype_images": 6,
+    "prototype_features_per_image": 64,
+    "threads": 2,
+}
+
+
+def tiny_config(**overrides) -> SegLocTrainConfig:
+    values = {**TINY, **overrides}
+    return train_config("cpu_demo", **values)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """The dataset folder and a reference map built from it (its core gives the pairs)."""
+    synthetic = pytest.importorskip("segloc.data.synthetic")
+    from segloc.maps.build import build_reference_map
+
+    config = synthetic.synth_config("room", "same", num_mapping=12, num_query=2, width=160, height=120, seed=3, mapping_laps=0.25)
+    root = synthetic.generate_scene(config, tmp_path_factory.mktemp("room") / "dataset", progress=False)
+    map_dir = build_reference_map(read_dataset(root), tmp_path_factory.mktemp("map") / "map", progress=False)
+    return root, map_dir
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="segloc")
+    add_train_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_presets_and_strict_config(tmp_path):
+    demo, paper = train_config("cpu_demo"), train_config("paper")
+    assert demo == SegLocTrainConfig()
+    for config in (demo, paper):
+        assert config.learning_rate == 2e-3 and config.weight_decay == 1e-4 and config.network.num_classes == 100
+        assert config.prototype_init == "kmeans"
+    assert paper.network.encoder == "efficientnet_lite2" and paper.device == "cuda" and paper.pairs.max_relative_rotation_deg == 25
+    # Nested overrides merge into the preset; unknown keys are errors that list the valid ones.
+    assert train_config("paper", network={"num_classes": 20}).network.encoder == "efficientnet_lite2"
+    with pytest.raises(SeglocError, match="unknown option.*bogus.*valid options"):
+        train_config(bogus=1)
+    with pytest.raises(SeglocError, match=r"network: unknown option.*colour"):
+        train_config(network={"colour": 3})
+    with pytest.raises(SeglocError, match="unknown preset 'gpu'.*cpu_demo, paper"):
+        train_config("gpu")
+    with pytest.raises(SeglocError, match="multiples of 32.*160, 128"):
+        train_config(augment={"output_size": [160, 120]})
+    with pytest.raises(SeglocError, match="prototype_init"):
+        train_config(prototype_init="dbscan")
+    # config.yaml round trip; a file without a train section says so.
+    path = write_train_config(tmp_path / "config.yaml", tiny_config())
+    assert load_train_config(path) == tiny_config()
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({"map": {}}))
+    with pytest.raises(SeglocError, match="no 'train' section"):
+        load_train_config(tmp_path / "other.yaml")
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump({"train": {"epochz": 3}}))
+    with pytest.raises(SeglocError, match="typo.yaml: train: unknown option.*epochz"):
+        load_train_config(tmp_path / "typo.yaml")
+
+
+def test_cli_one_epoch_writes_every_output(scene, tmp_path, capsys):
+    root, _ = scene
+    config_file = tmp_path / "train.yaml"
+    config_file.write_text(yaml.safe_dump({"train": {"preset": "cpu_demo", **TINY, "epochs": 5}}))
+    out = tmp_path / "run"
+    # No --map: the core is built from the dataset here.
+    assert run_cli(["train", "segloc", str(root), "-o", str(out), "--config", str(config_file), "--epochs", "1", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 1/1: loss " in printed and f"wrote checkpoint {out / 'checkpoint'}" in printed
+
+    for name in ("checkpoint/manifest.json", "config.yaml", "losses.json", "loss_curves.png", "prototypes.safetensors"):
+        assert (out / name).is_file(), name
+    assert (out / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = load_train_config(out / "config.yaml")
+    assert saved.epochs == 1 and saved.augment.output_size == (160, 128)  # resolved: multiples of 32
+    assert config_to_dict(saved.network) == config_to_dict(tiny_config().network)
+    losses = json.loads((out / "losses.json").read_text())
+    assert [record["step"] for record in losses["steps"]] == [0, 1] and len(losses["epochs"]) == 1
+    assert set(losses["epochs"][0]) >= {"total", "ce", "cc", "pc", "pf", "ms", "seconds", "steps"}
+    tensors = read_tensors(out / "prototypes.safetensors")
+    assert tensors["prototypes"].shape == (NUM_CLASSES, FEATURE_DIM) and tensors["concentrations"].shape == (NUM_CLASSES,)
+    assert tensors["global_descriptors"].shape == (12, NUM_CLASSES * 5)
+
+    info = read_checkpoint_info(out / "checkpoint")
+    assert info.metadata["epoch"] == 1 and info.metadata["steps"] == 2 and info.metadata["image_size"] == [160, 128]
+    network = load_checkpoint(out / "checkpoint", expected={"num_classes": NUM_CLASSES})
+    with torch.no_grad():
+        output = network(torch.rand(1, 3, 128, 160))
+    assert [tuple(level.shape) for level in output.logits] == [
+        (1, NUM_CLASSES, 4, 5),
+        (1, NUM_CLASSES, 8, 10),
+        (1, 8, 16, 20),
+        (1, 8, 32, 40),
+    ]
+    state = read_training_state(out)
+    assert state.epochs_done == 1 and state.steps_done == 2 and state.stopped == "completed"
+
+    # Training into the same folder again without --resume is refused.
+    with pytest.raises(SeglocError, match="already holds a training run; pass --resume"):
+        run_cli(["train", "segloc", str(root), "-o", str(out), "--config", str(config_file), "--no-progress"])
+
+
+@pytest.mark.slow
+def test_total_loss_decreases(scene, tmp_path):
+    root, map_dir = scene
+    # No augmentation randomness: the loss changes only because the network learns.
+    still = {"crop_scale": [1.0, 1.0], "rescale": [1.0, 1.0], "brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
+    still |= {"blur_probability": 0.0, "greyscale_probability": 0.0, "resize_max_edge": 160}
+    config = tiny_config(augment=still, epochs=3, steps_per_epoch=4, checkpoint_every=3)
+    train_segloc(root, tmp_path / "run", config, core_map=map_dir, progress=False)
+    losses = json.loads((tmp_path / "run" / "losses.json").read_text())
+    totals = [record["total"] for record in losses["epochs"]]
+    assert len(totals) == 3 and totals[-1] < totals[0], totals
+    steps = [record["total"] for record in losses["steps"]]
+    assert sum(steps[-3:]) < sum(steps[:3]), steps
+
+
+@pytest.mark.slow
+def test_resume_continues_and_reproduces_the_uninterrupted_run(scene, tmp_path):
+    root, map_dir = scene
+    config = tiny_config(epochs=2)
+    straight = train_segloc(root, tmp_path / "straight", config, core_map=map_dir, progress=False)
+
+    train_segloc(root, tmp_path / "split", tiny_config(epochs=1), core_map=map_dir, progress=False)
+    assert read_training_state(tmp_path / "split").epochs_done == 1
+    seen = []
+    resumed = train_segloc(root, tmp_path / "split", config, core_map=map_dir, resume=True, progress=False, on_epoch=seen.append)
+    assert [summary["epoch"] for summary in seen] == [2]  # only the missing epoch ran
+    state = read_training_state(tmp_path / "split")
+    assert state.epochs_done == 2 and state.steps_done == 4
+    losses = json.loads((tmp_path / "split" / "losses.json").read_text())
+    assert [record["step"] for record in losses["steps"]] == [0, 1, 2, 3] and [r["epoch"] for r in losses["epochs"]] == [0, 1]
+
+    # The resumed run loaded the optimizer state: weights and Adam moments match the straight run.
+    weights_straight = load_checkpoint(straight).state_dict()
+    weights_resumed = load_checkpoint(resumed).state_dict()
+    for key, value in weights_straight.items():
+        torch.testing.assert_close(weights_resumed[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    optimizer_straight = torch.load(tmp_path / "straight" / "resume" / "optimizer.pt", weights_only=True)
+    optimizer_resumed = torch.load(tmp_path / "split" / "resume" / "optimizer.pt", weights_only=True)
+    assert optimizer_resumed["state"][0]["step"] == optimizer_straight["state"][0]["step"] == 4
+    for index, moments in optimizer_straight["state"].items():
+        torch.testing.assert_close(optimizer_resumed["state"][index]["exp_avg_sq"], moments["exp_avg_sq"], rtol=1e-4, atol=1e-9)
+
+    # Resuming a finished run does nothing; the CLI resumes with the run's own config.yaml.
+    assert train_segloc(root, tmp_path / "split", None, core_map=map_dir, resume=True, progress=False) == resumed
+    assert read_training_state(tmp_path / "split").steps_done == 4
+    with pytest.raises(SeglocError, match="nothing to resume"):
+        train_segloc(root, tmp_path / "empty", config, core_map=map_dir, resume=True, progress=False)
+    with pytest.raises(SeglocError, match="network config differs"):
+        train_segloc(root, tmp_path / "split", tiny_config(epochs=3, network={"num_classes": 6}), core_map=map_dir, resume=True)
+
+
+def test_time_budget_stops_cleanly(scene, tmp_path):
+    root, map_dir = scene
+    summaries = []
+    train_segloc(
+        root, tmp_path / "run", tiny_config(epochs=5, time_budget_s=1e-3), core_map=map_dir, progress=False, on_epoch=summaries.append
+    )
+    assert len(summaries) == 1 and summaries[0]["steps"] == 1 and summaries[0]["stopped"] == "time_budget"
+    state = read_training_state(tmp_path / "run")
+    assert state.epochs_done == 1 and state.stopped == "time_budget"
+    assert read_checkpoint_info(tmp_path / "run" / "checkpoint").metadata["stopped"] == "time_budget"
+
+
+def test_meta_class_prototypes_from_a_semantic_model(scene, tmp_path, caplog):
+    root, map_dir = scene
+    semantic = SegmentationNet(segmentation_config("cpu", pretrained=False, num_classes=3, decoder_channels=[16, 16, 16, 16]))
+    save_checkpoint(semantic.eval(), tmp_path / "semantic")
+    config = tiny_config(semantic_checkpoint=str(tmp_path / "semantic"), steps_per_epoch=1)
+    with caplog.at_level("INFO", logger="segloc"):
+        train_segloc(root, tmp_path / "run", config, core_map=map_dir, progress=False)
+    assert "prototypes per meta-class" in caplog.text
+    assert read_tensors(tmp_path / "run" / "prototypes.safetensors")["prototypes"].shape == (NUM_CLASSES, FEATURE_DIM)
+
+
+def test_bad_inputs(scene, tmp_path):
+    root, map_dir = scene
+    # One mapping image: no pairs possible.
+    dataset = read_dataset(root)
+    single = write_dataset(tmp_path / "single", dataset.mapping[:1], [], source_image_dir=root / "images")
+    with pytest.raises(SeglocError, match="1 mapping image.*needs pairs of overlapping mapping images"):
+        train_segloc(single, tmp_path / "out", tiny_config(), progress=False)
+    # Pair criteria nothing meets: the message says what to relax.
+    strict = tiny_config(pairs={"min_correspondences": 100000, "min_correspondences_floor": 100000})
+    with pytest.raises(SeglocError, match="no training pairs.*relax train.pairs"):
+        train_segloc(root, tmp_path / "out", strict, core_map=map_dir, progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(SeglocError, match="CUDA is not available.*--device cpu"):
+            train_segloc(root, tmp_path / "out", tiny_config(device="cuda"), core_map=map_dir, progress=False)
+    with pytest.raises(SeglocError, match="is not a segloc map"):
+        train_segloc(root, tmp_path / "out", tiny_config(), core_map=tmp_path, progress=False)
