@@ -192,7 +192,9 @@ class ReferenceLocalizer:
             points2D = features.keypoints[keypoint_ids].astype(np.float64)
             estimate = estimate_absolute_pose(points2D, self.core.points3D[point_ids], camera, self.config.pnp)
             if estimate is None:
-                info["failure_reason"] = f"PnP found no pose with at least {self.config.pnp.min_inliers} inliers among {len(keypoint_ids)} matches"
+                info["failure_reason"] = (
+                    f"PnP found no pose with at least {self.config.pnp.min_inliers} inliers among {len(keypoint_ids)} matches"
+                )
         timings["pose"] = time.perf_counter() - start
 
         if estimate is None:

@@ -69,7 +69,6 @@ class CheckpointInfo:
     metadata: dict[str, Any]
 
 
-
 def _safetensors_torch():
     try:
         import safetensors.torch
