@@ -27,7 +27,7 @@ from segloc.errors import SeglocError
 logger = logging.getLogger("segloc")
 
 DEFAULT_DEMO_OUTPUT = Path("outputs/demo")
-CONFIG_SECTIONS = ("map", "localize", "synth", "bag")
+CONFIG_SECTIONS = ("map", "localize", "synth", "bag", "train")
 
 
 def _config_section(path: Path | None, section: str) -> dict | None:

@@ -40,7 +40,7 @@ TINY = {
     "steps_per_epoch": 2,
     "prototype_images": 6,
     "prototype_features_per_image": 64,
-    "threads": 2,
+    "threads": 1,
 }
 
 
