@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 
 from segloc.errors import SeglocError
-from segloc.evaluate.report import _atomic_write, _new_figure, _save_figure, _write_json
+from segloc.evaluate.report import new_figure, save_figure, write_json
+from segloc.fileio import atomic_write
 
 logger = logging.getLogger("segloc")
 
@@ -95,7 +96,7 @@ def write_tensors(path: str | Path, tensors: Mapping[str, Tensor]) -> Path:
 
     path = Path(path)
     cpu = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
-    _atomic_write(path, lambda tmp: safetensors.torch.save_file(cpu, str(tmp)))
+    atomic_write(path, lambda tmp: safetensors.torch.save_file(cpu, str(tmp)))
     return path
 
 
@@ -121,9 +122,9 @@ def save_training_state(output_dir: str | Path, state: TrainingState, optimizer:
     """Write ``resume/optimizer.pt`` then ``resume/state.json`` (the commit marker) into ``output_dir``."""
     resume_dir = Path(output_dir) / RESUME_DIR
     resume_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(resume_dir / OPTIMIZER_FILE, lambda tmp: torch.save(optimizer.state_dict(), tmp))
+    atomic_write(resume_dir / OPTIMIZER_FILE, lambda tmp: torch.save(optimizer.state_dict(), tmp))
     values = {"format": STATE_FORMAT, "version": STATE_VERSION, **vars(state)}
-    return _write_json(resume_dir / STATE_FILE, values)
+    return write_json(resume_dir / STATE_FILE, values)
 
 
 def read_training_state(output_dir: str | Path) -> TrainingState:
@@ -182,7 +183,7 @@ def read_loss_history(path: str | Path) -> LossHistory:
 
 def write_loss_history(path: str | Path, history: LossHistory) -> Path:
     """Write ``losses.json`` atomically (non-finite values as null)."""
-    return _write_json(path, {"steps": history.steps, "epochs": history.epochs})
+    return write_json(path, {"steps": history.steps, "epochs": history.epochs})
 
 
 LOSS_TERMS = ("total", "ce", "cc", "pc", "pf", "ms")
@@ -198,7 +199,7 @@ def plot_loss_curves(path: str | Path, history: LossHistory, title: str = "SegLo
 
     Per-step curves are drawn faintly with a running mean over ~5% of the steps on top.
     """
-    figure = _new_figure(11.0, 4.2)
+    figure = new_figure(11.0, 4.2)
     step_axes, epoch_axes = figure.subplots(1, 2)
     colors = dict(zip(LOSS_TERMS, ("black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")))
     window = max(1, len(history.steps) // 20)
@@ -218,4 +219,4 @@ def plot_loss_curves(path: str | Path, history: LossHistory, title: str = "SegLo
         if axes.lines:
             axes.legend(fontsize=8)
     figure.suptitle(title)
-    return _save_figure(figure, Path(path))
+    return save_figure(figure, Path(path))

@@ -25,9 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ import numpy as np
 
 from segloc.errors import SeglocError
 from segloc.evaluate.metrics import THRESHOLDS, QueryResult, per_query_records, to_json_safe
+from segloc.fileio import atomic_write
 from segloc.geometry.transforms import Rigid3
 
 logger = logging.getLogger("segloc")
@@ -50,33 +49,21 @@ TUM_HEADER = "# timestamp tx ty tz qx qy qz qw (world_from_cam: camera centre an
 
 
 # --- files ------------------------------------------------------------------------------
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # created with the usual umask, unlike mkstemp
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: str | Path, value: Any) -> Path:
+def write_json(path: str | Path, value: Any) -> Path:
     path = Path(path)
     text = json.dumps(to_json_safe(value), indent=2, allow_nan=False) + "\n"
-    _atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
 
 
 def write_metrics(path: str | Path, metrics: dict[str, Any]) -> Path:
     """Write the metrics dict as strict JSON (non-finite numbers as null), atomically."""
-    return _write_json(path, metrics)
+    return write_json(path, metrics)
 
 
 def write_per_query(path: str | Path, results: Sequence[QueryResult]) -> Path:
     """Write the per-query records (:func:`segloc.evaluate.metrics.per_query_records`) as a JSON list."""
-    return _write_json(path, per_query_records(results))
+    return write_json(path, per_query_records(results))
 
 
 def write_tum_trajectory(path: str | Path, stamps: Sequence[float], world_from_cam: Sequence[Rigid3]) -> Path:
@@ -95,7 +82,7 @@ def write_tum_trajectory(path: str | Path, stamps: Sequence[float], world_from_c
         values = (float(stamps[i]), *pose.translation, *pose.quat_xyzw)
         lines.append(" ".join(repr(float(v)) for v in values) + "\n")
     text = TUM_HEADER + "".join(lines)
-    _atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
 
 
@@ -132,14 +119,14 @@ def trajectory_stamps(results: Sequence[QueryResult]) -> np.ndarray:
 
 
 # --- plots ------------------------------------------------------------------------------
-def _new_figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=110, layout="constrained")
 
 
-def _save_figure(figure, path: Path) -> Path:
-    _atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+def save_figure(figure, path: Path) -> Path:
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
     return path
 
 
@@ -154,7 +141,7 @@ def plot_error_cdf(path: str | Path, results: Sequence[QueryResult], title: str 
 
     path = Path(path)
     n = len(results)
-    figure = _new_figure(10.0, 4.4)
+    figure = new_figure(10.0, 4.4)
     axes = figure.subplots(1, 2)
     panels = [
         ("translation error [m]", [r.translation_error_m for r in results], sorted({t for t, _ in THRESHOLDS.values()}), 1e-3),
@@ -187,7 +174,7 @@ def plot_error_cdf(path: str | Path, results: Sequence[QueryResult], title: str 
             ax.text(0.5, 0.5, "no query localized", transform=ax.transAxes, ha="center", va="center", color="tab:red")
     if title:
         figure.suptitle(title)
-    return _save_figure(figure, path)
+    return save_figure(figure, path)
 
 
 def _topview_axes(centers: np.ndarray) -> tuple[int, int]:
@@ -223,7 +210,7 @@ def plot_trajectory_topview(
     lower, upper = lower - margin, upper + margin
 
     extent = upper - lower
-    figure = _new_figure(8.0, float(np.clip(7.0 * extent[1] / extent[0] + 1.0, 4.0, 9.0)))
+    figure = new_figure(8.0, float(np.clip(7.0 * extent[1] / extent[0] + 1.0, 4.0, 9.0)))
     ax = figure.subplots()
     if len(mapping):
         ax.scatter(mapping[:, a], mapping[:, b], s=8, color="0.65", label="mapping cameras", zorder=1)
@@ -260,7 +247,7 @@ def plot_trajectory_topview(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     ax.set_title(title or f"top view: {len(localized)}/{len(results)} localized")
-    return _save_figure(figure, path)
+    return save_figure(figure, path)
 
 
 # --- all outputs ------------------------------------------------------------------------
