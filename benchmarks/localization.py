@@ -36,6 +36,7 @@ KEYS = (
     "num_queries",
     "num_localized",
     "time_per_query_s",
+    "time_per_query_median_s",
     "time_per_stage_s",
     "map_bytes",
     "peak_memory_bytes",

@@ -57,6 +57,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from localization import KEYS, SEGLOC, run  # noqa: E402  (the sibling benchmark's subprocess helpers)
 
+from segloc.evaluate.report import format_bytes, format_comparison  # noqa: E402
+
 THRESHOLDS = ("0.25m_2deg", "0.5m_5deg", "5m_10deg", "5cm_5deg")
 TOPK = ("1", "3", "10", "full")
 EXTRA_KEYS = ("failure_reasons",)
@@ -94,8 +96,8 @@ class OracleSegmenter:
         import torch
         from refinement import class_probability_levels
 
-        from segloc.localize.segmenter import Segmentation
         from segloc.models.segmentation import global_descriptor
+        from segloc.models.segmenter import Segmentation
 
         labels = self.labels[self._key(image)]
         levels = [torch.from_numpy(level) for level in class_probability_levels(labels, self.num_classes)]
@@ -275,53 +277,6 @@ def evaluate(args: argparse.Namespace, name: str, map_dir: Path, dataset: Path, 
     return summary
 
 
-# --- tables -------------------------------------------------------------------------------------------
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
-def _number(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
-    return "-" if value is None else f"{value * scale:.{digits}f}"
-
-
-def _bytes(value: int | None) -> str:
-    if value is None:
-        return "-"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if value >= size:
-            return f"{value / size:.2f} {unit}"
-    return f"{value} B"
-
-
-def format_table(rows: dict[str, dict], first_column: str, extra: list[tuple[str, Any]] = ()) -> str:
-    """A fixed-width text table, one row per entry of ``rows``."""
-    header = [first_column, *(f"{t}" for t in THRESHOLDS), "med t (m)", "med R (deg)", "ms/query", *(name for name, _ in extra)]
-    header += ["map", "B/point", "peak mem", "stages (ms)"]
-    lines = [header]
-    for name, row in rows.items():
-        recall = row.get("recall") or {}
-        stages = row.get("time_per_stage_s") or {}
-        stage_text = " ".join(f"{stage} {1000 * value['mean']:.1f}" for stage, value in stages.items())
-        lines.append(
-            [
-                name,
-                *(_percent(recall.get(t)) for t in THRESHOLDS),
-                _number(row.get("median_translation_m"), digits=3),
-                _number(row.get("median_rotation_deg")),
-                _number(row.get("time_per_query_s"), 1000, 1),
-                *(function(row) for _, function in extra),
-                _bytes(row.get("map_bytes")),
-                _number(row.get("map_bytes_per_point"), digits=1),
-                _bytes(row.get("peak_memory_bytes")),
-                stage_text,
-            ]
-        )
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header) - 1)]
-    return "\n".join("  ".join([*(str(c).ljust(w) for c, w in zip(line[:-1], widths)), str(line[-1])]).rstrip() for line in lines)
-
-
 # --- main ------------------------------------------------------------------------------------------------
 
 
@@ -406,14 +361,14 @@ def main() -> None:
         "topk": topk,
     }
     print(f"dataset {report['dataset']}, segmentation: {report['segmenter']}\n")
-    print(format_table(methods, "method"))
+    print(format_comparison(methods, "method"))
     if topk:
         print("\nSegLoc labels per point (refinement; label bytes per point, map without the network):\n")
         extra = [
-            ("label B/pt", lambda row: _number(row.get("label_bytes_per_point"), digits=2)),
-            ("map w/o net", lambda row: _bytes(row.get("map_bytes_without_network"))),
+            ("label B/pt", lambda row: f"{row['label_bytes_per_point']:.2f}" if row.get("label_bytes_per_point") is not None else "-"),
+            ("map w/o net", lambda row: format_bytes(row.get("map_bytes_without_network"))),
         ]
-        print(format_table(topk, "k", extra))
+        print(format_comparison(topk, "k", extra))
     output = args.output or ((args.work / "segloc_table.json") if args.work else None)
     if output is not None:
         output.write_text(json.dumps(report, indent=2) + "\n")

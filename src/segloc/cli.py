@@ -9,6 +9,7 @@
     segloc map info MAP
     segloc localize MAP --dataset DATASET         (or --image FILE --camera "MODEL W H params...")
     segloc evaluate MAP DATASET --method reference -o OUT
+    segloc evaluate MAP --bag BAG --pose-topic /ground_truth/pose -o OUT   (every image of a rosbag2)
 
 Bad input prints one line ``segloc: error: ...`` on stderr and exits with status 1.
 """
@@ -28,6 +29,8 @@ logger = logging.getLogger("segloc")
 
 DEFAULT_DEMO_OUTPUT = Path("outputs/demo")
 CONFIG_SECTIONS = ("map", "localize", "synth", "bag", "train")
+#: Options that read a bag (see add_bag_read_arguments), as argparse destinations.
+BAG_OPTIONS = ("image_topic", "camera_info_topic", "pose_topic", "pose_frame", "camera_frame", "every_nth", "gt_frames")
 
 
 def _config_section(path: Path | None, section: str) -> dict | None:
@@ -48,6 +51,31 @@ def _config_section(path: Path | None, section: str) -> dict | None:
     if unknown:
         raise SeglocError(f"config file {path}: unknown section(s) {', '.join(unknown)}; valid sections: {', '.join(CONFIG_SECTIONS)}")
     return values.get(section)
+
+
+def bag_read_config_from_args(args: argparse.Namespace):
+    """The :class:`segloc.data.rosbag.BagReadConfig` of the ``bag`` section of ``--config`` and the bag options.
+
+    The options are those of :func:`add_bag_read_arguments` (plus ``--world-frame`` or
+    ``--gt-frames`` where a command has them); they replace the values of the config file.
+    """
+    from segloc.config import config_from_dict
+    from segloc.data.rosbag import BagReadConfig
+
+    values = dict(_config_section(args.config, "bag") or {})
+    for key in ("image_topic", "camera_info_topic", "world_frame", "camera_frame", "every_nth"):
+        if getattr(args, key, None) is not None:
+            values[key] = getattr(args, key)
+    gt_frames = getattr(args, "gt_frames", None)
+    if gt_frames is not None:
+        if args.pose_topic is not None:
+            raise SeglocError("give the ground truth as --gt-frames (TF) or --pose-topic, not both")
+        values["pose_source"], values["world_frame"], values["base_frame"] = "tf", *gt_frames
+    if args.pose_topic is not None:
+        values["pose_source"], values["pose_topic"] = "topic", args.pose_topic
+    if args.pose_frame is not None:
+        values["pose_topic_frame"] = args.pose_frame
+    return config_from_dict(BagReadConfig, values, "bag")
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -80,18 +108,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     if args.format == "bag":
-        from segloc.config import config_from_dict
-        from segloc.data.rosbag import BagReadConfig, bag_to_dataset
+        from segloc.data.rosbag import bag_to_dataset
 
-        values = dict(_config_section(args.config, "bag") or {})
-        for key in ("image_topic", "camera_info_topic", "world_frame", "camera_frame", "every_nth"):
-            if getattr(args, key) is not None:
-                values[key] = getattr(args, key)
-        if args.pose_topic is not None:
-            values["pose_source"], values["pose_topic"] = "topic", args.pose_topic
-        if args.pose_frame is not None:
-            values["pose_topic_frame"] = args.pose_frame
-        config = config_from_dict(BagReadConfig, values, "bag")
+        config = bag_read_config_from_args(args)
         root = bag_to_dataset(args.source, args.output, config, query_every=args.query_every, overwrite=args.overwrite)
     elif args.format == "colmap":
         from segloc.data.colmap import colmap_to_dataset
@@ -205,38 +224,99 @@ def cmd_localize(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from segloc.data.dataset import read_dataset
+    from segloc.evaluate.replay import MapSummary, evaluate_bag
     from segloc.evaluate.report import format_summary
     from segloc.evaluate.run import evaluate_localizer
-    from segloc.maps.core import read_core
     from segloc.maps.package import MapPackage
     from segloc.methods import get_method
 
+    bag = getattr(args, "bag", None)
+    if args.dataset is not None and bag is not None:
+        raise SeglocError("give a DATASET folder or --bag BAG, not both")
+    if args.dataset is None and bag is None:
+        raise SeglocError("give a DATASET folder, or --bag BAG to evaluate on the images of a rosbag2")
+    bag_options = [f"--{key.replace('_', '-')}" for key in BAG_OPTIONS if getattr(args, key, None) is not None]
+    if bag is None and bag_options:
+        raise SeglocError(f"{', '.join(bag_options)}: bag options, they need --bag BAG")
     package = MapPackage.open(args.map)
     method = get_method(args.method or package.method)
-    dataset = read_dataset(args.dataset, require_query=True)
+    bag_config = bag_read_config_from_args(args) if bag is not None else None
+    dataset = read_dataset(args.dataset, require_query=True) if args.dataset is not None else None
     localizer = method.localizer(package, _config_section(args.config, "localize"))
-    core = read_core(package)
-    metrics = evaluate_localizer(
-        localizer,
-        dataset,
-        args.output,
-        map_bytes=package.bytes(),
-        map_points3D=core.points3D,
-        mapping_centers=[r.cam_from_world.center for r in core.images],
-        progress=not args.no_progress,
-        limit=args.limit,
-        map_path=str(package.path),
-        extra={"method": method.name},
-    )
+    map_summary = MapSummary.from_package(package)
+    if dataset is None:
+        metrics = evaluate_bag(
+            localizer,
+            bag,
+            args.output,
+            bag_config,
+            map_summary=map_summary,
+            progress=not args.no_progress,
+            limit=args.limit,
+            extra={"method": method.name},
+        )
+    else:
+        metrics = evaluate_localizer(
+            localizer,
+            dataset,
+            args.output,
+            map_bytes=map_summary.bytes,
+            map_points3D=map_summary.points3D,
+            mapping_centers=map_summary.mapping_centers,
+            progress=not args.no_progress,
+            limit=args.limit,
+            map_path=map_summary.path,
+            extra={"method": method.name},
+        )
     print(format_summary(metrics))
     print(f"wrote {args.output}/metrics.json and plots")
     return 0
 
 
+DEMO_SIZE = (320, 240)
+"""Image size of the demo scene: the size the shipped network was trained at (fast on a CPU)."""
+
+
+def _demo_checkpoint(args: argparse.Namespace, dataset_dir: Path, out: Path) -> Path:
+    """The segmentation network of the demo: --checkpoint, a fresh training run (--train), or the shipped one."""
+    from segloc.models.checkpoint import SHIPPED_CHECKPOINTS, shipped_checkpoint
+
+    if args.checkpoint is not None:
+        print(f"[2/4] segmentation network: {args.checkpoint}")
+        return args.checkpoint
+    if args.train:
+        run_dir = out / "train_segloc"
+        print(
+            f"[2/4] training the SegLoc network on the mapping images into {run_dir} ({args.train_epochs} epochs; the trainer prints its progress)"
+        )
+        argv = ["train", "segloc", str(dataset_dir), "-o", str(run_dir), "--epochs", str(args.train_epochs)]
+        if (run_dir / "resume").is_dir():
+            argv.append("--resume")
+        if args.no_progress:
+            argv.append("--no-progress")
+        train_args = build_parser().parse_args(argv)  # the trainer is a plugin command (segloc_train sits above segloc)
+        train_args.func(train_args)
+        return run_dir / "checkpoint"
+    shipped = SHIPPED_CHECKPOINTS["segloc_room320"]
+    if (args.scene, args.seed, tuple(args.size)) != (shipped["scene"], shipped["seed"], tuple(shipped["size"])):
+        raise SeglocError(
+            f"the shipped network was trained on the {shipped['scene']!r} scene (seed {shipped['seed']}, "
+            f"{shipped['size'][0]}x{shipped['size'][1]}); for another scene pass --train (or --checkpoint CKPT)"
+        )
+    path = shipped_checkpoint("segloc_room320")
+    print(f"[2/4] segmentation network: the shipped one, {path} (--train trains it again; reproduce it with: {shipped['command']})")
+    return path
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """synth -> map build -> evaluate on the embedded default scene."""
+    """synth -> network -> maps -> evaluation on the embedded default scene, compared side by side."""
+    import yaml
+
+    from segloc.evaluate.report import format_comparison, write_json
+
     out: Path = args.output
-    dataset_dir, map_dir, eval_dir = out / "dataset", out / f"map_{args.method}", out / f"eval_{args.method}"
+    dataset_dir = out / "dataset"
+    methods = ["segloc", "reference"] if args.method == "both" else [args.method]
     if not (dataset_dir / "scene.json").is_file() or args.overwrite:
         synth_args = argparse.Namespace(
             config=None,
@@ -244,7 +324,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             num_mapping=None,
             num_query=None,
-            size=None,
+            size=tuple(args.size),
             condition=args.condition,
             mapping_appearance=None,
             query_appearance=None,
@@ -254,22 +334,64 @@ def cmd_demo(args: argparse.Namespace) -> int:
             bag=[],
             bag_storage="sqlite3",
         )
-        print(f"[1/3] rendering the synthetic '{args.scene}' scene into {dataset_dir}")
+        print(f"[1/4] rendering the synthetic '{args.scene}' scene ({args.condition}) into {dataset_dir}")
         cmd_synth(synth_args)
     else:
-        print(f"[1/3] reusing the synthetic scene in {dataset_dir} (--overwrite renders it again)")
-    print(f"[2/3] building the {args.method} map {map_dir}")
-    cmd_map_build(
-        argparse.Namespace(
-            dataset=dataset_dir, method=args.method, output=map_dir, config=None, overwrite=True, no_progress=args.no_progress
+        print(f"[1/4] reusing the synthetic scene in {dataset_dir} (--overwrite renders it again)")
+
+    runs: list[tuple[str, str, Path, dict | None]] = []  # (row name, method, map, localize section)
+    if "segloc" in methods:
+        checkpoint = _demo_checkpoint(args, dataset_dir, out)
+        out.mkdir(parents=True, exist_ok=True)
+        map_config = out / "segloc_map.yaml"
+        map_config.write_text(yaml.safe_dump({"map": {"checkpoint": str(Path(checkpoint).resolve())}}))
+        print(f"[3/4] building the segloc map {out / 'map_segloc'}")
+        cmd_map_build(
+            argparse.Namespace(
+                dataset=dataset_dir,
+                method="segloc",
+                output=out / "map_segloc",
+                config=map_config,
+                overwrite=True,
+                no_progress=args.no_progress,
+            )
         )
-    )
-    print(f"[3/3] localizing the queries and evaluating into {eval_dir}")
-    return cmd_evaluate(
-        argparse.Namespace(
-            map=map_dir, dataset=dataset_dir, method=args.method, output=eval_dir, config=None, no_progress=args.no_progress, limit=None
+        runs += [("approximation", "segloc", out / "map_segloc", {"refine": False}), ("segloc", "segloc", out / "map_segloc", None)]
+    else:
+        print("[2/4] no network needed for the reference method")
+    if "reference" in methods:
+        print(f"[3/4] building the reference map {out / 'map_reference'}")
+        cmd_map_build(
+            argparse.Namespace(
+                dataset=dataset_dir,
+                method="reference",
+                output=out / "map_reference",
+                config=None,
+                overwrite=True,
+                no_progress=args.no_progress,
+            )
         )
-    )
+        runs.append(("reference", "reference", out / "map_reference", None))
+
+    rows = {}
+    for name, method, map_dir, localize in runs:
+        eval_dir = out / f"eval_{name}"
+        config = None
+        if localize is not None:
+            config = out / f"localize_{name}.yaml"
+            config.write_text(yaml.safe_dump({"localize": localize}))
+        print(f"[4/4] {name}: localizing the queries and evaluating into {eval_dir}")
+        cmd_evaluate(
+            argparse.Namespace(
+                map=map_dir, dataset=dataset_dir, method=method, output=eval_dir, config=config, no_progress=args.no_progress, limit=args.limit
+            )
+        )
+        rows[name] = json.loads((eval_dir / "metrics.json").read_text())
+    write_json(out / "comparison.json", rows)
+    print(f"\nside by side on {dataset_dir} (recall in %, errors over all queries, failures count as misses):\n")
+    print(format_comparison(rows))
+    print(f"\nwrote {out / 'comparison.json'}")
+    return 0
 
 
 # --- parser ------------------------------------------------------------------------------
@@ -281,6 +403,23 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
     return width, height
+
+
+def add_bag_read_arguments(p: argparse.ArgumentParser, prefix: str) -> None:
+    """The options that pick a bag's image, camera_info and ground-truth topics (see :func:`bag_read_config_from_args`)."""
+    p.add_argument("--image-topic", help=f"{prefix}image topic (default: the only image topic)")
+    p.add_argument("--camera-info-topic", help=f"{prefix}camera_info topic (default: the only one)")
+    p.add_argument(
+        "--pose-topic",
+        help=f"{prefix}read ground-truth poses from this topic (PoseStamped, PoseWithCovarianceStamped, Odometry, TransformStamped) instead of /tf",
+    )
+    p.add_argument(
+        "--pose-frame",
+        choices=["base", "camera"],
+        help=f"{prefix}the pose topic gives the robot base (default; extrinsics from /tf_static) or the camera",
+    )
+    p.add_argument("--camera-frame", help=f"{prefix}camera frame (default: the image header's frame_id)")
+    p.add_argument("--every-nth", type=int, help=f"{prefix}keep every N-th image")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,16 +435,34 @@ def build_parser() -> argparse.ArgumentParser:
         if progress:
             p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    p = commands.add_parser("demo", help="render the default synthetic scene, build a map, evaluate it (the README's first command)")
+    p = commands.add_parser(
+        "demo",
+        help="render the default synthetic scene, get the SegLoc network, build maps, evaluate them side by side (the README's first command)",
+    )
     p.add_argument("-o", "--output", type=Path, default=DEFAULT_DEMO_OUTPUT, help=f"output folder (default {DEFAULT_DEMO_OUTPUT})")
-    p.add_argument("--method", default="reference", help="localization method (default reference)")
+    p.add_argument(
+        "--method",
+        default="both",
+        choices=["both", "segloc", "reference"],
+        help="both (default): SegLoc (pose approximation and refinement) and the reference SIFT localizer",
+    )
     p.add_argument("--scene", default="room", help="synthetic scene: room, corridor, street (default room)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--size", type=_size, default=DEMO_SIZE, help=f"image size (default {DEMO_SIZE[0]}x{DEMO_SIZE[1]}, the shipped network's)"
+    )
+    p.add_argument(
         "--condition",
         default="lighting",
-        help="mapping/query imaging conditions: same, lighting, night, season, blur, hard (default lighting)",
+        help="mapping/query imaging conditions: same, lighting, night, season, blur, hard, severe (default lighting)",
     )
+    network = p.add_mutually_exclusive_group()
+    network.add_argument("--checkpoint", type=Path, help="SegLoc network to use instead of the shipped one")
+    network.add_argument(
+        "--train", action="store_true", help="train the SegLoc network on the mapping images first (~15-25 min on 2 cores)"
+    )
+    p.add_argument("--train-epochs", type=int, default=10, help="epochs with --train (default 10, the cpu_demo preset)")
+    p.add_argument("--limit", type=int, help="only the first N queries")
     p.add_argument("--overwrite", action="store_true", help="render the scene again even if it exists")
     common(p)
     p.set_defaults(func=cmd_demo)
@@ -338,20 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, help="colmap: the image folder")
     p.add_argument("--query-list", type=Path, help="colmap: file whose first column names the query images")
     p.add_argument("--query", type=Path, help="kapture: the query kapture folder")
-    p.add_argument("--image-topic", help="bag: image topic (default: the only image topic)")
-    p.add_argument("--camera-info-topic", help="bag: camera_info topic (default: the only one)")
-    p.add_argument(
-        "--pose-topic",
-        help="bag: read ground-truth poses from this topic (PoseStamped, PoseWithCovarianceStamped, Odometry, TransformStamped) instead of /tf",
-    )
-    p.add_argument(
-        "--pose-frame",
-        choices=["base", "camera"],
-        help="bag: the pose topic gives the robot base (default; extrinsics from /tf_static) or the camera",
-    )
+    add_bag_read_arguments(p, "bag: ")
     p.add_argument("--world-frame", help="bag: map frame for /tf lookups (default map)")
-    p.add_argument("--camera-frame", help="bag: camera frame (default: the image header's frame_id)")
-    p.add_argument("--every-nth", type=int, help="bag: keep every N-th image")
     p.add_argument(
         "--query-every",
         type=int,
@@ -390,13 +535,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, help="write the poses in the dataset line format")
     p.set_defaults(func=cmd_localize)
 
-    p = commands.add_parser("evaluate", help="localize a dataset's queries and report accuracy, timing and map size")
+    p = commands.add_parser(
+        "evaluate", help="localize a dataset's queries (or a rosbag2's images, --bag) and report accuracy, timing and map size"
+    )
     p.add_argument("map", type=Path)
-    p.add_argument("dataset", type=Path)
+    p.add_argument("dataset", type=Path, nargs="?", help="dataset folder whose queries to localize (not with --bag)")
+    p.add_argument("--bag", type=Path, help="evaluate on every image of this rosbag2 (sqlite3 or mcap) that has a ground-truth pose")
     p.add_argument("--method", help="method (default: the map's)")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for metrics.json, trajectories and plots")
-    p.add_argument("--config", type=Path, help="YAML config with a 'localize' section")
+    p.add_argument("--config", type=Path, help="YAML config with a 'localize' section (and a 'bag' section for --bag)")
     p.add_argument("--limit", type=int, help="only the first N queries")
+    add_bag_read_arguments(p, "with --bag: ")
+    p.add_argument(
+        "--gt-frames",
+        nargs=2,
+        metavar=("WORLD", "BASE"),
+        help="with --bag: ground truth from the TF data (default source, frames map base_link): "
+        "WORLD -> camera frame, through BASE when the extrinsics come from the config",
+    )
     common(p)
     p.set_defaults(func=cmd_evaluate)
     _add_plugin_commands(commands)

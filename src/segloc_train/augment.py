@@ -52,6 +52,9 @@ class AugmentConfig:
         blur_probability: probability of a Gaussian blur.
         blur_sigma: range of the blur's standard deviation (output pixels).
         greyscale_probability: probability of replacing the image by its grey level (3 channels).
+        noise_probability: probability of adding sensor noise (after the blur): zero-mean
+            Gaussian noise per pixel and channel, as low light and high gain give.
+        noise_std: range of the noise's standard deviation (fraction of the full range, 1.0).
         seed: base seed of the training-set random streams (see ``SegLocTrainingSet``).
     """
 
@@ -63,9 +66,11 @@ class AugmentConfig:
     contrast: float = 0.3
     saturation: float = 0.3
     hue: float = 0.05
-    blur_probability: float = 0.2
-    blur_sigma: tuple[float, float] = (0.1, 1.5)
+    blur_probability: float = 0.3
+    blur_sigma: tuple[float, float] = (0.1, 2.5)
     greyscale_probability: float = 0.1
+    noise_probability: float = 0.3
+    noise_std: tuple[float, float] = (0.01, 0.08)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -78,6 +83,8 @@ class AugmentConfig:
             ("rescale", self.rescale, 0.0, math.inf),
             ("blur_sigma", self.blur_sigma, 0.0, math.inf),
         ]
+        if len(self.noise_std) != 2 or not (0.0 <= self.noise_std[0] <= self.noise_std[1] <= 1.0):
+            raise SeglocError(f"noise_std must be a (min, max) range with 0 <= min <= max <= 1, got {self.noise_std}")
         for name, bounds, low, high in checks:
             if len(bounds) != 2 or not (low < bounds[0] <= bounds[1] <= high):
                 raise SeglocError(f"{name} must be a (min, max) range with {low} < min <= max <= {high}, got {bounds}")
@@ -86,7 +93,7 @@ class AugmentConfig:
                 raise SeglocError(f"{name} must be non-negative, got {getattr(self, name)}")
         if not 0 <= self.hue <= 0.5:
             raise SeglocError(f"hue must be in [0, 0.5] (fraction of the hue circle), got {self.hue}")
-        for name in ("blur_probability", "greyscale_probability"):
+        for name in ("blur_probability", "greyscale_probability", "noise_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 raise SeglocError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
 
@@ -191,7 +198,7 @@ def _grey(image: np.ndarray) -> np.ndarray:
 
 
 def photometric_augment(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Colour jitter (random order), blur and greyscale on an (H, W, 3) float32 RGB image in [0, 1].
+    """Colour jitter (random order), blur, greyscale and sensor noise on an (H, W, 3) float32 RGB image in [0, 1].
 
     Returns a new (H, W, 3) float32 image in [0, 1]; pixels do not move.
     """
@@ -224,6 +231,9 @@ def photometric_augment(image: np.ndarray, config: AugmentConfig, rng: np.random
         image = cv2.GaussianBlur(image, (size, size), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
     if rng.random() < config.greyscale_probability:
         image = np.repeat(_grey(image)[..., None], 3, axis=2)
+    noise, std = rng.random() < config.noise_probability, rng.uniform(*config.noise_std)
+    if noise and std > 0:
+        image = image + rng.normal(0.0, std, image.shape).astype(np.float32)
     return np.ascontiguousarray(np.clip(image, 0.0, 1.0), dtype=np.float32)
 
 

@@ -198,3 +198,29 @@ def test_localize_and_evaluate_the_synthetic_room(capsys, tmp_path, synthetic_ro
     if metrics["num_localized"] < 4:
         assert "PnP found no pose" in json.dumps(metrics["failure_reasons"]) or "too few" in json.dumps(metrics["failure_reasons"])
     assert (tmp_path / "eval" / "trajectory_topview.png").stat().st_size > 0
+
+
+def test_demo_refuses_the_shipped_network_for_another_scene(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "demo", "-o", str(tmp_path / "demo"), "--method", "segloc", "--size", "160x120", "--no-progress")
+    assert_one_line_error(code, err, "pass --train")
+
+
+@pytest.mark.slow
+def test_demo_with_the_shipped_network(capsys, tmp_path):
+    """The README's first command, on 12 queries: the shipped network localizes the demo scene."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code, out, _ = run_cli(capsys, "demo", "-o", str(tmp_path / "demo"), "--method", "segloc", "--limit", "12", "--no-progress")
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    rows = json.loads((tmp_path / "demo" / "comparison.json").read_text())
+    assert list(rows) == ["approximation", "segloc"] and "side by side" in out
+    assert rows["approximation"]["num_queries"] == rows["segloc"]["num_queries"] == 12
+    # Measured on the 50 queries: approximation 0 % within (0.25 m, 2 deg), median 0.30 m / 2.6 deg;
+    # refinement 86 %, median 2.7 cm / 0.51 deg.
+    assert rows["segloc"]["recall"]["0.25m_2deg"] >= 0.6
+    assert rows["segloc"]["median_translation_m"] < 0.5 * rows["approximation"]["median_translation_m"]

@@ -7,7 +7,15 @@ import pytest
 from segloc.errors import SeglocError
 from segloc_train.augment import AugmentConfig, augment_image, photometric_augment, sample_affine, transform_points, warp_image
 
-GEOMETRY_ONLY = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0, "blur_probability": 0.0, "greyscale_probability": 0.0}
+GEOMETRY_ONLY = {
+    "brightness": 0.0,
+    "contrast": 0.0,
+    "saturation": 0.0,
+    "hue": 0.0,
+    "blur_probability": 0.0,
+    "greyscale_probability": 0.0,
+    "noise_probability": 0.0,
+}
 
 
 def smooth_texture(width: int = 200, height: int = 150, sigma: float = 4.0, seed: int = 0) -> np.ndarray:
@@ -109,7 +117,9 @@ def test_photometric_operations():
     image = smooth_texture().astype(np.float32) / 255.0
     grey = photometric_augment(image, AugmentConfig(greyscale_probability=1.0, blur_probability=0.0), np.random.default_rng(0))
     assert np.allclose(grey[..., 0], grey[..., 1]) and np.allclose(grey[..., 1], grey[..., 2])
-    still = AugmentConfig(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, blur_probability=0.0, greyscale_probability=0.0)
+    still = AugmentConfig(
+        brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, blur_probability=0.0, greyscale_probability=0.0, noise_probability=0.0
+    )
     np.testing.assert_allclose(photometric_augment(image, still, np.random.default_rng(0)), image, atol=1e-6)
     blurred = photometric_augment(
         image, AugmentConfig(**{**GEOMETRY_ONLY, "blur_probability": 1.0, "blur_sigma": (2.0, 2.0)}), np.random.default_rng(0)
@@ -120,6 +130,19 @@ def test_photometric_operations():
     assert not np.allclose(shifted, image, atol=0.02)
     # A hue rotation keeps the value (max channel).
     np.testing.assert_allclose(shifted.max(axis=2), image.max(axis=2), atol=1e-4)
+    noisy = photometric_augment(
+        image, AugmentConfig(**{**GEOMETRY_ONLY, "noise_probability": 1.0, "noise_std": (0.05, 0.05)}), np.random.default_rng(0)
+    )
+    inner = (image > 0.2) & (image < 0.8)  # away from the clipping at 0 and 1
+    assert abs(float((noisy - image)[inner].std()) - 0.05) < 0.005
+    assert abs(float((noisy - image)[inner].mean())) < 0.005
+
+
+def test_bad_noise_options_are_refused():
+    with pytest.raises(SeglocError, match="noise_std"):
+        AugmentConfig(noise_std=(0.1, 0.05))
+    with pytest.raises(SeglocError, match="noise_probability"):
+        AugmentConfig(noise_probability=1.5)
 
 
 def test_deterministic_given_the_generator():

@@ -640,7 +640,12 @@ def _write_image(frame: BagFrame, stamp: int, config: BagWriteConfig, factory: _
 
 # --- reading -------------------------------------------------------------------------------
 @contextmanager
-def _open_bag(path: Path):
+def open_bag(path: Path):
+    """Open a rosbag2 folder (or a file in it) or a ROS 1 ``.bag`` with ``rosbags``; yields the reader.
+
+    Raises:
+        SeglocError: the path does not exist, is not a bag, or the bag cannot be opened.
+    """
     from rosbags.highlevel import AnyReader, AnyReaderError
     from rosbags.typesys import Stores, get_typestore
 
@@ -668,37 +673,40 @@ def _topics_of_type(topics: dict[str, str], msgtypes: Iterable[str]) -> list[str
     return sorted(name for name, msgtype in topics.items() if msgtype in wanted)
 
 
-def _describe_topics(topics: dict[str, str]) -> str:
+def describe_topics(topics: dict[str, str]) -> str:
+    """``name (type), ...`` of a bag's topics, for error messages."""
     return ", ".join(f"{name} ({msgtype})" for name, msgtype in sorted(topics.items())) or "none"
 
 
-def _select_image_topic(topics: dict[str, str], config: BagReadConfig, bag: Path) -> str:
+def select_image_topic(topics: dict[str, str], config: BagReadConfig, bag: Path) -> str:
+    """The image topic to read: ``config.image_topic``, checked, or the bag's only Image/CompressedImage topic."""
     if config.image_topic is not None:
         if config.image_topic not in topics:
-            raise SeglocError(f"{bag}: no topic {config.image_topic}; topics: {_describe_topics(topics)}")
+            raise SeglocError(f"{bag}: no topic {config.image_topic}; topics: {describe_topics(topics)}")
         if topics[config.image_topic] not in (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE):
             raise SeglocError(f"{bag}: topic {config.image_topic} is a {topics[config.image_topic]}, not an Image or CompressedImage")
         return config.image_topic
     candidates = _topics_of_type(topics, (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE))
     if not candidates:
-        raise SeglocError(f"{bag}: no sensor_msgs/Image or CompressedImage topic; topics: {_describe_topics(topics)}")
+        raise SeglocError(f"{bag}: no sensor_msgs/Image or CompressedImage topic; topics: {describe_topics(topics)}")
     if len(candidates) > 1:
         raise SeglocError(f"{bag}: several image topics ({', '.join(candidates)}); set image_topic to one of them")
     return candidates[0]
 
 
-def _select_camera_info_topic(topics: dict[str, str], image_topic: str, config: BagReadConfig, bag: Path) -> str:
+def select_camera_info_topic(topics: dict[str, str], image_topic: str, config: BagReadConfig, bag: Path) -> str:
+    """The CameraInfo topic that goes with ``image_topic``: ``config.camera_info_topic``, checked, or found."""
     if config.camera_info_topic is not None:
         if topics.get(config.camera_info_topic) != CAMERA_INFO_TYPE:
             raise SeglocError(
                 f"{bag}: no CameraInfo topic {config.camera_info_topic}; set camera_info_topic to one of: "
-                f"{', '.join(_topics_of_type(topics, [CAMERA_INFO_TYPE])) or 'none'} (topics: {_describe_topics(topics)})"
+                f"{', '.join(_topics_of_type(topics, [CAMERA_INFO_TYPE])) or 'none'} (topics: {describe_topics(topics)})"
             )
         return config.camera_info_topic
     candidates = _topics_of_type(topics, [CAMERA_INFO_TYPE])
     if not candidates:
         raise SeglocError(
-            f"{bag}: no sensor_msgs/CameraInfo topic, so the intrinsics of {image_topic} are unknown; topics: {_describe_topics(topics)}"
+            f"{bag}: no sensor_msgs/CameraInfo topic, so the intrinsics of {image_topic} are unknown; topics: {describe_topics(topics)}"
         )
     if len(candidates) == 1:
         return candidates[0]
@@ -883,10 +891,10 @@ def read_bag(
     config = config or BagReadConfig()
     stats = stats if stats is not None else BagReadStats()
     bag = Path(path)
-    with _open_bag(bag) as reader:
+    with open_bag(bag) as reader:
         topics = {name: info.msgtype for name, info in reader.topics.items() if info.msgtype}
-        image_topic = _select_image_topic(topics, config, bag)
-        info_topic = _select_camera_info_topic(topics, image_topic, config, bag)
+        image_topic = select_image_topic(topics, config, bag)
+        info_topic = select_camera_info_topic(topics, image_topic, config, bag)
         pose_topic = _select_pose_topic(topics, config, bag) if config.pose_source == "topic" else None
         if pose_topic is not None and config.pose_topic is None:
             config = dataclasses.replace(config, pose_topic=pose_topic)

@@ -289,7 +289,8 @@ def write_report(
 
 
 # --- text -------------------------------------------------------------------------------
-def _format_bytes(value: int | None) -> str:
+def format_bytes(value: int | None) -> str:
+    """``value`` bytes in B, KiB, MiB or GiB with one decimal; ``n/a`` for None."""
     if value is None:
         return "n/a"
     size = float(value)
@@ -327,10 +328,10 @@ def format_summary(metrics: dict[str, Any]) -> str:
         lines.append(
             f"  {stage:<14} mean {_format_seconds(stats['mean'])}   median {_format_seconds(stats['median'])}   ({stats['count']} queries)"
         )
-    lines.append(f"map size         {_format_bytes(metrics.get('map_bytes'))}")
-    memory = f"peak memory      {_format_bytes(metrics.get('peak_memory_bytes'))} (process RSS)"
+    lines.append(f"map size         {format_bytes(metrics.get('map_bytes'))}")
+    memory = f"peak memory      {format_bytes(metrics.get('peak_memory_bytes'))} (process RSS)"
     if metrics.get("peak_python_memory_bytes") is not None:
-        memory += f", {_format_bytes(metrics['peak_python_memory_bytes'])} traced Python allocations"
+        memory += f", {format_bytes(metrics['peak_python_memory_bytes'])} traced Python allocations"
     lines.append(memory)
     if metrics.get("failure_reasons"):
         reasons = sorted(metrics["failure_reasons"].items(), key=lambda item: -item[1])
@@ -338,3 +339,46 @@ def format_summary(metrics: dict[str, Any]) -> str:
     if metrics.get("queries_without_overlap"):
         lines.append(f"no map overlap   {len(metrics['queries_without_overlap'])} queries see too few map points")
     return "\n".join(lines)
+
+
+def format_comparison(rows: dict[str, dict[str, Any]], first_column: str = "method", extra: Sequence[tuple[str, Any]] = ()) -> str:
+    """Several evaluations side by side, one row each, as a fixed-width text table.
+
+    Args:
+        rows: name -> a metrics dict (:func:`segloc.evaluate.metrics.summarize`), optionally
+            with ``num_points`` and ``map_bytes_per_point`` (map bytes / 3D points).
+        first_column: header of the name column.
+        extra: more columns, ``(header, function of the row -> text)``, before the map columns.
+
+    Columns: recall (%) at each threshold of the first row, median errors over all queries,
+    median time per query, the extras, map bytes, bytes per 3D point, peak memory, and the
+    median time of each stage.
+    """
+    thresholds = list(next(iter(rows.values()), {}).get("recall") or {})
+
+    def number(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
+        return "-" if value is None else f"{value * scale:.{digits}f}"
+
+    header = [first_column, *thresholds, "med t (m)", "med R (deg)", "ms/query", *(name for name, _ in extra)]
+    header += ["map", "B/point", "peak mem", "stages, median ms"]
+    lines = [header]
+    for name, row in rows.items():
+        recall = row.get("recall") or {}
+        stages = row.get("time_per_stage_s") or {}
+        per_query = row.get("time_per_query_median_s", row.get("time_per_query_s"))
+        lines.append(
+            [
+                name,
+                *(number(recall.get(t), 100.0, 1) for t in thresholds),
+                number(row.get("median_translation_m"), digits=3),
+                number(row.get("median_rotation_deg")),
+                number(per_query, 1000.0, 1),
+                *(str(function(row)) for _, function in extra),
+                format_bytes(row.get("map_bytes")),
+                number(row.get("map_bytes_per_point"), digits=1),
+                format_bytes(row.get("peak_memory_bytes")),
+                " ".join(f"{stage} {1000.0 * stats['median']:.1f}" for stage, stats in stages.items()),
+            ]
+        )
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header) - 1)]
+    return "\n".join("  ".join([*(str(c).ljust(w) for c, w in zip(line[:-1], widths)), str(line[-1])]).rstrip() for line in lines)

@@ -60,7 +60,8 @@ def check_query_overlap(queries: Sequence[ImageRecord], points3D: np.ndarray, mi
     return without_overlap
 
 
-def _overlap_or_raise(queries: Sequence[ImageRecord], points3D: np.ndarray, min_visible: int) -> list[str]:
+def overlap_or_raise(queries: Sequence[ImageRecord], points3D: np.ndarray, min_visible: int) -> list[str]:
+    """:func:`check_query_overlap`, raising when no query overlaps the map and warning about those that do not."""
     if len(points3D) == 0:
         raise SeglocError("the map has no 3D points to check the queries against: pass map_points3D=None for maps without points")
     without_overlap = check_query_overlap(queries, points3D, min_visible)
@@ -82,7 +83,8 @@ def _overlap_or_raise(queries: Sequence[ImageRecord], points3D: np.ndarray, min_
     return without_overlap
 
 
-def _localize_query(localizer: Localizer, dataset: Dataset, record: ImageRecord) -> QueryResult:
+def localize_query(localizer: Localizer, dataset: Dataset, record: ImageRecord) -> QueryResult:
+    """Localize one query of ``dataset`` and time it; a localizer error counts as a failure with its message."""
     image = dataset.load_image(record.name)
     start = time.perf_counter()
     try:
@@ -167,7 +169,7 @@ def evaluate_localizer(
         map_bytes,
         output_dir,
     )
-    without_overlap = None if map_points3D is None else _overlap_or_raise(queries, np.asarray(map_points3D), min_visible)
+    without_overlap = None if map_points3D is None else overlap_or_raise(queries, np.asarray(map_points3D), min_visible)
 
     peak_at_start = peak_rss_bytes()
     started_tracing = track_python_memory and not tracemalloc.is_tracing()
@@ -178,7 +180,7 @@ def evaluate_localizer(
     results: list[QueryResult] = []
     try:
         for record in tqdm(queries, desc=f"localize ({method})", unit="query", disable=not progress):
-            results.append(_localize_query(localizer, dataset, record))
+            results.append(localize_query(localizer, dataset, record))
         peak_python = tracemalloc.get_traced_memory()[1] if track_python_memory else None
     finally:
         if started_tracing:

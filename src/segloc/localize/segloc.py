@@ -3,7 +3,7 @@
 For a query image (Pietrantoni et al., CVPR 2023):
 
 1. ``segment``: class probabilities per decoder level and the segmentation-pooled global
-   descriptor (:mod:`segloc.localize.segmenter`; by default the network embedded in the map,
+   descriptor (:mod:`segloc.models.segmenter`; by default the network embedded in the map,
    at the map's inference size);
 2. ``retrieve``: the ``num_retrieved`` mapping images with the most similar global
    descriptors (dot product);
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,10 @@ from segloc.geometry.camera import Camera
 from segloc.geometry.transforms import Rigid3
 from segloc.localize.base import LocalizationResult
 from segloc.localize.refine import LabelRefinementConfig, refine_pose_with_labels
-from segloc.localize.segmenter import DESCRIPTOR_GRID, NetworkSegmenter, Segmenter
 from segloc.maps.core import MapCore, read_core
 from segloc.maps.package import MapPackage
 from segloc.maps.segloc_layer import SegLocLayer, read_segloc_layer, read_segloc_model
+from segloc.models.segmenter import DESCRIPTOR_GRID, NetworkSegmenter, Segmentation, Segmenter
 
 logger = logging.getLogger("segloc")
 
@@ -277,6 +278,37 @@ class SegLocLocalizer:
         return candidates
 
     # --- the pipeline -------------------------------------------------------------------
+    def segment(self, image: np.ndarray) -> Segmentation:
+        """Class probabilities and global descriptor of ``image`` (H, W, 3) RGB uint8, checked against the map's K."""
+        segmentation = self.segmenter(image)
+        if segmentation.num_classes != self.layer.num_classes:
+            raise SeglocError(f"the segmenter gave {segmentation.num_classes} classes, the map has K = {self.layer.num_classes}")
+        return segmentation
+
+    def retrieval_priors(
+        self, descriptor: np.ndarray, timings: dict[str, float] | None = None
+    ) -> tuple[list[Rigid3], np.ndarray, np.ndarray]:
+        """Pose priors from retrieval: the approximation first, then the poses of the next retrieved images.
+
+        ``timings`` (optional) receives ``retrieve`` and ``approximate`` in seconds.
+
+        Returns:
+            ``starts`` (at least one ``cam_from_world``; ``num_initializations`` of them at most
+            unless fewer images were retrieved, plus the rest of the retrieved poses after them),
+            the retrieved image ids (R,) and their similarities (R,), best first.
+        """
+        start = time.perf_counter()
+        image_ids, similarities = self.retrieve(descriptor)
+        middle = time.perf_counter()
+        poses = [self.core.images[i].cam_from_world for i in image_ids]
+        config = self.config
+        approximation = approximate_pose(
+            poses, similarities, config.approximation, config.weighted_max_distance, config.weighted_max_angle_deg
+        )
+        if timings is not None:
+            timings["retrieve"], timings["approximate"] = middle - start, time.perf_counter() - middle
+        return [approximation, *poses[1:]], image_ids, similarities
+
     def localize(self, image: np.ndarray, camera: Camera, prior: Rigid3 | None = None) -> LocalizationResult:
         """Localize ``image`` (H, W, 3) RGB uint8 taken by ``camera``.
 
@@ -299,8 +331,34 @@ class SegLocLocalizer:
         image = np.asarray(image)
         if image.ndim < 2 or (image.shape[1], image.shape[0]) != (camera.width, camera.height):
             raise SeglocError(f"image of shape {image.shape} does not match the camera size {camera.width}x{camera.height}")
+        start = time.perf_counter()
+        segmentation = self.segment(image)
+        timings = {"segment": time.perf_counter() - start}
+        return self.localize_segmentation(segmentation, camera, prior, timings)
+
+    def localize_segmentation(
+        self,
+        segmentation: Segmentation,
+        camera: Camera,
+        prior: Rigid3 | Sequence[Rigid3] | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> LocalizationResult:
+        """The pipeline after segmentation (what a separate refinement process runs).
+
+        Args:
+            segmentation: the query's, from :meth:`segment` (or received from another process).
+            camera: the query camera, at the size of the image that was segmented.
+            prior: None (retrieval with the segmentation's descriptor), one ``cam_from_world``
+                guess, or several best first (e.g. a retrieval process's output); with priors
+                the refinement starts from the first (then the next, up to
+                ``num_initializations``) and uses the points of the mapping images near the first.
+            timings: stage timings measured so far (e.g. ``segment``), extended in place.
+
+        Returns:
+            As :meth:`localize`.
+        """
         config = self.config
-        timings: dict[str, float] = {}
+        timings = {} if timings is None else timings
         info: dict[str, Any] = {
             "initialization": "retrieval" if prior is None else "prior",
             "retrieved": [],
@@ -310,35 +368,24 @@ class SegLocLocalizer:
             "refinement": None,
             "failure_reason": None,
         }
-
-        start = time.perf_counter()
-        segmentation = self.segmenter(image)
         if segmentation.num_classes != self.layer.num_classes:
-            raise SeglocError(f"the segmenter gave {segmentation.num_classes} classes, the map has K = {self.layer.num_classes}")
-        timings["segment"] = time.perf_counter() - start
+            raise SeglocError(f"the segmentation has {segmentation.num_classes} classes, the map has K = {self.layer.num_classes}")
 
         if prior is None:
-            start = time.perf_counter()
-            image_ids, similarities = self.retrieve(segmentation.descriptor)
+            starts, image_ids, similarities = self.retrieval_priors(segmentation.descriptor, timings)
             info["retrieved"] = [self.core.images[i].name for i in image_ids]
             info["similarities"] = [round(float(s), 6) for s in similarities]
-            timings["retrieve"] = time.perf_counter() - start
-
-            start = time.perf_counter()
-            poses = [self.core.images[i].cam_from_world for i in image_ids]
-            approximation = approximate_pose(
-                poses, similarities, config.approximation, config.weighted_max_distance, config.weighted_max_angle_deg
-            )
-            starts = [approximation, *poses[1 : config.num_initializations]]
-            timings["approximate"] = time.perf_counter() - start
             point_images: np.ndarray | None = image_ids
         else:
-            if not isinstance(prior, Rigid3):
-                raise SeglocError(f"the prior must be a Rigid3 cam_from_world, got {type(prior).__name__}")
-            approximation = prior
-            starts = [prior]
-            near = self.images_near(prior)
+            starts = [prior] if isinstance(prior, Rigid3) else list(prior)
+            if not starts or not all(isinstance(p, Rigid3) for p in starts):
+                raise SeglocError(f"the prior must be a Rigid3 cam_from_world or a non-empty list of them, got {prior!r:.80}")
+            if not all(np.all(np.isfinite(p.matrix())) for p in starts):
+                raise SeglocError("the pose prior is not finite (NaN or infinity)")
+            near = self.images_near(starts[0])
             point_images = near[: config.num_retrieved] if len(near) else None
+        approximation = starts[0]
+        starts = starts[: config.num_initializations]
         info["approximation"] = pose_to_list(approximation)
         if not config.refine:
             return LocalizationResult(approximation, None, 0, timings, info)

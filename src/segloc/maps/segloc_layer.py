@@ -5,7 +5,7 @@ SegLoc (Pietrantoni et al., CVPR 2023) keeps no image and no appearance descript
 
 1. builds the ``core`` layer with :func:`segloc.maps.build.build_core` (SIFT + triangulation
    with the known poses; the SIFT descriptors are used for matching only and are not written);
-2. segments every mapping image (:mod:`segloc.localize.segmenter`);
+2. segments every mapping image (:mod:`segloc.models.segmenter`);
 3. samples the finest class probabilities at each observation of each 3D point (bilinear,
    pixel coordinates scaled to the level, COLMAP convention) and averages them over the
    point's observations;
@@ -55,7 +55,7 @@ from segloc.maps.core import MapCore, write_core
 from segloc.maps.package import MapPackage, MapWriter
 
 if TYPE_CHECKING:
-    from segloc.localize.segmenter import Segmenter
+    from segloc.models.segmenter import Segmenter
 
 logger = logging.getLogger("segloc")
 
@@ -90,7 +90,10 @@ class SegLocMapConfig:
             (:func:`segloc.models.checkpoint.save_checkpoint`); required unless a segmenter
             is passed to :func:`build_segloc_map`.
         inference_max_edge: longer side of the network input (pixels); queries use the same
-            unless the localizer overrides it.
+            unless the localizer overrides it. None: the size the network was trained at (the
+            longer side of the checkpoint's ``metadata.image_size``, written by the SegLoc
+            trainer), or the images' own size for checkpoints that do not say; 0: the images'
+            own size. A network segments best at the scale it was trained at.
         temperature: softmax temperature of the class probabilities.
         device: torch device for the segmentation (``cpu``, ``cuda``).
         store: what each 3D point keeps: ``top1`` (the argmax label), ``topk`` (the ``top_k``
@@ -105,7 +108,7 @@ class SegLocMapConfig:
     """
 
     checkpoint: str | None = None
-    inference_max_edge: int = 640
+    inference_max_edge: int | None = None
     temperature: float = 1.0
     device: str = "cpu"
     store: str = "top1"
@@ -121,8 +124,10 @@ class SegLocMapConfig:
             raise SeglocError(f"segloc map: unknown store {self.store!r}; valid values are: {', '.join(STORE_MODES)}")
         if self.top_k < 1:
             raise SeglocError(f"segloc map: top_k must be at least 1, got {self.top_k}")
-        if self.inference_max_edge < 0:
-            raise SeglocError(f"segloc map: inference_max_edge must be positive (0 for the image size), got {self.inference_max_edge}")
+        if self.inference_max_edge is not None and self.inference_max_edge < 0:
+            raise SeglocError(
+                f"segloc map: inference_max_edge must be positive (0 for the image size, null for the training size), got {self.inference_max_edge}"
+            )
         if self.temperature <= 0:
             raise SeglocError(f"segloc map: temperature must be positive, got {self.temperature}")
         if self.model_dtype not in MODEL_DTYPES:
@@ -243,7 +248,7 @@ def aggregate_point_probabilities(
 
     Args:
         core: the map core (images, points, observations).
-        segment: a :class:`segloc.localize.segmenter.Segmenter`.
+        segment: a :class:`segloc.models.segmenter.Segmenter`.
         load_image: ``load_image(name) -> (H, W, 3) uint8`` for a core image name.
         progress: show a progress bar.
 
@@ -490,7 +495,7 @@ def read_segloc_model(package: MapPackage) -> Any:
 
 
 def _segmenter_from_config(config: SegLocMapConfig):
-    from segloc.localize.segmenter import NetworkSegmenter
+    from segloc.models.segmenter import NetworkSegmenter
 
     if not config.checkpoint:
         raise SeglocError(
@@ -501,7 +506,16 @@ def _segmenter_from_config(config: SegLocMapConfig):
     checkpoint = Path(config.checkpoint).expanduser()
     if not checkpoint.exists():
         raise SeglocError(f"segloc map: the checkpoint {checkpoint} does not exist (map.checkpoint in the config)")
-    return NetworkSegmenter.from_checkpoint(checkpoint, config.inference_max_edge, config.device, config.temperature)
+    max_edge = config.inference_max_edge
+    if max_edge is None:
+        from segloc.models.checkpoint import read_checkpoint_info
+
+        trained_size = read_checkpoint_info(checkpoint).metadata.get("image_size")
+        max_edge = int(max(trained_size)) if trained_size else 0
+        logger.info(
+            "segloc map: segmenting at %s (the checkpoint's training size)", f"longer side {max_edge} px" if max_edge else "the image size"
+        )
+    return NetworkSegmenter.from_checkpoint(checkpoint, max_edge, config.device, config.temperature)
 
 
 def build_segloc_map(
@@ -521,7 +535,7 @@ def build_segloc_map(
             is given.
         overwrite: replace an existing map at ``output``.
         progress: show progress bars.
-        segmenter: a :class:`segloc.localize.segmenter.Segmenter` to use instead of the
+        segmenter: a :class:`segloc.models.segmenter.Segmenter` to use instead of the
             checkpoint (tests, oracles). A :class:`NetworkSegmenter` is embedded in the map;
             other segmenters are not (the localizer then needs one passed in).
 
@@ -532,7 +546,7 @@ def build_segloc_map(
         SeglocError: no checkpoint and no segmenter, an existing output without
             ``overwrite``, no mapping images, or anything wrong in the core build.
     """
-    from segloc.localize.segmenter import NetworkSegmenter
+    from segloc.models.segmenter import NetworkSegmenter
 
     config = config or SegLocMapConfig()
     output = Path(output)

@@ -83,6 +83,7 @@ def save_checkpoint(
     metadata: dict[str, Any] | None = None,
     model_name: str | None = None,
     overwrite: bool = False,
+    dtype: str = "float32",
 ) -> Path:
     """Save ``model``'s weights and config as a checkpoint folder.
 
@@ -92,14 +93,19 @@ def save_checkpoint(
         metadata: JSON-serialisable extras (epoch, losses, dataset name, ...).
         model_name: registry name; found from the model's class when None.
         overwrite: replace an existing checkpoint at ``path``.
+        dtype: precision of the floating-point weights in the file: ``float32`` (exact) or
+            ``float16`` (half the bytes, for shipping; loading casts them back to the model's
+            precision). Integer buffers keep their type.
 
     Returns:
         ``path``.
 
     Raises:
         SeglocError: ``path`` exists (without ``overwrite``), the model is not registered or has
-            no dataclass config, or ``metadata`` is not JSON-serialisable.
+            no dataclass config, ``metadata`` is not JSON-serialisable, or an unknown ``dtype``.
     """
+    if dtype not in ("float32", "float16"):
+        raise SeglocError(f"unknown checkpoint dtype {dtype!r}; valid values are: float32, float16")
     path = Path(path)
     if path.exists() and not overwrite:
         raise SeglocError(f"checkpoint {path} already exists; pass overwrite=True (or --overwrite) to replace it")
@@ -115,7 +121,13 @@ def save_checkpoint(
     except (TypeError, ValueError) as exc:
         raise SeglocError(f"checkpoint metadata must be JSON-serialisable: {exc}") from None
 
-    state_dict = {key: tensor.detach().cpu().contiguous() for key, tensor in model.state_dict().items()}
+    import torch
+
+    precision = torch.float16 if dtype == "float16" else torch.float32
+    state_dict = {
+        key: (tensor.detach().cpu().to(precision) if tensor.is_floating_point() else tensor.detach().cpu()).contiguous()
+        for key, tensor in model.state_dict().items()
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
@@ -129,6 +141,7 @@ def save_checkpoint(
             "config": config_values,
             "weights": {"file": WEIGHTS, "sha256": sha256_file(weights_file), "bytes": weights_file.stat().st_size},
             "num_parameters": sum(p.numel() for p in model.parameters()),
+            "dtype": dtype,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "segloc_version": segloc.__version__,
             "metadata": metadata_json,
@@ -305,3 +318,40 @@ def load_checkpoint(path: str | Path, expected: dict[str, Any] | None = None, ve
     load_weights(model, info.weights_file, source=f"checkpoint {info.path}")
     logger.info("loaded %s checkpoint %s", info.model, info.path)
     return model.eval()
+
+
+# --- networks the project trained itself, shipped inside the package -----------------------------
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+"""Checkpoint folders shipped with segloc (``segloc/models/weights/<name>``), float16 weights."""
+
+SHIPPED_CHECKPOINTS: dict[str, dict[str, Any]] = {
+    "segloc_room320": {
+        "description": "SegLoc network (cpu preset, K = 100) trained on the mapping images of the demo scene",
+        "scene": "room",
+        "seed": 0,
+        "size": (320, 240),
+        "command": (
+            "segloc synth --scene room --seed 0 --size 320x240 -o outputs/room320 && "
+            "segloc train segloc outputs/room320 -o outputs/train_room320 --threads 2 && "
+            'python -c "from segloc.models import load_checkpoint, save_checkpoint, read_checkpoint_info; '
+            "c = 'outputs/train_room320/checkpoint'; "
+            "save_checkpoint(load_checkpoint(c), 'segloc_room320', read_checkpoint_info(c).metadata, dtype='float16')\""
+        ),
+    },
+}
+"""What each shipped checkpoint is, what it was trained on and the command that reproduces it."""
+
+
+def shipped_checkpoint(name: str) -> Path:
+    """The folder of a checkpoint shipped with segloc (see :data:`SHIPPED_CHECKPOINTS`).
+
+    Raises:
+        SeglocError: an unknown name, or the folder is missing from this installation.
+    """
+    if name not in SHIPPED_CHECKPOINTS:
+        raise SeglocError(f"no shipped checkpoint named {name!r}; shipped: {', '.join(SHIPPED_CHECKPOINTS)}")
+    path = SHIPPED_DIR / name
+    if not (path / MANIFEST).is_file():
+        raise SeglocError(f"the shipped checkpoint {name} is missing from {SHIPPED_DIR} (an incomplete installation?)")
+    return path

@@ -160,8 +160,8 @@ def test_recovers_a_perturbed_pose(room, cases, query):
         assert t_err < 0.03 and r_err < 0.5, (t_err, r_err)
         assert median_displacement_px(camera, result.cam_from_world, cam_from_world, points3D) < 0.6
         assert result.num_points_used > 1500 and result.median_residual < 0.2
-        assert [h.level for h in result.history] == [0, 1, 2, 3]
-        assert [h.size for h in result.history] == [(40, 30), (80, 60), (160, 120), (320, 240)]
+        assert [h.level for h in result.history] == [1, 2, 3]  # the default: the three finest levels
+        assert [h.size for h in result.history] == [(80, 60), (160, 120), (320, 240)]
         for level in result.history:
             assert np.all(np.diff(level.costs) <= 0), level.costs
             assert len(level.costs) == len(level.lambdas) + 1 == len(level.accepted) + 1 == len(level.num_points) + 1
@@ -192,6 +192,10 @@ def test_levels_subset_and_torch_inputs(room, cases):
     assert [h.level for h in from_numpy.history] == [2, 3]
     assert from_numpy.success and pose_error(from_numpy.cam_from_world, cam_from_world)[0] < 0.03
     assert np.allclose(from_torch.cam_from_world.matrix(), from_numpy.cam_from_world.matrix(), atol=1e-9)
+    # The default "three finest levels" with only two levels given: both of them.
+    two_levels = refine_pose_with_labels(levels[2:], camera, points3D, point_labels, init)
+    assert [h.level for h in two_levels.history] == [0, 1]
+    assert two_levels.success and pose_error(two_levels.cam_from_world, cam_from_world)[0] < 0.03
 
 
 # --- failures -----------------------------------------------------------------------------

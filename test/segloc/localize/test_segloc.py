@@ -19,12 +19,12 @@ from segloc.errors import SeglocError
 from segloc.geometry import Rigid3, axis_angle_to_matrix, pose_error
 from segloc.localize.refine import LabelRefinementConfig
 from segloc.localize.segloc import SegLocLocalizer, SegLocLocalizerConfig, approximate_pose, pose_to_list
-from segloc.localize.segmenter import DESCRIPTOR_GRID, NetworkSegmenter, Segmentation, inference_size
 from segloc.maps.core import read_core, write_core
 from segloc.maps.package import MapPackage, MapWriter
 from segloc.maps.segloc_layer import SegLocMapConfig, build_segloc_map, write_segloc_layer, write_segloc_model
 from segloc.methods import get_method
 from segloc.models import SegmentationNet, global_descriptor, save_checkpoint, segmentation_config
+from segloc.models.segmenter import DESCRIPTOR_GRID, NetworkSegmenter, Segmentation, inference_size
 
 WIDTH, HEIGHT = 480, 360
 

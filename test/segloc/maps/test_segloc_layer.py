@@ -13,7 +13,6 @@ import torch
 from segloc.data.dataset import read_dataset
 from segloc.data.synthetic import LABELS, generate_scene, synth_config
 from segloc.errors import SeglocError
-from segloc.localize.segmenter import NetworkSegmenter, Segmentation
 from segloc.maps.core import read_core
 from segloc.maps.package import MapPackage
 from segloc.maps.segloc_layer import (
@@ -28,6 +27,7 @@ from segloc.maps.segloc_layer import (
     sample_probabilities,
 )
 from segloc.models import SegmentationNet, save_checkpoint, segmentation_config
+from segloc.models.segmenter import NetworkSegmenter, Segmentation
 
 NUM_CLASSES = 8  # of the tiny network
 FAST_CORE = {"pairs": {"num_neighbors": 5}}

@@ -66,6 +66,22 @@ def test_round_trip_gives_identical_outputs(checkpoint):
     assert sorted(p.name for p in path.iterdir()) == sorted([MANIFEST, WEIGHTS])
 
 
+def test_half_precision_checkpoint_is_half_the_size_and_loads_as_float32(checkpoint, tmp_path):
+    net, full = checkpoint
+    half = save_checkpoint(net, tmp_path / "half", dtype="float16")
+    assert json.loads((half / MANIFEST).read_text())["dtype"] == "float16"
+    assert (half / WEIGHTS).stat().st_size < 0.55 * (full / WEIGHTS).stat().st_size
+    loaded = load_checkpoint(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    image = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        expected, got = net(image), loaded(image)
+    for a, b in zip(expected.logits, got.logits):
+        assert torch.allclose(a, b, atol=2e-2 * float(a.abs().max()))
+    with pytest.raises(SeglocError, match="dtype"):
+        save_checkpoint(net, tmp_path / "bad", dtype="int8")
+
+
 def test_bare_weights_load_into_a_built_model(checkpoint, tmp_path):
     net, path = checkpoint
     fresh = SegmentationNet(segmentation_config("cpu", **SMALL))
@@ -188,3 +204,17 @@ def test_metadata_must_be_json(tmp_path):
     with pytest.raises(SeglocError, match="metadata must be JSON-serialisable"):
         save_checkpoint(trained_net(), tmp_path / "ckpt", metadata={"tensor": torch.zeros(1)})
     assert not any(tmp_path.iterdir())
+
+
+def test_shipped_checkpoints_load():
+    from segloc.models.checkpoint import SHIPPED_CHECKPOINTS, shipped_checkpoint
+
+    for name, entry in SHIPPED_CHECKPOINTS.items():
+        path = shipped_checkpoint(name)
+        info = read_checkpoint_info(path)
+        assert json.loads((path / MANIFEST).read_text())["dtype"] == "float16"
+        assert tuple(info.metadata["image_size"]) and entry["command"].startswith("segloc synth")
+        net = load_checkpoint(path)
+        assert isinstance(net, SegmentationNet) and net.config.num_classes == info.metadata["num_classes"]
+    with pytest.raises(SeglocError, match="no shipped checkpoint"):
+        shipped_checkpoint("nonexistent")
