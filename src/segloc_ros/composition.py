@@ -1,0 +1,32 @@
+"""localization_container: segmentation_node, retrieval_node and pose_refinement_node in one process.
+
+One ``MultiThreadedExecutor`` spins the three lifecycle nodes (each still has its own worker
+thread, parameters, lifecycle services and diagnostics); they read their parameters from the
+same params file as the separate processes, by node name; a ``-p`` on the command line applies
+to all three::
+
+    ros2 run segloc_ros localization_container --ros-args --params-file config/segloc_ros.yaml -p map_path:=/maps/office
+
+(``launch/localize.launch.py composition:=true`` does this.) Messages between the nodes still go
+through the middleware: rclpy has no intra-process transport. ``threads`` sets torch's threads
+for the whole process, so give it the same value in all three nodes.
+"""
+
+from __future__ import annotations
+
+from segloc_ros.nodes.common import run_nodes
+
+__all__ = ["main"]
+
+
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run segloc_ros localization_container``."""
+    from segloc_ros.nodes.pose_refinement_node import PoseRefinementNode
+    from segloc_ros.nodes.retrieval_node import RetrievalNode
+    from segloc_ros.nodes.segmentation_node import SegmentationNode
+
+    return run_nodes([SegmentationNode, RetrievalNode, PoseRefinementNode], args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""The parameters of the segloc_ros nodes: names, defaults, descriptions and checks, without ROS.
+
+The nodes declare exactly these (:class:`segloc_ros.nodes.common.SeglocNode`), the launch
+description and ``config/segloc_ros.yaml`` name the same, and a test checks that the YAML
+holds every parameter with its default. "On configure" in a description means that a change
+takes effect at the next configure transition (or a map reload for the localizer options);
+the others apply to the next frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AVAILABLE_BACKENDS",
+    "COMMON_PARAMETERS",
+    "NODE_PARAMETERS",
+    "POSE_REFINEMENT_NODE",
+    "POSE_REFINEMENT_PARAMETERS",
+    "RETRIEVAL_NODE",
+    "RETRIEVAL_PARAMETERS",
+    "SEGMENTATION_NODE",
+    "SEGMENTATION_PARAMETERS",
+    "ParameterSpec",
+    "available_backends",
+    "check_parameter",
+    "parameter_defaults",
+]
+
+SEGMENTATION_NODE = "segmentation_node"
+RETRIEVAL_NODE = "retrieval_node"
+POSE_REFINEMENT_NODE = "pose_refinement_node"
+
+#: Inference backends the nodes can run the segmentation network with.
+AVAILABLE_BACKENDS: tuple[str, ...] = ("torch",)
+
+IMAGE_TRANSPORTS = ("raw", "compressed")
+
+
+def available_backends() -> tuple[str, ...]:
+    """The backends a ``backend`` parameter accepts (:data:`AVAILABLE_BACKENDS`)."""
+    return AVAILABLE_BACKENDS
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One node parameter.
+
+    Attributes:
+        name: the ROS parameter name.
+        default: its default; the type of the default is the parameter's type.
+        description: what it does (the ROS parameter descriptor's description).
+        minimum: smallest accepted value of a number parameter (None: any).
+        positive: a number parameter must be > 0.
+        choices: accepted values of a string parameter (None: any).
+    """
+
+    name: str
+    default: bool | int | float | str
+    description: str
+    minimum: float | None = None
+    positive: bool = False
+    choices: tuple[str, ...] | None = None
+
+
+def check_parameter(spec: ParameterSpec, value: object) -> str | None:
+    """Why ``value`` is not acceptable for ``spec`` (None when it is)."""
+    if type(value) is not type(spec.default):
+        return f"parameter {spec.name} takes a {type(spec.default).__name__}, got {value!r}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if spec.positive and value <= 0:
+            return f"parameter {spec.name} must be > 0, got {value}"
+        if spec.minimum is not None and value < spec.minimum:
+            return f"parameter {spec.name} must be >= {spec.minimum:g}, got {value}"
+    if spec.choices is not None and value not in spec.choices:
+        if spec.name == "backend":
+            return f"backend {value!r} is not available; available backends: {', '.join(available_backends())}"
+        return f"parameter {spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
+    return None
+
+
+COMMON_PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec(
+        "map_path",
+        "",
+        "SegLoc map package folder. Loaded on configure; setting it while configured loads and swaps the map "
+        "atomically (rejected, with the old map kept, when the new one does not load). ~/reload_map reloads it.",
+    ),
+    ParameterSpec(
+        "config_path",
+        "",
+        "segloc YAML config whose 'localize:' section sets the localizer options ('' = defaults); on configure and map reload.",
+    ),
+    ParameterSpec("backend", "torch", "inference backend (on configure)", choices=AVAILABLE_BACKENDS),
+    ParameterSpec("device", "cpu", "torch device of the network: cpu, cuda, cuda:1, ... (on configure)"),
+    ParameterSpec("threads", 0, "torch CPU threads of the process, 0 = torch's default (on configure)", minimum=0),
+    ParameterSpec("queue_size", 2, "frames waiting for the worker; when full the oldest is dropped and counted (on configure)", minimum=1),
+    ParameterSpec("autostart", True, "configure and activate at start-up (false: wait for lifecycle transitions)"),
+    ParameterSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages (errors are also sent at once)", positive=True),
+)
+
+SEGMENTATION_PARAMETERS: tuple[ParameterSpec, ...] = (
+    *COMMON_PARAMETERS,
+    ParameterSpec(
+        "image_transport",
+        "raw",
+        "raw: subscribe 'image' (sensor_msgs/Image); compressed: 'image/compressed' (sensor_msgs/CompressedImage) (on activate)",
+        choices=IMAGE_TRANSPORTS,
+    ),
+    ParameterSpec(
+        "max_edge",
+        0,
+        "longest side (pixels) of the undistorted image given to the network; 0 = the map's network input size",
+        minimum=0,
+    ),
+)
+
+RETRIEVAL_PARAMETERS: tuple[ParameterSpec, ...] = (
+    *COMMON_PARAMETERS,
+    ParameterSpec("map_frame", "map", "frame of the published pose priors"),
+    ParameterSpec("num_priors", 0, "pose priors published per image, best first; 0 = all the retrieved images", minimum=0),
+)
+
+POSE_REFINEMENT_PARAMETERS: tuple[ParameterSpec, ...] = (
+    *COMMON_PARAMETERS,
+    ParameterSpec("map_frame", "map", "frame of the map (pose header, TF parent)"),
+    ParameterSpec("odom_frame", "odom", "odometry frame (TF map -> odom)"),
+    ParameterSpec("base_frame", "base_link", "robot base frame: the published pose is its pose in map_frame"),
+    ParameterSpec("camera_frame", "", "camera optical frame for the extrinsics base_frame -> camera; '' = the images' frame_id"),
+    ParameterSpec("publish_tf", True, "publish map -> odom (or map -> base_frame without odometry) on /tf"),
+    ParameterSpec(
+        "use_odometry",
+        True,
+        "true: publish map -> odom from the odometry at the image stamp; false: publish map -> base_frame",
+    ),
+    ParameterSpec("odom_topic", "", "nav_msgs/Odometry topic for odom -> base_frame; '' = take it from /tf"),
+    ParameterSpec(
+        "transform_tolerance",
+        1.0,
+        "seconds added to the image stamp of the published transform, as AMCL does (how long it stays valid)",
+        minimum=0.0,
+    ),
+    ParameterSpec("max_position_std", 0.5, "largest published position standard deviation, metres (worst direction)", positive=True),
+    ParameterSpec("max_yaw_std_deg", 10.0, "largest published yaw standard deviation, degrees", positive=True),
+    ParameterSpec("tf_timeout", 0.2, "seconds to wait for the extrinsics and odometry at an image stamp", minimum=0.0),
+    ParameterSpec("tf_buffer_duration", 10.0, "seconds of /tf (and odometry) history kept", positive=True),
+    ParameterSpec("pair_buffer_size", 10, "image stamps waiting for probabilities, camera_info and priors", minimum=1),
+    ParameterSpec(
+        "pair_timeout",
+        2.0,
+        "an image stamp still unmatched this many seconds (of stamps) behind the newest expires, counted",
+        positive=True,
+    ),
+    ParameterSpec(
+        "lost_frames_error",
+        5,
+        "consecutive frames without a pose after which 'localization lost' is an ERROR (a WARN before)",
+        minimum=1,
+    ),
+)
+
+NODE_PARAMETERS: dict[str, tuple[ParameterSpec, ...]] = {
+    SEGMENTATION_NODE: SEGMENTATION_PARAMETERS,
+    RETRIEVAL_NODE: RETRIEVAL_PARAMETERS,
+    POSE_REFINEMENT_NODE: POSE_REFINEMENT_PARAMETERS,
+}
+
+
+def parameter_defaults(node_name: str) -> dict[str, bool | int | float | str]:
+    """``{name: default}`` of a node's parameters, in declaration order."""
+    return {spec.name: spec.default for spec in NODE_PARAMETERS[node_name]}

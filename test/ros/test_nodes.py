@@ -1,0 +1,557 @@
+"""The segloc_ros nodes for real: each test starts node processes and talks to them with rclpy from the test process.
+
+The scene (node_harness.build_scene, built once per session) is a small synthetic room with a
+SegLoc map whose point labels come from an oracle (the renderer's labels) and whose embedded
+network is tiny and untrained. So:
+
+- pose_refinement_node is fed the oracle's probabilities by the test; its poses must be exactly
+  what the library computes for the same inputs, close to the ground truth, with the image
+  stamps, in ``map``, and ``map -> odom`` must agree with the odometry;
+- segmentation_node and the composed container run the untrained network: their outputs are
+  checked for stamps, frames, encodings, shapes and agreement with the library, not accuracy.
+
+Each test gets its own ROS domain (conftest.ros_env) and stops its processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # pytest runs with --import-mode=importlib: siblings are not importable
+import node_harness as harness  # noqa: E402
+from node_harness import CAMERA_FRAME, NodeProcess, RosClient, Scene  # noqa: E402
+
+SEGMENTATION = "segmentation_node"
+RETRIEVAL = "retrieval_node"
+REFINEMENT = "pose_refinement_node"
+MODULES = {
+    SEGMENTATION: "segloc_ros.nodes.segmentation_node",
+    RETRIEVAL: "segloc_ros.nodes.retrieval_node",
+    REFINEMENT: "segloc_ros.nodes.pose_refinement_node",
+}
+OK, WARN, ERROR = 0, 1, 2
+
+
+@pytest.fixture(scope="session")
+def scene(tmp_path_factory) -> Scene:
+    try:
+        import rclpy  # noqa: F401
+    except Exception as exc:  # no scene to build where the tests are skipped anyway
+        pytest.skip(f"rclpy is not available: {exc}")
+    return harness.build_scene(tmp_path_factory.mktemp("segloc_ros_scene"))
+
+
+@pytest.fixture
+def client(ros_env):
+    ros = RosClient(ros_env)
+    yield ros
+    ros.close()
+
+
+@pytest.fixture
+def start_nodes(ros_env, tmp_path):
+    """``start_nodes(module, {node: params}, name)`` starts a process; all are stopped (SIGINT) after the test."""
+    processes: list[NodeProcess] = []
+
+    def start(module: str, parameters: dict, name: str) -> NodeProcess:
+        process = NodeProcess(module, parameters, ros_env, tmp_path, name)
+        processes.append(process)
+        return process
+
+    yield start
+    codes = {process.name: process.stop() for process in processes}
+    assert all(code == 0 for code in codes.values()), f"exit codes after SIGINT: {codes}" + "".join(p.log() for p in processes)
+
+
+@pytest.fixture
+def one_torch_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def wait_state(client: RosClient, process: NodeProcess, node: str, state: str, timeout: float = 90.0) -> None:
+    harness.wait_process_ready(client, process, node)
+    deadline = time.monotonic() + timeout
+    while (current := client.lifecycle_state(node)) != state:
+        if time.monotonic() > deadline or not process.alive():
+            raise AssertionError(f"{node} is {current!r}, not {state!r}" + process.log())
+        time.sleep(0.2)
+
+
+def turn(cam_from_world, angle_deg: float, shift):
+    """The camera turned about the world's vertical and moved by ``shift`` (metres)."""
+    from segloc.geometry.transforms import Rigid3, axis_angle_to_matrix
+
+    world_from_cam = cam_from_world.inverse()
+    rotation = axis_angle_to_matrix(np.array([0.0, 0.0, np.radians(angle_deg)])) @ world_from_cam.rotation
+    return Rigid3.from_rotation(rotation, world_from_cam.translation + np.asarray(shift, dtype=np.float64)).inverse()
+
+
+def stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def static_camera_tf(scene: Scene, stamp: int):
+    from segloc_ros.conversions import tf_message, transform_stamped_msg
+
+    return tf_message([transform_stamped_msg(scene.base_from_cam, stamp, "base_link", CAMERA_FRAME)])
+
+
+def odometry_tf(frame: harness.QueryFrame):
+    from segloc_ros.conversions import tf_message, transform_stamped_msg
+
+    return tf_message([transform_stamped_msg(frame.odom_from_base, frame.stamp_ns, "odom", "base_link")])
+
+
+def tf_static_qos():
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def rgb_image(frame: harness.QueryFrame, frame_id: str = CAMERA_FRAME):
+    from segloc_ros.conversions import image_msg_from_array
+
+    return image_msg_from_array(frame.image, frame.stamp_ns, frame_id)
+
+
+# --- pose_refinement_node ----------------------------------------------------------------------
+
+
+def test_pose_refinement_node(scene, client, start_nodes, one_torch_thread):
+    """Oracle probabilities + priors + TF in; poses, map -> odom, failures and initialpose handling out."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Bool
+    from tf2_msgs.msg import TFMessage
+
+    from segloc.geometry.transforms import pose_error
+    from segloc.localize.frames import base_covariance_from_camera, base_pose_from_camera, pose_is_confident
+    from segloc.localize.segloc import SegLocLocalizerConfig
+    from segloc.models.packing import probabilities_image_fields, segmentation_from_packed
+    from segloc_ros.conversions import (
+        camera_from_camera_info,
+        camera_info_msg_from_camera,
+        pose_and_covariance_from_msg,
+        pose_array_msg,
+        pose_with_covariance_stamped_msg,
+        rigid_from_transform_stamped_msg,
+    )
+    from segloc_ros.nodes.common import load_localizer
+    from segloc_ros.nodes.segmentation_node import raw_image_msg
+
+    tolerance = 0.25
+    process = start_nodes(
+        MODULES[REFINEMENT], {REFINEMENT: harness.node_parameters(scene, transform_tolerance=tolerance, lost_frames_error=2)}, "refinement"
+    )
+    poses = client.collect(PoseWithCovarianceStamped, "/pose", 50)
+    localized = client.collect(Bool, "/segloc/localized", 50)
+    tf_out = client.collect(TFMessage, "/tf", 100)
+    diagnostics = client.collect(DiagnosticArray, "/diagnostics", 100)
+    pubs = {
+        "probabilities": client.publisher(Image, "/segloc/probabilities"),
+        "camera_info": client.publisher(CameraInfo, "/segloc/camera_info"),
+        "priors": client.publisher(PoseArray, "/segloc/pose_priors"),
+        "initialpose": client.publisher(PoseWithCovarianceStamped, "/initialpose"),
+        "tf": client.publisher(TFMessage, "/tf", 100),
+    }
+    tf_static = client.publisher(TFMessage, "/tf_static", tf_static_qos())
+    tf_static.publish(static_camera_tf(scene, scene.frames[0].stamp_ns))
+    wait_state(client, process, REFINEMENT, "active")
+    for publisher in pubs.values():
+        client.wait_subscribers(publisher)
+
+    localizer = load_localizer(str(scene.map_a), SegLocLocalizerConfig(), with_network=False).localizer
+
+    def camera_info(frame):
+        return camera_info_msg_from_camera(scene.camera, frame.stamp_ns, CAMERA_FRAME)
+
+    def send(frame, priors=None) -> None:
+        """One frame: odometry, camera, probabilities (and priors); waits for the node's verdict on segloc/localized."""
+        count = len(client.snapshot(localized))
+        pubs["tf"].publish(odometry_tf(frame))
+        pubs["camera_info"].publish(camera_info(frame))
+        header = camera_info(frame).header
+        pubs["probabilities"].publish(raw_image_msg(header, probabilities_image_fields(frame.probabilities)))
+        if priors is not None:
+            pubs["priors"].publish(pose_array_msg([p.inverse() for p in priors], frame.stamp_ns, "map"))
+        client.wait_for(lambda: len(localized) > count, 60, f"segloc/localized for {frame.name}" + process.log())
+
+    def expected(frame, priors):
+        """What the library gives for the same inputs: (world_from_base, covariance) or None."""
+        camera = camera_from_camera_info(camera_info(frame))
+        result = localizer.localize_segmentation(segmentation_from_packed(frame.probabilities), camera, priors)
+        if not result.success:
+            return None
+        world_from_cam = result.cam_from_world.inverse()
+        covariance = base_covariance_from_camera(result.covariance, world_from_cam, scene.base_from_cam)
+        if not pose_is_confident(covariance, 0.5, 10.0):
+            return None
+        return base_pose_from_camera(world_from_cam, scene.base_from_cam), covariance
+
+    def pose_at(stamp: int):
+        return next((p for p in client.snapshot(poses) if stamp_ns(p.header) == stamp), None)
+
+    def transforms_at(stamp: int):
+        return [t for m in client.snapshot(tf_out) for t in m.transforms if stamp_ns(t.header) == stamp and t.child_frame_id == "odom"]
+
+    # 1. Frames with retrieval-like priors (the ground truth moved by 0.14 m and 3 degrees).
+    frames = scene.frames
+    localized_frames = []
+    for frame in frames[:3]:
+        priors = [turn(frame.cam_from_world, 3.0, (0.1, -0.1, 0.0))]
+        send(frame, priors)
+        want = expected(frame, priors)
+        got = pose_at(frame.stamp_ns)
+        if want is None:
+            assert got is None and client.snapshot(localized)[-1].data is False
+            continue
+        localized_frames.append(frame)
+        assert got is not None, f"no pose for {frame.name}" + process.log()
+        assert got.header.frame_id == "map" and client.snapshot(localized)[-1].data is True
+        world_from_base, covariance = pose_and_covariance_from_msg(got)
+        assert np.allclose(world_from_base.matrix(), want[0].matrix(), atol=1e-6)
+        assert np.allclose(covariance, want[1], rtol=1e-6, atol=1e-12)
+        assert np.all(np.linalg.eigvalsh(covariance) > 0)
+        t_err, r_err = pose_error(world_from_base.inverse(), frame.world_from_base.inverse())
+        assert t_err < 0.3 and r_err < 5.0, (frame.name, t_err, r_err)
+        # map -> odom at the image stamp + transform_tolerance, consistent with the odometry at the image stamp.
+        client.wait_for(lambda frame=frame: transforms_at(frame.stamp_ns + int(tolerance * 1e9)), 10, "map -> odom")
+        (transform,) = transforms_at(frame.stamp_ns + int(tolerance * 1e9))
+        assert transform.header.frame_id == "map"
+        map_from_odom = rigid_from_transform_stamped_msg(transform)
+        assert np.allclose((map_from_odom * frame.odom_from_base).matrix(), world_from_base.matrix(), atol=1e-6)
+    assert len(localized_frames) >= 2, "the oracle should localize most frames"
+
+    # 2. Priors far away: no pose, localized False, "localization lost" (WARN, then ERROR), the last map -> odom again.
+    last_transform = rigid_from_transform_stamped_msg(
+        [t for m in client.snapshot(tf_out) for t in m.transforms if t.child_frame_id == "odom"][-1]
+    )
+    for frame, level in ((frames[3], WARN), (frames[4], ERROR)):
+        far = [turn(frame.cam_from_world, 0.0, (50.0, 40.0, 0.0))]
+        send(frame, far)
+        assert client.snapshot(localized)[-1].data is False and pose_at(frame.stamp_ns) is None
+        camera = camera_from_camera_info(camera_info(frame))
+        reason = localizer.localize_segmentation(segmentation_from_packed(frame.probabilities), camera, far).info["failure_reason"]
+        status = client.wait_for(
+            lambda level=level: harness.find_status(diagnostics, REFINEMENT, level, "localization lost: "),
+            10,
+            lambda: "lost" + harness.describe_statuses(diagnostics, REFINEMENT) + process.log(),
+        )
+        assert reason and status.message == f"localization lost: {reason}", status.message
+        client.wait_for(lambda frame=frame: transforms_at(frame.stamp_ns + int(tolerance * 1e9)), 10, "map -> odom republished")
+        republished = rigid_from_transform_stamped_msg(transforms_at(frame.stamp_ns + int(tolerance * 1e9))[0])
+        assert np.allclose(republished.matrix(), last_transform.matrix())
+
+    # 3. Bad initial poses are rejected with a diagnostic ERROR; the node stays up.
+    good = pose_with_covariance_stamped_msg(frames[5].world_from_base, np.eye(6) * 0.01, 0, "map")
+    nan_pose = pose_with_covariance_stamped_msg(frames[5].world_from_base, np.eye(6) * 0.01, 0, "map")
+    nan_pose.pose.pose.position.x = float("nan")
+    pubs["initialpose"].publish(nan_pose)
+    status = client.wait_for(lambda: harness.find_status(diagnostics, REFINEMENT, ERROR, "initialpose rejected"), 10, "NaN rejected")
+    assert "non-finite" in status.message, status.message
+    wrong_frame = pose_with_covariance_stamped_msg(frames[5].world_from_base, np.eye(6) * 0.01, 0, "odom")
+    pubs["initialpose"].publish(wrong_frame)
+    client.wait_for(lambda: harness.find_status(diagnostics, REFINEMENT, ERROR, "initialpose rejected: it is in frame 'odom'"), 10, "frame")
+
+    # 4. A good initialpose is the prior of the next frame: no retrieval priors needed.
+    pubs["initialpose"].publish(good)
+    client.wait_for(lambda: harness.find_status(diagnostics, REFINEMENT, OK, "initialpose accepted"), 10, "initialpose accepted")
+    send(frames[5])
+    want = expected(frames[5], [(frames[5].world_from_base * scene.base_from_cam).inverse()])
+    got = pose_at(frames[5].stamp_ns)
+    assert (got is None) == (want is None), process.log()
+    if want is not None:
+        assert np.allclose(pose_and_covariance_from_msg(got)[0].matrix(), want[0].matrix(), atol=1e-6)
+    published = len(localized_frames) + (want is not None)
+
+    # 5. Without odometry (a runtime parameter change): map -> base_link, equal to the pose.
+    assert client.set_parameters(REFINEMENT, {"use_odometry": False})[0].successful
+    frame = dataclasses.replace(localized_frames[0], stamp_ns=localized_frames[0].stamp_ns + 1)  # a new stamp, a view that localized
+    send(frame, [turn(frame.cam_from_world, 3.0, (0.1, -0.1, 0.0))])
+    published += 1
+    pose, _ = pose_and_covariance_from_msg(pose_at(frame.stamp_ns))
+    stamp = frame.stamp_ns + int(tolerance * 1e9)
+    base_tf = lambda: [t for m in tf_out for t in m.transforms if stamp_ns(t.header) == stamp and t.child_frame_id == "base_link"]  # noqa: E731
+    (transform,) = client.wait_for(base_tf, 10, "map -> base_link")
+    assert transform.header.frame_id == "map" and transforms_at(stamp) == []
+    assert np.allclose(rigid_from_transform_stamped_msg(transform).matrix(), pose.matrix(), atol=1e-9)
+
+    assert client.lifecycle_state(REFINEMENT) == "active"
+    status = client.wait_for(
+        lambda: next(
+            (
+                s
+                for s in harness.diagnostic_statuses(diagnostics, REFINEMENT)
+                if harness.status_values(s)["poses_published"] == str(published)
+            ),
+            None,
+        ),
+        10,
+        lambda: f"{published} poses in diagnostics" + harness.describe_statuses(diagnostics, REFINEMENT),
+    )
+    assert {"refine_s", "queue_s", "frames_dropped", "frames_expired", "map_path", "last_position_std_m"} <= set(
+        harness.status_values(status)
+    )
+    assert process.alive()
+
+
+# --- segmentation_node -------------------------------------------------------------------------
+
+
+def test_segmentation_node(scene, client, start_nodes, one_torch_thread):
+    """Outputs with the image stamp, bad inputs reported, map swap and reload while running."""
+    import array
+
+    import torch
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_srvs.srv import Trigger
+
+    from segloc.geometry.camera import Camera
+    from segloc.localize.ingest import CameraIngest
+    from segloc.localize.segloc import SegLocLocalizer
+    from segloc.models.packing import descriptor_from_image, packed_probabilities_from_image, unpack_probabilities
+    from segloc_ros.conversions import camera_from_camera_info, camera_info_msg_from_camera
+
+    process = start_nodes(MODULES[SEGMENTATION], {SEGMENTATION: harness.node_parameters(scene, max_edge=128)}, "segmentation")
+    outputs = {
+        "labels": client.collect(Image, "/segloc/labels"),
+        "descriptor": client.collect(Image, "/segloc/descriptor"),
+        "probabilities": client.collect(Image, "/segloc/probabilities"),
+        "camera_info": client.collect(CameraInfo, "/segloc/camera_info"),
+    }
+    diagnostics = client.collect(DiagnosticArray, "/diagnostics", 100)
+    image_pub = client.publisher(Image, "/image")
+    info_pub = client.publisher(CameraInfo, "/camera_info")
+    wait_state(client, process, SEGMENTATION, "active")
+    client.wait_subscribers(image_pub)
+    client.wait_subscribers(info_pub)
+
+    # A slightly distorted camera (the node undistorts into the pinhole camera and halves the size).
+    fx, fy, cx, cy = scene.camera.params
+    distorted = Camera("OPENCV", scene.camera.width, scene.camera.height, (fx, fy, cx, cy, -0.05, 0.01, 0.0, 0.0))
+    frame = scene.frames[0]
+
+    # 1. No camera_info yet: the image is dropped with a WARN.
+    image_pub.publish(rgb_image(frame))
+    client.wait_for(lambda: harness.find_status(diagnostics, SEGMENTATION, WARN, "no camera_info received yet"), 10, "WARN")
+
+    def segment(frame_stamp: int) -> dict:
+        """Publish camera_info and the image at ``frame_stamp`` until all four outputs arrive with that stamp."""
+        image = rgb_image(frame)
+        image.header.stamp = camera_info_msg_from_camera(distorted, frame_stamp, CAMERA_FRAME).header.stamp
+        deadline = time.monotonic() + 60
+        while True:
+            info_pub.publish(camera_info_msg_from_camera(distorted, frame_stamp, CAMERA_FRAME))
+            time.sleep(0.2)
+            image_pub.publish(image)
+            try:
+                return client.wait_for(
+                    lambda: (
+                        {key: next(m for m in messages if stamp_ns(m.header) == frame_stamp) for key, messages in outputs.items()}
+                        if all(any(stamp_ns(m.header) == frame_stamp for m in messages) for messages in outputs.values())
+                        else None
+                    ),
+                    3,
+                    "outputs",
+                )
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise AssertionError("no segmentation outputs" + process.log()) from None
+
+    # 2. The outputs, stamped and framed like the image.
+    got = segment(frame.stamp_ns)
+    assert all(m.header.frame_id == CAMERA_FRAME for m in got.values())
+    camera = camera_from_camera_info(got["camera_info"])
+    assert camera.model == "PINHOLE" and (camera.width, camera.height) == (128, 96)
+    assert not any(got["camera_info"].d) and np.allclose(camera.params, [fx / 2, fy / 2, cx / 2, cy / 2])
+    labels_msg, probabilities_msg = got["labels"], got["probabilities"]
+    assert labels_msg.encoding == "mono16" and (labels_msg.width, labels_msg.height) == (64, 48)  # map input 256 px, stride 4
+    labels = np.frombuffer(bytes(labels_msg.data), "<u2").reshape(48, 64)
+    assert labels.max() < scene.num_classes
+    assert probabilities_msg.encoding == f"16UC{scene.num_classes}" and (probabilities_msg.width, probabilities_msg.height) == (64, 90)
+    levels = unpack_probabilities(packed_probabilities_from_image(probabilities_msg))
+    assert [tuple(level.shape) for level in levels] == [(scene.num_classes, 6 * 2**i, 8 * 2**i) for i in range(4)]
+    assert all(torch.allclose(level.sum(0), torch.ones(1), atol=1e-2) for level in levels)
+    descriptor = descriptor_from_image(got["descriptor"])
+    assert got["descriptor"].encoding == "32FC1" and descriptor.shape == (5 * scene.num_classes,)
+    # The same as the library on the same image.
+    localizer = SegLocLocalizer.from_map(scene.map_a)
+    image, _ = CameraIngest(128)(frame.image, distorted)
+    reference = localizer.segment(image)
+    assert all(torch.allclose(a, b, atol=2e-3) for a, b in zip(levels, reference.probabilities))
+    assert np.allclose(descriptor, reference.descriptor, atol=1e-5)
+    assert np.mean(labels == reference.probabilities[-1].argmax(0).numpy()) > 0.98
+
+    # 3. Unsupported encodings: a diagnostic ERROR naming the encoding, the frame skipped.
+    for encoding, channels, size in (("32FC1", 1, 4), ("bgra16", 4, 2)):
+        bad = Image(height=8, width=8, encoding=encoding, step=8 * channels * size, data=array.array("B", bytes(8 * 8 * channels * size)))
+        bad.header = rgb_image(frame).header
+        image_pub.publish(bad)
+        status = client.wait_for(lambda e=encoding: harness.find_status(diagnostics, SEGMENTATION, ERROR, f"'{e}'"), 10, encoding)
+        assert "not supported" in status.message
+
+    # 4. A map that does not load is rejected, the old one stays in service.
+    results = client.set_parameters(SEGMENTATION, {"map_path": "/nonexistent/segloc_map"})
+    assert not results[0].successful and "/nonexistent/segloc_map" in results[0].reason and "still using" in results[0].reason
+    client.wait_for(lambda: harness.find_status(diagnostics, SEGMENTATION, ERROR, "map reload failed"), 10, "reload ERROR")
+    segment(frame.stamp_ns + 1)
+
+    # 5. A good map swaps in while running; ~/reload_map reloads it.
+    results = client.set_parameters(SEGMENTATION, {"map_path": str(scene.map_b)})
+    assert results[0].successful, results[0].reason
+    client.wait_for(
+        lambda: any(
+            harness.status_values(s).get("map_path") == str(scene.map_b) for s in harness.diagnostic_statuses(diagnostics, SEGMENTATION)
+        ),
+        10,
+        "the new map in diagnostics",
+    )
+    segment(frame.stamp_ns + 2)
+    response = client.call(Trigger, f"/{SEGMENTATION}/reload_map", Trigger.Request())
+    assert response.success and str(scene.map_b) in response.message
+    assert client.lifecycle_state(SEGMENTATION) == "active" and process.alive()
+
+
+# --- lifecycle (retrieval_node) ----------------------------------------------------------------
+
+
+def test_lifecycle_transitions(scene, client, start_nodes, one_torch_thread):
+    """autostart false: configure (a failure, then success), activate, deactivate, cleanup through the lifecycle services."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseArray
+    from sensor_msgs.msg import Image
+    from std_srvs.srv import Trigger
+
+    from segloc.localize.segloc import SegLocLocalizerConfig
+    from segloc.models.packing import descriptor_image_fields
+    from segloc_ros.conversions import header_msg, rigid_from_pose_msg
+    from segloc_ros.nodes.common import load_localizer
+    from segloc_ros.nodes.segmentation_node import raw_image_msg
+
+    process = start_nodes(MODULES[RETRIEVAL], {RETRIEVAL: harness.node_parameters(scene, autostart=False)}, "retrieval")
+    priors = client.collect(PoseArray, "/segloc/pose_priors")
+    diagnostics = client.collect(DiagnosticArray, "/diagnostics", 100)
+    descriptor_pub = client.publisher(Image, "/segloc/descriptor")
+    wait_state(client, process, RETRIEVAL, "unconfigured")
+
+    def descriptor_msg(frame):
+        return raw_image_msg(header_msg(frame.stamp_ns, CAMERA_FRAME), descriptor_image_fields(frame.descriptor))
+
+    results = client.set_parameters(RETRIEVAL, {"backend": "tensorrt"})
+    assert not results[0].successful and "available backends: torch" in results[0].reason
+    # A missing map is accepted while unconfigured, and makes configure fail (the node stays up, unconfigured).
+    assert client.set_parameters(RETRIEVAL, {"map_path": "/nonexistent/map"})[0].successful
+    assert not client.change_state(RETRIEVAL, "configure")
+    assert client.lifecycle_state(RETRIEVAL) == "unconfigured"
+    client.wait_for(lambda: harness.find_status(diagnostics, RETRIEVAL, ERROR, "configure failed"), 10, "configure ERROR")
+    assert client.set_parameters(RETRIEVAL, {"map_path": str(scene.map_a)})[0].successful
+
+    assert client.change_state(RETRIEVAL, "configure") and client.lifecycle_state(RETRIEVAL) == "inactive"
+    descriptor_pub.publish(descriptor_msg(scene.frames[0]))
+    time.sleep(1.0)
+    assert client.snapshot(priors) == [], "an inactive node must not process"
+
+    assert client.change_state(RETRIEVAL, "activate") and client.lifecycle_state(RETRIEVAL) == "active"
+    client.wait_subscribers(descriptor_pub)
+    localizer = load_localizer(str(scene.map_a), SegLocLocalizerConfig(), with_network=False).localizer
+    for frame in scene.frames[:2]:
+        descriptor_pub.publish(descriptor_msg(frame))
+        message = client.wait_for(lambda s=frame.stamp_ns: next((m for m in priors if stamp_ns(m.header) == s), None), 30, "priors")
+        assert message.header.frame_id == "map" and len(message.poses) == 5
+        starts, _, _ = localizer.retrieval_priors(frame.descriptor)
+        for pose, start in zip(message.poses, starts):
+            assert np.allclose(rigid_from_pose_msg(pose).matrix(), start.inverse().matrix(), atol=1e-9)
+        best = rigid_from_pose_msg(message.poses[0])
+        assert np.linalg.norm(best.translation - frame.cam_from_world.center) < 1.0  # the query loop is 0.3 m off the mapping loop
+
+    assert client.change_state(RETRIEVAL, "deactivate") and client.lifecycle_state(RETRIEVAL) == "inactive"
+    count = len(client.snapshot(priors))
+    descriptor_pub.publish(descriptor_msg(scene.frames[2]))
+    time.sleep(1.0)
+    assert len(client.snapshot(priors)) == count
+    assert client.change_state(RETRIEVAL, "cleanup") and client.lifecycle_state(RETRIEVAL) == "unconfigured"
+    response = client.call(Trigger, f"/{RETRIEVAL}/reload_map", Trigger.Request())
+    assert not response.success and "not configured" in response.message
+    assert process.alive()
+
+
+# --- the composed container --------------------------------------------------------------------
+
+
+def test_localization_container(scene, client, start_nodes):
+    """The three nodes in one process (compressed images): priors, a verdict per frame and diagnostics from each node."""
+    import cv2
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
+    from sensor_msgs.msg import CameraInfo, CompressedImage
+    from std_msgs.msg import Bool
+    from tf2_msgs.msg import TFMessage
+
+    from segloc_ros.conversions import camera_info_msg_from_camera, header_msg
+
+    common = harness.node_parameters(scene)
+    parameters = {
+        SEGMENTATION: {**common, "image_transport": "compressed"},
+        RETRIEVAL: common,
+        REFINEMENT: common,
+    }
+    process = start_nodes("segloc_ros.composition", parameters, "container")
+    priors = client.collect(PoseArray, "/segloc/pose_priors")
+    localized = client.collect(Bool, "/segloc/localized", 50)
+    poses = client.collect(PoseWithCovarianceStamped, "/pose", 50)
+    diagnostics = client.collect(DiagnosticArray, "/diagnostics", 100)
+    image_pub = client.publisher(CompressedImage, "/image/compressed")
+    info_pub = client.publisher(CameraInfo, "/camera_info")
+    tf_pub = client.publisher(TFMessage, "/tf", 100)
+    tf_static = client.publisher(TFMessage, "/tf_static", tf_static_qos())
+    tf_static.publish(static_camera_tf(scene, scene.frames[0].stamp_ns))
+    for node in (SEGMENTATION, RETRIEVAL, REFINEMENT):
+        wait_state(client, process, node, "active")
+    client.wait_subscribers(image_pub)
+    client.wait_subscribers(info_pub)
+    client.wait_subscribers(tf_pub)
+
+    stamps = []
+    for frame in scene.frames[:3]:
+        count = len(client.snapshot(localized))
+        tf_pub.publish(odometry_tf(frame))
+        info_pub.publish(camera_info_msg_from_camera(scene.camera, frame.stamp_ns, CAMERA_FRAME))
+        time.sleep(0.2)
+        ok, png = cv2.imencode(".png", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+        assert ok
+        image_pub.publish(
+            CompressedImage(header=header_msg(frame.stamp_ns, CAMERA_FRAME), format="rgb8; png compressed bgr8", data=png.tobytes())
+        )
+        client.wait_for(lambda count=count: len(localized) > count, 60, f"a verdict on {frame.name}" + process.log())
+        stamps.append(frame.stamp_ns)
+
+    got_priors = {stamp_ns(m.header): m for m in client.snapshot(priors)}
+    assert set(stamps) <= set(got_priors) and all(got_priors[s].header.frame_id == "map" and got_priors[s].poses for s in stamps)
+    for pose in client.snapshot(poses):  # an untrained network: a pose may or may not come, but only for an image
+        assert pose.header.frame_id == "map" and stamp_ns(pose.header) in stamps
+    for node in (SEGMENTATION, RETRIEVAL, REFINEMENT):
+        client.wait_for(lambda node=node: harness.diagnostic_statuses(diagnostics, node), 10, f"diagnostics of {node}")
+    status = client.wait_for(
+        lambda: next(
+            (s for s in harness.diagnostic_statuses(diagnostics, SEGMENTATION) if int(harness.status_values(s)["frames_processed"]) >= 3),
+            None,
+        ),
+        10,
+        lambda: "3 frames processed" + harness.describe_statuses(diagnostics, SEGMENTATION),
+    )
+    values = harness.status_values(status)
+    assert values["image_transport"] == "compressed" and "segment_s" in values and values["frames_failed"] == "0"
+    assert process.alive()
