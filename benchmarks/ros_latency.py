@@ -1,0 +1,323 @@
+"""Pose throughput and latency of the segloc ROS nodes: the multi-process chain against the composed container, in one run.
+
+For each mode (``multi``: segmentation_node, retrieval_node and pose_refinement_node in three
+processes; ``composed``: the three in localization_container), this script starts the nodes
+(:class:`segloc_ros.replay.NodeLauncher`, wall-clock time, one torch thread per process by
+default), waits until they are active, sends a few warm-up images, then publishes ``--images``
+query images of a small synthetic room at ``--rate`` Hz, each with ``header.stamp = now``
+(wall clock, taken just before publishing), its camera_info and the odometry ``odom ->
+base_link`` at that stamp (``base_link -> camera`` once on ``/tf_static``), and records every
+``pose`` (and ``segloc/localized``) message the nodes publish.
+
+What is measured, per mode:
+
+- ``latency_s`` (median, p95, max, mean): from an image's stamp to the reception of the ``pose``
+  with that stamp in this process: publishing and transporting the image (DDS, shared memory),
+  the nodes' queues, segmentation, descriptor and probabilities transport, retrieval, pose
+  refinement, and the ``pose`` transport back. Not included: camera exposure and driver.
+  Images that got no pose (not localized, or dropped by a full node queue) have no latency;
+- ``pose_rate_hz``: ``pose`` messages received divided by the time from publishing the first
+  measured image to receiving the last pose; with ``--rate`` above what the nodes sustain this
+  is their throughput (the excess frames are dropped by the nodes' queues and counted in
+  ``frames_dropped`` from their ``/diagnostics``), below it the input rate bounds it;
+- counts: images published, poses received, images answered on ``segloc/localized`` (True or
+  False: the others never reached the end of the chain), and False answers.
+
+Everything runs on this machine's cores, the benchmark process included; on a shared machine
+compare the two modes of one invocation (``composed_vs_multi``), not absolute numbers across
+runs. The localization map is a SegLoc map of the demo room built with the shipped network
+(:func:`build_scene`), so the nodes run the real network at its real size (320 x 240).
+
+    python benchmarks/ros_latency.py --work outputs/ros_latency -o ros_latency.json
+    python benchmarks/ros_latency.py --images 60 --rate 5 --modes composed
+
+Run it with an interpreter that has rclpy (the ROS venv: ``.venv-ros/bin/python``).
+
+Output (stdout and ``-o``)::
+
+    {"scene": {...}, "images": N, "rate_hz": R, "threads": T, "warmup_images": W,
+     "modes": {"multi" | "composed": {"images_published": n, "poses_received": n, "images_answered": n, "not_localized": n,
+               "pose_rate_hz": ..., "latency_s": {"median": ..., "p95": ..., "max": ..., "mean": ...},
+               "frames_dropped": {node: n}, "start_s": ...}},
+     "composed_vs_multi": {"latency_median_ratio": ..., "latency_p95_ratio": ..., "pose_rate_ratio": ...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CAMERA_TOPIC, CAMERA_INFO_TOPIC = "/camera/image_raw", "/camera/camera_info"
+CAMERA_FRAME, BASE_FRAME, ODOM_FRAME = "camera_optical_frame", "base_link", "odom"
+
+
+# --- the scene ------------------------------------------------------------------------------
+@dataclass
+class Scene:
+    """A rendered room, its query recording as a rosbag2, and a SegLoc map."""
+
+    dataset: Path
+    bag: Path
+    map: Path
+
+
+def build_scene(work: Path, num_mapping: int = 50, num_query: int = 8, condition: str = "lighting") -> Scene:
+    """Render the demo room (seed 0, 320 x 240), build its SegLoc map with the shipped network, write the query bag.
+
+    The shipped network (``segloc_room320``, trained with ``segloc train segloc`` on the 150
+    mapping images of this room) is the one ``segloc demo`` uses; this scene samples the same
+    room with fewer mapping images, so the benchmark runs the real network at its real size.
+    Reuses what ``work`` holds already. Call with torch limited to the threads you want (the map
+    build runs in this process).
+    """
+    from segloc.cli import DEMO_SIZE
+    from segloc.data.dataset import read_dataset
+    from segloc.data.synthetic import generate_scene, synth_config, write_scene_bag
+    from segloc.maps.segloc_layer import SegLocMapConfig, build_segloc_map
+    from segloc.models.checkpoint import shipped_checkpoint
+
+    work.mkdir(parents=True, exist_ok=True)
+    scene = Scene(work / "dataset", work / "query_bag", work / "map")
+    if not (scene.dataset / "scene.json").is_file():
+        width, height = DEMO_SIZE
+        config = synth_config("room", condition, num_mapping=num_mapping, num_query=num_query, width=width, height=height, seed=0)
+        generate_scene(config, scene.dataset, overwrite=True, progress=False)
+    dataset = read_dataset(scene.dataset)
+    if not scene.bag.exists():
+        write_scene_bag(scene.dataset, scene.bag)
+    if not (scene.map / "manifest.json").is_file():
+        map_config = SegLocMapConfig(checkpoint=str(shipped_checkpoint("segloc_room320")))
+        build_segloc_map(dataset, scene.map, map_config, overwrite=True, progress=False)
+    return scene
+
+
+# --- measuring --------------------------------------------------------------------------------
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+class LiveCamera:
+    """Publishes query frames with ``stamp = now`` (image, camera_info, odometry on /tf) and collects the nodes' answers."""
+
+    def __init__(self, node: Any, scene: Scene):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PoseWithCovarianceStamped
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, Image
+        from std_msgs.msg import Bool
+        from tf2_msgs.msg import TFMessage
+
+        from segloc.data.dataset import read_dataset
+        from segloc.data.synthetic import read_scene_frames
+
+        dataset = read_dataset(scene.dataset)
+        cameras = {r.name: r.camera for r in dataset.query}
+        frames, self.base_from_cam = read_scene_frames(scene.dataset, "query")
+        self.frames = [(dataset.load_image(f.name), cameras[f.name], f.odom_from_base) for f in frames]
+        self.node = node
+        self.lock = threading.Lock()
+        self.poses: dict[int, int] = {}  # pose stamp -> receive time (ns)
+        self.answers = 0  # segloc/localized messages (one per processed image)
+        self.not_localized = 0
+        self.dropped: dict[str, int] = {}
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.image = node.create_publisher(Image, CAMERA_TOPIC, qos_profile_sensor_data)
+        self.camera_info = node.create_publisher(CameraInfo, CAMERA_INFO_TOPIC, reliable)
+        self.tf = node.create_publisher(TFMessage, "/tf", reliable)
+        self.tf_static = node.create_publisher(TFMessage, "/tf_static", latched)
+        node.create_subscription(PoseWithCovarianceStamped, "pose", self._on_pose, reliable)
+        node.create_subscription(Bool, "segloc/localized", self._on_localized, reliable)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable)
+
+    def _on_pose(self, msg: Any) -> None:
+        received = time.time_ns()
+        with self.lock:
+            self.poses[int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)] = received
+
+    def _on_localized(self, msg: Any) -> None:
+        with self.lock:
+            self.answers += 1
+            self.not_localized += not msg.data
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if "frames_dropped" in values:
+                with self.lock:
+                    self.dropped[status.name.split(":")[0]] = int(values["frames_dropped"])
+
+    def reset(self) -> None:
+        with self.lock:
+            self.poses.clear()
+            self.answers = self.not_localized = 0
+
+    def publish_static(self) -> None:
+        from segloc_ros.conversions import tf_message, transform_stamped_msg
+
+        self.tf_static.publish(tf_message([transform_stamped_msg(self.base_from_cam, time.time_ns(), BASE_FRAME, CAMERA_FRAME)]))
+
+    def publish(self, index: int) -> int:
+        """Publish frame ``index`` (cycling) stamped now; returns the stamp."""
+        from segloc_ros.conversions import camera_info_msg_from_camera, image_msg_from_array, tf_message, transform_stamped_msg
+
+        image, camera, odom_from_base = self.frames[index % len(self.frames)]
+        stamp = time.time_ns()
+        self.tf.publish(tf_message([transform_stamped_msg(odom_from_base, stamp, ODOM_FRAME, BASE_FRAME)]))
+        self.camera_info.publish(camera_info_msg_from_camera(camera, stamp, CAMERA_FRAME))
+        self.image.publish(image_msg_from_array(image, stamp, CAMERA_FRAME))
+        return stamp
+
+    def answered(self) -> int:
+        """Images answered on segloc/localized since the last reset."""
+        with self.lock:
+            return self.answers
+
+
+def _wait(condition, timeout_s: float, idle_s: float, progress) -> None:
+    """Poll until ``condition()``, ``timeout_s`` passes, or ``progress()`` stays the same for ``idle_s``."""
+    deadline, last, last_change = time.monotonic() + timeout_s, progress(), time.monotonic()
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = progress()
+        if now != last:
+            last, last_change = now, time.monotonic()
+        elif time.monotonic() - last_change > idle_s:
+            return
+
+
+def measure_mode(mode: str, scene: Scene, args: argparse.Namespace, domain_id: int) -> dict[str, Any]:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from segloc_ros.replay import PARAMS_FILE, NodeLauncher, camera_remaps, config_file
+
+    remaps, parameters = camera_remaps(CAMERA_TOPIC, "sensor_msgs/msg/Image", CAMERA_INFO_TOPIC)
+    launcher = NodeLauncher(
+        mode,
+        scene.map,
+        args.work / "logs" / mode,
+        config_file(PARAMS_FILE),
+        [*parameters, f"threads:={args.threads}"],
+        remaps,
+        use_sim_time=False,
+    )
+    launcher.env["ROS_DOMAIN_ID"] = str(domain_id)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain_id)
+    node = rclpy.create_node("segloc_latency_benchmark", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        camera = LiveCamera(node, scene)
+        start = time.monotonic()
+        launcher.start()
+        launcher.wait_active(node, args.start_timeout)
+        start_s = time.monotonic() - start
+        deadline = time.monotonic() + args.start_timeout
+        while camera.image.get_subscription_count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        camera.publish_static()
+        for i in range(args.warmup):  # first inferences are slow (allocation, caches): answered one by one, not measured
+            camera.reset()
+            camera.publish(i)
+            _wait(lambda: camera.answered() >= 1, 60.0, 60.0, camera.answered)
+        camera.reset()
+        stamps = []
+        period, first_publish = 1.0 / args.rate, time.time_ns()
+        next_time = time.monotonic()
+        for i in range(args.images):
+            stamps.append(camera.publish(i))
+            next_time += period
+            time.sleep(max(0.0, next_time - time.monotonic()))
+        _wait(lambda: camera.answered() >= len(stamps), args.output_timeout, args.idle_timeout, camera.answered)
+        with camera.lock:
+            received = {s: camera.poses[s] for s in stamps if s in camera.poses}
+            answers, not_localized, dropped = camera.answers, camera.not_localized, dict(camera.dropped)
+    finally:
+        launcher.stop()
+        executor.shutdown()
+        spinner.join(timeout=5)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    latencies = sorted((received[s] - s) / 1e9 for s in received)
+    span = (max(received.values()) - first_publish) / 1e9 if received else None
+    return {
+        "images_published": len(stamps),
+        "poses_received": len(received),
+        "images_answered": answers,
+        "not_localized": not_localized,
+        "pose_rate_hz": len(received) / span if span else 0.0,
+        "latency_s": {
+            "median": _percentile(latencies, 50),
+            "p95": _percentile(latencies, 95),
+            "max": latencies[-1] if latencies else None,
+            "mean": float(np.mean(latencies)) if latencies else None,
+        },
+        "frames_dropped": dropped,
+        "start_s": start_s,
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("outputs/ros_latency"), help="scene, map and node logs (reused)")
+    parser.add_argument("--images", type=int, default=40, help="measured images per mode (default 40)")
+    parser.add_argument("--rate", type=float, default=5.0, help="images per second (default 5)")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured images first, one at a time (default 3)")
+    parser.add_argument("--modes", nargs="+", choices=["multi", "composed"], default=["multi", "composed"])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per node process and for building the scene (default 1)")
+    parser.add_argument("--start-timeout", type=float, default=120.0)
+    parser.add_argument("--idle-timeout", type=float, default=15.0, help="stop waiting for answers after this long without one")
+    parser.add_argument("--output-timeout", type=float, default=120.0)
+    parser.add_argument("--domain-id", type=int, help="ROS domain (default: random in 1..101)")
+    parser.add_argument("-o", "--output", type=Path, help="write the JSON here too")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    scene = build_scene(args.work)
+    domain_id = args.domain_id if args.domain_id is not None else random.SystemRandom().randint(1, 101)
+    result: dict[str, Any] = {
+        "scene": {"dataset": str(scene.dataset), "map": str(scene.map)},
+        "images": args.images,
+        "rate_hz": args.rate,
+        "threads": args.threads,
+        "warmup_images": args.warmup,
+        "modes": {},
+    }
+    for mode in args.modes:
+        print(f"measuring {mode} ...", file=sys.stderr, flush=True)
+        result["modes"][mode] = measure_mode(mode, scene, args, domain_id)
+    if {"multi", "composed"} <= set(result["modes"]):
+        multi, composed = result["modes"]["multi"], result["modes"]["composed"]
+        result["composed_vs_multi"] = {
+            "latency_median_ratio": _ratio(composed["latency_s"]["median"], multi["latency_s"]["median"]),
+            "latency_p95_ratio": _ratio(composed["latency_s"]["p95"], multi["latency_s"]["p95"]),
+            "pose_rate_ratio": _ratio(composed["pose_rate_hz"], multi["pose_rate_hz"]),
+        }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
