@@ -72,7 +72,9 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", type=Path, help="a dataset folder with mapping.txt and query.txt")
     source.add_argument("--synthetic", metavar="SCENE", help="render this synthetic scene (room, corridor, street) first")
-    parser.add_argument("--condition", default=None, help="with --synthetic: mapping/query conditions (same, lighting, night, season, blur, hard)")
+    parser.add_argument(
+        "--condition", default=None, help="with --synthetic: mapping/query conditions (same, lighting, night, season, blur, hard)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--method", action="append", default=[], help="method to measure besides the reference (repeatable)")
     parser.add_argument("--config", type=Path, help="YAML config passed to map build and evaluate")

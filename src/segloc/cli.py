@@ -383,7 +383,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"[4/4] {name}: localizing the queries and evaluating into {eval_dir}")
         cmd_evaluate(
             argparse.Namespace(
-                map=map_dir, dataset=dataset_dir, method=method, output=eval_dir, config=config, no_progress=args.no_progress, limit=args.limit
+                map=map_dir,
+                dataset=dataset_dir,
+                method=method,
+                output=eval_dir,
+                config=config,
+                no_progress=args.no_progress,
+                limit=args.limit,
             )
         )
         rows[name] = json.loads((eval_dir / "metrics.json").read_text())
