@@ -69,16 +69,6 @@ def start_nodes(ros_env, tmp_path):
     assert all(code == 0 for code in codes.values()), f"exit codes after SIGINT: {codes}" + "".join(p.log() for p in processes)
 
 
-@pytest.fixture
-def one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def wait_state(client: RosClient, process: NodeProcess, node: str, state: str, timeout: float = 90.0) -> None:
     harness.wait_process_ready(client, process, node)
     deadline = time.monotonic() + timeout

@@ -208,14 +208,7 @@ def test_demo_refuses_the_shipped_network_for_another_scene(capsys, tmp_path):
 @pytest.mark.slow
 def test_demo_with_the_shipped_network(capsys, tmp_path):
     """The README's first command, on 12 queries: the shipped network localizes the demo scene."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        code, out, _ = run_cli(capsys, "demo", "-o", str(tmp_path / "demo"), "--method", "segloc", "--limit", "12", "--no-progress")
-    finally:
-        torch.set_num_threads(threads)
+    code, out, _ = run_cli(capsys, "demo", "-o", str(tmp_path / "demo"), "--method", "segloc", "--limit", "12", "--no-progress")
     assert code == 0
     rows = json.loads((tmp_path / "demo" / "comparison.json").read_text())
     assert list(rows) == ["approximation", "segloc"] and "side by side" in out

@@ -28,13 +28,8 @@ IMAGE = (32, 48)  # (H, W) of the toy images; maps of 8 x 12 cells cover them (s
 
 
 @pytest.fixture(autouse=True)
-def _one_thread_seeded():
-    # One thread: two OpenMP threads on a loaded two-core machine stall at every barrier.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seeded():
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def random_points(batch: int, count: int, size=IMAGE) -> torch.Tensor:

@@ -20,15 +20,6 @@ from segloc_train.prototypes import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # One thread: two OpenMP threads on a loaded two-core machine stall at every barrier.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def separated_clusters(num_clusters: int = 6, dim: int = 16, per_cluster: int = 300, noise: float = 0.05, seed: int = 0):
     """Well-separated clusters on the unit sphere: (true centres (K, D), features (N, D), labels (N,))."""
     generator = torch.Generator().manual_seed(seed)

@@ -32,15 +32,6 @@ GT_TOPIC = "/ground_truth/pose"
 REPORT_FILES = ("metrics.json", "per_query.json", "estimates_tum.txt", "groundtruth_tum.txt", "errors_cdf.png", "trajectory_topview.png")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    torch = pytest.importorskip("torch")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def room(tmp_path_factory):
     """A 160x120 room: 8 mapping and 5 query images, the query recording as sqlite3 and mcap bags, a reference map."""

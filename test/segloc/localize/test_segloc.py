@@ -68,15 +68,6 @@ def tiny_network(num_classes: int = 6) -> SegmentationNet:
     return SegmentationNet(config).eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny networks run as fast on one thread, and a thread pool on a busy shared machine is many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def room(tmp_path_factory):
     """A 480x360 synthetic room (30 mapping images, 6 queries), its oracle, and a SegLoc map with full distributions."""

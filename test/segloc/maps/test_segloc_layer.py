@@ -60,15 +60,6 @@ class GroundTruthLabels:
         return Segmentation([torch.from_numpy(one_hot)], histogram / np.linalg.norm(histogram), labels.shape[::-1])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny networks run as fast on one thread, and a thread pool on a busy shared machine is many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def room(tmp_path_factory):
     """A 320x240 synthetic room (16 mapping images), a tiny network checkpoint and its SegLoc map (full distributions)."""

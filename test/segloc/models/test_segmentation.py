@@ -41,13 +41,8 @@ SMALL = {"pretrained": False, "num_classes": 6, "feature_dim": 16, "head_hidden_
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # One thread: two OpenMP threads on a loaded two-core machine stall at every barrier (10x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seeded():
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def small_net(**overrides) -> SegmentationNet:
