@@ -207,6 +207,10 @@ class SegLocTrainConfig:
         prototype_features_per_image: features sampled per image in every scan.
         prototype_momentum: weight of the old prototypes in each epoch's update, in [0, 1).
         meanshift_bandwidth: mean-shift radius; None estimates it.
+        init_checkpoint: optional SegLoc checkpoint folder (e.g. a network trained on another
+            scene) whose weights start the training instead of the ImageNet encoder and a
+            random decoder; its config must equal ``network`` (``pretrained`` aside). The
+            initial prototypes are clustered from its features as usual.
         semantic_checkpoint: optional checkpoint folder of a pretrained semantic segmentation
             network (a registered model returning ``logits`` like ``SegmentationNet``); the
             argmax of its finest logits is the meta-class of each pixel, and the initial
@@ -239,6 +243,7 @@ class SegLocTrainConfig:
     prototype_features_per_image: int = 256
     prototype_momentum: float = 0.0
     meanshift_bandwidth: float | None = None
+    init_checkpoint: str | None = None
     semantic_checkpoint: str | None = None
     pseudo_target_temperature: float = 0.1
     target_power: float = 2.0
@@ -754,6 +759,10 @@ def _train(
         model.load_state_dict(load_checkpoint(checkpoint_dir).state_dict())
         history = read_loss_history(output_dir / LOSSES_FILE)
         history.truncate(state.epochs_done)
+    elif config.init_checkpoint is not None:
+        expected = {k: v for k, v in config_to_dict(config.network).items() if k != "pretrained"}
+        model.load_state_dict(load_checkpoint(config.init_checkpoint, expected=expected).state_dict())
+        logger.info("initial weights from %s", config.init_checkpoint)
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     semantic_model = _load_semantic_model(config, device)

@@ -214,6 +214,27 @@ def test_meta_class_prototypes_from_a_semantic_model(scene, tmp_path, caplog):
     assert read_tensors(tmp_path / "run" / "prototypes.safetensors")["prototypes"].shape == (NUM_CLASSES, FEATURE_DIM)
 
 
+def test_initial_weights_from_another_checkpoint(scene, tmp_path, caplog):
+    root, map_dir = scene
+    config = tiny_config(steps_per_epoch=1)
+    source = SegmentationNet(config.network)
+    save_checkpoint(source.eval(), tmp_path / "other_scene")
+    with caplog.at_level("INFO", logger="segloc"):
+        train_segloc(
+            root, tmp_path / "run", tiny_config(steps_per_epoch=1, init_checkpoint=str(tmp_path / "other_scene")), map_dir, progress=False
+        )
+    assert "initial weights from" in caplog.text
+    # One Adam step moves every trained weight a little: the run started from the source weights.
+    trained = load_checkpoint(tmp_path / "run" / "checkpoint").state_dict()
+    start = source.state_dict()
+    moved = [float((trained[k] - start[k]).abs().max()) for k in start if start[k].is_floating_point() and "running" not in k]
+    assert max(moved) < 0.05
+    other = SegmentationNet(segmentation_config("cpu", pretrained=False, num_classes=3, decoder_channels=[16, 16, 16, 16]))
+    save_checkpoint(other.eval(), tmp_path / "other_config")
+    with pytest.raises(SeglocError, match="num_classes|decoder_channels"):
+        train_segloc(root, tmp_path / "run2", tiny_config(init_checkpoint=str(tmp_path / "other_config")), map_dir, progress=False)
+
+
 def test_bad_inputs(scene, tmp_path):
     root, map_dir = scene
     # One mapping image: no pairs possible.
