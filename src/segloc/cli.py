@@ -339,6 +339,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         print(f"[1/4] reusing the synthetic scene in {dataset_dir} (--overwrite renders it again)")
 
+    def build_map(method: str, config: Path | None) -> None:
+        namespace = argparse.Namespace(
+            dataset=dataset_dir, method=method, output=out / f"map_{method}", config=config, overwrite=True, no_progress=args.no_progress
+        )
+        cmd_map_build(namespace)
+
     runs: list[tuple[str, str, Path, dict | None]] = []  # (row name, method, map, localize section)
     if "segloc" in methods:
         checkpoint = _demo_checkpoint(args, dataset_dir, out)
@@ -346,31 +352,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         map_config = out / "segloc_map.yaml"
         map_config.write_text(yaml.safe_dump({"map": {"checkpoint": str(Path(checkpoint).resolve())}}))
         print(f"[3/4] building the segloc map {out / 'map_segloc'}")
-        cmd_map_build(
-            argparse.Namespace(
-                dataset=dataset_dir,
-                method="segloc",
-                output=out / "map_segloc",
-                config=map_config,
-                overwrite=True,
-                no_progress=args.no_progress,
-            )
-        )
+        build_map("segloc", map_config)
         runs += [("approximation", "segloc", out / "map_segloc", {"refine": False}), ("segloc", "segloc", out / "map_segloc", None)]
     else:
         print("[2/4] no network needed for the reference method")
     if "reference" in methods:
         print(f"[3/4] building the reference map {out / 'map_reference'}")
-        cmd_map_build(
-            argparse.Namespace(
-                dataset=dataset_dir,
-                method="reference",
-                output=out / "map_reference",
-                config=None,
-                overwrite=True,
-                no_progress=args.no_progress,
-            )
-        )
+        build_map("reference", None)
         runs.append(("reference", "reference", out / "map_reference", None))
 
     rows = {}
