@@ -313,6 +313,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import yaml
 
     from segloc.evaluate.report import format_comparison, write_json
+    from segloc.maps.core import read_core
+    from segloc.maps.package import MapPackage
 
     out: Path = args.output
     dataset_dir = out / "dataset"
@@ -381,6 +383,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
         )
         rows[name] = json.loads((eval_dir / "metrics.json").read_text())
+        package = MapPackage.open(map_dir)
+        rows[name]["num_points"] = read_core(package).num_points
+        rows[name]["map_bytes_per_point"] = round(package.bytes() / max(rows[name]["num_points"], 1), 1)
     write_json(out / "comparison.json", rows)
     print(f"\nside by side on {dataset_dir} (recall in %, errors over all queries, failures count as misses):\n")
     print(format_comparison(rows))
