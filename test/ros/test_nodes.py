@@ -300,6 +300,69 @@ def test_pose_refinement_node(scene, client, start_nodes, one_torch_thread):
 # --- segmentation_node -------------------------------------------------------------------------
 
 
+def test_pose_refinement_node_with_an_odometry_topic(scene, client, start_nodes, one_torch_thread):
+    """With ``odom_topic``, odometry comes from nav_msgs/Odometry (no odom -> base_link on /tf): map -> odom follows it."""
+    from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
+    from nav_msgs.msg import Odometry
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Bool
+    from tf2_msgs.msg import TFMessage
+
+    from segloc.models.packing import probabilities_image_fields
+    from segloc_ros.conversions import (
+        camera_info_msg_from_camera,
+        header_msg,
+        pose_and_covariance_from_msg,
+        pose_array_msg,
+        pose_msg_from_rigid,
+        rigid_from_transform_stamped_msg,
+    )
+    from segloc_ros.nodes.segmentation_node import raw_image_msg
+
+    process = start_nodes(
+        MODULES[REFINEMENT], {REFINEMENT: harness.node_parameters(scene, odom_topic="/odom", transform_tolerance=0.0)}, "refinement_odom"
+    )
+    poses = client.collect(PoseWithCovarianceStamped, "/pose", 10)
+    localized = client.collect(Bool, "/segloc/localized", 10)
+    tf_out = client.collect(TFMessage, "/tf", 20)
+    pubs = {
+        "probabilities": client.publisher(Image, "/segloc/probabilities"),
+        "camera_info": client.publisher(CameraInfo, "/segloc/camera_info"),
+        "priors": client.publisher(PoseArray, "/segloc/pose_priors"),
+        "odom": client.publisher(Odometry, "/odom", 100),
+    }
+    client.publisher(TFMessage, "/tf_static", tf_static_qos()).publish(static_camera_tf(scene, scene.frames[0].stamp_ns))
+    wait_state(client, process, REFINEMENT, "active")
+    for publisher in pubs.values():
+        client.wait_subscribers(publisher)
+
+    for frame in scene.frames[:3]:
+        odometry = Odometry(header=header_msg(frame.stamp_ns, "odom"), child_frame_id="base_link")
+        odometry.pose.pose = pose_msg_from_rigid(frame.odom_from_base)
+        pubs["odom"].publish(odometry)
+        info = camera_info_msg_from_camera(scene.camera, frame.stamp_ns, CAMERA_FRAME)
+        pubs["camera_info"].publish(info)
+        pubs["probabilities"].publish(raw_image_msg(info.header, probabilities_image_fields(frame.probabilities)))
+        pubs["priors"].publish(pose_array_msg([turn(frame.cam_from_world, 3.0, (0.1, -0.1, 0.0)).inverse()], frame.stamp_ns, "map"))
+        count = len(client.snapshot(localized))
+        client.wait_for(lambda count=count: len(localized) > count, 60, f"segloc/localized for {frame.name}" + process.log())
+        got = next((m for m in client.snapshot(poses) if stamp_ns(m.header) == frame.stamp_ns), None)
+        if got is None:
+            continue  # not confident on this frame: nothing to compare
+        world_from_base, _ = pose_and_covariance_from_msg(got)
+        client.wait_for(
+            lambda frame=frame: [t for m in client.snapshot(tf_out) for t in m.transforms if stamp_ns(t.header) == frame.stamp_ns],
+            10,
+            "map -> odom" + process.log(),
+        )
+        (transform,) = [t for m in client.snapshot(tf_out) for t in m.transforms if stamp_ns(t.header) == frame.stamp_ns]
+        assert (transform.header.frame_id, transform.child_frame_id) == ("map", "odom")
+        map_from_odom = rigid_from_transform_stamped_msg(transform)
+        assert np.allclose((map_from_odom * frame.odom_from_base).matrix(), world_from_base.matrix(), atol=1e-6)
+        return
+    raise AssertionError("no frame was localized with odometry from the topic" + process.log())
+
+
 def test_segmentation_node(scene, client, start_nodes, one_torch_thread):
     """Outputs with the image stamp, bad inputs reported, map swap and reload while running."""
     import array
