@@ -47,9 +47,10 @@ from segloc.models.segmenter import DESCRIPTOR_GRID, NetworkSegmenter, Segmentat
 
 logger = logging.getLogger("segloc")
 
-__all__ = ["APPROXIMATIONS", "SegLocLocalizer", "SegLocLocalizerConfig", "approximate_pose", "pose_to_list"]
+__all__ = ["APPROXIMATIONS", "INITIALIZATION_SELECTIONS", "SegLocLocalizer", "SegLocLocalizerConfig", "approximate_pose", "pose_to_list"]
 
 APPROXIMATIONS = ("top1", "weighted")
+INITIALIZATION_SELECTIONS = ("first_success", "lowest_cost")
 
 
 @dataclass
@@ -70,8 +71,14 @@ class SegLocLocalizerConfig:
         max_points: at most this many points go into the refinement (a seeded random subset).
         frustum_margin: points are kept when they project within this fraction of the image
             size around the image at the initial pose (the pose will move).
-        num_initializations: on failure, refine again from the poses of the next retrieved
-            images, up to this many starts in all (1: the approximation only).
+        num_initializations: refine from up to this many starts: the approximation, then the
+            poses of the next retrieved images (or the next priors given); 1: the first only.
+        initialization_selection: how the starts are used: ``first_success`` refines from the
+            next start only when the previous refinement failed and keeps the first success;
+            ``lowest_cost`` refines from every start and keeps the successful refinement with
+            the lowest final cost (mean robust cost of its points in view), which recovers
+            queries whose first start converges to a wrong local minimum, at up to
+            ``num_initializations`` times the refinement time.
         inference_max_edge: network input size for queries; None for the map's.
         temperature: softmax temperature for queries; None for the map's.
         device: torch device of the embedded network.
@@ -92,6 +99,7 @@ class SegLocLocalizerConfig:
     max_points: int = 4000
     frustum_margin: float = 0.25
     num_initializations: int = 1
+    initialization_selection: str = "first_success"
     inference_max_edge: int | None = None
     temperature: float | None = None
     device: str = "cpu"
@@ -103,6 +111,11 @@ class SegLocLocalizerConfig:
         if self.approximation not in APPROXIMATIONS:
             raise SeglocError(
                 f"segloc localizer: unknown approximation {self.approximation!r}; valid values are: {', '.join(APPROXIMATIONS)}"
+            )
+        if self.initialization_selection not in INITIALIZATION_SELECTIONS:
+            raise SeglocError(
+                f"segloc localizer: unknown initialization_selection {self.initialization_selection!r}; "
+                f"valid values are: {', '.join(INITIALIZATION_SELECTIONS)}"
             )
         if self.num_retrieved < 1 or self.num_initializations < 1:
             raise SeglocError(
@@ -324,8 +337,11 @@ class SegLocLocalizer:
             ``info``: ``initialization`` (``retrieval`` or ``prior``), ``retrieved`` (mapping
             image names, best first) and ``similarities``, ``approximation`` (the first pose,
             ``[qw, qx, qy, qz, tx, ty, tz]`` of ``cam_from_world``), ``num_points`` (points
-            given to the refinement), ``refinement`` (the summary of the last refinement,
-            see :meth:`segloc.localize.refine.RefinementResult.info`, with ``attempts``),
+            given to the refinement), ``refinement`` (the summary of the kept refinement, or
+            of the first one when none succeeded, see
+            :meth:`segloc.localize.refine.RefinementResult.info`, with ``attempts``, the
+            refinements run, ``start``, the index of its start, and ``start_costs``, the final
+            cost of each start's refinement or None where it failed),
             ``failure_reason`` (None on success).
         """
         image = np.asarray(image)
@@ -393,12 +409,16 @@ class SegLocLocalizer:
         start = time.perf_counter()
         estimate = None
         attempts = 0
-        for initial in starts:
+        keep_best = config.initialization_selection == "lowest_cost"
+        start_costs: list[float | None] = []  # final cost of each start's refinement, None when it failed
+        for index, initial in enumerate(starts):
             attempts += 1
             point_ids = self.select_points(point_images, camera, initial)
-            info["num_points"] = int(len(point_ids))
+            start_costs.append(None)
             if len(point_ids) < config.refinement.min_points:
-                info["failure_reason"] = "too few map points in view of the initial pose"
+                if estimate is None:
+                    info["num_points"] = int(len(point_ids))
+                    info["failure_reason"] = "too few map points in view of the initial pose"
                 continue
             labels, weights = self.layer.labels(config.labels_top_k, point_ids)
             result = refine_pose_with_labels(
@@ -410,12 +430,21 @@ class SegLocLocalizer:
                 config.refinement,
                 label_weights=weights,
             )
-            info["refinement"] = {**result.info(), "attempts": attempts}
-            if result.success:
+            start_costs[-1] = result.cost if result.success else None
+            if result.success and (estimate is None or result.cost < estimate.cost):
                 estimate = result
+                info["num_points"] = int(len(point_ids))
+                info["refinement"] = {**result.info(), "attempts": attempts, "start": index}
                 info["failure_reason"] = None
+            elif estimate is None:
+                info["num_points"] = int(len(point_ids))
+                info["refinement"] = {**result.info(), "attempts": attempts, "start": index}
+                info["failure_reason"] = f"refinement failed: {result.failure_reason}"
+            if estimate is not None and not keep_best:
                 break
-            info["failure_reason"] = f"refinement failed: {result.failure_reason}"
+        if info["refinement"] is not None:
+            info["refinement"]["attempts"] = attempts
+            info["refinement"]["start_costs"] = start_costs
         timings["refine"] = time.perf_counter() - start
 
         if estimate is None:

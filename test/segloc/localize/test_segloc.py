@@ -21,7 +21,7 @@ from segloc.localize.refine import LabelRefinementConfig
 from segloc.localize.segloc import SegLocLocalizer, SegLocLocalizerConfig, approximate_pose, pose_to_list
 from segloc.maps.core import read_core, write_core
 from segloc.maps.package import MapPackage, MapWriter
-from segloc.maps.segloc_layer import SegLocMapConfig, build_segloc_map, write_segloc_layer, write_segloc_model
+from segloc.maps.segloc_layer import SegLocMapConfig, build_segloc_map, read_segloc_layer, write_segloc_layer, write_segloc_model
 from segloc.methods import get_method
 from segloc.models import SegmentationNet, global_descriptor, save_checkpoint, segmentation_config
 from segloc.models.segmenter import DESCRIPTOR_GRID, NetworkSegmenter, Segmentation, inference_size
@@ -194,6 +194,27 @@ def test_a_failed_refinement_publishes_no_pose(room, images):
     assert result.info["refinement"]["attempts"] == 2 and "refine" in result.timings
 
 
+def test_lowest_cost_selection_refines_from_every_start_and_keeps_the_cheapest(room, images):
+    dataset, oracle, package, _ = room
+    record = dataset.query[1]
+    first = SegLocLocalizer.from_map(package, SegLocLocalizerConfig(num_initializations=3), segmenter=oracle)
+    best = SegLocLocalizer.from_map(
+        package, SegLocLocalizerConfig(num_initializations=3, initialization_selection="lowest_cost"), segmenter=oracle
+    )
+    result_first = first.localize(images[record.name], record.camera)
+    result_best = best.localize(images[record.name], record.camera)
+    assert result_first.success and result_best.success
+    assert result_first.info["refinement"]["attempts"] == 1 and result_best.info["refinement"]["attempts"] == 3
+    assert result_best.info["refinement"]["cost"] <= result_first.info["refinement"]["cost"]
+    costs = result_best.info["refinement"]["start_costs"]
+    assert len(costs) == 3 and costs[0] == pytest.approx(result_first.info["refinement"]["cost"])
+    successful = [(cost, index) for index, cost in enumerate(costs) if cost is not None]
+    assert result_best.info["refinement"]["start"] == min(successful)[1]
+    assert result_best.info["refinement"]["cost"] == min(successful)[0]
+    with pytest.raises(SeglocError, match="initialization_selection"):
+        SegLocLocalizerConfig(initialization_selection="best")
+
+
 def test_label_variants(room, images):
     dataset, oracle, package, _ = room
     record = dataset.query[2]
@@ -219,6 +240,26 @@ def test_config_is_strict_and_checked(room):
         SegLocLocalizer.from_map(package)  # built with an oracle: no network in the map
     with pytest.raises(SeglocError, match="K = 19"):
         SegLocLocalizer.from_map(package, segmenter=NetworkSegmenter(tiny_network(), inference_max_edge=64))
+
+
+def test_maps_share_a_core_built_once(room, tmp_path):
+    from segloc.maps.build import build_core, build_reference_map
+
+    dataset, oracle, package, _ = room
+    built = build_core(dataset, progress=False)
+    seconds = dict(built.statistics["seconds"])
+    segloc_map = build_segloc_map(dataset, tmp_path / "segloc", SegLocMapConfig(store="full"), progress=False, segmenter=oracle, core=built)
+    reference_map = build_reference_map(dataset, tmp_path / "reference", progress=False, core=built)
+    assert built.statistics["seconds"] == seconds  # each map added its timings to its own copy
+    own, shared, reference = (read_core(MapPackage.open(p)) for p in (package.path, segloc_map, reference_map))
+    np.testing.assert_array_equal(shared.points3D, own.points3D)
+    np.testing.assert_array_equal(reference.points3D, own.points3D)
+    np.testing.assert_array_equal(read_segloc_layer(MapPackage.open(segloc_map)).point_labels, read_segloc_layer(package).point_labels)
+    other = read_dataset(
+        generate_scene(synth_config("room", num_mapping=4, num_query=0, width=160, height=120, seed=5), tmp_path / "other", progress=False)
+    )
+    with pytest.raises(SeglocError, match="not that of"):
+        build_segloc_map(other, tmp_path / "wrong", SegLocMapConfig(), progress=False, segmenter=oracle, core=built)
 
 
 def test_registry_and_missing_checkpoint(room, tmp_path):
