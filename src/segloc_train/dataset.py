@@ -40,7 +40,7 @@ from segloc_train.pairs import ImagePair
 
 logger = logging.getLogger("segloc")
 
-IMAGE_KEYS = ("image_a", "image_b", "positive", "negative")
+IMAGE_KEYS = ("image_a", "image_b", "clean_a", "clean_b", "positive", "negative")
 CORRESPONDENCE_KEYS = {"points_a": 0.0, "points_b": 0.0, "point_ids": -1, "valid": False}
 
 
@@ -58,6 +58,8 @@ class SegLocTrainingSet(Dataset):
       subsampling to K);
     - ``image_id_a``, ``image_id_b``: () int64 map image ids; ``name_a``, ``name_b``: str;
       ``affine_a``, ``affine_b``: (2, 3) float32 source-to-augmented affines; ``index``: () int64;
+    - with ``clean_views``: ``clean_a``, ``clean_b`` (3, H, W), images A and B with the same
+      geometry but without the photometric changes (what the pseudo-targets are computed from);
     - with triplets: ``positive``, ``negative`` (3, H, W), ``triplet_ids`` (3,) int64 (anchor,
       positive, negative map image ids, -1 when none) and ``has_triplet`` () bool.
     """
@@ -71,6 +73,7 @@ class SegLocTrainingSet(Dataset):
         max_correspondences: int | None = 1024,
         triplets: Sequence[Triplet] | None = None,
         train: bool = True,
+        clean_views: bool = False,
     ) -> None:
         """
         Args:
@@ -81,6 +84,7 @@ class SegLocTrainingSet(Dataset):
             max_correspondences: correspondences per sample (padding / subsampling); None: all.
             triplets: anchor / positive / negative map image ids (see :meth:`set_triplets`).
             train: random augmentation; False: deterministic resize only.
+            clean_views: add ``clean_a`` and ``clean_b`` to each sample.
         """
         self.root = Path(root)
         self.core = core
@@ -88,6 +92,7 @@ class SegLocTrainingSet(Dataset):
         self.augment = augment or AugmentConfig()
         self.max_correspondences = max_correspondences
         self.train = train
+        self.clean_views = clean_views
         self.epoch = 0
         if max_correspondences is not None and max_correspondences < 1:
             raise SeglocError(f"max_correspondences must be at least 1 or None, got {max_correspondences}")
@@ -173,6 +178,8 @@ class SegLocTrainingSet(Dataset):
             "affine_b": torch.from_numpy(augmented_b.affine.astype(np.float32)),
             "index": torch.tensor(index, dtype=torch.int64),
         }
+        if self.clean_views:
+            sample["clean_a"], sample["clean_b"] = _to_tensor(augmented_a.clean), _to_tensor(augmented_b.clean)
         if self.triplets is not None:
             sample.update(self._triplet_images(triplet, sample["image_a"].shape, rng))
         return sample

@@ -33,7 +33,9 @@ Choices, and where they depart from the paper's wording:
   these features are a random multi-scale projection of the (ImageNet) encoder features,
   which keeps their cluster structure roughly intact.
 - **Pseudo-targets** come from a frozen copy of the network taken at the start of each epoch
-  (eval mode, no grad): one extra forward of images A and B per step (~20% of a step).
+  (eval mode, no grad): one extra forward of images A and B per step (~20% of a step), taken
+  before their photometric augmentation (``clean_targets``): the network learns to give a
+  blurred, noisy or darkened view the classes of the clean one.
   First epoch: ``softmax_k(cos(v, c_k) / pseudo_target_temperature)`` of its finest features v
   (the network the prototypes were clustered from). Afterwards: the DEC target distribution
   (power ``target_power``) of its finest class probabilities, with cluster frequencies summed
@@ -217,6 +219,11 @@ class SegLocTrainConfig:
             clustering runs per meta-class. None: one global clustering.
         pseudo_target_temperature: temperature of the first epoch's prototype-similarity targets.
         target_power: sharpening power of the DEC target distribution (2 in DEC).
+        clean_targets: compute the pseudo-targets from images A and B before their photometric
+            augmentation (same crop and scale), so that colour jitter, blur and noise teach
+            invariance instead of corrupting the targets. False: from the augmented images, as
+            the loss sees them (then sensor-noise augmentation collapsed the classes, see
+            ``augment.noise_probability``).
         num_workers: DataLoader worker processes (non-persistent); 0 loads in the main process.
         seed: base seed; every random stream of epoch e derives from (seed, e).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
@@ -247,6 +254,7 @@ class SegLocTrainConfig:
     semantic_checkpoint: str | None = None
     pseudo_target_temperature: float = 0.1
     target_power: float = 2.0
+    clean_targets: bool = True
     num_workers: int = 0
     seed: int = 0
     device: str = "cpu"
@@ -598,9 +606,10 @@ def training_step(
     """One optimizer step on a batch of :func:`collate_pairs`.
 
     Images A (B, 3, H, W), B and the negatives of the samples that have a triplet go through
-    ``model`` in one forward; the pseudo-targets of A and B come from a no-grad forward of the
-    same images through ``reference_model`` (the frozen snapshot of the epoch's start, in eval
-    mode; see the module documentation).
+    ``model`` in one forward; the pseudo-targets of A and B come from a no-grad forward through
+    ``reference_model`` (the frozen snapshot of the epoch's start, in eval mode; see the module
+    documentation) of ``clean_a`` and ``clean_b`` when the batch has them (the same views
+    without photometric augmentation), else of the same images.
 
     Returns:
         The weighted ``total`` and the unweighted terms as floats.
@@ -610,8 +619,9 @@ def training_step(
     """
     pair_images = torch.cat([batch["image_a"], batch["image_b"]])
     count = batch["image_a"].shape[0]
+    target_images = torch.cat([batch["clean_a"], batch["clean_b"]]) if "clean_a" in batch else pair_images
     with torch.no_grad():
-        reference_a, reference_b = _split(reference_model(pair_images), [count, count])
+        reference_a, reference_b = _split(reference_model(target_images), [count, count])
     targets = (
         pseudo_targets(reference_a, first_epoch, prototypes, frequencies, config),
         pseudo_targets(reference_b, first_epoch, prototypes, frequencies, config),
@@ -780,7 +790,7 @@ def _train(
         frequencies, descriptors = scan.frequencies, scan.descriptors
     del semantic_model
 
-    training_set = SegLocTrainingSet(dataset_dir, core, pairs, config.augment, config.max_correspondences)
+    training_set = SegLocTrainingSet(dataset_dir, core, pairs, config.augment, config.max_correspondences, clean_views=config.clean_targets)
     centers, axes = camera_centers_and_axes(core.images)
     steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
     if config.steps_per_epoch is not None:

@@ -113,6 +113,23 @@ def test_photometric_augmentations_do_not_move_points():
         assert augmented.image.min() >= 0.0 and augmented.image.max() <= 1.0
 
 
+def test_the_clean_view_has_the_geometry_without_the_photometry():
+    image = smooth_texture()
+    points = random_points(np.random.default_rng(1), 200, 150)
+    strong = AugmentConfig(resize_max_edge=160, blur_probability=1.0, noise_probability=1.0, brightness=0.6)
+    for seed in range(3):
+        augmented = augment_image(image, points, strong, np.random.default_rng(seed))
+        geometry_only = augment_image(
+            image, points, AugmentConfig(**{**GEOMETRY_ONLY, "resize_max_edge": 160}), np.random.default_rng(seed)
+        )
+        # Same draws for the window: the clean view is the geometry-only image of the same seed.
+        np.testing.assert_allclose(augmented.affine, geometry_only.affine)
+        np.testing.assert_allclose(augmented.clean, geometry_only.image, atol=1e-6)
+        assert augmented.clean.shape == augmented.image.shape and np.abs(augmented.clean - augmented.image).mean() > 0.01
+    unaugmented = augment_image(image, points, strong, None, train=False)
+    assert unaugmented.clean is unaugmented.image
+
+
 def test_photometric_operations():
     image = smooth_texture().astype(np.float32) / 255.0
     grey = photometric_augment(image, AugmentConfig(greyscale_probability=1.0, blur_probability=0.0), np.random.default_rng(0))

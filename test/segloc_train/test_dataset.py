@@ -51,6 +51,21 @@ def test_sample_shapes_and_padding(scene):
     assert (torch.diff(small["point_ids"]) > 0).all()
 
 
+def test_clean_views_share_the_geometry_of_the_augmented_images(scene):
+    root, core, pairs = scene
+    strong = AugmentConfig(**{**vars(AUGMENT), "blur_probability": 1.0, "noise_probability": 1.0})
+    plain = SegLocTrainingSet(root, core, pairs, strong, max_correspondences=256)[1]
+    sample = SegLocTrainingSet(root, core, pairs, strong, max_correspondences=256, clean_views=True)[1]
+    assert "clean_a" not in plain
+    for side in "ab":
+        torch.testing.assert_close(sample[f"image_{side}"], plain[f"image_{side}"])  # the same draws
+        torch.testing.assert_close(sample[f"affine_{side}"], plain[f"affine_{side}"])
+        clean = sample[f"clean_{side}"]
+        assert clean.shape == sample[f"image_{side}"].shape and (clean - sample[f"image_{side}"]).abs().mean() > 0.01
+    batch = collate_pairs([sample, SegLocTrainingSet(root, core, pairs, strong, max_correspondences=256, clean_views=True)[0]])
+    assert batch["clean_a"].shape == batch["image_a"].shape
+
+
 def test_points_follow_the_augmentation(scene):
     root, core, pairs = scene
     training_set = SegLocTrainingSet(root, core, pairs, AUGMENT, max_correspondences=512)

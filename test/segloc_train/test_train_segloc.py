@@ -17,6 +17,7 @@ from segloc_train.cli import add_train_parser
 from segloc_train.train_segloc import (
     SegLocTrainConfig,
     load_train_config,
+    resolve_image_size,
     train_config,
     train_segloc,
     write_train_config,
@@ -145,7 +146,7 @@ def test_total_loss_decreases(scene, tmp_path):
     root, map_dir = scene
     # No augmentation randomness: the loss changes only because the network learns.
     still = {"crop_scale": [1.0, 1.0], "rescale": [1.0, 1.0], "brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
-    still |= {"blur_probability": 0.0, "greyscale_probability": 0.0, "resize_max_edge": 160}
+    still |= {"blur_probability": 0.0, "greyscale_probability": 0.0, "noise_probability": 0.0, "resize_max_edge": 160}
     config = tiny_config(augment=still, epochs=3, steps_per_epoch=4, checkpoint_every=3)
     train_segloc(root, tmp_path / "run", config, core_map=map_dir, progress=False)
     losses = json.loads((tmp_path / "run" / "losses.json").read_text())
@@ -233,6 +234,47 @@ def test_initial_weights_from_another_checkpoint(scene, tmp_path, caplog):
     save_checkpoint(other.eval(), tmp_path / "other_config")
     with pytest.raises(SeglocError, match="num_classes|decoder_channels"):
         train_segloc(root, tmp_path / "run2", tiny_config(init_checkpoint=str(tmp_path / "other_config")), map_dir, progress=False)
+
+
+def test_pseudo_targets_come_from_the_clean_views(scene):
+    """The reference network sees images A and B before their photometric augmentation."""
+    from segloc.maps.core import read_core
+    from segloc.maps.package import MapPackage
+    from segloc_train.dataset import SegLocTrainingSet, collate_pairs
+    from segloc_train.pairs import mine_pairs
+    from segloc_train.train_segloc import training_step
+
+    root, map_dir = scene
+    config = tiny_config(augment={"resize_max_edge": 160, "blur_probability": 1.0, "noise_probability": 1.0})
+    core = read_core(MapPackage.open(map_dir))
+    pairs = mine_pairs(core, progress=False)[:2]
+    model = SegmentationNet(config.network)
+    prototypes = torch.nn.functional.normalize(torch.randn(NUM_CLASSES, FEATURE_DIM, generator=torch.Generator().manual_seed(0)), dim=1)
+    concentrations = torch.full((NUM_CLASSES,), 0.1)
+
+    class Spy(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.inputs = net, []
+
+        def forward(self, images):
+            self.inputs.append(images.clone())
+            return self.net(images)
+
+    for clean in (True, False):
+        training_set = SegLocTrainingSet(
+            root, core, pairs, resolve_image_size(config, core).augment, config.max_correspondences, clean_views=clean
+        )
+        batch = collate_pairs([training_set[0], training_set[1]])
+        reference = Spy(SegmentationNet(config.network).eval())
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        terms = training_step(model, optimizer, batch, reference, prototypes, concentrations, None, True, config)
+        assert torch.isfinite(torch.tensor(terms["total"]))
+        (seen,) = reference.inputs
+        expected = torch.cat([batch["clean_a"], batch["clean_b"]]) if clean else torch.cat([batch["image_a"], batch["image_b"]])
+        torch.testing.assert_close(seen, expected)
+        if clean:
+            assert (seen - torch.cat([batch["image_a"], batch["image_b"]])).abs().mean() > 0.01
 
 
 def test_bad_inputs(scene, tmp_path):
