@@ -341,11 +341,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         print(f"[1/4] reusing the synthetic scene in {dataset_dir} (--overwrite renders it again)")
 
+    shared_core = None
+    if len(methods) > 1:  # both maps triangulate the same SIFT geometry (default core options): build it once
+        from segloc.data.dataset import read_dataset
+        from segloc.maps.build import ReferenceMapConfig, build_core
+
+        print("[3/4] building the map geometry both maps share (SIFT, known-pose triangulation)")
+        shared_core = build_core(read_dataset(dataset_dir), ReferenceMapConfig(), progress=not args.no_progress)
+
     def build_map(method: str, config: Path | None) -> None:
-        namespace = argparse.Namespace(
-            dataset=dataset_dir, method=method, output=out / f"map_{method}", config=config, overwrite=True, no_progress=args.no_progress
+        from segloc.data.dataset import read_dataset
+        from segloc.maps.package import MapPackage
+        from segloc.methods import get_method
+
+        start = time.perf_counter()
+        path = get_method(method).build(
+            read_dataset(dataset_dir), out / f"map_{method}", _config_section(config, "map"), True, not args.no_progress, core=shared_core
         )
-        cmd_map_build(namespace)
+        print(f"built {method} map {path} in {time.perf_counter() - start:.1f} s: {MapPackage.open(path).bytes()} bytes")
 
     runs: list[tuple[str, str, Path, dict | None]] = []  # (row name, method, map, localize section)
     if "segloc" in methods:

@@ -1,6 +1,8 @@
 """The registry of localization methods: how to build each method's map and its localizer.
 
-Each method names a map builder ``build(dataset, output, config_values, overwrite, progress)``
+Each method names a map builder ``build(dataset, output, config_values, overwrite, progress,
+core=None)`` (``core``: a :class:`segloc.maps.build.CoreBuild` of the dataset to reuse instead of
+building the geometry again)
 and a localizer factory ``localizer(map_package, config_values)``; ``config_values`` is the
 method's section of a YAML config (``map:`` for building, ``localize:`` for localizing) and is
 validated strictly by the method's own config dataclass. Imports are lazy so that ``segloc
@@ -25,12 +27,12 @@ class Method:
     localizer: Callable[..., Any]
 
 
-def _build_reference(dataset, output: Path, config_values: dict | None, overwrite: bool, progress: bool) -> Path:
+def _build_reference(dataset, output: Path, config_values: dict | None, overwrite: bool, progress: bool, core=None) -> Path:
     from segloc.config import config_from_dict
     from segloc.maps.build import ReferenceMapConfig, build_reference_map
 
     config = config_from_dict(ReferenceMapConfig, config_values, "map")
-    return build_reference_map(dataset, output, config, overwrite=overwrite, progress=progress)
+    return build_reference_map(dataset, output, config, overwrite=overwrite, progress=progress, core=core)
 
 
 def _reference_localizer(package, config_values: dict | None):
@@ -40,7 +42,7 @@ def _reference_localizer(package, config_values: dict | None):
     return ReferenceLocalizer.from_map(package, config_from_dict(ReferenceLocalizerConfig, config_values, "localize"))
 
 
-def _build_segloc(dataset, output: Path, config_values: dict | None, overwrite: bool, progress: bool) -> Path:
+def _build_segloc(dataset, output: Path, config_values: dict | None, overwrite: bool, progress: bool, core=None) -> Path:
     from segloc.config import config_from_dict
     from segloc.maps.segloc_layer import SegLocMapConfig, build_segloc_map
 
@@ -50,7 +52,7 @@ def _build_segloc(dataset, output: Path, config_values: dict | None, overwrite: 
             "method segloc needs its segmentation network: put `checkpoint: PATH/TO/CHECKPOINT` (a checkpoint folder from the "
             "SegLoc trainer) in the `map:` section of a YAML file and pass it with --config"
         )
-    return build_segloc_map(dataset, output, config, overwrite=overwrite, progress=progress)
+    return build_segloc_map(dataset, output, config, overwrite=overwrite, progress=progress, core=core)
 
 
 def _segloc_localizer(package, config_values: dict | None):

@@ -436,6 +436,11 @@ class CoreBuild:
     observation_keypoint_ids: np.ndarray
     statistics: dict[str, Any]
 
+    def copy(self) -> CoreBuild:
+        """A copy with its own statistics (each map adds its timings to them); the arrays are shared."""
+        statistics = {**self.statistics, "seconds": dict(self.statistics.get("seconds", {}))}
+        return CoreBuild(self.core, self.features, self.observation_keypoint_ids, statistics)
+
     def observation_descriptors(self) -> np.ndarray:
         """(M, 128) uint8 SIFT descriptor of each core observation."""
         descriptors = np.empty((self.core.num_observations, 128), np.uint8)
@@ -497,6 +502,7 @@ def build_reference_map(
     config: ReferenceMapConfig | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    core: CoreBuild | None = None,
 ) -> Path:
     """Build the reference (SIFT) map of ``dataset``'s mapping images at ``output``.
 
@@ -506,6 +512,8 @@ def build_reference_map(
         config: building options.
         overwrite: replace an existing map at ``output``.
         progress: show progress bars.
+        core: the output of :func:`build_core` for ``dataset`` with ``config``, when another
+            map of the same images built it already; None builds it.
 
     Returns:
         ``output``.
@@ -522,7 +530,7 @@ def build_reference_map(
         len(dataset.mapping),
         yaml.safe_dump(config_to_dict(config), sort_keys=False),
     )
-    built = build_core(dataset, config, progress)
+    built = core.copy() if core is not None else build_core(dataset, config, progress)
     start = time.perf_counter()
     vocabulary, global_descriptors = _vlad_descriptors(built.features, config.vlad)
     built.statistics["seconds"]["retrieval"] = time.perf_counter() - start

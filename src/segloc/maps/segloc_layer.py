@@ -50,7 +50,7 @@ from tqdm import tqdm
 from segloc.config import config_from_dict, config_to_dict
 from segloc.data.dataset import Dataset
 from segloc.errors import SeglocError
-from segloc.maps.build import ReferenceMapConfig, build_core
+from segloc.maps.build import CoreBuild, ReferenceMapConfig, build_core
 from segloc.maps.core import MapCore, write_core
 from segloc.maps.package import MapPackage, MapWriter
 
@@ -525,6 +525,7 @@ def build_segloc_map(
     overwrite: bool = False,
     progress: bool = True,
     segmenter: Segmenter | None = None,
+    core: CoreBuild | None = None,
 ) -> Path:
     """Build the SegLoc map of ``dataset``'s mapping images at ``output`` (see the module docstring).
 
@@ -538,6 +539,9 @@ def build_segloc_map(
         segmenter: a :class:`segloc.models.segmenter.Segmenter` to use instead of the
             checkpoint (tests, oracles). A :class:`NetworkSegmenter` is embedded in the map;
             other segmenters are not (the localizer then needs one passed in).
+        core: the geometry of ``dataset``'s mapping images built already (e.g. by the
+            same :func:`segloc.maps.build.build_core` call that a reference map of the dataset
+            uses); None builds it with ``config.core``.
 
     Returns:
         ``output``.
@@ -568,7 +572,9 @@ def build_segloc_map(
         len(dataset.mapping),
         yaml.safe_dump(config_to_dict(config), sort_keys=False),
     )
-    built = build_core(dataset, config.core, progress)
+    built = core.copy() if core is not None else build_core(dataset, config.core, progress)
+    if [image.name for image in built.core.images] != [record.name for record in dataset.mapping]:
+        raise SeglocError(f"the core given to build_segloc_map is not that of {dataset.root}'s mapping images")
     start = time.perf_counter()
     probabilities, descriptors, sizes, num_levels = aggregate_point_probabilities(built.core, segmenter, dataset.load_image, progress)
     built.statistics["seconds"]["segment"] = time.perf_counter() - start
