@@ -48,3 +48,13 @@ def test_segloc_yaml_matches_the_defaults():
     path = CONFIG_DIR / "segloc.yaml"
     assert load_config(SegLocMapConfig, path, section="map") == SegLocMapConfig()
     assert load_config(SegLocLocalizerConfig, path, section="localize") == SegLocLocalizerConfig()
+
+
+def test_outdoor_yaml_loads():
+    from segloc.localize.segloc import SegLocLocalizerConfig
+    from segloc.maps.segloc_layer import SegLocMapConfig
+
+    path = CONFIG_DIR / "segloc_outdoor.yaml"
+    assert load_config(SegLocMapConfig, path, section="map").inference_max_edge == 1024
+    localize = load_config(SegLocLocalizerConfig, path, section="localize")
+    assert (localize.approximation, localize.weighted_max_distance, localize.refinement.max_translation_change) == ("weighted", 6.0, 6.0)
