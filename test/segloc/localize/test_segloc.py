@@ -197,7 +197,9 @@ def test_a_failed_refinement_publishes_no_pose(room, images):
 def test_lowest_cost_selection_refines_from_every_start_and_keeps_the_cheapest(room, images):
     dataset, oracle, package, _ = room
     record = dataset.query[1]
-    first = SegLocLocalizer.from_map(package, SegLocLocalizerConfig(num_initializations=3), segmenter=oracle)
+    first = SegLocLocalizer.from_map(
+        package, SegLocLocalizerConfig(num_initializations=3, initialization_selection="first_success"), segmenter=oracle
+    )
     best = SegLocLocalizer.from_map(
         package, SegLocLocalizerConfig(num_initializations=3, initialization_selection="lowest_cost"), segmenter=oracle
     )
