@@ -73,7 +73,7 @@ class Scene:
 def build_scene(work: Path, num_mapping: int = 50, num_query: int = 8, condition: str = "lighting") -> Scene:
     """Render the demo room (seed 0, 320 x 240), build its SegLoc map with the shipped network, write the query bag.
 
-    The shipped network (``segloc_room320``, trained with ``segloc train segloc`` on the 150
+    The demo's shipped network (``segloc_room320_robust``, trained with ``segloc train segloc`` on the 150
     mapping images of this room) is the one ``segloc demo`` uses; this scene samples the same
     room with fewer mapping images, so the benchmark runs the real network at its real size.
     Reuses what ``work`` holds already. Call with torch limited to the threads you want (the map
@@ -83,7 +83,7 @@ def build_scene(work: Path, num_mapping: int = 50, num_query: int = 8, condition
     from segloc.data.dataset import read_dataset
     from segloc.data.synthetic import generate_scene, synth_config, write_scene_bag
     from segloc.maps.segloc_layer import SegLocMapConfig, build_segloc_map
-    from segloc.models.checkpoint import shipped_checkpoint
+    from segloc.models.checkpoint import DEMO_CHECKPOINT, shipped_checkpoint
 
     work.mkdir(parents=True, exist_ok=True)
     scene = Scene(work / "dataset", work / "query_bag", work / "map")
@@ -95,7 +95,7 @@ def build_scene(work: Path, num_mapping: int = 50, num_query: int = 8, condition
     if not scene.bag.exists():
         write_scene_bag(scene.dataset, scene.bag)
     if not (scene.map / "manifest.json").is_file():
-        map_config = SegLocMapConfig(checkpoint=str(shipped_checkpoint("segloc_room320")))
+        map_config = SegLocMapConfig(checkpoint=str(shipped_checkpoint(DEMO_CHECKPOINT)))
         build_segloc_map(dataset, scene.map, map_config, overwrite=True, progress=False)
     return scene
 

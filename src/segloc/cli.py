@@ -279,7 +279,7 @@ DEMO_SIZE = (320, 240)
 
 def _demo_checkpoint(args: argparse.Namespace, dataset_dir: Path, out: Path) -> Path:
     """The segmentation network of the demo: --checkpoint, a fresh training run (--train), or the shipped one."""
-    from segloc.models.checkpoint import SHIPPED_CHECKPOINTS, shipped_checkpoint
+    from segloc.models.checkpoint import DEMO_CHECKPOINT, SHIPPED_CHECKPOINTS, shipped_checkpoint
 
     if args.checkpoint is not None:
         print(f"[2/4] segmentation network: {args.checkpoint}")
@@ -297,13 +297,13 @@ def _demo_checkpoint(args: argparse.Namespace, dataset_dir: Path, out: Path) -> 
         train_args = build_parser().parse_args(argv)  # the trainer is a plugin command (segloc_train sits above segloc)
         train_args.func(train_args)
         return run_dir / "checkpoint"
-    shipped = SHIPPED_CHECKPOINTS["segloc_room320"]
+    shipped = SHIPPED_CHECKPOINTS[DEMO_CHECKPOINT]
     if (args.scene, args.seed, tuple(args.size)) != (shipped["scene"], shipped["seed"], tuple(shipped["size"])):
         raise SeglocError(
             f"the shipped network was trained on the {shipped['scene']!r} scene (seed {shipped['seed']}, "
             f"{shipped['size'][0]}x{shipped['size'][1]}); for another scene pass --train (or --checkpoint CKPT)"
         )
-    path = shipped_checkpoint("segloc_room320")
+    path = shipped_checkpoint(DEMO_CHECKPOINT)
     print(f"[2/4] segmentation network: the shipped one, {path} (--train trains it again; reproduce it with: {shipped['command']})")
     return path
 

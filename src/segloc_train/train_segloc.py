@@ -44,7 +44,9 @@ Choices, and where they depart from the paper's wording:
   epoch). Targets taken from the network being trained move with it (features pull targets
   that pull features): on the 150-image synthetic room they left 5 of 100 classes in use after
   30 steps, the snapshot 12, and with it the count kept growing (20, 40, 55, 64 ... 79 after
-  epochs 1, 2, 3, 4 ... 10 of ``cpu_demo``). The finest-level targets are resized to every
+  epochs 1, 2, 3, 4 ... 10 of ``cpu_demo`` with mild augmentation; 10, 23, 34, 45 ... 53 with
+  the strong default augmentation and clean targets, whose network localizes better under
+  appearance change). The finest-level targets are resized to every
   level, so all four levels learn the same K classes: the ones the map stores (argmax of the
   finest probabilities).
 - **Epoch-end scan.** One no-grad pass (eval mode) over all mapping images at the training
@@ -354,7 +356,10 @@ def train_config_from_dict(values: dict[str, Any] | None, where: str = "train") 
     preset = values.pop("preset", "cpu_demo")
     if preset not in TRAIN_PRESETS:
         raise SeglocError(f"{where}: unknown preset {preset!r}; available presets: {', '.join(TRAIN_PRESETS)}")
-    return config_from_dict(SegLocTrainConfig, _merge(TRAIN_PRESETS[preset], values), where=where)
+    # Merge onto the defaults as a dict, so that a partial nested section (``augment: {blur_probability: 0.5}``)
+    # keeps the trainer's defaults for the rest of it (resize_max_edge 320) rather than the section class's own.
+    defaults = _merge(config_to_dict(SegLocTrainConfig()), TRAIN_PRESETS[preset])
+    return config_from_dict(SegLocTrainConfig, _merge(defaults, values), where=where)
 
 
 def train_config(preset: str = "cpu_demo", **overrides: Any) -> SegLocTrainConfig:

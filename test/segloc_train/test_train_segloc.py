@@ -18,6 +18,7 @@ from segloc_train.train_segloc import (
     SegLocTrainConfig,
     load_train_config,
     resolve_image_size,
+    train_config_from_dict,
     train_config,
     train_segloc,
     write_train_config,
@@ -275,6 +276,14 @@ def test_pseudo_targets_come_from_the_clean_views(scene):
         torch.testing.assert_close(seen, expected)
         if clean:
             assert (seen - torch.cat([batch["image_a"], batch["image_b"]])).abs().mean() > 0.01
+
+
+def test_a_partial_section_keeps_the_trainer_defaults_for_the_rest():
+    config = train_config_from_dict({"augment": {"blur_probability": 0.5}, "network": {"num_classes": 50}})
+    assert config.augment.blur_probability == 0.5
+    assert config.augment.resize_max_edge == SegLocTrainConfig().augment.resize_max_edge == 320  # not AugmentConfig's 512
+    assert config.network.num_classes == 50 and config.network.feature_dim == SegLocTrainConfig().network.feature_dim
+    assert train_config_from_dict({"preset": "paper", "augment": {"blur_probability": 0.5}}).augment.resize_max_edge == 1024
 
 
 def test_bad_inputs(scene, tmp_path):

@@ -321,7 +321,7 @@ class SegLocLocalizer:
         )
         if timings is not None:
             timings["retrieve"], timings["approximate"] = middle - start, time.perf_counter() - middle
-        return [approximation, *poses[1:]], image_ids, similarities
+        return [approximation, *(poses if config.approximation == "weighted" else poses[1:])], image_ids, similarities
 
     def localize(self, image: np.ndarray, camera: Camera, prior: Rigid3 | None = None) -> LocalizationResult:
         """Localize ``image`` (H, W, 3) RGB uint8 taken by ``camera``.
