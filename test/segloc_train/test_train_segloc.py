@@ -18,8 +18,8 @@ from segloc_train.train_segloc import (
     SegLocTrainConfig,
     load_train_config,
     resolve_image_size,
-    train_config_from_dict,
     train_config,
+    train_config_from_dict,
     train_segloc,
     write_train_config,
 )
