@@ -28,7 +28,6 @@ import json
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from segloc.data.render import AppearanceConfig, prepare_scene, render_view
@@ -37,6 +36,7 @@ from segloc.data.synthetic import LABELS, make_trajectory, synth_config
 from segloc.geometry import Camera, Rigid3, axis_angle_to_matrix, pose_error
 from segloc.geometry.pose import PnPConfig, estimate_absolute_pose
 from segloc.localize.refine import LabelRefinementConfig, refine_pose_with_labels
+from segloc.models.segmenter import label_probability_levels
 
 
 def perturb(cam_from_world: Rigid3, translation: float, rotation_deg: float, rng: np.random.Generator) -> Rigid3:
@@ -52,20 +52,6 @@ def labelled_points(view, camera: Camera, cam_from_world: Rigid3, count: int, rn
     rays = np.concatenate([camera.pixels_to_normalized(pixels[:, ::-1] + 0.5), np.ones((len(pixels), 1))], axis=1)
     points_cam = rays * view.depth[pixels[:, 0], pixels[:, 1]].astype(np.float64)[:, None]
     return cam_from_world.inverse().transform_points(points_cam), view.labels[pixels[:, 0], pixels[:, 1]].astype(np.int64)
-
-
-def class_probability_levels(labels: np.ndarray, num_classes: int, sigma: float = 1.5, floor: float = 0.05) -> list[np.ndarray]:
-    height, width = labels.shape
-    used = len(LABELS)
-    one_hot = (labels[None] == np.arange(used)[:, None, None]).astype(np.float32)
-    levels = []
-    for scale in (8, 4, 2, 1):
-        size = (width // scale, height // scale)
-        maps = np.zeros((num_classes, size[1], size[0]), np.float32)
-        maps[:used] = [cv2.GaussianBlur(cv2.resize(c, size, interpolation=cv2.INTER_AREA), (0, 0), sigma) for c in one_hot]
-        maps += floor / num_classes
-        levels.append(maps / maps.sum(axis=0, keepdims=True))
-    return levels
 
 
 def main() -> None:
@@ -99,7 +85,7 @@ def main() -> None:
         rows, pnp_rows = [], []
         for query in args.queries:
             truth = perturb(poses[query], 0.15, 2.0, np.random.default_rng(query))
-            levels = class_probability_levels(render(truth).labels, args.num_classes)
+            levels = label_probability_levels(render(truth).labels, args.num_classes)
             points3D, point_labels = zip(
                 *(
                     labelled_points(render(poses[i]), camera, poses[i], -(-count // 3), rng)

@@ -43,7 +43,6 @@ other jobs compete for the cores (torch's thread pool slows down several-fold wh
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -67,42 +66,12 @@ EXTRA_KEYS = ("failure_reasons",)
 # --- the oracle (synthetic datasets) ----------------------------------------------------------
 
 
-class OracleSegmenter:
-    """Class probabilities from the ground-truth labels of a synthetic dataset (``labels/<name>.png``), found by image content."""
+def oracle_segmenter(dataset_root: Path):
+    """The ground-truth segmenter of a synthetic dataset (its ``labels/`` images; strides 8, 4, 2, 1)."""
+    from segloc.data.dataset import read_dataset
+    from segloc.models.segmenter import LabelSegmenter
 
-    def __init__(self, dataset_root: Path):
-        import cv2
-
-        from segloc.data.dataset import read_dataset
-        from segloc.data.synthetic import LABELS
-
-        dataset = read_dataset(dataset_root)
-        self.num_classes = len(LABELS)
-        self.descriptor_grid = (1, 2)
-        self.labels = {}
-        for record in [*dataset.mapping, *dataset.query]:
-            label_file = dataset.root / "labels" / record.name
-            if not label_file.is_file():
-                raise SystemExit(f"--oracle needs a synthetic dataset with labels/: {label_file} is missing")
-            self.labels[self._key(dataset.load_image(record.name))] = cv2.imread(str(label_file), cv2.IMREAD_UNCHANGED)
-
-    @staticmethod
-    def _key(image) -> str:
-        import numpy as np
-
-        return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
-
-    def __call__(self, image):
-        import torch
-        from refinement import class_probability_levels
-
-        from segloc.models.segmentation import global_descriptor
-        from segloc.models.segmenter import Segmentation
-
-        labels = self.labels[self._key(image)]
-        levels = [torch.from_numpy(level) for level in class_probability_levels(labels, self.num_classes)]
-        descriptor = global_descriptor(levels[-1][None], self.descriptor_grid)[0].numpy()
-        return Segmentation(levels, descriptor, (labels.shape[1], labels.shape[0]))
+    return LabelSegmenter.from_dataset(read_dataset(dataset_root))
 
 
 def oracle_worker(argv: list[str]) -> None:
@@ -118,7 +87,7 @@ def oracle_worker(argv: list[str]) -> None:
 
         dataset = read_dataset(paths[0])
         map_config = config_from_dict(SegLocMapConfig, config.get("map"), "map")
-        build_segloc_map(dataset, paths[1], map_config, overwrite=True, progress=False, segmenter=OracleSegmenter(dataset.root))
+        build_segloc_map(dataset, paths[1], map_config, overwrite=True, progress=False, segmenter=oracle_segmenter(dataset.root))
         return
     from segloc.evaluate.run import evaluate_localizer
     from segloc.localize.segloc import SegLocLocalizer, SegLocLocalizerConfig
@@ -127,7 +96,7 @@ def oracle_worker(argv: list[str]) -> None:
 
     package, dataset = MapPackage.open(paths[0]), read_dataset(paths[1], require_query=True)
     localizer = SegLocLocalizer.from_map(
-        package, config_from_dict(SegLocLocalizerConfig, config.get("localize"), "localize"), segmenter=OracleSegmenter(dataset.root)
+        package, config_from_dict(SegLocLocalizerConfig, config.get("localize"), "localize"), segmenter=oracle_segmenter(dataset.root)
     )
     core = read_core(package)
     evaluate_localizer(
@@ -179,7 +148,7 @@ def full_map_is_current(path: Path, checkpoint: Path | None) -> bool:
     if meta.get("store") != "full":
         return False
     if checkpoint is None:
-        return meta.get("segmenter") == "OracleSegmenter"
+        return meta.get("segmenter") == "LabelSegmenter"
     return package.has_layer("segloc_model") and package.read_json("segloc_model", "model").get("source", {}).get("sha256") == (
         checkpoint_sha256(checkpoint)
     )

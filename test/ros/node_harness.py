@@ -16,7 +16,6 @@ two SegLoc maps of it:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -42,52 +41,6 @@ START_TIMEOUT_S = 60.0
 
 
 # --- the scene ------------------------------------------------------------------------------
-def oracle_probabilities(labels: np.ndarray, num_classes: int, strides=(32, 16, 8, 4), sigma: float = 1.0, floor: float = 0.05):
-    """Class probabilities (K, H/s, W/s) per stride from a ground-truth label image: one-hot, area-resized, blurred, floored."""
-    import torch
-
-    height, width = labels.shape
-    one_hot = (labels[None] == np.arange(num_classes)[:, None, None]).astype(np.float32)
-    levels = []
-    for stride in strides:
-        size = (width // stride, height // stride)
-        maps = np.stack([cv2.GaussianBlur(cv2.resize(c, size, interpolation=cv2.INTER_AREA), (0, 0), sigma) for c in one_hot])
-        maps += floor / num_classes
-        levels.append(torch.from_numpy(maps / maps.sum(axis=0, keepdims=True)))
-    return levels
-
-
-class OracleSegmenter:
-    """Ground-truth segmentations of the scene's images, found by image content (for map building)."""
-
-    def __init__(self, dataset, num_classes: int):
-        from segloc.models.segmenter import DESCRIPTOR_GRID
-
-        self.num_classes = num_classes
-        self.descriptor_grid = DESCRIPTOR_GRID
-        self.inference_max_edge = WIDTH
-        self.temperature = 1.0
-        self.labels = {}
-        for record in [*dataset.mapping, *dataset.query]:
-            labels = cv2.imread(str(dataset.root / "labels" / record.name), cv2.IMREAD_UNCHANGED)
-            self.labels[self._key(dataset.load_image(record.name))] = labels
-
-    @staticmethod
-    def _key(image: np.ndarray) -> str:
-        return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
-
-    def segment_labels(self, labels: np.ndarray):
-        from segloc.models import global_descriptor
-        from segloc.models.segmenter import Segmentation
-
-        levels = oracle_probabilities(labels, self.num_classes, ORACLE_STRIDES)
-        descriptor = global_descriptor(levels[-1][None], self.descriptor_grid)[0]
-        return Segmentation(levels, descriptor.numpy(), (labels.shape[1], labels.shape[0]))
-
-    def __call__(self, image: np.ndarray):
-        return self.segment_labels(self.labels[self._key(image)])
-
-
 @dataclass
 class QueryFrame:
     """One query frame: image, stamp, ground truth and the oracle's packed segmentation."""
@@ -142,6 +95,7 @@ def build_scene(root: Path) -> Scene:
         write_segloc_model,
     )
     from segloc.models.packing import pack_segmentation
+    from segloc.models.segmenter import LabelSegmenter
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -149,7 +103,8 @@ def build_scene(root: Path) -> Scene:
         config = synth_config("room", num_mapping=NUM_MAPPING, num_query=NUM_QUERY, width=WIDTH, height=HEIGHT, seed=2)
         dataset = read_dataset(generate_scene(config, root / "dataset", progress=False))
         num_classes = len(LABELS)
-        oracle = OracleSegmenter(dataset, num_classes)
+        oracle = LabelSegmenter.from_dataset(dataset, num_classes, strides=ORACLE_STRIDES, sigma=1.0)
+        oracle.inference_max_edge = WIDTH  # recorded in the map: the embedded network runs at the image size
         map_config = SegLocMapConfig(store="full", inference_max_edge=WIDTH, core={"pairs": {"num_neighbors": 5}})
         oracle_map = MapPackage.open(build_segloc_map(dataset, root / "oracle_map", map_config, progress=False, segmenter=oracle))
 

@@ -20,10 +20,15 @@ resized to that size, so a pixel ``(x, y)`` of the original image (COLMAP conven
 centre of the top-left pixel at (0.5, 0.5)) falls at ``(x W_l / W, y H_l / H)`` of the level,
 in the same convention. This is what :func:`segloc.localize.refine.refine_pose_with_labels`
 expects (``camera.scaled(W_l, H_l)`` per level).
+
+:class:`LabelSegmenter` is the ground-truth counterpart for scenes that come with label images
+(the synthetic scenes' ``labels/`` folder): it measures the pipeline without a trained network
+(tests, ``benchmarks/segloc_table.py --oracle``, the refinement's upper bound).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +45,15 @@ from segloc.models.segmentation import class_probabilities, global_descriptor
 
 logger = logging.getLogger("segloc")
 
-__all__ = ["DESCRIPTOR_GRID", "NetworkSegmenter", "Segmentation", "Segmenter", "inference_size"]
+__all__ = [
+    "DESCRIPTOR_GRID",
+    "LabelSegmenter",
+    "NetworkSegmenter",
+    "Segmentation",
+    "Segmenter",
+    "inference_size",
+    "label_probability_levels",
+]
 
 DESCRIPTOR_GRID: tuple[int, ...] = (1, 2)
 """Spatial pyramid of the global descriptor: a whole-image class histogram and 2 x 2 cells,
@@ -183,3 +196,115 @@ class NetworkSegmenter:
         if probabilities[0].shape[0] != self.num_classes:
             raise SeglocError(f"the network returned {probabilities[0].shape[0]} classes, its config says {self.num_classes}")
         return Segmentation(probabilities, descriptor.float().cpu().numpy(), size)
+
+
+def label_probability_levels(
+    labels: np.ndarray,
+    num_classes: int,
+    strides: Sequence[int] = (8, 4, 2, 1),
+    sigma: float = 1.5,
+    floor: float = 0.05,
+) -> list[np.ndarray]:
+    """Class probabilities that a perfect network would give, from a ground-truth label image.
+
+    Per stride ``s``, coarse to fine: the one-hot labels area-resized to (W / s, H / s), blurred
+    (Gaussian, ``sigma`` pixels of the level), plus ``floor / K`` everywhere, normalised over K.
+
+    Args:
+        labels: (H, W) integer class ids; ids outside [0, K) get no class (only the floor).
+        num_classes: K.
+        strides: image pixels per level pixel, coarse to fine.
+        sigma: blur of each level.
+        floor: probability mass spread over all classes.
+
+    Returns:
+        One (K, H / s, W / s) float32 array per stride.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise SeglocError(f"a label image must be (H, W), got shape {labels.shape}")
+    height, width = labels.shape
+    one_hot = (labels[None] == np.arange(num_classes)[:, None, None]).astype(np.float32)
+    levels = []
+    for stride in strides:
+        size = (width // stride, height // stride)
+        maps = np.stack([cv2.GaussianBlur(cv2.resize(c, size, interpolation=cv2.INTER_AREA), (0, 0), sigma) for c in one_hot])
+        maps += floor / num_classes
+        levels.append(maps / maps.sum(axis=0, keepdims=True))
+    return levels
+
+
+class LabelSegmenter:
+    """A :class:`Segmenter` that returns the ground truth: images are looked up by content among known ones.
+
+    Args:
+        labels_by_image: pairs (image (H, W, 3) uint8, its label image (H, W)).
+        num_classes: K.
+        strides, sigma, floor: see :func:`label_probability_levels`.
+        descriptor_grid: the pyramid of the global descriptor.
+
+    Attributes:
+        inference_max_edge, temperature: None and 1.0 (what maps record about their segmenter).
+
+    Raises:
+        SeglocError: (when called) an image that is not one of the known ones.
+    """
+
+    inference_max_edge = None
+    temperature = 1.0
+
+    def __init__(
+        self,
+        labels_by_image: Sequence[tuple[np.ndarray, np.ndarray]],
+        num_classes: int,
+        strides: Sequence[int] = (8, 4, 2, 1),
+        sigma: float = 1.5,
+        floor: float = 0.05,
+        descriptor_grid: Sequence[int] = DESCRIPTOR_GRID,
+    ) -> None:
+        self.num_classes = int(num_classes)
+        self.strides, self.sigma, self.floor = tuple(strides), float(sigma), float(floor)
+        self.descriptor_grid = tuple(descriptor_grid)
+        self.labels = {self._key(image): np.asarray(labels) for image, labels in labels_by_image}
+
+    @classmethod
+    def from_dataset(cls, dataset, num_classes: int | None = None, **options) -> LabelSegmenter:
+        """The label images ``labels/<name>`` of a dataset's mapping and query images (synthetic scenes have them).
+
+        Args:
+            dataset: a :class:`segloc.data.dataset.Dataset`.
+            num_classes: K; None for the synthetic scenes' label count.
+            options: ``strides``, ``sigma``, ``floor``, ``descriptor_grid``.
+
+        Raises:
+            SeglocError: a label image is missing.
+        """
+        if num_classes is None:
+            from segloc.data.textures import LABELS
+
+            num_classes = len(LABELS)
+        pairs = []
+        for record in [*dataset.mapping, *dataset.query]:
+            path = dataset.root / "labels" / record.name
+            if not path.is_file():
+                raise SeglocError(f"{path} is missing: a ground-truth segmenter needs the dataset's label images (labels/)")
+            pairs.append((dataset.load_image(record.name), cv2.imread(str(path), cv2.IMREAD_UNCHANGED)))
+        return cls(pairs, num_classes, **options)
+
+    @staticmethod
+    def _key(image: np.ndarray) -> str:
+        return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+    def segment_labels(self, labels: np.ndarray) -> Segmentation:
+        """The segmentation of a label image (H, W)."""
+        levels = [
+            torch.from_numpy(level) for level in label_probability_levels(labels, self.num_classes, self.strides, self.sigma, self.floor)
+        ]
+        descriptor = global_descriptor(levels[-1][None], self.descriptor_grid)[0]
+        return Segmentation(levels, descriptor.numpy(), (labels.shape[1], labels.shape[0]))
+
+    def __call__(self, image: np.ndarray) -> Segmentation:
+        key = self._key(check_image(image))
+        if key not in self.labels:
+            raise SeglocError("the label segmenter does not know this image (it only segments the images it was given)")
+        return self.segment_labels(self.labels[key])

@@ -6,7 +6,6 @@ resized to 1/8, 1/4, 1/2 and 1/1, blurred and mixed with a uniform floor: a stan
 decoder levels of a segmentation network.
 """
 
-import cv2
 import numpy as np
 import pytest
 
@@ -25,6 +24,7 @@ from segloc.localize.refine import (
     _Problem,
     refine_pose_with_labels,
 )
+from segloc.models.segmenter import label_probability_levels
 
 NUM_CLASSES = len(LABELS)
 WIDTH, HEIGHT = 320, 240
@@ -69,17 +69,9 @@ def labelled_points(view, camera: Camera, cam_from_world: Rigid3, count: int, rn
     return cam_from_world.inverse().transform_points(points_cam), view.labels[pixels[:, 0], pixels[:, 1]].astype(np.int64)
 
 
-def class_probability_levels(labels: np.ndarray, scales=(8, 4, 2, 1), sigma: float = 1.5, floor: float = 0.05) -> list[np.ndarray]:
-    """(K, H / s, W / s) probability maps per scale from a label image (H, W): one-hot, resized, blurred."""
-    height, width = labels.shape
-    one_hot = (labels[None] == np.arange(NUM_CLASSES)[:, None, None]).astype(np.float32)
-    levels = []
-    for scale in scales:
-        size = (width // scale, height // scale)
-        maps = np.stack([cv2.GaussianBlur(cv2.resize(c, size, interpolation=cv2.INTER_AREA), (0, 0), sigma) for c in one_hot])
-        maps += floor / NUM_CLASSES
-        levels.append(maps / maps.sum(axis=0, keepdims=True))
-    return levels
+def class_probability_levels(labels: np.ndarray) -> list[np.ndarray]:
+    """(K, H / s, W / s) probability maps at strides 8, 4, 2, 1 from a label image (H, W)."""
+    return label_probability_levels(labels, NUM_CLASSES)
 
 
 def make_case(room, query: int, points_per_view: int = 1000, seed: int = 0):

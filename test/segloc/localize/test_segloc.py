@@ -5,16 +5,13 @@ levels (strides 16, 8, 4, 2; one-hot, area-resized, blurred, mixed with a unifor
 pools the finest into the global descriptor, as a segmentation network would.
 """
 
-import hashlib
-
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from segloc.config import config_from_dict
 from segloc.data.dataset import read_dataset
-from segloc.data.synthetic import LABELS, generate_scene, synth_config
+from segloc.data.synthetic import generate_scene, synth_config
 from segloc.errors import SeglocError
 from segloc.geometry import Rigid3, axis_angle_to_matrix, pose_error
 from segloc.localize.refine import LabelRefinementConfig
@@ -23,41 +20,10 @@ from segloc.maps.core import read_core, write_core
 from segloc.maps.package import MapPackage, MapWriter
 from segloc.maps.segloc_layer import SegLocMapConfig, build_segloc_map, read_segloc_layer, write_segloc_layer, write_segloc_model
 from segloc.methods import get_method
-from segloc.models import SegmentationNet, global_descriptor, save_checkpoint, segmentation_config
-from segloc.models.segmenter import DESCRIPTOR_GRID, NetworkSegmenter, Segmentation, inference_size
+from segloc.models import SegmentationNet, save_checkpoint, segmentation_config
+from segloc.models.segmenter import DESCRIPTOR_GRID, LabelSegmenter, NetworkSegmenter, inference_size
 
 WIDTH, HEIGHT = 480, 360
-
-
-class OracleSegmenter:
-    """Class probabilities from the ground-truth labels of the synthetic images, found by image content."""
-
-    num_classes = len(LABELS)
-    descriptor_grid = DESCRIPTOR_GRID
-
-    def __init__(self, dataset, strides=(16, 8, 4, 2), sigma: float = 1.0, floor: float = 0.05):
-        self.strides, self.sigma, self.floor = strides, sigma, floor
-        self.labels = {}
-        for record in [*dataset.mapping, *dataset.query]:
-            labels = cv2.imread(str(dataset.root / "labels" / record.name), cv2.IMREAD_UNCHANGED)
-            self.labels[self._key(dataset.load_image(record.name))] = labels
-
-    @staticmethod
-    def _key(image: np.ndarray) -> str:
-        return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
-
-    def __call__(self, image: np.ndarray) -> Segmentation:
-        labels = self.labels[self._key(image)]
-        height, width = labels.shape
-        one_hot = (labels[None] == np.arange(self.num_classes)[:, None, None]).astype(np.float32)
-        levels = []
-        for stride in self.strides:
-            size = (width // stride, height // stride)
-            maps = np.stack([cv2.GaussianBlur(cv2.resize(c, size, interpolation=cv2.INTER_AREA), (0, 0), self.sigma) for c in one_hot])
-            maps += self.floor / self.num_classes
-            levels.append(torch.from_numpy(maps / maps.sum(axis=0, keepdims=True)))
-        descriptor = global_descriptor(levels[-1][None], self.descriptor_grid)[0]
-        return Segmentation(levels, descriptor.numpy(), (width, height))
 
 
 def tiny_network(num_classes: int = 6) -> SegmentationNet:
@@ -74,7 +40,7 @@ def room(tmp_path_factory):
     root = tmp_path_factory.mktemp("segloc_localize")
     config = synth_config("room", num_mapping=30, num_query=6, width=WIDTH, height=HEIGHT, seed=3)
     dataset = read_dataset(generate_scene(config, root / "dataset", progress=False))
-    oracle = OracleSegmenter(dataset)
+    oracle = LabelSegmenter.from_dataset(dataset, strides=(16, 8, 4, 2), sigma=1.0)
     path = build_segloc_map(dataset, root / "map", SegLocMapConfig(store="full"), progress=False, segmenter=oracle)
     return dataset, oracle, MapPackage.open(path), root
 
