@@ -101,8 +101,9 @@ class SegLocMapConfig:
             distribution); see :data:`STORE_MODES`.
         top_k: k for ``store: topk``.
         embed_model: copy the network into the map (layer ``segloc_model``).
-        model_dtype: precision of the embedded weights: ``float32`` (exact) or ``float16``
-            (half the bytes).
+        model_dtype: precision of the embedded weights: ``checkpoint`` (that of the
+            checkpoint's file: the shipped float16 networks stay 6.6 MB, a float32 checkpoint
+            stays exact), ``float32`` or ``float16`` (half the bytes of float32).
         core: options of the core build (SIFT, pairs, triangulation, frame_id); the ``vlad``
             options are not used.
     """
@@ -114,7 +115,7 @@ class SegLocMapConfig:
     store: str = "top1"
     top_k: int = 3
     embed_model: bool = True
-    model_dtype: str = "float32"
+    model_dtype: str = "checkpoint"
     core: ReferenceMapConfig = field(default_factory=ReferenceMapConfig)
 
     def __post_init__(self) -> None:
@@ -130,8 +131,10 @@ class SegLocMapConfig:
             )
         if self.temperature <= 0:
             raise SeglocError(f"segloc map: temperature must be positive, got {self.temperature}")
-        if self.model_dtype not in MODEL_DTYPES:
-            raise SeglocError(f"segloc map: unknown model_dtype {self.model_dtype!r}; valid values are: {', '.join(MODEL_DTYPES)}")
+        if self.model_dtype not in ("checkpoint", *MODEL_DTYPES):
+            raise SeglocError(
+                f"segloc map: unknown model_dtype {self.model_dtype!r}; valid values are: checkpoint, {', '.join(MODEL_DTYPES)}"
+            )
 
 
 @dataclass
@@ -565,7 +568,12 @@ def build_segloc_map(
         from segloc.models.checkpoint import read_checkpoint_info
 
         info = read_checkpoint_info(config.checkpoint)
-        source = {"checkpoint": str(Path(config.checkpoint).resolve()), "sha256": sha256_file(info.weights_file), "metadata": info.metadata}
+        source = {
+            "checkpoint": str(Path(config.checkpoint).resolve()),
+            "sha256": sha256_file(info.weights_file),
+            "dtype": info.dtype,
+            "metadata": info.metadata,
+        }
     logger.info(
         "building a SegLoc map of %s (%d mapping images) with config:\n%s",
         dataset.root,
@@ -595,7 +603,10 @@ def build_segloc_map(
         write_core(writer, built.core)
         write_segloc_layer(writer, probabilities, descriptors, config.store, config.top_k, meta)
         if config.embed_model and isinstance(segmenter, NetworkSegmenter):
-            write_segloc_model(writer, segmenter.model, config.model_dtype, source)
+            dtype = config.model_dtype
+            if dtype == "checkpoint":
+                dtype = source.get("dtype", "float32")
+            write_segloc_model(writer, segmenter.model, dtype, source)
         elif config.embed_model:
             logger.warning(
                 "the segmenter (%s) is not a network: the map holds no model; localize with a segmenter", type(segmenter).__name__

@@ -59,6 +59,7 @@ class CheckpointInfo:
         weights_file: path of the safetensors file.
         sha256: expected SHA-256 of the weights file.
         metadata: free-form JSON saved by the trainer.
+        dtype: the precision of the stored floating-point weights (``float32`` or ``float16``).
     """
 
     path: Path
@@ -67,6 +68,7 @@ class CheckpointInfo:
     weights_file: Path
     sha256: str
     metadata: dict[str, Any]
+    dtype: str = "float32"
 
 
 def _safetensors_torch():
@@ -197,7 +199,9 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     if weights_file.parent != path:
         raise SeglocError(f"checkpoint manifest {manifest_file} points outside the checkpoint folder: {weights['file']!r}")
     metadata = manifest.get("metadata") or {}
-    return CheckpointInfo(path, manifest["model"], manifest["config"], weights_file, str(weights["sha256"]), metadata)
+    return CheckpointInfo(
+        path, manifest["model"], manifest["config"], weights_file, str(weights["sha256"]), metadata, str(manifest.get("dtype", "float32"))
+    )
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:

@@ -126,6 +126,28 @@ def test_round_trip_and_embedded_network(room):
     assert description["model"] == "segmentation" and description["source"]["checkpoint"] == str(Path(checkpoint).resolve())
 
 
+def test_embedded_weights_keep_the_checkpoint_precision(room, tmp_path):
+    from segloc.maps.build import CoreBuild
+
+    dataset, _, package, _ = room
+    half = save_checkpoint(tiny_network(), tmp_path / "half", dtype="float16")
+    core = CoreBuild(read_core(package), [], np.zeros(0, np.int64), {"seconds": {}})
+    sizes = {}
+    for dtype, expected in (("checkpoint", np.float16), ("float32", np.float32)):
+        config = SegLocMapConfig(checkpoint=str(half), inference_max_edge=320, model_dtype=dtype)
+        built = MapPackage.open(build_segloc_map(dataset, tmp_path / dtype, config, progress=False, core=core))
+        weights = built.read_arrays(MODEL_LAYER, "weights")
+        assert {array.dtype for array in weights.values() if np.issubdtype(array.dtype, np.floating)} == {np.dtype(expected)}
+        assert built.read_json(MODEL_LAYER, "model")["source"]["dtype"] == "float16"
+        sizes[dtype] = built.bytes([MODEL_LAYER])
+        # Either way the embedded network gives what the float16 checkpoint gives.
+        image = dataset.load_image(dataset.mapping[0].name)
+        expected_output = NetworkSegmenter.from_checkpoint(half, inference_max_edge=320)(image)
+        actual_output = NetworkSegmenter(read_segloc_model(built), inference_max_edge=320)(image)
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(expected_output.probabilities, actual_output.probabilities))
+    assert sizes["checkpoint"] < 0.6 * sizes["float32"]
+
+
 def _image_like(array: np.ndarray) -> bool:
     """Two spatial dimensions of 16 or more pixels with 1 to 4 channels, or any 2D uint8 raster."""
     shape = array.shape
