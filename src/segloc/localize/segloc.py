@@ -79,7 +79,7 @@ class SegLocLocalizerConfig:
             the lowest final cost (mean robust cost of its points in view), which recovers
             queries whose first start converges to a wrong local minimum, at up to
             ``num_initializations`` times the refinement time. The default (three starts,
-            lowest cost) took the demo room from 88 % to 94 % within (0.25 m, 2 deg).
+            lowest cost) took the demo room from 86 % to 94 % within (0.25 m, 2 deg).
         inference_max_edge: network input size for queries; None for the map's.
         temperature: softmax temperature for queries; None for the map's.
         device: torch device of the embedded network.
@@ -302,14 +302,17 @@ class SegLocLocalizer:
     def retrieval_priors(
         self, descriptor: np.ndarray, timings: dict[str, float] | None = None
     ) -> tuple[list[Rigid3], np.ndarray, np.ndarray]:
-        """Pose priors from retrieval: the approximation first, then the poses of the next retrieved images.
+        """Pose priors from retrieval: the approximation first, then the poses of the retrieved images.
 
-        ``timings`` (optional) receives ``retrieve`` and ``approximate`` in seconds.
+        With the ``top1`` approximation (the best image's pose) the poses follow from the second
+        retrieved image on; with ``weighted`` from the first (the best image's own pose is then
+        a start of its own). ``timings`` (optional) receives ``retrieve`` and ``approximate`` in
+        seconds.
 
         Returns:
-            ``starts`` (at least one ``cam_from_world``; ``num_initializations`` of them at most
-            unless fewer images were retrieved, plus the rest of the retrieved poses after them),
-            the retrieved image ids (R,) and their similarities (R,), best first.
+            ``starts`` (the approximation, then the retrieved poses as above; the localizer
+            refines from the first ``num_initializations``), the retrieved image ids (R,) and
+            their similarities (R,), best first.
         """
         start = time.perf_counter()
         image_ids, similarities = self.retrieve(descriptor)
@@ -339,7 +342,7 @@ class SegLocLocalizer:
             image names, best first) and ``similarities``, ``approximation`` (the first pose,
             ``[qw, qx, qy, qz, tx, ty, tz]`` of ``cam_from_world``), ``num_points`` (points
             given to the refinement), ``refinement`` (the summary of the kept refinement, or
-            of the first one when none succeeded, see
+            of the last one tried when none succeeded, see
             :meth:`segloc.localize.refine.RefinementResult.info`, with ``attempts``, the
             refinements run, ``start``, the index of its start, and ``start_costs``, the final
             cost of each start's refinement or None where it failed),
