@@ -496,6 +496,19 @@ def build_core(dataset: Dataset, config: ReferenceMapConfig | None = None, progr
     return CoreBuild(core, features, keypoint_ids, statistics)
 
 
+def core_for(dataset: Dataset, config: ReferenceMapConfig, progress: bool, core: CoreBuild | None) -> CoreBuild:
+    """The geometry a map builder starts from: a copy of ``core`` (built already for ``dataset``) or a new build.
+
+    Raises:
+        SeglocError: ``core`` holds other images than ``dataset``'s mapping images.
+    """
+    if core is None:
+        return build_core(dataset, config, progress)
+    if [image.name for image in core.core.images] != [record.name for record in dataset.mapping]:
+        raise SeglocError(f"the core given to the map builder is not that of {dataset.root}'s mapping images")
+    return core.copy()
+
+
 def build_reference_map(
     dataset: Dataset,
     output: str | Path,
@@ -530,7 +543,7 @@ def build_reference_map(
         len(dataset.mapping),
         yaml.safe_dump(config_to_dict(config), sort_keys=False),
     )
-    built = core.copy() if core is not None else build_core(dataset, config, progress)
+    built = core_for(dataset, config, progress, core)
     start = time.perf_counter()
     vocabulary, global_descriptors = _vlad_descriptors(built.features, config.vlad)
     built.statistics["seconds"]["retrieval"] = time.perf_counter() - start

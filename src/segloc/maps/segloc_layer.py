@@ -50,7 +50,7 @@ from tqdm import tqdm
 from segloc.config import config_from_dict, config_to_dict
 from segloc.data.dataset import Dataset
 from segloc.errors import SeglocError
-from segloc.maps.build import CoreBuild, ReferenceMapConfig, build_core
+from segloc.maps.build import CoreBuild, ReferenceMapConfig, core_for
 from segloc.maps.core import MapCore, write_core
 from segloc.maps.package import MapPackage, MapWriter
 
@@ -580,9 +580,7 @@ def build_segloc_map(
         len(dataset.mapping),
         yaml.safe_dump(config_to_dict(config), sort_keys=False),
     )
-    built = core.copy() if core is not None else build_core(dataset, config.core, progress)
-    if [image.name for image in built.core.images] != [record.name for record in dataset.mapping]:
-        raise SeglocError(f"the core given to build_segloc_map is not that of {dataset.root}'s mapping images")
+    built = core_for(dataset, config.core, progress, core)
     start = time.perf_counter()
     probabilities, descriptors, sizes, num_levels = aggregate_point_probabilities(built.core, segmenter, dataset.load_image, progress)
     built.statistics["seconds"]["segment"] = time.perf_counter() - start

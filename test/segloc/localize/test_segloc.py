@@ -228,6 +228,8 @@ def test_maps_share_a_core_built_once(room, tmp_path):
     )
     with pytest.raises(SeglocError, match="not that of"):
         build_segloc_map(other, tmp_path / "wrong", SegLocMapConfig(), progress=False, segmenter=oracle, core=built)
+    with pytest.raises(SeglocError, match="not that of"):
+        build_reference_map(other, tmp_path / "wrong_reference", progress=False, core=built)
 
 
 def test_registry_and_missing_checkpoint(room, tmp_path):
