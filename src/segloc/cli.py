@@ -134,18 +134,24 @@ def _read_names(path: Path | None) -> list[str] | None:
 
 def cmd_map_build(args: argparse.Namespace) -> int:
     from segloc.data.dataset import read_dataset
-    from segloc.maps.package import MapPackage
-    from segloc.methods import get_method
 
-    method = get_method(args.method)
     dataset = read_dataset(args.dataset)
     if not dataset.mapping:
         raise SeglocError(f"{args.dataset}/mapping.txt lists no images: a map needs mapping images")
-    start = time.perf_counter()
-    path = method.build(dataset, args.output, _config_section(args.config, "map"), args.overwrite, not args.no_progress)
-    package = MapPackage.open(path)
-    print(f"built {method.name} map {path} in {time.perf_counter() - start:.1f} s: {package.bytes()} bytes")
+    _build_map(args.method, dataset, args.output, _config_section(args.config, "map"), args.overwrite, not args.no_progress)
     return 0
+
+
+def _build_map(method_name: str, dataset, output: Path, config_values: dict | None, overwrite: bool, progress: bool, core=None) -> Path:
+    """Build a method's map (``core``: a shared :class:`segloc.maps.build.CoreBuild`) and print its time and size."""
+    from segloc.maps.package import MapPackage
+    from segloc.methods import get_method
+
+    method = get_method(method_name)
+    start = time.perf_counter()
+    path = method.build(dataset, output, config_values, overwrite, progress, core=core)
+    print(f"built {method.name} map {path} in {time.perf_counter() - start:.1f} s: {MapPackage.open(path).bytes()} bytes")
+    return path
 
 
 def cmd_map_info(args: argparse.Namespace) -> int:
@@ -341,24 +347,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         print(f"[1/4] reusing the synthetic scene in {dataset_dir} (--overwrite renders it again)")
 
+    from segloc.data.dataset import read_dataset
+
+    dataset = read_dataset(dataset_dir)
     shared_core = None
     if len(methods) > 1:  # both maps triangulate the same SIFT geometry (default core options): build it once
-        from segloc.data.dataset import read_dataset
         from segloc.maps.build import ReferenceMapConfig, build_core
 
         print("[3/4] building the map geometry both maps share (SIFT, known-pose triangulation)")
-        shared_core = build_core(read_dataset(dataset_dir), ReferenceMapConfig(), progress=not args.no_progress)
+        shared_core = build_core(dataset, ReferenceMapConfig(), progress=not args.no_progress)
 
     def build_map(method: str, config: Path | None) -> None:
-        from segloc.data.dataset import read_dataset
-        from segloc.maps.package import MapPackage
-        from segloc.methods import get_method
-
-        start = time.perf_counter()
-        path = get_method(method).build(
-            read_dataset(dataset_dir), out / f"map_{method}", _config_section(config, "map"), True, not args.no_progress, core=shared_core
-        )
-        print(f"built {method} map {path} in {time.perf_counter() - start:.1f} s: {MapPackage.open(path).bytes()} bytes")
+        _build_map(method, dataset, out / f"map_{method}", _config_section(config, "map"), True, not args.no_progress, shared_core)
 
     runs: list[tuple[str, str, Path, dict | None]] = []  # (row name, method, map, localize section)
     if "segloc" in methods:
