@@ -35,7 +35,7 @@ from segloc.data.scenes import build_scene
 from segloc.data.synthetic import LABELS, make_trajectory, synth_config
 from segloc.geometry import Camera, Rigid3, axis_angle_to_matrix, pose_error
 from segloc.geometry.pose import PnPConfig, estimate_absolute_pose
-from segloc.localize.refine import LabelRefinementConfig, refine_pose_with_labels
+from segloc.methods.segloc.refine import LabelRefinementConfig, refine_pose_with_labels
 from segloc.models.segmenter import label_probability_levels
 
 

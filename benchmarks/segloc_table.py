@@ -12,7 +12,7 @@ errors, time per query and per stage, map bytes per 3D point and in total, peak 
 k = 1, 3, 10 and the full distribution; Pietrantoni et al., Fig. A.4).
 
 The SegLoc maps come from ONE segmentation pass: a map that stores the full distribution, from
-which the top-1 / top-k maps are derived (:func:`segloc.maps.segloc_layer.relabel_segloc_map`).
+which the top-1 / top-k maps are derived (:func:`segloc.methods.segloc.layer.relabel_segloc_map`).
 Maps are built in the work folder and reused when present (the full SegLoc map when it was
 built from the same checkpoint). Every evaluation runs in its own subprocess (``python -m
 segloc.cli evaluate``), so that peak memory is per method, as ``benchmarks/localization.py``
@@ -83,16 +83,16 @@ def oracle_worker(argv: list[str]) -> None:
     limit = int(paths.pop()) if action == "evaluate" else 0
     config = yaml.safe_load(Path(paths[-1]).read_text()) or {}
     if action == "build":
-        from segloc.maps.segloc_layer import SegLocMapConfig, build_segloc_map
+        from segloc.methods.segloc.layer import SegLocMapConfig, build_segloc_map
 
         dataset = read_dataset(paths[0])
         map_config = config_from_dict(SegLocMapConfig, config.get("map"), "map")
         build_segloc_map(dataset, paths[1], map_config, overwrite=True, progress=False, segmenter=oracle_segmenter(dataset.root))
         return
     from segloc.evaluate.run import evaluate_localizer
-    from segloc.localize.segloc import SegLocLocalizer, SegLocLocalizerConfig
     from segloc.maps.core import read_core
     from segloc.maps.package import MapPackage
+    from segloc.methods.segloc.localizer import SegLocLocalizer, SegLocLocalizerConfig
 
     package, dataset = MapPackage.open(paths[0]), read_dataset(paths[1], require_query=True)
     localizer = SegLocLocalizer.from_map(
@@ -156,7 +156,7 @@ def full_map_is_current(path: Path, checkpoint: Path | None) -> bool:
 
 def build_maps(args: argparse.Namespace, dataset: Path, work: Path, user_config: dict) -> dict[str, float]:
     """Build (or reuse) the reference map and the full SegLoc map, derive the top-k maps; returns build seconds."""
-    from segloc.maps.segloc_layer import relabel_segloc_map
+    from segloc.methods.segloc.layer import relabel_segloc_map
 
     seconds: dict[str, float] = {}
     if open_map(work / "map_reference") is None:

@@ -4,15 +4,15 @@ from pathlib import Path
 
 import pytest
 
-from segloc.cli import CONFIG_SECTIONS
+from segloc.config import CONFIG_SECTIONS
 from segloc.config import load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
 
 def test_reference_yaml_matches_the_defaults():
-    from segloc.localize.reference import ReferenceLocalizerConfig
-    from segloc.maps.build import ReferenceMapConfig
+    from segloc.methods.reference.layer import ReferenceMapConfig
+    from segloc.methods.reference.localizer import ReferenceLocalizerConfig
 
     path = CONFIG_DIR / "reference.yaml"
     assert load_config(ReferenceMapConfig, path, section="map") == ReferenceMapConfig()
@@ -20,7 +20,7 @@ def test_reference_yaml_matches_the_defaults():
 
 
 def test_synth_yaml_is_the_demo_scene():
-    from segloc.cli import DEMO_SIZE
+    from segloc.demo import DEMO_SIZE
     from segloc.data.synthetic import SynthConfig, synth_config
 
     config = load_config(SynthConfig, CONFIG_DIR / "synth_room.yaml", section="synth")
@@ -42,8 +42,8 @@ def test_every_config_file_is_valid_yaml_with_known_sections(path):
 
 
 def test_segloc_yaml_matches_the_defaults():
-    from segloc.localize.segloc import SegLocLocalizerConfig
-    from segloc.maps.segloc_layer import SegLocMapConfig
+    from segloc.methods.segloc.layer import SegLocMapConfig
+    from segloc.methods.segloc.localizer import SegLocLocalizerConfig
 
     path = CONFIG_DIR / "segloc.yaml"
     assert load_config(SegLocMapConfig, path, section="map") == SegLocMapConfig()
@@ -51,8 +51,8 @@ def test_segloc_yaml_matches_the_defaults():
 
 
 def test_outdoor_yaml_loads():
-    from segloc.localize.segloc import SegLocLocalizerConfig
-    from segloc.maps.segloc_layer import SegLocMapConfig
+    from segloc.methods.segloc.layer import SegLocMapConfig
+    from segloc.methods.segloc.localizer import SegLocLocalizerConfig
 
     path = CONFIG_DIR / "segloc_outdoor.yaml"
     assert load_config(SegLocMapConfig, path, section="map").inference_max_edge == 1024

@@ -27,30 +27,8 @@ from segloc.errors import SeglocError
 
 logger = logging.getLogger("segloc")
 
-DEFAULT_DEMO_OUTPUT = Path("outputs/demo")
-CONFIG_SECTIONS = ("map", "localize", "synth", "bag", "train")
 #: Options that read a bag (see add_bag_read_arguments), as argparse destinations.
 BAG_OPTIONS = ("image_topic", "camera_info_topic", "pose_topic", "pose_frame", "camera_frame", "every_nth", "gt_frames")
-
-
-def _config_section(path: Path | None, section: str) -> dict | None:
-    """The ``section`` of a YAML config file (``map`` or ``localize``), or None without a file."""
-    if path is None:
-        return None
-    import yaml
-
-    if not path.is_file():
-        raise SeglocError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SeglocError(f"config file {path} is not valid YAML: {exc}") from None
-    if not isinstance(values, dict):
-        raise SeglocError(f"config file {path}: expected a mapping with sections such as 'map' and 'localize'")
-    unknown = sorted(set(values) - set(CONFIG_SECTIONS))
-    if unknown:
-        raise SeglocError(f"config file {path}: unknown section(s) {', '.join(unknown)}; valid sections: {', '.join(CONFIG_SECTIONS)}")
-    return values.get(section)
 
 
 def bag_read_config_from_args(args: argparse.Namespace):
@@ -59,10 +37,10 @@ def bag_read_config_from_args(args: argparse.Namespace):
     The options are those of :func:`add_bag_read_arguments` (plus ``--world-frame`` or
     ``--gt-frames`` where a command has them); they replace the values of the config file.
     """
-    from segloc.config import config_from_dict
+    from segloc.config import config_from_dict, config_section
     from segloc.data.rosbag import BagReadConfig
 
-    values = dict(_config_section(args.config, "bag") or {})
+    values = dict(config_section(args.config, "bag") or {})
     for key in ("image_topic", "camera_info_topic", "world_frame", "camera_frame", "every_nth"):
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
@@ -82,10 +60,10 @@ def bag_read_config_from_args(args: argparse.Namespace):
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from segloc.config import config_from_dict, config_to_dict
+    from segloc.config import config_from_dict, config_section, config_to_dict
     from segloc.data.synthetic import CONDITIONS, SynthConfig, generate_scene, write_scene_bag
 
-    values = dict(_config_section(args.config, "synth") or {})
+    values = dict(config_section(args.config, "synth") or {})
     base = config_to_dict(config_from_dict(SynthConfig, values, "synth"))
     for key in ("scene", "seed", "num_mapping", "num_query", "mapping_appearance", "query_appearance"):
         if getattr(args, key) is not None:
@@ -133,25 +111,18 @@ def _read_names(path: Path | None) -> list[str] | None:
 
 
 def cmd_map_build(args: argparse.Namespace) -> int:
+    from segloc.config import config_section
     from segloc.data.dataset import read_dataset
+    from segloc.demo import build_and_report
+    from segloc.methods import get_method
 
+    method = get_method(args.method)
+    config = method.map_config(config_section(args.config, "map"))
     dataset = read_dataset(args.dataset)
     if not dataset.mapping:
         raise SeglocError(f"{args.dataset}/mapping.txt lists no images: a map needs mapping images")
-    _build_map(args.method, dataset, args.output, _config_section(args.config, "map"), args.overwrite, not args.no_progress)
+    build_and_report(method, dataset, args.output, config, overwrite=args.overwrite, progress=not args.no_progress)
     return 0
-
-
-def _build_map(method_name: str, dataset, output: Path, config_values: dict | None, overwrite: bool, progress: bool, core=None) -> Path:
-    """Build a method's map (``core``: a shared :class:`segloc.maps.build.CoreBuild`) and print its time and size."""
-    from segloc.maps.package import MapPackage
-    from segloc.methods import get_method
-
-    method = get_method(method_name)
-    start = time.perf_counter()
-    path = method.build(dataset, output, config_values, overwrite, progress, core=core)
-    print(f"built {method.name} map {path} in {time.perf_counter() - start:.1f} s: {MapPackage.open(path).bytes()} bytes")
-    return path
 
 
 def cmd_map_info(args: argparse.Namespace) -> int:
@@ -180,13 +151,14 @@ def _parse_camera(text: str):
 
 
 def cmd_localize(args: argparse.Namespace) -> int:
+    from segloc.config import config_section
     from segloc.data.dataset import ImageRecord, format_image_line, load_image, read_dataset
     from segloc.maps.package import MapPackage
     from segloc.methods import get_method
 
     package = MapPackage.open(args.map)
     method = get_method(args.method or package.method)
-    localizer = method.localizer(package, _config_section(args.config, "localize"))
+    localizer = method.load_localizer(package, method.localize_config(config_section(args.config, "localize")))
     jobs = []  # (name, image loader, camera)
     if args.dataset is not None:
         dataset = read_dataset(args.dataset)
@@ -229,6 +201,7 @@ def cmd_localize(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from segloc.config import config_section
     from segloc.data.dataset import read_dataset
     from segloc.evaluate.replay import MapSummary, evaluate_bag
     from segloc.evaluate.report import format_summary
@@ -248,7 +221,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     method = get_method(args.method or package.method)
     bag_config = bag_read_config_from_args(args) if bag is not None else None
     dataset = read_dataset(args.dataset, require_query=True) if args.dataset is not None else None
-    localizer = method.localizer(package, _config_section(args.config, "localize"))
+    localizer = method.load_localizer(package, method.localize_config(config_section(args.config, "localize")))
     map_summary = MapSummary.from_package(package)
     if dataset is None:
         metrics = evaluate_bag(
@@ -279,130 +252,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_SIZE = (320, 240)
-"""Image size of the demo scene: the size the shipped network was trained at (fast on a CPU)."""
-
-
-def _demo_checkpoint(args: argparse.Namespace, dataset_dir: Path, out: Path) -> Path:
-    """The segmentation network of the demo: --checkpoint, a fresh training run (--train), or the shipped one."""
-    from segloc.models.checkpoint import DEMO_CHECKPOINT, SHIPPED_CHECKPOINTS, shipped_checkpoint
-
-    if args.checkpoint is not None:
-        print(f"[2/4] segmentation network: {args.checkpoint}")
-        return args.checkpoint
-    if args.train:
-        run_dir = out / "train_segloc"
-        print(
-            f"[2/4] training the SegLoc network on the mapping images into {run_dir} ({args.train_epochs} epochs; the trainer prints its progress)"
-        )
-        argv = ["train", "segloc", str(dataset_dir), "-o", str(run_dir), "--epochs", str(args.train_epochs)]
-        if (run_dir / "resume").is_dir():
-            argv.append("--resume")
-        if args.no_progress:
-            argv.append("--no-progress")
-        train_args = build_parser().parse_args(argv)  # the trainer is a plugin command (segloc_train sits above segloc)
-        train_args.func(train_args)
-        return run_dir / "checkpoint"
-    shipped = SHIPPED_CHECKPOINTS[DEMO_CHECKPOINT]
-    if (args.scene, args.seed, tuple(args.size)) != (shipped["scene"], shipped["seed"], tuple(shipped["size"])):
-        raise SeglocError(
-            f"the shipped network was trained on the {shipped['scene']!r} scene (seed {shipped['seed']}, "
-            f"{shipped['size'][0]}x{shipped['size'][1]}); for another scene pass --train (or --checkpoint CKPT)"
-        )
-    path = shipped_checkpoint(DEMO_CHECKPOINT)
-    print(f"[2/4] segmentation network: the shipped one, {path} (--train trains it again; reproduce it with: {shipped['command']})")
-    return path
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    """synth -> network -> maps -> evaluation on the embedded default scene, compared side by side."""
-    import yaml
+    """synth -> networks -> maps -> evaluation on the embedded default scene, compared side by side (:mod:`segloc.demo`)."""
+    from segloc.demo import DemoOptions, run_demo
 
-    from segloc.evaluate.report import format_comparison, write_json
-    from segloc.maps.core import read_core
-    from segloc.maps.package import MapPackage
-
-    out: Path = args.output
-    dataset_dir = out / "dataset"
-    methods = ["segloc", "reference"] if args.method == "both" else [args.method]
-    if not (dataset_dir / "scene.json").is_file() or args.overwrite:
-        synth_args = argparse.Namespace(
-            config=None,
+    methods = [name.strip() for name in args.method.split(",") if name.strip()]
+    run_demo(
+        DemoOptions(
+            output=args.output,
+            methods=methods,
             scene=args.scene,
             seed=args.seed,
-            num_mapping=None,
-            num_query=None,
             size=tuple(args.size),
             condition=args.condition,
-            mapping_appearance=None,
-            query_appearance=None,
-            output=dataset_dir,
-            overwrite=True,
-            no_progress=args.no_progress,
-            bag=[],
-            bag_storage="sqlite3",
+            checkpoint=args.checkpoint,
+            train=args.train,
+            train_epochs=args.train_epochs,
+            limit=args.limit,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
         )
-        print(f"[1/4] rendering the synthetic '{args.scene}' scene ({args.condition}) into {dataset_dir}")
-        cmd_synth(synth_args)
-    else:
-        print(f"[1/4] reusing the synthetic scene in {dataset_dir} (--overwrite renders it again)")
-
-    from segloc.data.dataset import read_dataset
-
-    dataset = read_dataset(dataset_dir)
-    shared_core = None
-    if len(methods) > 1:  # both maps triangulate the same SIFT geometry (default core options): build it once
-        from segloc.maps.build import ReferenceMapConfig, build_core
-
-        print("[3/4] building the map geometry both maps share (SIFT, known-pose triangulation)")
-        shared_core = build_core(dataset, ReferenceMapConfig(), progress=not args.no_progress)
-
-    def build_map(method: str, config: Path | None) -> None:
-        _build_map(method, dataset, out / f"map_{method}", _config_section(config, "map"), True, not args.no_progress, shared_core)
-
-    runs: list[tuple[str, str, Path, dict | None]] = []  # (row name, method, map, localize section)
-    if "segloc" in methods:
-        checkpoint = _demo_checkpoint(args, dataset_dir, out)
-        out.mkdir(parents=True, exist_ok=True)
-        map_config = out / "segloc_map.yaml"
-        map_config.write_text(yaml.safe_dump({"map": {"checkpoint": str(Path(checkpoint).resolve())}}))
-        print(f"[3/4] building the segloc map {out / 'map_segloc'}")
-        build_map("segloc", map_config)
-        runs += [("approximation", "segloc", out / "map_segloc", {"refine": False}), ("segloc", "segloc", out / "map_segloc", None)]
-    else:
-        print("[2/4] no network needed for the reference method")
-    if "reference" in methods:
-        print(f"[3/4] building the reference map {out / 'map_reference'}")
-        build_map("reference", None)
-        runs.append(("reference", "reference", out / "map_reference", None))
-
-    rows = {}
-    for name, method, map_dir, localize in runs:
-        eval_dir = out / f"eval_{name}"
-        config = None
-        if localize is not None:
-            config = out / f"localize_{name}.yaml"
-            config.write_text(yaml.safe_dump({"localize": localize}))
-        print(f"[4/4] {name}: localizing the queries and evaluating into {eval_dir}")
-        cmd_evaluate(
-            argparse.Namespace(
-                map=map_dir,
-                dataset=dataset_dir,
-                method=method,
-                output=eval_dir,
-                config=config,
-                no_progress=args.no_progress,
-                limit=args.limit,
-            )
-        )
-        rows[name] = json.loads((eval_dir / "metrics.json").read_text())
-        package = MapPackage.open(map_dir)
-        rows[name]["num_points"] = read_core(package).num_points
-        rows[name]["map_bytes_per_point"] = round(package.bytes() / max(rows[name]["num_points"], 1), 1)
-    write_json(out / "comparison.json", rows)
-    print(f"\nside by side on {dataset_dir} (recall in %, errors over all queries, failures count as misses):\n")
-    print(format_comparison(rows))
-    print(f"\nwrote {out / 'comparison.json'}")
+    )
     return 0
 
 
@@ -436,6 +306,8 @@ def add_bag_read_arguments(p: argparse.ArgumentParser, prefix: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from segloc import __version__
+    from segloc.demo import DEFAULT_DEMO_METHODS, DEFAULT_DEMO_OUTPUT, DEMO_SIZE
+    from segloc.methods import available_methods
 
     parser = argparse.ArgumentParser(prog="segloc", description="Privacy-preserving visual localization: maps, localization, evaluation.")
     parser.add_argument("--version", action="version", version=f"segloc {__version__}")
@@ -454,9 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=DEFAULT_DEMO_OUTPUT, help=f"output folder (default {DEFAULT_DEMO_OUTPUT})")
     p.add_argument(
         "--method",
-        default="both",
-        choices=["both", "segloc", "reference"],
-        help="both (default): SegLoc (pose approximation and refinement) and the reference SIFT localizer",
+        default=",".join(DEFAULT_DEMO_METHODS),
+        help=f"methods to compare, comma-separated, of: {', '.join(available_methods())} (default {','.join(DEFAULT_DEMO_METHODS)}: "
+        "SegLoc's pose approximation and refinement, and the reference SIFT localizer)",
     )
     p.add_argument("--scene", default="room", help="synthetic scene: room, corridor, street (default room)")
     p.add_argument("--seed", type=int, default=0)
@@ -524,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = maps.add_parser("build", help="build a map package from a dataset folder's mapping images")
     p.add_argument("dataset", type=Path)
-    p.add_argument("--method", default="reference", help="method whose map to build (default reference)")
+    p.add_argument("--method", default="reference", help=f"method whose map to build: {', '.join(available_methods())} (default reference)")
     p.add_argument("-o", "--output", type=Path, required=True, help="map folder to write")
     p.add_argument("--config", type=Path, help="YAML config with a 'map' section")
     p.add_argument("--overwrite", action="store_true")

@@ -61,25 +61,81 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
+#: The top-level sections of a segloc YAML config file: one file feeds the CLI, the nodes
+#: (``config_path``) and training; a section that is not one of these is an error (a typo would
+#: otherwise silently give the defaults).
+CONFIG_SECTIONS: tuple[str, ...] = ("map", "localize", "synth", "bag", "train")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a segloc YAML config file: a mapping of :data:`CONFIG_SECTIONS` to their options.
+
+    Raises:
+        SeglocError: a missing file, invalid YAML, a top level that is not a mapping, or an
+            unknown section.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SeglocError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SeglocError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise SeglocError(f"config file {path}: expected a mapping with sections such as 'map' and 'localize' at the top level")
+    unknown = sorted(str(key) for key in set(values) - set(CONFIG_SECTIONS))
+    if unknown:
+        raise SeglocError(f"config file {path}: unknown section(s) {', '.join(unknown)}; valid sections: {', '.join(CONFIG_SECTIONS)}")
+    return values
+
+
+def config_section(path: str | Path | None, section: str) -> dict[str, Any] | None:
+    """The options of one section of a config file (:func:`read_config_file`); None without a file or section.
+
+    Raises:
+        SeglocError: as :func:`read_config_file`, an unknown ``section`` name, or a section
+            that is not a mapping.
+    """
+    if section not in CONFIG_SECTIONS:
+        raise SeglocError(f"unknown config section {section!r}; valid sections: {', '.join(CONFIG_SECTIONS)}")
+    if path is None or path == "":
+        return None
+    values = read_config_file(path).get(section)
+    if values is not None and not isinstance(values, dict):
+        raise SeglocError(f"config file {path}: section {section!r} must be a mapping of options, got {type(values).__name__}")
+    return values
+
+
 def load_config(cls: type[T], path: str | Path | None = None, section: str | None = None, overrides: dict[str, Any] | None = None) -> T:
-    """Load ``cls`` from a YAML file (optionally one top-level ``section`` of it), then apply ``overrides``."""
+    """Load ``cls`` from a YAML file, then apply ``overrides``; unknown keys and values out of range are errors.
+
+    Args:
+        cls: the config dataclass.
+        path: the YAML file; None: the defaults (plus ``overrides``).
+        section: the top-level section to read (the file is then a segloc config file and its
+            other sections are checked too, :func:`read_config_file`); None: the whole file
+            holds ``cls``'s options.
+        overrides: option values that replace the file's.
+    """
     values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise SeglocError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise SeglocError(f"config file {path} is not valid YAML: {exc}") from None
+    if path is not None and path != "":
         if section is not None:
-            loaded = loaded.get(section, {}) if isinstance(loaded, dict) else loaded
-        if not isinstance(loaded, dict):
-            raise SeglocError(f"config file {path}: expected a mapping at the top level")
-        values.update(loaded)
+            values.update(config_section(path, section) or {})
+        else:
+            path = Path(path)
+            if not path.is_file():
+                raise SeglocError(f"config file {path} does not exist")
+            try:
+                loaded = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise SeglocError(f"config file {path} is not valid YAML: {exc}") from None
+            if not isinstance(loaded, dict):
+                raise SeglocError(f"config file {path}: expected a mapping at the top level")
+            values.update(loaded)
     if overrides:
         values.update(overrides)
-    return config_from_dict(cls, values, where=str(path) if path else cls.__name__)
+    where = f"{path} {section}" if path and section else str(path) if path else cls.__name__
+    return config_from_dict(cls, values, where=where)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The files of a training run: resume state, cluster tensors, loss history and loss curves.
 
-A trainer's output folder (see :func:`segloc_train.train_segloc.train_segloc`)::
+A trainer's output folder (see :func:`segloc_train.segloc.train_segloc.train_segloc`)::
 
     OUT/
       checkpoint/              the network (segloc.models.checkpoint: manifest + safetensors)

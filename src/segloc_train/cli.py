@@ -24,7 +24,7 @@ def _segloc_config(args: argparse.Namespace):
     """The training config: ``--config``'s ``train`` section (or ``--preset``, or with ``--resume``
     the run's own ``config.yaml``), then the command-line overrides."""
     from segloc_train.checkpointing import CONFIG_FILE
-    from segloc_train.train_segloc import load_train_config, train_config
+    from segloc_train.segloc.train_segloc import load_train_config, train_config
 
     if args.config is not None:
         if args.preset is not None:
@@ -62,7 +62,7 @@ def cmd_train_segloc(args: argparse.Namespace) -> int:
     """``segloc train segloc``: train the SegLoc segmentation network; prints one line per epoch and the checkpoint."""
     import time
 
-    from segloc_train.train_segloc import train_segloc
+    from segloc_train.segloc.train_segloc import train_segloc
 
     config = _segloc_config(args)
     start = time.perf_counter()

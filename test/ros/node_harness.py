@@ -86,7 +86,7 @@ def build_scene(root: Path) -> Scene:
     from segloc.data.synthetic import LABELS, generate_scene, read_scene_frames, synth_config
     from segloc.maps.core import read_core, write_core
     from segloc.maps.package import MapPackage, MapWriter
-    from segloc.maps.segloc_layer import (
+    from segloc.methods.segloc.layer import (
         SegLocMapConfig,
         build_segloc_map,
         read_segloc_layer,
@@ -94,7 +94,7 @@ def build_scene(root: Path) -> Scene:
         write_segloc_layer,
         write_segloc_model,
     )
-    from segloc.models.packing import pack_segmentation
+    from segloc.methods.segloc.packing import pack_segmentation
     from segloc.models.segmenter import LabelSegmenter
 
     threads = torch.get_num_threads()
@@ -314,9 +314,14 @@ def status_level(status: Any) -> int:
     return status.level[0] if isinstance(status.level, (bytes, bytearray)) else int(status.level)
 
 
-def find_status(arrays: list[Any], node: str, level: int, text: str) -> Any:
-    """The first status of ``node`` at ``level`` whose message contains ``text`` (None if none)."""
-    return next((s for s in diagnostic_statuses(arrays, node) if status_level(s) == level and text in s.message), None)
+def find_status(arrays: list[Any], node: str, level: int, text: str, after: int = 0) -> Any:
+    """The first status of ``node`` at ``level`` whose message contains ``text`` (None if none).
+
+    ``after``: skip the first ``after`` DiagnosticArrays (those received before the event being
+    checked, ``len(arrays)`` taken before causing it), so that an earlier status with the same
+    text (e.g. a previous frame's "localization lost") is not taken for the new one.
+    """
+    return next((s for s in diagnostic_statuses(arrays[after:], node) if status_level(s) == level and text in s.message), None)
 
 
 def describe_statuses(arrays: list[Any], node: str, last: int = 10) -> str:

@@ -128,8 +128,8 @@ def test_pose_refinement_node(scene, client, start_nodes, one_torch_thread):
 
     from segloc.geometry.transforms import pose_error
     from segloc.localize.frames import base_covariance_from_camera, base_pose_from_camera, pose_is_confident
-    from segloc.localize.segloc import SegLocLocalizerConfig
-    from segloc.models.packing import probabilities_image_fields, segmentation_from_packed
+    from segloc.methods.segloc.localizer import SegLocLocalizerConfig
+    from segloc.methods.segloc.packing import probabilities_image_fields, segmentation_from_packed
     from segloc_ros.conversions import (
         camera_from_camera_info,
         camera_info_msg_from_camera,
@@ -228,18 +228,24 @@ def test_pose_refinement_node(scene, client, start_nodes, one_torch_thread):
     last_transform = rigid_from_transform_stamped_msg(
         [t for m in client.snapshot(tf_out) for t in m.transforms if t.child_frame_id == "odom"][-1]
     )
+    # Earlier frames may have been lost too (whether an oracle frame with a 3-degree prior converges depends on the
+    # CPU's floating point): only the statuses received after each far frame was sent count.
     for frame, level in ((frames[3], WARN), (frames[4], ERROR)):
         far = [turn(frame.cam_from_world, 0.0, (50.0, 40.0, 0.0))]
+        seen = len(client.snapshot(diagnostics))
         send(frame, far)
         assert client.snapshot(localized)[-1].data is False and pose_at(frame.stamp_ns) is None
         camera = camera_from_camera_info(camera_info(frame))
         reason = localizer.localize_segmentation(segmentation_from_packed(frame.probabilities), camera, far).info["failure_reason"]
+        assert reason
         status = client.wait_for(
-            lambda level=level: harness.find_status(diagnostics, REFINEMENT, level, "localization lost: "),
+            lambda level=level, seen=seen, reason=reason: harness.find_status(
+                client.snapshot(diagnostics), REFINEMENT, level, f"localization lost: {reason}", after=seen
+            ),
             10,
             lambda: "lost" + harness.describe_statuses(diagnostics, REFINEMENT) + process.log(),
         )
-        assert reason and status.message == f"localization lost: {reason}", status.message
+        assert status.message == f"localization lost: {reason}", status.message
         client.wait_for(lambda frame=frame: transforms_at(frame.stamp_ns + int(tolerance * 1e9)), 10, "map -> odom republished")
         republished = rigid_from_transform_stamped_msg(transforms_at(frame.stamp_ns + int(tolerance * 1e9))[0])
         assert np.allclose(republished.matrix(), last_transform.matrix())
@@ -308,7 +314,7 @@ def test_pose_refinement_node_with_an_odometry_topic(scene, client, start_nodes,
     from std_msgs.msg import Bool
     from tf2_msgs.msg import TFMessage
 
-    from segloc.models.packing import probabilities_image_fields
+    from segloc.methods.segloc.packing import probabilities_image_fields
     from segloc_ros.conversions import (
         camera_info_msg_from_camera,
         header_msg,
@@ -374,8 +380,8 @@ def test_segmentation_node(scene, client, start_nodes, one_torch_thread):
 
     from segloc.geometry.camera import Camera
     from segloc.localize.ingest import CameraIngest
-    from segloc.localize.segloc import SegLocLocalizer
-    from segloc.models.packing import descriptor_from_image, packed_probabilities_from_image, unpack_probabilities
+    from segloc.methods.segloc.localizer import SegLocLocalizer
+    from segloc.methods.segloc.packing import descriptor_from_image, packed_probabilities_from_image, unpack_probabilities
     from segloc_ros.conversions import camera_from_camera_info, camera_info_msg_from_camera
 
     process = start_nodes(MODULES[SEGMENTATION], {SEGMENTATION: harness.node_parameters(scene, max_edge=128)}, "segmentation")
@@ -488,8 +494,8 @@ def test_lifecycle_transitions(scene, client, start_nodes, one_torch_thread):
     from sensor_msgs.msg import Image
     from std_srvs.srv import Trigger
 
-    from segloc.localize.segloc import SegLocLocalizerConfig
-    from segloc.models.packing import descriptor_image_fields
+    from segloc.methods.segloc.localizer import SegLocLocalizerConfig
+    from segloc.methods.segloc.packing import descriptor_image_fields
     from segloc_ros.conversions import header_msg, rigid_from_pose_msg
     from segloc_ros.nodes.common import load_localizer
     from segloc_ros.nodes.segmentation_node import raw_image_msg

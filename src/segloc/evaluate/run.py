@@ -204,3 +204,51 @@ def evaluate_localizer(
     write_report(output_dir, metrics, results, mapping_centers=mapping_centers, plots=plots)
     logger.debug("evaluation of %s:\n%s", metrics["method"], format_summary(metrics))
     return metrics
+
+
+def evaluate_map(
+    map_path: str | Path | Any,
+    dataset: Dataset,
+    output_dir: str | Path,
+    *,
+    method: str | None = None,
+    localize: dict[str, Any] | Any | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a map package on a dataset's queries with its method's localizer (found in the registry).
+
+    Args:
+        map_path: the map package (a path or an opened :class:`segloc.maps.package.MapPackage`).
+        dataset: the dataset with queries.
+        output_dir: where the report goes.
+        method: the method name; None: the one the map was built for.
+        localize: the method's ``localize:`` options (a dict or its config dataclass); None: defaults.
+        progress: show a progress bar.
+        limit: only the first ``limit`` queries.
+        extra: more entries for the metrics dict.
+
+    Returns:
+        The metrics dict (:func:`evaluate_localizer`), with ``method`` the method's name.
+    """
+    from segloc.evaluate.replay import MapSummary
+    from segloc.maps.package import MapPackage
+    from segloc.methods import get_method
+
+    package = map_path if isinstance(map_path, MapPackage) else MapPackage.open(map_path)
+    method_entry = get_method(method or package.method)
+    localizer = method_entry.load_localizer(package, method_entry.localize_config(localize))
+    summary = MapSummary.from_package(package)
+    return evaluate_localizer(
+        localizer,
+        dataset,
+        output_dir,
+        map_bytes=summary.bytes,
+        map_points3D=summary.points3D if len(summary.points3D) else None,
+        mapping_centers=summary.mapping_centers,
+        progress=progress,
+        limit=limit,
+        map_path=summary.path,
+        extra={"method": method_entry.name, **(extra or {})},
+    )

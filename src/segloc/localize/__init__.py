@@ -1,39 +1,15 @@
-"""Online localization pipelines: the common result type and interface, and the localizers.
+"""What every method's localization shares: the result type and the Localizer protocol, camera ingest, robot frames, the pipeline.
 
-The localizers load on first use, so that importing the interface does not import torch.
+- :mod:`~segloc.localize.base`: :class:`LocalizationResult` and the :class:`Localizer` protocol
+  (below the methods: every method's localizer implements it);
+- :mod:`~segloc.localize.ingest`: undistortion and resizing of camera images;
+- :mod:`~segloc.localize.frames`: camera pose -> base pose -> ``map -> odom``, covariances;
+- :mod:`~segloc.localize.pipeline`: ingest -> the method's stages -> pose -> the publishing
+  decision, what the nodes and the evaluator both run (above the methods: it takes any localizer).
+
+The methods themselves are in :mod:`segloc.methods`.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
 
 from segloc.localize.base import LocalizationResult, Localizer
 
-if TYPE_CHECKING:
-    from segloc.localize.reference import ReferenceLocalizer, ReferenceLocalizerConfig
-
-_LAZY = {
-    "ReferenceLocalizer": "segloc.localize.reference",
-    "ReferenceLocalizerConfig": "segloc.localize.reference",
-    "LabelRefinementConfig": "segloc.localize.refine",
-    "RefinementResult": "segloc.localize.refine",
-    "refine_pose_with_labels": "segloc.localize.refine",
-}
-
-__all__ = [
-    "LabelRefinementConfig",
-    "LocalizationResult",
-    "Localizer",
-    "ReferenceLocalizer",
-    "ReferenceLocalizerConfig",
-    "RefinementResult",
-    "refine_pose_with_labels",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["LocalizationResult", "Localizer"]

@@ -1,69 +1,36 @@
-"""Map packages: the format (manifest + layers), the method-independent core layer, map building.
+"""Map packages: the format (manifest + layers), the method-independent core layer, the shared core build.
 
-The building functions (:mod:`segloc.maps.build`) load on first use, so that reading a map
-does not import torch.
+Each method adds its own layers (:mod:`segloc.methods`). The core build (:mod:`segloc.maps.build`)
+loads on first use, so that reading a map does not import the feature and triangulation code.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from segloc.maps.core import MapCore, read_core, write_core
+from segloc.maps.core import MapCore, core_checksum, read_core, write_core
 from segloc.maps.package import FORMAT_VERSION, MapPackage, MapWriter
 
 if TYPE_CHECKING:
-    from segloc.maps.build import (
-        CoreBuild,
-        PairConfig,
-        ReferenceLayer,
-        ReferenceMapConfig,
-        TriangulationConfig,
-        VladLayer,
-        build_core,
-        build_reference_map,
-        read_reference_layer,
-        read_vlad_layer,
-        select_pairs,
-        write_reference_layer,
-        write_vlad_layer,
-    )
+    from segloc.maps.build import CoreBuild, CoreConfig, PairConfig, TriangulationConfig, build_core, core_for, select_pairs
 
-_BUILD_NAMES = {
-    "CoreBuild",
-    "PairConfig",
-    "ReferenceLayer",
-    "ReferenceMapConfig",
-    "TriangulationConfig",
-    "VladLayer",
-    "build_core",
-    "build_reference_map",
-    "read_reference_layer",
-    "read_vlad_layer",
-    "select_pairs",
-    "write_reference_layer",
-    "write_vlad_layer",
-}
+_BUILD_NAMES = {"CoreBuild", "CoreConfig", "PairConfig", "TriangulationConfig", "build_core", "core_for", "select_pairs"}
 
 __all__ = [
     "FORMAT_VERSION",
     "CoreBuild",
+    "CoreConfig",
     "MapCore",
     "MapPackage",
     "MapWriter",
     "PairConfig",
-    "ReferenceLayer",
-    "ReferenceMapConfig",
     "TriangulationConfig",
-    "VladLayer",
     "build_core",
-    "build_reference_map",
+    "core_checksum",
+    "core_for",
     "read_core",
-    "read_reference_layer",
-    "read_vlad_layer",
     "select_pairs",
     "write_core",
-    "write_reference_layer",
-    "write_vlad_layer",
 ]
 
 

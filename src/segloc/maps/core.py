@@ -138,6 +138,18 @@ def _image_from_dict(values: dict, where: str) -> ImageRecord:
         raise SeglocError(f"{where}: malformed image entry ({type(exc).__name__}: {exc})") from None
 
 
+def core_checksum(manifest_files: dict) -> str:
+    """SHA-256 of ``core/points3D.npz`` in a manifest's ``files``: a layer that refers to the core's points records it.
+
+    Raises:
+        SeglocError: the core layer is not in ``manifest_files`` (it must be written first).
+    """
+    info = manifest_files.get("core/points3D.npz")
+    if info is None:
+        raise SeglocError("the core layer must be written before the layers that refer to its points")
+    return info["sha256"]
+
+
 def write_core(writer: MapWriter, core: MapCore) -> None:
     """Add the ``core`` layer (``core/images.json``, ``core/points3D.npz``) to a map being written."""
     core.validate()

@@ -1,8 +1,8 @@
 """Segmentation inference for SegLoc: an RGB image in, class probabilities per level and a global descriptor out.
 
 A :class:`Segmenter` is anything callable as ``segmenter(image) -> Segmentation``; map building
-(:func:`segloc.maps.segloc_layer.build_segloc_map`) and the localizer
-(:class:`segloc.localize.segloc.SegLocLocalizer`) only rely on that. :class:`NetworkSegmenter`
+(:func:`segloc.methods.segloc.layer.build_segloc_map`) and the localizer
+(:class:`segloc.methods.segloc.localizer.SegLocLocalizer`) only rely on that. :class:`NetworkSegmenter`
 wraps a :class:`segloc.models.segmentation.SegmentationNet`:
 
 1. the image is resized, keeping its aspect ratio, so that its longer side is
@@ -18,7 +18,7 @@ wraps a :class:`segloc.models.segmentation.SegmentationNet`:
 Each probability level covers the whole image: level ``l`` of size (W_l, H_l) is the image
 resized to that size, so a pixel ``(x, y)`` of the original image (COLMAP convention, the
 centre of the top-left pixel at (0.5, 0.5)) falls at ``(x W_l / W, y H_l / H)`` of the level,
-in the same convention. This is what :func:`segloc.localize.refine.refine_pose_with_labels`
+in the same convention. This is what :func:`segloc.methods.segloc.refine.refine_pose_with_labels`
 expects (``camera.scaled(W_l, H_l)`` per level).
 
 :class:`LabelSegmenter` is the ground-truth counterpart for scenes that come with label images

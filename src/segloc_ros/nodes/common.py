@@ -48,10 +48,10 @@ from std_srvs.srv import Trigger
 
 from segloc.config import load_config
 from segloc.errors import SeglocError
-from segloc.localize.segloc import SegLocLocalizer, SegLocLocalizerConfig
 from segloc.maps.core import read_core
 from segloc.maps.package import MapPackage
-from segloc.maps.segloc_layer import read_segloc_layer
+from segloc.methods.segloc.layer import read_segloc_layer
+from segloc.methods.segloc.localizer import SegLocLocalizer, SegLocLocalizerConfig
 from segloc.models.segmenter import DESCRIPTOR_GRID, Segmentation
 from segloc_ros.conversions import diagnostic_array_msg, diagnostic_status_msg
 from segloc_ros.nodes.buffers import FrameWorker, StageTimes

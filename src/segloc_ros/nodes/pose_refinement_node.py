@@ -16,7 +16,7 @@ next frame that has probabilities and camera_info, instead of waiting for retrie
 with a wrong frame or NaN/infinite values is rejected with a diagnostic ERROR.
 
 Per frame (in the worker thread) the refinement
-(:meth:`segloc.localize.segloc.SegLocLocalizer.localize_segmentation`) starts from the priors;
+(:meth:`segloc.methods.segloc.localizer.SegLocLocalizer.localize_segmentation`) starts from the priors;
 on success the camera pose goes to the base with the extrinsics at the image stamp, and its
 covariance with it (:mod:`segloc.localize.frames`), and the node publishes, stamped with the
 image stamp:
@@ -60,7 +60,7 @@ from segloc.localize.frames import (
     pose_is_confident,
     pose_uncertainty,
 )
-from segloc.models.packing import packed_probabilities_from_image, segmentation_from_packed
+from segloc.methods.segloc.packing import packed_probabilities_from_image, segmentation_from_packed
 from segloc.models.segmentation import LEVEL_STRIDES
 from segloc_ros.conversions import (
     camera_from_camera_info,

@@ -2,7 +2,7 @@
 
 Subscribes ``segloc/descriptor`` (sensor_msgs/Image ``32FC1``, 1 x Dg, from segmentation_node).
 Per descriptor (in the worker thread): ranks the map's images by descriptor similarity and
-approximates a first pose (:meth:`segloc.localize.segloc.SegLocLocalizer.retrieval_priors`),
+approximates a first pose (:meth:`segloc.methods.segloc.localizer.SegLocLocalizer.retrieval_priors`),
 then publishes ``segloc/pose_priors`` (geometry_msgs/PoseArray in ``map_frame``, stamped with
 the image stamp): the camera optical-frame poses ``world_from_cam``, best first (the
 approximation, then the poses of the next retrieved images), at most ``num_priors``.
@@ -18,7 +18,7 @@ from typing import Any
 from geometry_msgs.msg import PoseArray
 from sensor_msgs.msg import Image
 
-from segloc.models.packing import descriptor_from_image
+from segloc.methods.segloc.packing import descriptor_from_image
 from segloc_ros.conversions import pose_array_msg
 from segloc_ros.nodes.common import PIPELINE_QOS, LoadedMap, SeglocNode, run_nodes
 from segloc_ros.nodes.params import RETRIEVAL_NODE, RETRIEVAL_PARAMETERS

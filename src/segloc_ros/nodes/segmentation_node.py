@@ -7,19 +7,19 @@ Subscribes:
 
 Per image (in the worker thread): decode to RGB, undistort into the pinhole camera and shrink to
 ``max_edge`` (:class:`segloc.localize.ingest.CameraIngest`), segment with the network embedded
-in the map (:meth:`segloc.localize.segloc.SegLocLocalizer.segment`), and publish, every message
+in the map (:meth:`segloc.methods.segloc.localizer.SegLocLocalizer.segment`), and publish, every message
 with the input image's header (stamp and frame_id):
 
 - ``segloc/labels`` (sensor_msgs/Image ``mono16``): argmax class of the finest level
   (1/4 of the network input);
 - ``segloc/descriptor`` (sensor_msgs/Image ``32FC1``, 1 x Dg): the global descriptor;
 - ``segloc/probabilities`` (sensor_msgs/Image ``16UC{K}``): the packed probability pyramid of
-  :mod:`segloc.models.packing`: levels of strides 32, 16, 8, 4 stacked vertically coarse to
+  :mod:`segloc.methods.segloc.packing`: levels of strides 32, 16, 8, 4 stacked vertically coarse to
   fine, each left-aligned and zero-padded to the finest width, K channels per pixel. **Each
   16-bit word is an IEEE 754 half-precision float, not an integer**: read the data as
   ``float16`` (``is_bigendian`` gives the byte order), e.g.
   ``numpy.frombuffer(msg.data, "<f2").reshape(msg.height, msg.width, K)``, or use
-  :func:`segloc.models.packing.packed_probabilities_from_image`;
+  :func:`segloc.methods.segloc.packing.packed_probabilities_from_image`;
 - ``segloc/camera_info`` (sensor_msgs/CameraInfo): the pinhole camera of the processed image
   (the camera the probabilities belong to).
 
@@ -36,7 +36,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from segloc.localize.ingest import CameraIngest
-from segloc.models.packing import descriptor_image_fields, pack_probabilities, probabilities_image_fields
+from segloc.methods.segloc.packing import descriptor_image_fields, pack_probabilities, probabilities_image_fields
 from segloc.models.segmentation import LEVEL_STRIDES
 from segloc_ros.conversions import camera_from_camera_info, camera_info_msg_from_camera, image_msg_from_array, rgb_from_image_msg
 from segloc_ros.nodes.common import PIPELINE_QOS, SENSOR_QOS, LoadedMap, SeglocNode, run_nodes
@@ -46,7 +46,7 @@ __all__ = ["SegmentationNode", "main", "raw_image_msg"]
 
 
 def raw_image_msg(header: Any, fields: dict[str, Any]) -> Image:
-    """A sensor_msgs/Image with ``header`` and the field values of :mod:`segloc.models.packing` (data as bytes)."""
+    """A sensor_msgs/Image with ``header`` and the field values of :mod:`segloc.methods.segloc.packing` (data as bytes)."""
     import array
 
     data = array.array("B")

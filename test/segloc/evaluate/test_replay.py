@@ -76,7 +76,8 @@ def test_bag_evaluation_matches_the_dataset_evaluation(room, offline):
     frames, _ = read_scene_frames(dataset, "query")
     assert [q["name"] for q in per_bag] == [f"{seconds_to_ns(f.timestamp)}.png" for f in frames]
     for x, y in zip(per_dataset, per_bag):
-        assert (x["success"], x["num_inliers"]) == (y["success"], y["num_inliers"])
+        # RANSAC's draws differ between the runs (see above): a point at the inlier threshold may go either way.
+        assert x["success"] == y["success"] and abs(x["num_inliers"] - y["num_inliers"]) <= max(2, 0.05 * x["num_inliers"])
         if x["success"]:
             assert y["translation_error_m"] == pytest.approx(x["translation_error_m"], abs=2e-3)
     # TUM trajectories carry the image stamps of the bag (the dataset folder has none: indices).

@@ -12,18 +12,11 @@ from segloc.data.dataset import ImageRecord, read_dataset, write_dataset
 from segloc.errors import SeglocError
 from segloc.geometry.camera import Camera
 from segloc.geometry.transforms import Rigid3, pose_error
-from segloc.localize.reference import ReferenceLocalizer
-from segloc.maps.build import (
-    PairConfig,
-    ReferenceMapConfig,
-    build_reference_map,
-    epipolar_errors,
-    read_reference_layer,
-    read_vlad_layer,
-    select_pairs,
-)
+from segloc.maps.build import PairConfig, epipolar_errors, select_pairs
 from segloc.maps.core import read_core
 from segloc.maps.package import MapPackage
+from segloc.methods.reference.layer import ReferenceMapConfig, build_reference_map, read_reference_layer, read_vlad_layer
+from segloc.methods.reference.localizer import ReferenceLocalizer
 
 CAMERA = Camera("PINHOLE", 640, 480, (500.0, 500.0, 320.0, 240.0))
 FAST_CONFIG = {"vlad": {"num_clusters": 16, "max_training_descriptors": 20000}}
@@ -217,4 +210,4 @@ def test_bad_inputs(tmp_path, planar_map):
         build_reference_map(type(dataset)(dataset.root, dataset.mapping[:1], []), tmp_path / "map", progress=False)
     assert not (tmp_path / "map").exists()
     with pytest.raises(SeglocError, match="unknown option"):
-        config_from_dict(ReferenceMapConfig, {"pairs": {"neighbours": 3}})
+        config_from_dict(ReferenceMapConfig, {"core": {"pairs": {"neighbours": 3}}})

@@ -147,12 +147,16 @@ def test_config_presets_and_strict_yaml(tmp_path):
     gpu = segmentation_config("gpu")
     assert gpu.encoder == "efficientnet_lite2" and gpu.decoder_channels == (256, 256, 128, 128)
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({"segmentation": {**config_to_dict(SegmentationNetConfig()), "num_classes": 50}}))
-    loaded = load_config(SegmentationNetConfig, path, section="segmentation")
+    path.write_text(yaml.safe_dump({**config_to_dict(SegmentationNetConfig()), "num_classes": 50}))
+    loaded = load_config(SegmentationNetConfig, path)
     assert loaded.num_classes == 50 and loaded.decoder_channels == (128, 96, 64, 64)
-    path.write_text("segmentation: {num_clases: 50}\n")
+    path.write_text("{num_clases: 50}\n")
     with pytest.raises(SeglocError, match=r"unknown option\(s\) num_clases; valid options are: decoder_channels"):
-        load_config(SegmentationNetConfig, path, section="segmentation")
+        load_config(SegmentationNetConfig, path)
+    # A segloc config file is checked whole: a section that does not exist is an error, not defaults.
+    path.write_text("segmentation: {num_classes: 50}\n")
+    with pytest.raises(SeglocError, match="unknown section"):
+        load_config(SegmentationNetConfig, path, section="train")
     with pytest.raises(SeglocError, match="num_classes must be at least 2"):
         segmentation_config("cpu", num_classes=1)
     with pytest.raises(SeglocError, match="decoder_channels needs 4 positive values"):

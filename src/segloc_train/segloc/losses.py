@@ -5,7 +5,7 @@ images with 2D-2D correspondences. The terms, each a function here:
 
 - :func:`cross_entropy_loss` (L_CE): cross-entropy of the class logits against pseudo-targets
   (prototype assignments in the first epoch, the DEC target distribution afterwards, see
-  :mod:`segloc_train.prototypes`).
+  :mod:`segloc_train.segloc.prototypes`).
 - :func:`correspondence_consistency_loss` (L_CC): corresponding pixels should get the same class
   (Larsson et al., "Fine-Grained Segmentation Networks", ICCV 2019): each side's argmax (or
   distribution) is the detached target of a cross-entropy on the other side, symmetrised.

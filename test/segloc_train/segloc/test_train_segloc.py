@@ -14,7 +14,7 @@ from segloc.models.checkpoint import load_checkpoint, read_checkpoint_info, save
 from segloc.models.segmentation import SegmentationNet, segmentation_config
 from segloc_train.checkpointing import read_tensors, read_training_state
 from segloc_train.cli import add_train_parser
-from segloc_train.train_segloc import (
+from segloc_train.segloc.train_segloc import (
     SegLocTrainConfig,
     load_train_config,
     resolve_image_size,
@@ -55,7 +55,7 @@ def tiny_config(**overrides) -> SegLocTrainConfig:
 def scene(tmp_path_factory):
     """The dataset folder and a reference map built from it (its core gives the pairs)."""
     synthetic = pytest.importorskip("segloc.data.synthetic")
-    from segloc.maps.build import build_reference_map
+    from segloc.methods.reference.layer import build_reference_map
 
     config = synthetic.synth_config("room", "same", num_mapping=12, num_query=2, width=160, height=120, seed=3, mapping_laps=0.25)
     root = synthetic.generate_scene(config, tmp_path_factory.mktemp("room") / "dataset", progress=False)
@@ -243,7 +243,7 @@ def test_pseudo_targets_come_from_the_clean_views(scene):
     from segloc.maps.package import MapPackage
     from segloc_train.dataset import SegLocTrainingSet, collate_pairs
     from segloc_train.pairs import mine_pairs
-    from segloc_train.train_segloc import training_step
+    from segloc_train.segloc.train_segloc import training_step
 
     root, map_dir = scene
     config = tiny_config(augment={"resize_max_edge": 160, "blur_probability": 1.0, "noise_probability": 1.0})

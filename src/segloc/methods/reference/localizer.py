@@ -24,9 +24,9 @@ from segloc.geometry.camera import Camera
 from segloc.geometry.pose import PnPConfig, estimate_absolute_pose
 from segloc.geometry.transforms import Rigid3
 from segloc.localize.base import LocalizationResult
-from segloc.maps.build import read_reference_layer, read_vlad_layer
 from segloc.maps.core import MapCore, read_core
 from segloc.maps.package import MapPackage
+from segloc.methods.reference.layer import read_reference_layer, read_vlad_layer
 
 logger = logging.getLogger("segloc")
 

@@ -50,8 +50,8 @@ from tqdm import tqdm
 from segloc.config import config_from_dict, config_to_dict
 from segloc.data.dataset import Dataset
 from segloc.errors import SeglocError
-from segloc.maps.build import CoreBuild, ReferenceMapConfig, core_for
-from segloc.maps.core import MapCore, write_core
+from segloc.maps.build import CoreBuild, CoreConfig, core_for
+from segloc.maps.core import MapCore, core_checksum, write_core
 from segloc.maps.package import MapPackage, MapWriter
 
 if TYPE_CHECKING:
@@ -104,8 +104,7 @@ class SegLocMapConfig:
         model_dtype: precision of the embedded weights: ``checkpoint`` (that of the
             checkpoint's file: the shipped float16 networks stay 6.6 MB, a float32 checkpoint
             stays exact), ``float32`` or ``float16`` (half the bytes of float32).
-        core: options of the core build (SIFT, pairs, triangulation, frame_id); the ``vlad``
-            options are not used.
+        core: options of the shared core build (:class:`segloc.maps.build.CoreConfig`).
     """
 
     checkpoint: str | None = None
@@ -116,11 +115,11 @@ class SegLocMapConfig:
     top_k: int = 3
     embed_model: bool = True
     model_dtype: str = "checkpoint"
-    core: ReferenceMapConfig = field(default_factory=ReferenceMapConfig)
+    core: CoreConfig = field(default_factory=CoreConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.core, dict):
-            self.core = config_from_dict(ReferenceMapConfig, self.core, "map.core")
+            self.core = config_from_dict(CoreConfig, self.core, "map.core")
         if self.store not in STORE_MODES:
             raise SeglocError(f"segloc map: unknown store {self.store!r}; valid values are: {', '.join(STORE_MODES)}")
         if self.top_k < 1:
@@ -312,13 +311,6 @@ def _label_dtype(num_classes: int) -> type:
     return np.uint8 if num_classes <= 256 else np.uint16
 
 
-def _core_checksum(manifest_files: dict[str, Any]) -> str:
-    info = manifest_files.get("core/points3D.npz")
-    if info is None:
-        raise SeglocError("the core layer must be written before the segloc layer, which refers to its points")
-    return info["sha256"]
-
-
 def _label_arrays(point_labels: np.ndarray, store: str, top_k: int, probabilities: np.ndarray | None, topk: tuple | None) -> dict:
     """The arrays of ``segloc/labels.npz`` for a store mode, from a distribution or from top-k labels."""
     label_dtype = point_labels.dtype
@@ -372,7 +364,7 @@ def write_segloc_layer(
         "num_classes": num_classes,
         "store": store,
         "top_k": top_k if store == "topk" else (1 if store == "top1" else num_classes),
-        "core_points_sha256": _core_checksum(writer.manifest["files"]),
+        "core_points_sha256": core_checksum(writer.manifest["files"]),
         "statistics": {
             "num_points": int(len(point_labels)),
             "num_labels_used": int(len(np.unique(point_labels))),
@@ -405,7 +397,7 @@ def read_segloc_layer(package: MapPackage, core: MapCore | None = None) -> SegLo
     meta = package.read_json(SEGLOC_LAYER, "meta")
     if not isinstance(meta, dict) or not {"num_classes", "store"} <= set(meta):
         raise SeglocError(f"{where}: meta.json lacks num_classes or store")
-    if meta.get("core_points_sha256") != _core_checksum(package.manifest.get("files", {})):
+    if meta.get("core_points_sha256") != core_checksum(package.manifest.get("files", {})):
         raise SeglocError(f"{where}: the layer was built for another core layer; rebuild the map")
     labels = package.read_arrays(SEGLOC_LAYER, "labels")
     descriptors = package.read_arrays(SEGLOC_LAYER, "descriptors").get("image_descriptors")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from segloc.errors import SeglocError
-from segloc_train.prototypes import (
+from segloc_train.segloc.prototypes import (
     assign_to_prototypes,
     cluster_concentrations,
     cluster_frequencies,

@@ -12,7 +12,7 @@ For a query image (Pietrantoni et al., CVPR 2023):
    is the result (the "retrieval only" baseline);
 4. ``refine``: the 3D points the retrieved images observe that fall in (a widened frustum
    of) the first pose, at most ``max_points`` of them, are aligned with the query's class
-   probabilities by :func:`segloc.localize.refine.refine_pose_with_labels`.
+   probabilities by :func:`segloc.methods.segloc.refine.refine_pose_with_labels`.
 
 Given a pose ``prior`` (odometry, ``initialpose``, another method), steps 2 and 3 are skipped:
 the points come from the mapping images near the prior (or, when none is near, from the whole
@@ -39,10 +39,10 @@ from segloc.features.retrieval import rank_by_similarity
 from segloc.geometry.camera import Camera
 from segloc.geometry.transforms import Rigid3
 from segloc.localize.base import LocalizationResult
-from segloc.localize.refine import LabelRefinementConfig, refine_pose_with_labels
 from segloc.maps.core import MapCore, read_core
 from segloc.maps.package import MapPackage
-from segloc.maps.segloc_layer import SegLocLayer, read_segloc_layer, read_segloc_model
+from segloc.methods.segloc.layer import SegLocLayer, read_segloc_layer, read_segloc_model
+from segloc.methods.segloc.refine import LabelRefinementConfig, refine_pose_with_labels
 from segloc.models.segmenter import DESCRIPTOR_GRID, NetworkSegmenter, Segmentation, Segmenter
 
 logger = logging.getLogger("segloc")
@@ -65,7 +65,7 @@ class SegLocLocalizerConfig:
         weighted_max_distance: see ``approximation`` (metres).
         weighted_max_angle_deg: see ``approximation`` (degrees between optical axes).
         refine: run the label-based refinement; False returns the approximation ("retrieval only").
-        refinement: options of :func:`segloc.localize.refine.refine_pose_with_labels`.
+        refinement: options of :func:`segloc.methods.segloc.refine.refine_pose_with_labels`.
         labels_top_k: labels per point for the refinement; None for all the map stores (1 for
             ``top1`` maps, k for ``topk``, K for ``full``).
         max_points: at most this many points go into the refinement (a seeded random subset).
@@ -343,7 +343,7 @@ class SegLocLocalizer:
             ``[qw, qx, qy, qz, tx, ty, tz]`` of ``cam_from_world``), ``num_points`` (points
             given to the refinement), ``refinement`` (the summary of the kept refinement, or
             of the last one tried when none succeeded, see
-            :meth:`segloc.localize.refine.RefinementResult.info`, with ``attempts``, the
+            :meth:`segloc.methods.segloc.refine.RefinementResult.info`, with ``attempts``, the
             refinements run, ``start``, the index of its start, and ``start_costs``, the final
             cost of each start's refinement or None where it failed),
             ``failure_reason`` (None on success).

@@ -12,9 +12,9 @@ corresponding pixels of overlapping images the same class. :func:`train_segloc` 
    features sampled from ``prototype_images`` random mapping images, per meta-class when a
    pretrained semantic model is supplied (``semantic_checkpoint``), globally otherwise (this
    project's deviation: no semantic model ships with it; see
-   :func:`segloc_train.prototypes.init_prototypes`). PCL concentrations from the same features.
+   :func:`segloc_train.segloc.prototypes.init_prototypes`). PCL concentrations from the same features.
 5. **Epochs**: mine triplets from the latest global descriptors; train steps with Adam on
-   ``L = L_CE + L_CC + L_PC + L_PF + L_MS`` (:func:`segloc_train.losses.segloc_loss`); at the
+   ``L = L_CE + L_CC + L_PC + L_PF + L_MS`` (:func:`segloc_train.segloc.losses.segloc_loss`); at the
    end of the epoch scan the mapping images again and update the prototypes and
    concentrations; log the losses; save a checkpoint every ``checkpoint_every`` epochs.
 6. **Outputs** (:mod:`segloc_train.checkpointing`): ``OUT/checkpoint`` (the network),
@@ -115,10 +115,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
-from segloc.config import config_from_dict, config_to_dict
+from segloc.config import config_from_dict, config_section, config_to_dict
 from segloc.data.dataset import load_image, read_dataset
 from segloc.errors import SeglocError
-from segloc.maps.build import ReferenceMapConfig, build_core
+from segloc.maps.build import CoreConfig, build_core
 from segloc.maps.core import MapCore, read_core
 from segloc.maps.package import MapPackage
 from segloc.models.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
@@ -151,10 +151,10 @@ from segloc_train.checkpointing import (
     write_tensors,
 )
 from segloc_train.dataset import SegLocTrainingSet, collate_pairs
-from segloc_train.losses import SegLocLossConfig, segloc_loss
 from segloc_train.mining import MiningConfig, camera_centers_and_axes, mine_triplets
 from segloc_train.pairs import ImagePair, PairMiningConfig, mine_pairs
-from segloc_train.prototypes import (
+from segloc_train.segloc.losses import SegLocLossConfig, segloc_loss
+from segloc_train.segloc.prototypes import (
     assign_to_prototypes,
     cluster_concentrations,
     init_prototypes,
@@ -240,7 +240,7 @@ class SegLocTrainConfig:
     mining: MiningConfig = field(default_factory=_default_mining)
     augment: AugmentConfig = field(default_factory=_default_augment)
     loss: SegLocLossConfig = field(default_factory=SegLocLossConfig)
-    core: ReferenceMapConfig = field(default_factory=ReferenceMapConfig)
+    core: CoreConfig = field(default_factory=CoreConfig)
     max_correspondences: int = 1024
     epochs: int = 10
     steps_per_epoch: int | None = 50
@@ -373,23 +373,17 @@ def load_train_config(path: str | Path) -> SegLocTrainConfig:
     Raises:
         SeglocError: missing or invalid file, no ``train`` section, or invalid options.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SeglocError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SeglocError(f"config file {path} is not valid YAML: {exc}") from None
-    if not isinstance(values, dict) or "train" not in values:
+    values = config_section(path, "train")
+    if values is None:
         raise SeglocError(f"config file {path} has no 'train' section; put the training options under 'train:'")
-    return train_config_from_dict(values["train"], where=f"{path}: train")
+    return train_config_from_dict(values, where=f"{path}: train")
 
 
 def write_train_config(path: str | Path, config: SegLocTrainConfig) -> Path:
     """Write the full config under a ``train:`` section (loadable with :func:`load_train_config` and ``--config``)."""
     path = Path(path)
     text = yaml.safe_dump({"train": config_to_dict(config)}, sort_keys=False, default_flow_style=None)
-    path.write_text(f"# SegLoc training config, every option (segloc_train.train_segloc.SegLocTrainConfig).\n{text}")
+    path.write_text(f"# SegLoc training config, every option (segloc_train.segloc.train_segloc.SegLocTrainConfig).\n{text}")
     return path
 
 

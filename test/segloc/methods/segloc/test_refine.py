@@ -16,7 +16,7 @@ from segloc.data.synthetic import LABELS, make_trajectory, synth_config
 from segloc.errors import SeglocError
 from segloc.geometry import Camera, Rigid3, axis_angle_to_matrix, pose_error
 from segloc.geometry.pose import perturb_world_from_cam
-from segloc.localize.refine import (
+from segloc.methods.segloc.refine import (
     FAILURE_REASONS,
     LabelRefinementConfig,
     _as_labels,

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from segloc.config import config_from_dict
 from segloc.errors import SeglocError
 from segloc.models.segmentation import SegmentationNet, SegmentationOutput, segmentation_config
-from segloc_train.losses import (
+from segloc_train.segloc.losses import (
     SegLocLossConfig,
     correspondence_consistency_loss,
     cross_entropy_loss,

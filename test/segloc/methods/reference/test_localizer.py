@@ -10,10 +10,10 @@ from segloc.config import config_from_dict
 from segloc.data.dataset import read_dataset
 from segloc.errors import SeglocError
 from segloc.geometry.transforms import Rigid3, pose_error
-from segloc.localize.reference import ReferenceLocalizer, ReferenceLocalizerConfig
-from segloc.maps.build import ReferenceMapConfig, build_reference_map
 from segloc.maps.core import read_core, write_core
 from segloc.maps.package import MapPackage, MapWriter
+from segloc.methods.reference.layer import ReferenceMapConfig, build_reference_map
+from segloc.methods.reference.localizer import ReferenceLocalizer, ReferenceLocalizerConfig
 
 CASTLE = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "strecha_castle"
 FAST_MAP_CONFIG = {"vlad": {"num_clusters": 16, "max_training_descriptors": 20000}}

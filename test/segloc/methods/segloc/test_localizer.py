@@ -14,12 +14,12 @@ from segloc.data.dataset import read_dataset
 from segloc.data.synthetic import generate_scene, synth_config
 from segloc.errors import SeglocError
 from segloc.geometry import Rigid3, axis_angle_to_matrix, pose_error
-from segloc.localize.refine import LabelRefinementConfig
-from segloc.localize.segloc import SegLocLocalizer, SegLocLocalizerConfig, approximate_pose, pose_to_list
 from segloc.maps.core import read_core, write_core
 from segloc.maps.package import MapPackage, MapWriter
-from segloc.maps.segloc_layer import SegLocMapConfig, build_segloc_map, read_segloc_layer, write_segloc_layer, write_segloc_model
 from segloc.methods import get_method
+from segloc.methods.segloc.layer import SegLocMapConfig, build_segloc_map, read_segloc_layer, write_segloc_layer, write_segloc_model
+from segloc.methods.segloc.localizer import SegLocLocalizer, SegLocLocalizerConfig, approximate_pose, pose_to_list
+from segloc.methods.segloc.refine import LabelRefinementConfig
 from segloc.models import SegmentationNet, save_checkpoint, segmentation_config
 from segloc.models.segmenter import DESCRIPTOR_GRID, LabelSegmenter, NetworkSegmenter, inference_size
 
@@ -211,7 +211,8 @@ def test_config_is_strict_and_checked(room):
 
 
 def test_maps_share_a_core_built_once(room, tmp_path):
-    from segloc.maps.build import build_core, build_reference_map
+    from segloc.maps.build import build_core
+    from segloc.methods.reference.layer import build_reference_map
 
     dataset, oracle, package, _ = room
     built = build_core(dataset, progress=False)
@@ -236,9 +237,9 @@ def test_registry_and_missing_checkpoint(room, tmp_path):
     dataset = room[0]
     method = get_method("segloc")
     with pytest.raises(SeglocError, match=r"checkpoint: PATH.*map:"):
-        method.build(dataset, tmp_path / "map", None, False, False)
+        method.build_map(dataset, tmp_path / "map", method.map_config(None), progress=False)
     with pytest.raises(SeglocError, match="unknown option"):
-        method.build(dataset, tmp_path / "map", {"chekpoint": "x"}, False, False)
+        method.map_config({"chekpoint": "x"})
     assert not (tmp_path / "map").exists()
 
 
@@ -289,7 +290,8 @@ def test_localizer_with_the_embedded_network(room, images, tmp_path):
         write_segloc_layer(writer, probabilities, descriptors / np.linalg.norm(descriptors, axis=1, keepdims=True), "topk", 2, meta)
         write_segloc_model(writer, net, "float16")
         writer.commit()
-    localizer = get_method("segloc").localizer(MapPackage.open(tmp_path / "map"), {"num_retrieved": 3, "labels_top_k": 2})
+    method = get_method("segloc")
+    localizer = method.load_localizer(MapPackage.open(tmp_path / "map"), method.localize_config({"num_retrieved": 3, "labels_top_k": 2}))
     assert isinstance(localizer, SegLocLocalizer) and localizer.segmenter.inference_max_edge == 96
     record = dataset.query[0]
     result = localizer.localize(images[record.name], record.camera)

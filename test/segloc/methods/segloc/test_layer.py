@@ -15,7 +15,7 @@ from segloc.data.synthetic import LABELS, generate_scene, synth_config
 from segloc.errors import SeglocError
 from segloc.maps.core import read_core
 from segloc.maps.package import MapPackage
-from segloc.maps.segloc_layer import (
+from segloc.methods.segloc.layer import (
     MODEL_LAYER,
     SEGLOC_LAYER,
     SegLocMapConfig,

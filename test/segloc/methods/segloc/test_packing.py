@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from segloc.errors import SeglocError
-from segloc.models import LEVEL_STRIDES
-from segloc.models.packing import (
+from segloc.methods.segloc.packing import (
     descriptor_from_image,
     descriptor_image_fields,
     level_sizes,
@@ -21,6 +20,7 @@ from segloc.models.packing import (
     unpack_descriptor,
     unpack_probabilities,
 )
+from segloc.models import LEVEL_STRIDES
 from segloc.models.segmenter import NetworkSegmenter, Segmentation
 
 
