@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from segloc.config import CONFIG_SECTIONS
-from segloc.config import load_config
+from segloc.config import CONFIG_SECTIONS, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
@@ -20,8 +19,8 @@ def test_reference_yaml_matches_the_defaults():
 
 
 def test_synth_yaml_is_the_demo_scene():
-    from segloc.demo import DEMO_SIZE
     from segloc.data.synthetic import SynthConfig, synth_config
+    from segloc.demo import DEMO_SIZE
 
     config = load_config(SynthConfig, CONFIG_DIR / "synth_room.yaml", section="synth")
     assert config == synth_config("room", "lighting", width=DEMO_SIZE[0], height=DEMO_SIZE[1])

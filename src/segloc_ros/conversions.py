@@ -61,6 +61,7 @@ from segloc.geometry.transforms import Rigid3
 from segloc.localize.frames import check_pose_covariance
 
 __all__ = [
+    "raw_image_msg",
     "WRITE_ENCODINGS",
     "camera_from_camera_info",
     "camera_info_msg_from_camera",
@@ -359,3 +360,18 @@ def diagnostic_status_msg(
 def diagnostic_array_msg(statuses: Iterable[DiagnosticStatus], stamp: Any) -> DiagnosticArray:
     """A ``diagnostic_msgs/DiagnosticArray`` (what ``/diagnostics`` carries); the header frame is empty."""
     return DiagnosticArray(header=header_msg(stamp, ""), status=list(statuses))
+
+
+def raw_image_msg(header: Any, fields: dict[str, Any]) -> Image:
+    """A sensor_msgs/Image with ``header`` and the field values of :mod:`segloc.methods.segloc.packing` (data as bytes)."""
+    data = array.array("B")
+    data.frombytes(fields["data"])  # array.array: rclpy takes it without a per-byte check
+    return Image(
+        header=header,
+        height=fields["height"],
+        width=fields["width"],
+        encoding=fields["encoding"],
+        is_bigendian=fields["is_bigendian"],
+        step=fields["step"],
+        data=data,
+    )

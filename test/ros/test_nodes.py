@@ -30,10 +30,12 @@ from node_harness import CAMERA_FRAME, NodeProcess, RosClient, Scene  # noqa: E4
 SEGMENTATION = "segmentation_node"
 RETRIEVAL = "retrieval_node"
 REFINEMENT = "pose_refinement_node"
+LOCALIZER = "localizer_node"
 MODULES = {
     SEGMENTATION: "segloc_ros.nodes.segmentation_node",
     RETRIEVAL: "segloc_ros.nodes.retrieval_node",
     REFINEMENT: "segloc_ros.nodes.pose_refinement_node",
+    LOCALIZER: "segloc_ros.nodes.localizer_node",
 }
 OK, WARN, ERROR = 0, 1, 2
 
@@ -128,7 +130,7 @@ def test_pose_refinement_node(scene, client, start_nodes, one_torch_thread):
 
     from segloc.geometry.transforms import pose_error
     from segloc.localize.frames import base_covariance_from_camera, base_pose_from_camera, pose_is_confident
-    from segloc.methods.segloc.localizer import SegLocLocalizerConfig
+    from segloc.methods.segloc.localizer import SegLocLocalizer, SegLocLocalizerConfig
     from segloc.methods.segloc.packing import probabilities_image_fields, segmentation_from_packed
     from segloc_ros.conversions import (
         camera_from_camera_info,
@@ -136,15 +138,13 @@ def test_pose_refinement_node(scene, client, start_nodes, one_torch_thread):
         pose_and_covariance_from_msg,
         pose_array_msg,
         pose_with_covariance_stamped_msg,
+        raw_image_msg,
         rigid_from_transform_stamped_msg,
     )
-    from segloc_ros.nodes.common import load_localizer
-    from segloc_ros.nodes.segmentation_node import raw_image_msg
 
     tolerance = 0.25
-    process = start_nodes(
-        MODULES[REFINEMENT], {REFINEMENT: harness.node_parameters(scene, transform_tolerance=tolerance, lost_frames_error=2)}, "refinement"
-    )
+    parameters = harness.node_parameters(scene, transform_tolerance=tolerance, lost_frames_error=2, prior_input="pose_priors")
+    process = start_nodes(MODULES[REFINEMENT], {REFINEMENT: parameters}, "refinement")
     poses = client.collect(PoseWithCovarianceStamped, "/pose", 50)
     localized = client.collect(Bool, "/segloc/localized", 50)
     tf_out = client.collect(TFMessage, "/tf", 100)
@@ -162,7 +162,7 @@ def test_pose_refinement_node(scene, client, start_nodes, one_torch_thread):
     for publisher in pubs.values():
         client.wait_subscribers(publisher)
 
-    localizer = load_localizer(str(scene.map_a), SegLocLocalizerConfig(), with_network=False).localizer
+    localizer = SegLocLocalizer.from_map(scene.map_a, SegLocLocalizerConfig(), with_network=False)
 
     def camera_info(frame):
         return camera_info_msg_from_camera(scene.camera, frame.stamp_ns, CAMERA_FRAME)
@@ -306,6 +306,57 @@ def test_pose_refinement_node(scene, client, start_nodes, one_torch_thread):
 # --- segmentation_node -------------------------------------------------------------------------
 
 
+def test_pose_refinement_node_from_retrieval(scene, client, start_nodes, one_torch_thread):
+    """prior_input retrieval (the default): the split chain's refinement equals the one-process localizer's, pose for pose."""
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Bool
+    from tf2_msgs.msg import TFMessage
+
+    from segloc.localize.pipeline import PublishDecision
+    from segloc.methods.segloc.localizer import SegLocLocalizer
+    from segloc.methods.segloc.packing import probabilities_image_fields, retrieval_image_fields, segmentation_from_packed
+    from segloc_ros.conversions import camera_info_msg_from_camera, pose_and_covariance_from_msg, raw_image_msg
+
+    process = start_nodes(MODULES[REFINEMENT], {REFINEMENT: harness.node_parameters(scene)}, "refinement_retrieval")
+    poses = client.collect(PoseWithCovarianceStamped, "/pose", 50)
+    localized = client.collect(Bool, "/segloc/localized", 50)
+    pubs = {
+        "probabilities": client.publisher(Image, "/segloc/probabilities"),
+        "camera_info": client.publisher(CameraInfo, "/segloc/camera_info"),
+        "retrieval": client.publisher(Image, "/segloc/retrieval"),
+        "tf": client.publisher(TFMessage, "/tf", 100),
+    }
+    client.publisher(TFMessage, "/tf_static", tf_static_qos()).publish(static_camera_tf(scene, scene.frames[0].stamp_ns))
+    wait_state(client, process, REFINEMENT, "active")
+    for publisher in pubs.values():
+        client.wait_subscribers(publisher)
+
+    localizer = SegLocLocalizer.from_map(scene.map_a, with_network=False)
+    decision = PublishDecision()
+    agreed = 0
+    for frame in scene.frames[:4]:
+        segmentation = segmentation_from_packed(frame.probabilities, frame.descriptor[None, :])
+        retrieval = localizer.retrieval(segmentation.descriptor)  # what retrieval_node computes and sends
+        count = len(client.snapshot(localized))
+        info = camera_info_msg_from_camera(scene.camera, frame.stamp_ns, CAMERA_FRAME)
+        pubs["tf"].publish(odometry_tf(frame))
+        pubs["camera_info"].publish(info)
+        pubs["probabilities"].publish(raw_image_msg(info.header, probabilities_image_fields(frame.probabilities)))
+        pubs["retrieval"].publish(raw_image_msg(info.header, retrieval_image_fields(retrieval.image_ids, retrieval.similarities)))
+        client.wait_for(lambda count=count: len(localized) > count, 60, f"segloc/localized for {frame.name}" + process.log())
+        # The one-process localizer (retrieval on the descriptor, then refinement) on the same segmentation.
+        want = decision.decide(frame.stamp_ns, localizer.localize_segmentation(segmentation, scene.camera), scene.base_from_cam)
+        got = next((p for p in client.snapshot(poses) if stamp_ns(p.header) == frame.stamp_ns), None)
+        assert (got is not None) == want.published, (frame.name, want.message)
+        if want.published:
+            world_from_base, covariance = pose_and_covariance_from_msg(got)
+            assert np.allclose(world_from_base.matrix(), want.world_from_base.matrix(), atol=1e-9)
+            assert np.allclose(covariance, want.covariance, rtol=1e-9, atol=1e-15)
+            agreed += 1
+    assert agreed >= 2, "the oracle should localize most frames"
+
+
 def test_pose_refinement_node_with_an_odometry_topic(scene, client, start_nodes, one_torch_thread):
     """With ``odom_topic``, odometry comes from nav_msgs/Odometry (no odom -> base_link on /tf): map -> odom follows it."""
     from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
@@ -321,12 +372,14 @@ def test_pose_refinement_node_with_an_odometry_topic(scene, client, start_nodes,
         pose_and_covariance_from_msg,
         pose_array_msg,
         pose_msg_from_rigid,
+        raw_image_msg,
         rigid_from_transform_stamped_msg,
     )
-    from segloc_ros.nodes.segmentation_node import raw_image_msg
 
     process = start_nodes(
-        MODULES[REFINEMENT], {REFINEMENT: harness.node_parameters(scene, odom_topic="/odom", transform_tolerance=0.0)}, "refinement_odom"
+        MODULES[REFINEMENT],
+        {REFINEMENT: harness.node_parameters(scene, odom_topic="/odom", transform_tolerance=0.0, prior_input="pose_priors")},
+        "refinement_odom",
     )
     poses = client.collect(PoseWithCovarianceStamped, "/pose", 10)
     localized = client.collect(Bool, "/segloc/localized", 10)
@@ -494,14 +547,13 @@ def test_lifecycle_transitions(scene, client, start_nodes, one_torch_thread):
     from sensor_msgs.msg import Image
     from std_srvs.srv import Trigger
 
-    from segloc.methods.segloc.localizer import SegLocLocalizerConfig
-    from segloc.methods.segloc.packing import descriptor_image_fields
-    from segloc_ros.conversions import header_msg, rigid_from_pose_msg
-    from segloc_ros.nodes.common import load_localizer
-    from segloc_ros.nodes.segmentation_node import raw_image_msg
+    from segloc.methods.segloc.localizer import SegLocLocalizer, SegLocLocalizerConfig
+    from segloc.methods.segloc.packing import descriptor_image_fields, retrieval_from_image
+    from segloc_ros.conversions import header_msg, raw_image_msg, rigid_from_pose_msg
 
     process = start_nodes(MODULES[RETRIEVAL], {RETRIEVAL: harness.node_parameters(scene, autostart=False)}, "retrieval")
     priors = client.collect(PoseArray, "/segloc/pose_priors")
+    retrievals = client.collect(Image, "/segloc/retrieval")
     diagnostics = client.collect(DiagnosticArray, "/diagnostics", 100)
     descriptor_pub = client.publisher(Image, "/segloc/descriptor")
     wait_state(client, process, RETRIEVAL, "unconfigured")
@@ -525,14 +577,20 @@ def test_lifecycle_transitions(scene, client, start_nodes, one_torch_thread):
 
     assert client.change_state(RETRIEVAL, "activate") and client.lifecycle_state(RETRIEVAL) == "active"
     client.wait_subscribers(descriptor_pub)
-    localizer = load_localizer(str(scene.map_a), SegLocLocalizerConfig(), with_network=False).localizer
+    localizer = SegLocLocalizer.from_map(scene.map_a, SegLocLocalizerConfig(), with_network=False)
     for frame in scene.frames[:2]:
         descriptor_pub.publish(descriptor_msg(frame))
         message = client.wait_for(lambda s=frame.stamp_ns: next((m for m in priors if stamp_ns(m.header) == s), None), 30, "priors")
         assert message.header.frame_id == "map" and len(message.poses) == 5
-        starts, _, _ = localizer.retrieval_priors(frame.descriptor)
-        for pose, start in zip(message.poses, starts):
+        expected = localizer.retrieval(frame.descriptor)
+        for pose, start in zip(message.poses, expected.starts):
             assert np.allclose(rigid_from_pose_msg(pose).matrix(), start.inverse().matrix(), atol=1e-9)
+        # The retrieval itself (what pose_refinement_node starts from): the library's ids and similarities, exactly.
+        retrieval_msg = client.wait_for(
+            lambda s=frame.stamp_ns: next((m for m in retrievals if stamp_ns(m.header) == s), None), 30, "retrieval"
+        )
+        image_ids, similarities = retrieval_from_image(retrieval_msg)
+        assert image_ids.tolist() == expected.image_ids.tolist() and np.array_equal(similarities, expected.similarities)
         best = rigid_from_pose_msg(message.poses[0])
         assert np.linalg.norm(best.translation - frame.cam_from_world.center) < 1.0  # the query loop is 0.3 m off the mapping loop
 
@@ -614,3 +672,138 @@ def test_localization_container(scene, client, start_nodes):
     values = harness.status_values(status)
     assert values["image_transport"] == "compressed" and "segment_s" in values and values["frames_failed"] == "0"
     assert process.alive()
+
+
+# --- localizer_node: any method's whole pipeline in one process ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def reference_map(scene) -> Path:
+    """A reference (SIFT) map of the scene's mapping images, built through the method registry."""
+    from segloc.data.dataset import read_dataset
+    from segloc.methods import get_method
+
+    method = get_method("reference")
+    config = method.map_config({"core": {"pairs": {"num_neighbors": 5}}, "vlad": {"num_clusters": 16, "max_training_descriptors": 20000}})
+    return method.build_map(read_dataset(scene.root / "dataset"), scene.root / "map_reference", config, progress=False)
+
+
+@pytest.mark.parametrize("method", ["reference", "segloc"])
+def test_localizer_node(method, scene, reference_map, client, start_nodes, one_torch_thread):
+    """Images in, the library pipeline's poses out (same code, same numbers), map -> odom, the lost signal, map swaps."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Bool
+    from std_srvs.srv import Trigger
+    from tf2_msgs.msg import TFMessage
+
+    from segloc.geometry.transforms import pose_error
+    from segloc.localize.pipeline import LocalizationPipeline
+    from segloc.maps.package import MapPackage
+    from segloc.methods import get_method
+    from segloc_ros.conversions import camera_info_msg_from_camera, pose_and_covariance_from_msg, rigid_from_transform_stamped_msg
+
+    map_path = reference_map if method == "reference" else scene.map_a
+    tolerance = 0.25
+    parameters = harness.node_parameters(scene, map_path=str(map_path), transform_tolerance=tolerance, lost_frames_error=2)
+    process = start_nodes(MODULES[LOCALIZER], {LOCALIZER: parameters}, f"localizer_{method}")
+    poses = client.collect(PoseWithCovarianceStamped, "/pose", 50)
+    localized = client.collect(Bool, "/segloc/localized", 50)
+    tf_out = client.collect(TFMessage, "/tf", 100)
+    diagnostics = client.collect(DiagnosticArray, "/diagnostics", 200)
+    image_pub = client.publisher(Image, "/image")
+    info_pub = client.publisher(CameraInfo, "/camera_info")
+    tf_pub = client.publisher(TFMessage, "/tf", 100)
+    client.publisher(TFMessage, "/tf_static", tf_static_qos()).publish(static_camera_tf(scene, scene.frames[0].stamp_ns))
+    wait_state(client, process, LOCALIZER, "active")
+    for publisher in (image_pub, info_pub, tf_pub):
+        client.wait_subscribers(publisher)
+
+    def send(frame, image_msg=None) -> None:
+        """Odometry, camera_info, then the image; waits for the node's verdict on segloc/localized."""
+        count = len(client.snapshot(localized))
+        tf_pub.publish(odometry_tf(frame))
+        info_pub.publish(camera_info_msg_from_camera(scene.camera, frame.stamp_ns, CAMERA_FRAME))
+        time.sleep(0.1)
+        image_pub.publish(image_msg if image_msg is not None else rgb_image(frame))
+        client.wait_for(lambda: len(localized) > count, 60, f"segloc/localized for {frame.name}" + process.log())
+
+    def pose_at(stamp: int):
+        return next((p for p in client.snapshot(poses) if stamp_ns(p.header) == stamp), None)
+
+    def odom_transform_at(stamp: int):
+        edges = [t for m in client.snapshot(tf_out) for t in m.transforms if stamp_ns(t.header) == stamp and t.child_frame_id == "odom"]
+        return edges[-1] if edges else None
+
+    # 1. The node's poses are the library pipeline's on the same inputs (the evaluator runs this pipeline too).
+    registered = get_method(method)
+    library = LocalizationPipeline(registered.load_localizer(MapPackage.open(map_path), registered.localize_config(None)))
+    published = 0
+    for frame in scene.frames[:4]:
+        send(frame)
+        want = library.process(frame.image, scene.camera, frame.stamp_ns, scene.base_from_cam, odometry=(frame.odom_from_base, None))
+        got = pose_at(frame.stamp_ns)
+        assert (got is not None) == want.published, (frame.name, want.message) + (process.log(),)
+        assert client.snapshot(localized)[-1].data is want.published
+        if not want.published:
+            continue
+        published += 1
+        world_from_base, covariance = pose_and_covariance_from_msg(got)
+        assert got.header.frame_id == "map"
+        # Same code and inputs; the reference's RANSAC draws differ between the processes (a borderline inlier).
+        t_err, r_err = pose_error(world_from_base.inverse(), want.world_from_base.inverse())
+        assert t_err < 1e-3 and r_err < 0.01, (frame.name, t_err, r_err)
+        assert np.all(np.linalg.eigvalsh(covariance) > 0)
+        transform = client.wait_for(lambda s=frame.stamp_ns + int(tolerance * 1e9): odom_transform_at(s), 10, "map -> odom")
+        map_from_odom = rigid_from_transform_stamped_msg(transform)
+        assert transform.header.frame_id == "map"
+        assert max(pose_error((map_from_odom * frame.odom_from_base).inverse(), world_from_base.inverse())) < 1e-3
+        if method == "reference":  # SIFT on rendered textures: near the ground truth
+            t_gt, r_gt = pose_error(world_from_base.inverse(), frame.world_from_base.inverse())
+            assert t_gt < 0.05 and r_gt < 1.0, (frame.name, t_gt, r_gt)
+    if method == "reference":
+        assert published >= 3, "the reference should localize most frames"
+
+    # 2. A bad image (an encoding no camera gives): no pose, localized False, an ERROR naming the encoding.
+    frame = scene.frames[4]
+    bad = rgb_image(frame)
+    bad.encoding = "32FC1"
+    seen = len(client.snapshot(diagnostics))
+    send(frame, bad)
+    assert client.snapshot(localized)[-1].data is False and pose_at(frame.stamp_ns) is None
+    status = client.wait_for(
+        lambda: harness.find_status(client.snapshot(diagnostics), LOCALIZER, ERROR, "localization lost: ", after=seen),
+        10,
+        lambda: "lost" + harness.describe_statuses(diagnostics, LOCALIZER),
+    )
+    assert "32FC1" in status.message, status.message
+    assert process.alive() and client.lifecycle_state(LOCALIZER) == "active"
+
+    # 3. Map swaps: ~/reload_map, and a map of the other method: the node takes the method from the map.
+    response = client.call(Trigger, f"/{LOCALIZER}/reload_map", Trigger.Request())
+    assert response.success, response.message
+    other = scene.map_a if method == "reference" else reference_map
+    results = client.set_parameters(LOCALIZER, {"map_path": str(other)})
+    assert results[0].successful, results[0].reason
+    other_method = "segloc" if method == "reference" else "reference"
+    client.wait_for(
+        lambda: any(
+            harness.status_values(s).get("method") == other_method and harness.status_values(s).get("map_path") == str(other)
+            for s in harness.diagnostic_statuses(client.snapshot(diagnostics), LOCALIZER)
+        ),
+        10,
+        lambda: "the other map in diagnostics" + harness.describe_statuses(diagnostics, LOCALIZER),
+    )
+    frame = dataclasses.replace(scene.frames[5], stamp_ns=scene.frames[5].stamp_ns + 1)
+    send(frame)
+    assert process.alive() and client.lifecycle_state(LOCALIZER) == "active"
+    keys = {"method", "poses_published", "frames_processed", "frames_dropped", "image_transport", "consecutive_failures"}
+    status = client.wait_for(
+        lambda: next(
+            (s for s in harness.diagnostic_statuses(client.snapshot(diagnostics), LOCALIZER) if keys <= set(harness.status_values(s))), None
+        ),
+        10,
+        lambda: "diagnostic values" + harness.describe_statuses(diagnostics, LOCALIZER),
+    )
+    assert harness.status_values(status)["method"] in ("segloc", "reference")

@@ -55,7 +55,7 @@ from segloc.data.rosbag import (
 from segloc.errors import SeglocError
 from segloc.evaluate.metrics import THRESHOLDS, QueryResult, peak_rss_bytes, summarize
 from segloc.evaluate.report import format_summary, write_report
-from segloc.evaluate.run import localize_query, overlap_or_raise
+from segloc.evaluate.run import as_pipeline, localize_query, overlap_or_raise
 from segloc.geometry.transforms import Rigid3
 from segloc.localize.frames import camera_pose_from_base, pose_uncertainty
 
@@ -261,7 +261,8 @@ def evaluate_bag(
     if limit is not None and limit < 1:
         raise SeglocError(f"limit must be at least 1, got {limit}")
     ground_truth = read_ground_truth(bag, config)[:limit]
-    method = getattr(localizer, "method", type(localizer).__name__)
+    localizer = as_pipeline(localizer)
+    method = localizer.method
     logger.info("offline replay of %s: %s on %d images -> %s", bag, method, len(ground_truth), output_dir)
     images = BagImages(bag, config)
     try:

@@ -30,6 +30,7 @@ from segloc.errors import SeglocError
 from segloc.evaluate.metrics import QueryResult, peak_rss_bytes, summarize
 from segloc.evaluate.report import format_summary, write_report
 from segloc.localize.base import Localizer
+from segloc.localize.pipeline import LocalizationPipeline
 
 logger = logging.getLogger("segloc")
 
@@ -83,12 +84,21 @@ def overlap_or_raise(queries: Sequence[ImageRecord], points3D: np.ndarray, min_v
     return without_overlap
 
 
-def localize_query(localizer: Localizer, dataset: Dataset, record: ImageRecord) -> QueryResult:
-    """Localize one query of ``dataset`` and time it; a localizer error counts as a failure with its message."""
+def as_pipeline(localizer: Localizer | LocalizationPipeline) -> LocalizationPipeline:
+    """The :class:`~segloc.localize.pipeline.LocalizationPipeline` a localizer runs in on a robot (ingest, then the localizer)."""
+    return localizer if isinstance(localizer, LocalizationPipeline) else LocalizationPipeline(localizer)
+
+
+def localize_query(localizer: Localizer | LocalizationPipeline, dataset: Dataset, record: ImageRecord) -> QueryResult:
+    """Localize one query of ``dataset`` through the robot's pipeline and time it; a localizer error counts as a failure with its message.
+
+    ``dataset`` is anything with ``load_image(name)`` (a dataset folder, a bag's images).
+    """
+    pipeline = as_pipeline(localizer)
     image = dataset.load_image(record.name)
     start = time.perf_counter()
     try:
-        estimate = localizer.localize(image, record.camera)
+        estimate = pipeline.localize(image, record.camera)
     except SeglocError as exc:
         elapsed = time.perf_counter() - start
         logger.warning("query %s: localizer error, counted as a failure: %s", record.name, exc)
@@ -127,7 +137,9 @@ def evaluate_localizer(
     """Localize every query of ``dataset``, write the report into ``output_dir``, return the metrics.
 
     Args:
-        localizer: any object with ``method`` and ``localize(image, camera)``.
+        localizer: any :class:`~segloc.localize.base.Localizer` (run through the robot's
+            :class:`~segloc.localize.pipeline.LocalizationPipeline`: camera ingest first), or a
+            pipeline.
         dataset: a dataset folder with queries (their poses are the ground truth).
         output_dir: where the report goes (created; existing report files are replaced).
         map_bytes: size of the map on disk, for the report.
@@ -159,7 +171,8 @@ def evaluate_localizer(
         queries = queries[:limit]
     if not queries:
         raise SeglocError(f"{dataset.root}: no query images to evaluate (query.txt is missing or empty)")
-    method = getattr(localizer, "method", type(localizer).__name__)
+    pipeline = as_pipeline(localizer)
+    method = pipeline.method
     logger.info(
         "evaluating %s on %d queries of %s (map %s, %s bytes) -> %s",
         method,
@@ -180,7 +193,7 @@ def evaluate_localizer(
     results: list[QueryResult] = []
     try:
         for record in tqdm(queries, desc=f"localize ({method})", unit="query", disable=not progress):
-            results.append(localize_query(localizer, dataset, record))
+            results.append(localize_query(pipeline, dataset, record))
         peak_python = tracemalloc.get_traced_memory()[1] if track_python_memory else None
     finally:
         if started_tracing:

@@ -5,7 +5,8 @@
 - declares its :data:`parameters` (:mod:`segloc_ros.nodes.params`) with descriptions and checks
   every change (a rejected change says why);
 - on configure checks the parameters, sets the torch threads and loads the map
-  (:meth:`SeglocNode.load_map`), then creates its publishers; on activate starts its worker
+  (:meth:`SeglocNode.load_map`: the package is opened and checked here, the node's
+  :meth:`SeglocNode.make_localizer` builds what it runs from it), then creates its publishers; on activate starts its worker
   thread and subscribes; on deactivate unsubscribes and stops the worker; on cleanup frees
   the map. With ``autostart`` (default) :meth:`SeglocNode.autostart` configures and activates
   at start-up so that ``ros2 run`` works without a lifecycle manager;
@@ -46,13 +47,8 @@ from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from std_srvs.srv import Trigger
 
-from segloc.config import load_config
 from segloc.errors import SeglocError
-from segloc.maps.core import read_core
 from segloc.maps.package import MapPackage
-from segloc.methods.segloc.layer import read_segloc_layer
-from segloc.methods.segloc.localizer import SegLocLocalizer, SegLocLocalizerConfig
-from segloc.models.segmenter import DESCRIPTOR_GRID, Segmentation
 from segloc_ros.conversions import diagnostic_array_msg, diagnostic_status_msg
 from segloc_ros.nodes.buffers import FrameWorker, StageTimes
 from segloc_ros.nodes.params import ParameterSpec, check_parameter
@@ -68,8 +64,9 @@ __all__ = [
     "LoadedMap",
     "SeglocNode",
     "forward_library_logging",
-    "load_localizer",
+    "open_map",
     "run_nodes",
+    "with_device",
 ]
 
 #: Camera inputs: best effort, keeps up with reliable and best-effort drivers alike.
@@ -88,50 +85,40 @@ REPEAT_PERIOD_S = 1.0
 
 @dataclass
 class LoadedMap:
-    """A map in service: its path, the localizer over it and the package's frame."""
+    """A map in service: its path, what the node runs over it, the package's frame and method.
+
+    Attributes:
+        path: the map package folder.
+        localizer: what :meth:`SeglocNode.make_localizer` built (a localizer, or a
+            :class:`segloc.localize.pipeline.LocalizationPipeline`).
+        frame_id: the map's frame.
+        method: the method the map was built for.
+    """
 
     path: str
-    localizer: SegLocLocalizer
+    localizer: Any
     frame_id: str
+    method: str = ""
 
 
-class _SegmentationsFromElsewhere:
-    """The segmenter of a localizer in a node that receives segmentations (the network runs in segmentation_node)."""
-
-    def __init__(self, num_classes: int, descriptor_grid: tuple[int, ...]):
-        self.num_classes = num_classes
-        self.descriptor_grid = descriptor_grid
-
-    def __call__(self, image: Any) -> Segmentation:
-        raise SeglocError("this node does not segment images: segmentation_node does, and publishes segloc/probabilities")
-
-
-def load_localizer(map_path: str, config: SegLocLocalizerConfig, with_network: bool) -> LoadedMap:
-    """Load a SegLoc map for a node.
-
-    Args:
-        map_path: the map package folder.
-        config: localizer options.
-        with_network: load the embedded segmentation network (segmentation_node); without it
-            only the core and segloc layers are read (retrieval and refinement work on the
-            segmentations segmentation_node publishes).
+def open_map(map_path: str) -> MapPackage:
+    """Open and check a map package for a node.
 
     Raises:
-        SeglocError: an empty or missing path, or a map that does not load.
+        SeglocError: an empty or missing path, or a map that does not load (format, checksums).
     """
     if not map_path:
-        raise SeglocError("parameter map_path is empty: set it to a SegLoc map package folder (segloc map build ... --method segloc)")
+        raise SeglocError("parameter map_path is empty: set it to a map package folder (segloc map build ... -o MAP)")
     if not Path(map_path).is_dir():
-        raise SeglocError(f"map {map_path} does not exist (map_path must be a SegLoc map package folder)")
-    package = MapPackage.open(map_path)
-    if with_network:
-        localizer = SegLocLocalizer.from_map(package, config)
-    else:
-        core = read_core(package)
-        layer = read_segloc_layer(package, core)
-        grid = tuple(layer.meta.get("descriptor_grid") or DESCRIPTOR_GRID)
-        localizer = SegLocLocalizer(core, layer, _SegmentationsFromElsewhere(layer.num_classes, grid), config)
-    return LoadedMap(str(map_path), localizer, package.frame_id)
+        raise SeglocError(f"map {map_path} does not exist (map_path must be a map package folder)")
+    return MapPackage.open(map_path)
+
+
+def with_device(config: Any, device: str) -> Any:
+    """``config`` with its ``device`` field set to the node's ``device`` parameter (unchanged when it has none)."""
+    if dataclasses.is_dataclass(config) and any(f.name == "device" for f in dataclasses.fields(config)):
+        return dataclasses.replace(config, device=device)
+    return config
 
 
 class _RosLogHandler(logging.Handler):
@@ -241,15 +228,15 @@ class SeglocNode(LifecycleNode):
                 self._diagnostics_timer.timer_period_ns = int(parameter.value * 1e9)
 
     # --- the map ----------------------------------------------------------------------------
-    def localizer_config(self, config_path: str | None = None) -> SegLocLocalizerConfig:
-        """The localizer options: the ``localize:`` section of ``config_path`` (default: the parameter), with ``device``."""
-        config_path = self.param("config_path") if config_path is None else config_path
-        config = load_config(SegLocLocalizerConfig, config_path, section="localize") if config_path else SegLocLocalizerConfig()
-        return dataclasses.replace(config, device=self.param("device"))
+    def make_localizer(self, package: MapPackage, config_path: str) -> Any:
+        """What the node runs over an opened map (on configure and map reload); raises on any problem."""
+        raise NotImplementedError
 
     def load_map(self, map_path: str, config_path: str | None = None) -> LoadedMap:
         """Load a map (not yet in service); raises on any problem."""
-        loaded = load_localizer(map_path, self.localizer_config(config_path), self.needs_network)
+        package = open_map(map_path)
+        config_path = self.param("config_path") if config_path is None else config_path
+        loaded = LoadedMap(str(map_path), self.make_localizer(package, config_path), package.frame_id, package.method)
         if loaded.frame_id != self._map_frame():
             self.get_logger().warning(
                 f"map {map_path} has its poses in frame {loaded.frame_id!r}; they are published in {self._map_frame()!r}"

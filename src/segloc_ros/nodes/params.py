@@ -14,9 +14,13 @@ from dataclasses import dataclass
 __all__ = [
     "AVAILABLE_BACKENDS",
     "COMMON_PARAMETERS",
+    "LOCALIZER_NODE",
+    "LOCALIZER_PARAMETERS",
+    "LOCALIZING_PARAMETERS",
     "NODE_PARAMETERS",
     "POSE_REFINEMENT_NODE",
     "POSE_REFINEMENT_PARAMETERS",
+    "PRIOR_INPUTS",
     "RETRIEVAL_NODE",
     "RETRIEVAL_PARAMETERS",
     "SEGMENTATION_NODE",
@@ -30,6 +34,7 @@ __all__ = [
 SEGMENTATION_NODE = "segmentation_node"
 RETRIEVAL_NODE = "retrieval_node"
 POSE_REFINEMENT_NODE = "pose_refinement_node"
+LOCALIZER_NODE = "localizer_node"
 
 #: Inference backends the nodes can run the segmentation network with.
 AVAILABLE_BACKENDS: tuple[str, ...] = ("torch",)
@@ -83,7 +88,7 @@ COMMON_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "map_path",
         "",
-        "SegLoc map package folder. Loaded on configure; setting it while configured loads and swaps the map "
+        "map package folder. Loaded on configure; setting it while configured loads and swaps the map "
         "atomically (rejected, with the old map kept, when the new one does not load). ~/reload_map reloads it.",
     ),
     ParameterSpec(
@@ -121,8 +126,9 @@ RETRIEVAL_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("num_priors", 0, "pose priors published per image, best first; 0 = all the retrieved images", minimum=0),
 )
 
-POSE_REFINEMENT_PARAMETERS: tuple[ParameterSpec, ...] = (
-    *COMMON_PARAMETERS,
+#: What every node that publishes the robot's pose takes (pose_refinement_node, localizer_node):
+#: frames, TF, odometry and the publishing decision (:class:`segloc.localize.pipeline.PublishConfig`).
+LOCALIZING_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("map_frame", "map", "frame of the map (pose header, TF parent)"),
     ParameterSpec("odom_frame", "odom", "odometry frame (TF map -> odom)"),
     ParameterSpec("base_frame", "base_link", "robot base frame: the published pose is its pose in map_frame"),
@@ -144,13 +150,6 @@ POSE_REFINEMENT_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("max_yaw_std_deg", 10.0, "largest published yaw standard deviation, degrees", positive=True),
     ParameterSpec("tf_timeout", 0.2, "seconds to wait for the extrinsics and odometry at an image stamp", minimum=0.0),
     ParameterSpec("tf_buffer_duration", 10.0, "seconds of /tf (and odometry) history kept", positive=True),
-    ParameterSpec("pair_buffer_size", 10, "image stamps waiting for probabilities, camera_info and priors", minimum=1),
-    ParameterSpec(
-        "pair_timeout",
-        2.0,
-        "an image stamp still unmatched this many seconds (of stamps) behind the newest expires, counted",
-        positive=True,
-    ),
     ParameterSpec(
         "lost_frames_error",
         5,
@@ -159,10 +158,50 @@ POSE_REFINEMENT_PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
 )
 
+PRIOR_INPUTS = ("retrieval", "pose_priors")
+
+POSE_REFINEMENT_PARAMETERS: tuple[ParameterSpec, ...] = (
+    *COMMON_PARAMETERS,
+    *LOCALIZING_PARAMETERS,
+    ParameterSpec(
+        "prior_input",
+        "retrieval",
+        "where the refinement starts: retrieval (segloc/retrieval from retrieval_node: the same starts and points as the "
+        "one-process localizer) or pose_priors (segloc/pose_priors, geometry_msgs/PoseArray from any source) (on activate)",
+        choices=PRIOR_INPUTS,
+    ),
+    ParameterSpec("pair_buffer_size", 10, "image stamps waiting for probabilities, camera_info and priors", minimum=1),
+    ParameterSpec(
+        "pair_timeout",
+        2.0,
+        "an image stamp still unmatched this many seconds (of stamps) behind the newest expires, counted",
+        positive=True,
+    ),
+)
+
+LOCALIZER_PARAMETERS: tuple[ParameterSpec, ...] = (
+    *COMMON_PARAMETERS,
+    *LOCALIZING_PARAMETERS,
+    ParameterSpec("method", "", "the registered method to localize with; '' = the one the map was built for (on configure)"),
+    ParameterSpec(
+        "image_transport",
+        "raw",
+        "raw: subscribe 'image' (sensor_msgs/Image); compressed: 'image/compressed' (sensor_msgs/CompressedImage) (on activate)",
+        choices=IMAGE_TRANSPORTS,
+    ),
+    ParameterSpec(
+        "max_edge",
+        0,
+        "longest side (pixels) images are shrunk to before the method sees them; 0 = what the method works at (on configure)",
+        minimum=0,
+    ),
+)
+
 NODE_PARAMETERS: dict[str, tuple[ParameterSpec, ...]] = {
     SEGMENTATION_NODE: SEGMENTATION_PARAMETERS,
     RETRIEVAL_NODE: RETRIEVAL_PARAMETERS,
     POSE_REFINEMENT_NODE: POSE_REFINEMENT_PARAMETERS,
+    LOCALIZER_NODE: LOCALIZER_PARAMETERS,
 }
 
 

@@ -36,33 +36,19 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from segloc.localize.ingest import CameraIngest
+from segloc.maps.package import MapPackage
 from segloc.methods.segloc.packing import descriptor_image_fields, pack_probabilities, probabilities_image_fields
 from segloc.models.segmentation import LEVEL_STRIDES
-from segloc_ros.conversions import camera_from_camera_info, camera_info_msg_from_camera, image_msg_from_array, rgb_from_image_msg
-from segloc_ros.nodes.common import PIPELINE_QOS, SENSOR_QOS, LoadedMap, SeglocNode, run_nodes
+from segloc_ros.conversions import camera_info_msg_from_camera, image_msg_from_array, raw_image_msg
+from segloc_ros.nodes.camera_input import CameraInputs
+from segloc_ros.nodes.common import PIPELINE_QOS, LoadedMap, SeglocNode, run_nodes
 from segloc_ros.nodes.params import SEGMENTATION_NODE, SEGMENTATION_PARAMETERS
+from segloc_ros.nodes.segloc_split import load_segloc_localizer
 
-__all__ = ["SegmentationNode", "main", "raw_image_msg"]
-
-
-def raw_image_msg(header: Any, fields: dict[str, Any]) -> Image:
-    """A sensor_msgs/Image with ``header`` and the field values of :mod:`segloc.methods.segloc.packing` (data as bytes)."""
-    import array
-
-    data = array.array("B")
-    data.frombytes(fields["data"])  # array.array: rclpy takes it without a per-byte check
-    return Image(
-        header=header,
-        height=fields["height"],
-        width=fields["width"],
-        encoding=fields["encoding"],
-        is_bigendian=fields["is_bigendian"],
-        step=fields["step"],
-        data=data,
-    )
+__all__ = ["SegmentationNode", "main"]
 
 
-class SegmentationNode(SeglocNode):
+class SegmentationNode(CameraInputs, SeglocNode):
     """The segmentation stage of the split SegLoc pipeline (see the module docstring)."""
 
     node_name = SEGMENTATION_NODE
@@ -72,11 +58,11 @@ class SegmentationNode(SeglocNode):
 
     def __init__(self, node_name: str | None = None, **kwargs: Any):
         super().__init__(node_name, **kwargs)
-        self._camera_infos: dict[str, CameraInfo] = {}
         self._ingest: CameraIngest | None = None
-        self._without_camera_info = 0
         self._outputs: dict[str, Any] = {}
-        self._inputs: list[Any] = []
+
+    def make_localizer(self, package: MapPackage, config_path: str) -> Any:
+        return load_segloc_localizer(package, config_path, self.param("device"), with_network=True)
 
     # --- interfaces -------------------------------------------------------------------------
     def create_outputs(self) -> None:
@@ -94,43 +80,18 @@ class SegmentationNode(SeglocNode):
         self._ingest = None
 
     def create_inputs(self) -> None:
-        if self.param("image_transport") == "compressed":
-            image = self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, SENSOR_QOS, callback_group=self.input_group
-            )
-        else:
-            image = self.create_subscription(Image, "image", self._on_image, SENSOR_QOS, callback_group=self.input_group)
-        info = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, SENSOR_QOS, callback_group=self.input_group)
-        self._inputs = [image, info]
+        self.create_camera_inputs()
 
     def destroy_inputs(self) -> None:
-        for subscription in self._inputs:
-            self.destroy_subscription(subscription)
-        self._inputs = []
-
-    # --- callbacks --------------------------------------------------------------------------
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_infos[msg.header.frame_id] = msg
-
-    def _on_image(self, msg: Image | CompressedImage) -> None:
-        info = self._camera_infos.get(msg.header.frame_id)
-        if info is None:
-            self._without_camera_info += 1
-            known = ", ".join(sorted(repr(f) for f in self._camera_infos)) or "none"
-            self.report(
-                "warn",
-                f"image dropped: no camera_info received yet for frame {msg.header.frame_id!r} (camera_info frames: {known}); "
-                "is camera_info published, and remapped to the same camera?",
-            )
-            return
-        self.submit((msg, info, time.perf_counter()))
+        self.destroy_camera_inputs()
 
     def extra_diagnostics(self) -> dict[str, Any]:
-        return {"frames_without_camera_info": self._without_camera_info, "image_transport": self.param("image_transport")}
+        return self.camera_diagnostics()
 
     # --- the worker -------------------------------------------------------------------------
     def _ingest_for(self, loaded: LoadedMap) -> CameraIngest:
-        max_edge = self.param("max_edge") or loaded.localizer.segmenter.inference_max_edge or 0
+        """The camera ingest of the one-process pipeline (segloc.localize.pipeline): to max_edge, else the network's size."""
+        max_edge = self.param("max_edge") or loaded.localizer.ingest_max_edge or 0
         if self._ingest is None or self._ingest.max_edge != max_edge:
             self._ingest = CameraIngest(max_edge)
         return self._ingest
@@ -139,10 +100,7 @@ class SegmentationNode(SeglocNode):
         msg, info, received = frame
         header = msg.header
         timings: dict[str, float] = {"queue": time.perf_counter() - received}
-        start = time.perf_counter()
-        rgb = rgb_from_image_msg(msg)
-        camera = camera_from_camera_info(info, (rgb.shape[1], rgb.shape[0]))
-        timings["decode"] = time.perf_counter() - start
+        rgb, camera = self.decode(msg, info, timings)
 
         start = time.perf_counter()
         image, camera = self._ingest_for(loaded)(rgb, camera)

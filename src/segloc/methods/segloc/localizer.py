@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from segloc.errors import SeglocError
 from segloc.features.retrieval import rank_by_similarity
@@ -47,7 +48,16 @@ from segloc.models.segmenter import DESCRIPTOR_GRID, NetworkSegmenter, Segmentat
 
 logger = logging.getLogger("segloc")
 
-__all__ = ["APPROXIMATIONS", "INITIALIZATION_SELECTIONS", "SegLocLocalizer", "SegLocLocalizerConfig", "approximate_pose", "pose_to_list"]
+__all__ = [
+    "APPROXIMATIONS",
+    "INITIALIZATION_SELECTIONS",
+    "Retrieval",
+    "SegLocLocalizer",
+    "SegLocLocalizerConfig",
+    "approximate_pose",
+    "pose_to_list",
+    "wire_precision",
+]
 
 APPROXIMATIONS = ("top1", "weighted")
 INITIALIZATION_SELECTIONS = ("first_success", "lowest_cost")
@@ -130,6 +140,35 @@ class SegLocLocalizerConfig:
             raise SeglocError("segloc localizer: frustum_margin, weighted_max_distance and prior_radius must be >= 0")
 
 
+@dataclass
+class Retrieval:
+    """The retrieval stage's output: what the refinement starts from.
+
+    Attributes:
+        starts: ``cam_from_world`` starts, best first: the approximation, then the poses of
+            retrieved images (see :meth:`SegLocLocalizer.retrieval_from_ids`).
+        image_ids: (R,) int64 retrieved mapping image ids, best first; their points feed the
+            refinement.
+        similarities: (R,) float32 descriptor similarities of those images.
+    """
+
+    starts: list[Rigid3]
+    image_ids: np.ndarray
+    similarities: np.ndarray
+
+
+def wire_precision(segmentation: Segmentation) -> Segmentation:
+    """The segmentation with its probabilities rounded to float16, the precision they cross processes in.
+
+    The split pipeline sends probabilities between processes as float16
+    (:mod:`segloc.methods.segloc.packing`); rounding them the same way in one process makes
+    the refinement see identical inputs whether the stages run in one process or three, so
+    that offline evaluation measures what the robot's nodes compute.
+    """
+    levels = [torch.as_tensor(level).to(torch.float16).to(torch.float32) for level in segmentation.probabilities]
+    return Segmentation(levels, segmentation.descriptor, segmentation.input_size)
+
+
 def pose_to_list(cam_from_world: Rigid3) -> list[float]:
     """``[qw, qx, qy, qz, tx, ty, tz]`` of a ``cam_from_world`` (quaternion scalar first)."""
     return [float(v) for v in (*cam_from_world.quat_wxyz, *cam_from_world.translation)]
@@ -180,6 +219,19 @@ def approximate_pose(
     return Rigid3.from_rotation(rotation, -rotation @ center)
 
 
+class _SegmentationsFromElsewhere:
+    """The segmenter of a localizer loaded without its network (the split pipeline's retrieval and refinement processes)."""
+
+    inference_max_edge = None
+
+    def __init__(self, num_classes: int, descriptor_grid: tuple[int, ...]):
+        self.num_classes = num_classes
+        self.descriptor_grid = descriptor_grid
+
+    def __call__(self, image: Any) -> Segmentation:
+        raise SeglocError("this localizer was loaded without its network (with_network=False): it refines segmentations made elsewhere")
+
+
 class SegLocLocalizer:
     """Localizes images against a SegLoc map (layers ``core``, ``segloc``, ``segloc_model``).
 
@@ -215,6 +267,7 @@ class SegLocLocalizer:
         map_path: str | Path | MapPackage,
         config: SegLocLocalizerConfig | None = None,
         segmenter: Segmenter | None = None,
+        with_network: bool = True,
     ) -> SegLocLocalizer:
         """Load the localizer from a map package (a path or an opened package).
 
@@ -223,11 +276,16 @@ class SegLocLocalizer:
             config: localization options.
             segmenter: the query segmenter; None builds one from the network in the map, at
                 the map's inference size and temperature unless ``config`` overrides them.
+            with_network: False loads neither the network nor a segmenter: the localizer
+                retrieves and refines segmentations computed elsewhere (the split pipeline's
+                retrieval and refinement processes); :meth:`segment` then raises.
         """
         config = config or SegLocLocalizerConfig()
         package = map_path if isinstance(map_path, MapPackage) else MapPackage.open(map_path)
         core = read_core(package)
         layer = read_segloc_layer(package, core)
+        if segmenter is None and not with_network:
+            segmenter = _SegmentationsFromElsewhere(layer.num_classes, tuple(layer.meta.get("descriptor_grid") or DESCRIPTOR_GRID))
         if segmenter is None:
             meta = layer.meta
             max_edge = config.inference_max_edge if config.inference_max_edge is not None else meta.get("inference_max_edge")
@@ -292,39 +350,61 @@ class SegLocLocalizer:
         return candidates
 
     # --- the pipeline -------------------------------------------------------------------
+    @property
+    def ingest_max_edge(self) -> int | None:
+        """The longest image side the segmenter works at (camera ingest may shrink images to it first); None: any."""
+        return getattr(self.segmenter, "inference_max_edge", None) or None
+
     def segment(self, image: np.ndarray) -> Segmentation:
-        """Class probabilities and global descriptor of ``image`` (H, W, 3) RGB uint8, checked against the map's K."""
+        """Class probabilities and global descriptor of ``image`` (H, W, 3) RGB uint8, checked against the map's K.
+
+        The probabilities are rounded to the wire precision (:func:`wire_precision`), in one
+        process as in the split pipeline.
+        """
         segmentation = self.segmenter(image)
         if segmentation.num_classes != self.layer.num_classes:
             raise SeglocError(f"the segmenter gave {segmentation.num_classes} classes, the map has K = {self.layer.num_classes}")
-        return segmentation
+        return wire_precision(segmentation)
 
-    def retrieval_priors(
-        self, descriptor: np.ndarray, timings: dict[str, float] | None = None
-    ) -> tuple[list[Rigid3], np.ndarray, np.ndarray]:
-        """Pose priors from retrieval: the approximation first, then the poses of the retrieved images.
+    def retrieval(self, descriptor: np.ndarray, timings: dict[str, float] | None = None) -> Retrieval:
+        """The retrieval stage: the most similar mapping images and the refinement's starts.
 
-        With the ``top1`` approximation (the best image's pose) the poses follow from the second
-        retrieved image on; with ``weighted`` from the first (the best image's own pose is then
-        a start of its own). ``timings`` (optional) receives ``retrieve`` and ``approximate`` in
-        seconds.
-
-        Returns:
-            ``starts`` (the approximation, then the retrieved poses as above; the localizer
-            refines from the first ``num_initializations``), the retrieved image ids (R,) and
-            their similarities (R,), best first.
+        ``timings`` (optional) receives ``retrieve`` and ``approximate`` in seconds.
         """
         start = time.perf_counter()
         image_ids, similarities = self.retrieve(descriptor)
         middle = time.perf_counter()
+        retrieval = self.retrieval_from_ids(image_ids, similarities)
+        if timings is not None:
+            timings["retrieve"], timings["approximate"] = middle - start, time.perf_counter() - middle
+        return retrieval
+
+    def retrieval_from_ids(self, image_ids: np.ndarray, similarities: np.ndarray) -> Retrieval:
+        """The :class:`Retrieval` of retrieved image ids and similarities (e.g. received from a retrieval process).
+
+        The starts are the approximation (:func:`approximate_pose`), then the poses of the
+        retrieved images: from the second image on with the ``top1`` approximation (the best
+        image's pose), from the first with ``weighted`` (the best image's own pose is then a
+        start of its own).
+
+        Raises:
+            SeglocError: no ids, ids outside the map, or a different number of similarities.
+        """
+        image_ids = np.asarray(image_ids, dtype=np.int64).reshape(-1)
+        similarities = np.asarray(similarities, dtype=np.float32).reshape(-1)
+        if len(image_ids) == 0 or len(image_ids) != len(similarities):
+            raise SeglocError(
+                f"a retrieval needs one similarity per retrieved image, got {len(image_ids)} ids and {len(similarities)} values"
+            )
+        if image_ids.min() < 0 or image_ids.max() >= len(self.core.images):
+            raise SeglocError(f"retrieved image ids must be in [0, {len(self.core.images)}) for this map, got {image_ids.tolist()}")
         poses = [self.core.images[i].cam_from_world for i in image_ids]
         config = self.config
         approximation = approximate_pose(
             poses, similarities, config.approximation, config.weighted_max_distance, config.weighted_max_angle_deg
         )
-        if timings is not None:
-            timings["retrieve"], timings["approximate"] = middle - start, time.perf_counter() - middle
-        return [approximation, *(poses if config.approximation == "weighted" else poses[1:])], image_ids, similarities
+        starts = [approximation, *(poses if config.approximation == "weighted" else poses[1:])]
+        return Retrieval(starts, image_ids, similarities)
 
     def localize(self, image: np.ndarray, camera: Camera, prior: Rigid3 | None = None) -> LocalizationResult:
         """Localize ``image`` (H, W, 3) RGB uint8 taken by ``camera``.
@@ -362,6 +442,7 @@ class SegLocLocalizer:
         camera: Camera,
         prior: Rigid3 | Sequence[Rigid3] | None = None,
         timings: dict[str, float] | None = None,
+        retrieval: Retrieval | None = None,
     ) -> LocalizationResult:
         """The pipeline after segmentation (what a separate refinement process runs).
 
@@ -373,6 +454,10 @@ class SegLocLocalizer:
                 the refinement starts from the first (then the next, up to
                 ``num_initializations``) and uses the points of the mapping images near the first.
             timings: stage timings measured so far (e.g. ``segment``), extended in place.
+            retrieval: the retrieval stage's output when it ran elsewhere (a retrieval
+                process, :meth:`retrieval_from_ids`); with ``prior`` None and no retrieval,
+                retrieval runs here on the segmentation's descriptor. Either way the result is
+                the same for the same inputs.
 
         Returns:
             As :meth:`localize`.
@@ -391,11 +476,15 @@ class SegLocLocalizer:
         if segmentation.num_classes != self.layer.num_classes:
             raise SeglocError(f"the segmentation has {segmentation.num_classes} classes, the map has K = {self.layer.num_classes}")
 
+        if prior is not None and retrieval is not None:
+            raise SeglocError("give pose priors or a retrieval to refine from, not both")
         if prior is None:
-            starts, image_ids, similarities = self.retrieval_priors(segmentation.descriptor, timings)
-            info["retrieved"] = [self.core.images[i].name for i in image_ids]
-            info["similarities"] = [round(float(s), 6) for s in similarities]
-            point_images: np.ndarray | None = image_ids
+            if retrieval is None:
+                retrieval = self.retrieval(segmentation.descriptor, timings)
+            starts = list(retrieval.starts)
+            info["retrieved"] = [self.core.images[i].name for i in retrieval.image_ids]
+            info["similarities"] = [round(float(s), 6) for s in retrieval.similarities]
+            point_images: np.ndarray | None = retrieval.image_ids
         else:
             starts = [prior] if isinstance(prior, Rigid3) else list(prior)
             if not starts or not all(isinstance(p, Rigid3) for p in starts):

@@ -28,7 +28,10 @@ fields of a ``sensor_msgs/Image``; this module does not import ROS):
 - probabilities: ``encoding = "16UC{K}"`` (K channels of 16 bits), ``height = H_total``,
   ``width = W_f``, ``step = W_f * K * 2``; each 16-bit word is an IEEE 754 half-precision float
   (not an integer), little-endian unless ``is_bigendian``;
-- descriptor: ``encoding = "32FC1"``, ``height = 1``, ``width = Dg``, float32.
+- descriptor: ``encoding = "32FC1"``, ``height = 1``, ``width = Dg``, float32;
+- retrieval (:func:`retrieval_image_fields`): ``encoding = "64FC1"``, ``height = 2``,
+  ``width = R``: row 0 the retrieved mapping image ids, row 1 their similarities, best first
+  (float64 holds both exactly).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from segloc.models.segmenter import Segmentation
 
 __all__ = [
     "DESCRIPTOR_ENCODING",
+    "RETRIEVAL_ENCODING",
     "descriptor_from_image",
     "descriptor_image_fields",
     "level_sizes",
@@ -58,6 +62,8 @@ __all__ = [
     "packed_probabilities_from_image",
     "probabilities_encoding",
     "probabilities_image_fields",
+    "retrieval_from_image",
+    "retrieval_image_fields",
     "segmentation_from_packed",
     "unpack_descriptor",
     "unpack_probabilities",
@@ -299,3 +305,45 @@ def descriptor_from_image(msg: Any) -> np.ndarray:
     rows = _image_rows(msg, 1, 4, "global descriptor")
     dtype = np.dtype(">f4" if msg.is_bigendian else "<f4")
     return unpack_descriptor(np.ascontiguousarray(rows).view(dtype).reshape(1, int(msg.width)))
+
+
+RETRIEVAL_ENCODING = "64FC1"
+
+
+def retrieval_image_fields(image_ids: np.ndarray, similarities: np.ndarray) -> dict[str, Any]:
+    """``sensor_msgs/Image`` field values (except the header) of a retrieval: ids and similarities, a (2, R) ``64FC1`` image.
+
+    Args:
+        image_ids: (R,) retrieved mapping image ids, best first.
+        similarities: (R,) their similarities.
+    """
+    image_ids = np.asarray(image_ids).reshape(-1)
+    similarities = np.asarray(similarities, dtype=np.float64).reshape(-1)
+    if len(image_ids) < 1 or len(image_ids) != len(similarities):
+        raise SeglocError(f"a retrieval needs one similarity per image id, got {len(image_ids)} ids and {len(similarities)} similarities")
+    if not np.all(np.isfinite(similarities)):
+        raise SeglocError("the retrieval similarities have NaN or infinite values")
+    rows = np.stack([image_ids.astype(np.float64), similarities]).astype("<f8")
+    return {
+        "height": 2,
+        "width": rows.shape[1],
+        "encoding": RETRIEVAL_ENCODING,
+        "is_bigendian": 0,
+        "step": rows.shape[1] * 8,
+        "data": rows.tobytes(),
+    }
+
+
+def retrieval_from_image(msg: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(image_ids (R,) int64, similarities (R,) float32)`` of a (2, R) ``64FC1`` image message (:func:`retrieval_image_fields`)."""
+    if str(msg.encoding) != RETRIEVAL_ENCODING or int(msg.height) != 2:
+        raise SeglocError(
+            f"a retrieval must be a two-row {RETRIEVAL_ENCODING} image, got encoding {msg.encoding!r} and height {msg.height}"
+        )
+    rows = _image_rows(msg, 1, 8, "retrieval")
+    dtype = np.dtype(">f8" if msg.is_bigendian else "<f8")
+    values = np.ascontiguousarray(rows).view(dtype).reshape(2, int(msg.width))
+    ids = values[0]
+    if not np.all(np.isfinite(values)) or np.any(ids != np.round(ids)) or np.any(ids < 0):
+        raise SeglocError("a retrieval's first row must hold non-negative whole image ids and its second finite similarities")
+    return ids.astype(np.int64), values[1].astype(np.float32)

@@ -109,6 +109,31 @@ def test_retrieval_only_is_the_top1_pose(room, images):
     assert other.success and pose_error(other.cam_from_world, best)[0] < 2.0
 
 
+def test_the_stages_give_the_one_process_result(room, images):
+    """segment -> retrieval -> localize_segmentation(retrieval=...) (the split nodes) equals localize (one process), exactly."""
+    dataset, oracle, package, _ = room
+    localizer = SegLocLocalizer.from_map(package, SegLocLocalizerConfig(), segmenter=oracle)
+    without_network = SegLocLocalizer.from_map(package, SegLocLocalizerConfig(), with_network=False)
+    with pytest.raises(SeglocError, match="without its network"):
+        without_network.segment(images[dataset.query[0].name])
+    for record in dataset.query[:3]:
+        whole = localizer.localize(images[record.name], record.camera)
+        segmentation = localizer.segment(images[record.name])
+        # The probabilities have the wire precision (float16) in one process as across processes.
+        assert all(torch.equal(level, level.half().float()) for level in segmentation.probabilities)
+        retrieval = localizer.retrieval(segmentation.descriptor)
+        again = without_network.retrieval_from_ids(retrieval.image_ids, retrieval.similarities)
+        assert [s.matrix().tolist() for s in again.starts] == [s.matrix().tolist() for s in retrieval.starts]
+        split = without_network.localize_segmentation(segmentation, record.camera, retrieval=again)
+        assert split.success == whole.success and split.info["retrieved"] == whole.info["retrieved"]
+        if whole.success:
+            assert np.array_equal(split.cam_from_world.matrix(), whole.cam_from_world.matrix())
+    with pytest.raises(SeglocError, match="one similarity per retrieved image"):
+        localizer.retrieval_from_ids(np.array([0, 1]), np.array([0.5]))
+    with pytest.raises(SeglocError, match="must be in"):
+        localizer.retrieval_from_ids(np.array([10_000]), np.array([0.5]))
+
+
 def test_weighted_approximation():
     a = Rigid3.from_rotation(np.eye(3), np.zeros(3))  # looking along the world's z axis
     b = turn(a, 20.0, (1.0, 0.0, 0.0), axis=(1.0, 0.0, 0.0))

@@ -147,3 +147,23 @@ def test_image_fields_round_trip():
     assert np.array_equal(descriptor_from_image(message(fields)), descriptor)
     with pytest.raises(SeglocError, match="one-row 32FC1"):
         descriptor_from_image(message(dict(fields, encoding="mono16")))
+
+
+def test_retrieval_round_trip_and_bad_messages():
+    from types import SimpleNamespace
+
+    from segloc.methods.segloc.packing import retrieval_from_image, retrieval_image_fields
+
+    ids = np.array([12, 3, 40_000_001], np.int64)
+    similarities = np.array([0.9, 0.75, -0.25], np.float32)
+    fields = retrieval_image_fields(ids, similarities)
+    assert (fields["encoding"], fields["height"], fields["width"]) == ("64FC1", 2, 3)
+    got_ids, got_similarities = retrieval_from_image(SimpleNamespace(**fields))
+    assert got_ids.dtype == np.int64 and got_ids.tolist() == ids.tolist() and np.array_equal(got_similarities, similarities)
+    with pytest.raises(SeglocError, match="one similarity per image id"):
+        retrieval_image_fields(ids, similarities[:2])
+    broken = dict(fields, data=np.array([[0.5, 1.0, 2.0], [0.1, 0.2, 0.3]], "<f8").tobytes())
+    with pytest.raises(SeglocError, match="whole image ids"):
+        retrieval_from_image(SimpleNamespace(**broken))
+    with pytest.raises(SeglocError, match="two-row 64FC1"):
+        retrieval_from_image(SimpleNamespace(**dict(fields, encoding="32FC1")))

@@ -1,0 +1,126 @@
+"""localizer_node: camera images in, the robot's pose in the map out, with any registered method, in one process.
+
+Runs the library's whole pipeline (:class:`segloc.localize.pipeline.LocalizationPipeline`):
+camera ingest (undistort, shrink to what the method works at or ``max_edge``), the localizer
+of the method the map was built for (or the ``method`` parameter), found in the method
+registry (:mod:`segloc.methods`: SegLoc, the SIFT reference, and any plug-in registered
+through the ``segloc.methods`` entry-point group), then the publishing decision. It is the
+same code the evaluator runs per query (``segloc evaluate``), so offline figures are what
+the robot gets.
+
+Subscribes ``image`` (or ``image/compressed``) and ``camera_info``
+(:mod:`segloc_ros.nodes.camera_input`), plus the inputs of every localizing node (TF, odometry,
+``initialpose``: a valid one is the prior of the next image, for methods that take a prior);
+publishes ``pose``, ``/tf`` (``map -> odom``), ``segloc/localized`` and ``/diagnostics``
+(:mod:`segloc_ros.nodes.localizing`). Frames go through the bounded worker queue
+(``queue_size``, the oldest dropped and counted); the map is swapped atomically on
+``map_path`` changes and ``~/reload_map`` (:mod:`segloc_ros.nodes.common`).
+
+The method's ``localize:`` options come from the file that ``config_path`` names; ``device``
+sets the method's torch device where it has one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from segloc.config import config_section
+from segloc.errors import SeglocError
+from segloc.localize.pipeline import LocalizationPipeline
+from segloc.maps.package import MapPackage
+from segloc.methods import get_method
+from segloc_ros.conversions import stamp_to_ns
+from segloc_ros.nodes.camera_input import CameraInputs
+from segloc_ros.nodes.common import LoadedMap, run_nodes, with_device
+from segloc_ros.nodes.localizing import LocalizingNode
+from segloc_ros.nodes.params import LOCALIZER_NODE, LOCALIZER_PARAMETERS
+
+logger = logging.getLogger("segloc")
+
+__all__ = ["LocalizerNode", "main"]
+
+
+class LocalizerNode(CameraInputs, LocalizingNode):
+    """Any registered method's whole pipeline in one lifecycle node (see the module docstring)."""
+
+    node_name = LOCALIZER_NODE
+    parameters = LOCALIZER_PARAMETERS
+    component = "localization"
+    needs_network = True
+
+    def make_localizer(self, package: MapPackage, config_path: str) -> LocalizationPipeline:
+        """The pipeline of the map's method (or the ``method`` parameter's) over ``package``."""
+        method = get_method(self.param("method") or package.method)
+        config = with_device(method.localize_config(config_section(config_path or None, "localize")), self.param("device"))
+        localizer = method.load_localizer(package, config)
+        pipeline = LocalizationPipeline(localizer, self.publish_config(), max_edge=self.param("max_edge") or None)
+        pipeline.decision = self.decision  # one lost count and last map -> odom across map swaps
+        logger.info("%s: method %s, %s", self.get_name(), method.name, pipeline.describe())
+        return pipeline
+
+    # --- interfaces -------------------------------------------------------------------------
+    def create_outputs(self) -> None:
+        self.create_localizing_outputs()
+        loaded = self.current_map
+        if loaded is not None:
+            loaded.localizer.decision = self.decision
+
+    def create_inputs(self) -> None:
+        self.create_camera_inputs()
+        self.create_localizing_inputs()
+
+    def destroy_inputs(self) -> None:
+        self.destroy_camera_inputs()
+        self.destroy_localizing_inputs()
+
+    def extra_diagnostics(self) -> dict[str, Any]:
+        loaded = self.current_map
+        return {**self.camera_diagnostics(), **self.localizing_diagnostics(), "method": loaded.method if loaded else ""}
+
+    # --- the worker -------------------------------------------------------------------------
+    def process(self, frame: tuple[Image | CompressedImage, CameraInfo, float], loaded: LoadedMap) -> None:
+        """Localize one image; every image gets its verdict on segloc/localized, a bad one too."""
+        msg, info, received = frame
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        try:
+            self._localize(msg, info, received, stamp_ns, loaded)
+        except SeglocError as exc:  # a bad input (PoseLookupError included): its message says what was wrong
+            self.lost(stamp_ns, str(exc), error=True)
+        except Exception as exc:
+            logger.error("%s: unexpected error while localizing", self.get_name(), exc_info=exc)
+            self.lost(stamp_ns, f"unexpected {type(exc).__name__}: {exc}", error=True)
+
+    def _localize(self, msg: Image | CompressedImage, info: CameraInfo, received: float, stamp_ns: int, loaded: LoadedMap) -> None:
+        timings: dict[str, float] = {"queue": time.perf_counter() - received}
+        start = time.perf_counter()
+        base_from_cam = self.camera_extrinsics(msg.header.frame_id, stamp_ns)
+        timings["tf"] = time.perf_counter() - start
+        image, camera = self.decode(msg, info, timings)
+        pipeline: LocalizationPipeline = loaded.localizer
+        self.decision.config = self.publish_config()
+        pipeline.decision = self.decision
+        decision = pipeline.process(
+            image,
+            camera,
+            stamp_ns,
+            base_from_cam,
+            use_odometry=self.param("use_odometry"),
+            odometry=lambda: self.odometry(stamp_ns),
+            prior_world_from_base=self.take_initial_pose(),
+        )
+        if decision.result is not None:
+            timings.update(decision.result.timings)
+        self.finish(decision, timings, received)
+
+
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run segloc_ros localizer_node``."""
+    return run_nodes([LocalizerNode], args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
