@@ -79,9 +79,9 @@ def build_scene(work: Path, num_mapping: int = 50, num_query: int = 8, condition
     Reuses what ``work`` holds already. Call with torch limited to the threads you want (the map
     build runs in this process).
     """
-    from segloc.demo import DEMO_SIZE
     from segloc.data.dataset import read_dataset
     from segloc.data.synthetic import generate_scene, synth_config, write_scene_bag
+    from segloc.demo import DEMO_SIZE
     from segloc.methods.segloc.layer import SegLocMapConfig, build_segloc_map
     from segloc.models.checkpoint import DEMO_CHECKPOINT, shipped_checkpoint
 
