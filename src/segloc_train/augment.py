@@ -56,10 +56,9 @@ class AugmentConfig:
             Gaussian noise per pixel and channel, as low light and high gain give. With the
             pseudo-targets taken from the clean view (``SegLocTrainConfig.clean_targets``) the
             photometric defaults are strong (brightness 0.6, contrast 0.5, blur 0.4 up to sigma
-            3, noise 0.4 up to 0.06): on the synthetic room this took SegLoc under the
-            ``severe`` condition (dark, noisy, blurred, season change) from 0 % to about 66 %
-            within (0.25 m, 2 deg). Without clean targets, noise and strong blur collapsed the
-            classes (6 in use after three epochs against about 55).
+            3, noise 0.4 up to 0.06), so that SegLoc localizes under strong appearance change
+            (dark, noisy, blurred); without clean targets, noise and strong blur collapse the
+            classes. The runs: ``docs/experiments/segloc_training.md``.
         noise_std: range of the noise's standard deviation (fraction of the full range, 1.0).
         seed: base seed of the training-set random streams (see ``SegLocTrainingSet``).
     """

@@ -42,13 +42,10 @@ Choices, and where they depart from the paper's wording:
   over all mapping images by the previous epoch-end scan, which ran that same network (DEC uses
   dataset-level frequencies and refreshes its targets every T iterations; here T is one
   epoch). Targets taken from the network being trained move with it (features pull targets
-  that pull features): on the 150-image synthetic room they left 5 of 100 classes in use after
-  30 steps, the snapshot 12, and with it the count kept growing (20, 40, 55, 64 ... 79 after
-  epochs 1, 2, 3, 4 ... 10 of ``cpu_demo`` with mild augmentation; 10, 23, 34, 45 ... 53 with
-  the strong default augmentation and clean targets, whose network localizes better under
-  appearance change). The finest-level targets are resized to every
-  level, so all four levels learn the same K classes: the ones the map stores (argmax of the
-  finest probabilities).
+  that pull features) and leave only a few classes in use; with the snapshot the number of
+  classes in use grows over the epochs (the runs: ``docs/experiments/segloc_training.md``).
+  The finest-level targets are resized to every level, so all four levels learn the same K
+  classes: the ones the map stores (argmax of the finest probabilities).
 - **Epoch-end scan.** One no-grad pass (eval mode) over all mapping images at the training
   resolution, without augmentation, yields: the global descriptors (hard triplets for the
   next epoch), ``prototype_features_per_image`` sampled finest features per image with the
@@ -56,7 +53,7 @@ Choices, and where they depart from the paper's wording:
   prototypes follow the classes the map uses; then the concentrations), and the cluster
   frequencies. A scan with a fixed network is used instead of features gathered during the
   epoch, which come from a network that changed over the epoch; it costs one forward per
-  mapping image (about 12 s for 150 images at 320x256 on two idle cores).
+  mapping image.
 - **L_MS batch.** Each step forwards images A and B of every pair (positives of each other:
   they share many 3D points) and the mined hard negative of each anchor that has one. The
   mined positive is not forwarded (``segloc_loss`` has no slot for it, and B is a positive).
@@ -79,12 +76,11 @@ CPU defaults (the dataclass defaults = the ``cpu_demo`` preset) against the ``pa
 
 [a] paper-scale values chosen by this project for a GPU (the paper text was not at hand when
 this was written); K=100, the optimizer settings and the pair criteria are the paper's. Why
-the CPU values: a step at 320x256 with two pairs (and the reference forward) takes ~1.4 s with
-D=64 on two idle cores, an epoch of 50 steps plus the scan of 150 images ~85 s; D=256 costs
-~40% more per step. K=100 is kept so that the map and the pose refinement are the paper's;
-D=64 is enough room for 100 prototypes and cuts the stride-4 maps (the largest tensors) by 4.
-On the 150-image synthetic room (320x240) the total loss flattens after ~4 epochs (200 steps,
-~6 min on two idle cores); the 10 default epochs take ~15 min.
+the CPU values: they keep the 10 default epochs of a 150-image scene at about 15 min on two
+cores, with the loss flattened well before the end. K=100 is kept so that the map and the pose
+refinement are the paper's; D=64 is enough room for 100 prototypes, cuts the stride-4 maps (the
+largest tensors) by 4 and makes a step cheaper than D=256. Step, epoch and scan timings, and
+how soon the loss flattens: ``docs/experiments/segloc_training.md``.
 
 Indoor triplet radii (``mining`` defaults here, not the module's outdoor 10/25 m): positives
 within 1 m and 30 degrees of the anchor, negatives beyond 2.5 m or looking more than 90 degrees
@@ -224,7 +220,7 @@ class SegLocTrainConfig:
         clean_targets: compute the pseudo-targets from images A and B before their photometric
             augmentation (same crop and scale), so that colour jitter, blur and noise teach
             invariance instead of corrupting the targets. False: from the augmented images, as
-            the loss sees them (then sensor-noise augmentation collapsed the classes, see
+            the loss sees them (then strong sensor-noise augmentation collapses the classes, see
             ``augment.noise_probability``).
         num_workers: DataLoader worker processes (non-persistent); 0 loads in the main process.
         seed: base seed; every random stream of epoch e derives from (seed, e).

@@ -88,8 +88,8 @@ class SegLocLocalizerConfig:
             ``lowest_cost`` refines from every start and keeps the successful refinement with
             the lowest final cost (mean robust cost of its points in view), which recovers
             queries whose first start converges to a wrong local minimum, at up to
-            ``num_initializations`` times the refinement time. The default (three starts,
-            lowest cost) took the demo room from 86 % to 94 % within (0.25 m, 2 deg).
+            ``num_initializations`` times the refinement time. The default is three starts,
+            lowest cost (its gain on the demo room: ``docs/experiments/segloc_training.md``).
         inference_max_edge: network input size for queries; None for the map's.
         temperature: softmax temperature for queries; None for the map's.
         device: torch device of the embedded network.

@@ -93,8 +93,8 @@ class LabelRefinementConfig:
             three finest levels, also works with fewer levels. The coarsest level of the 4-level
             decoder (1/32 of the input, 10 x 8 cells at 320 x 240) is left out by default: with
             a trained network its cost is nearly flat and its minimum often away from the true
-            pose, and starting there made 64 % of the refinements diverge on the synthetic room
-            (README, SegLoc results).
+            pose, and starting there makes many refinements diverge (the measurement:
+            ``docs/experiments/segloc_training.md``).
         num_iterations: Levenberg-Marquardt iterations per level (an iteration is one tried step).
         lambda_init: initial damping of each level; the step solves ``(H + lambda diag(H)) delta = -g``.
         lambda_up: factor on lambda after a rejected step.

@@ -1,12 +1,10 @@
-"""Robot recordings: rosbag2 (sqlite3, mcap) and ROS 1 bags, read and written with ``rosbags``.
+"""Reading robot recordings: rosbag2 (sqlite3, mcap) and ROS 1 bags, with ``rosbags``.
 
-No ROS installation is needed: the ``rosbags`` package parses and serialises the messages.
+:func:`read_bag` yields one :class:`ImageRecord` and its RGB pixels per image message that can
+be matched to a pose; :func:`bag_to_dataset` writes them as a dataset folder. Read:
 
-Reading (:func:`read_bag`) yields one :class:`ImageRecord` and its RGB pixels per image
-message that can be matched to a pose:
-
-- images: ``sensor_msgs/Image`` (rgb8, bgr8, rgba8, bgra8, mono8, mono16, 8UC1, 8UC3, 16UC1)
-  or ``sensor_msgs/CompressedImage`` (anything OpenCV decodes: jpeg, png...);
+- images: ``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage`` (encodings in
+  :mod:`segloc.data.rosbag.messages`);
 - intrinsics: ``sensor_msgs/CameraInfo`` (``k`` and ``d`` of the raw image; plumb_bob or
   rational_polynomial);
 - poses: the TF tree from ``/tf`` and ``/tf_static`` (``world_frame -> camera frame``), or a
@@ -18,17 +16,8 @@ Poses are interpolated at each image's header stamp (slerp / linear between the 
 neighbouring samples, never extrapolated); an image outside the pose time range, or farther
 than ``max_time_offset`` from any pose sample, is rejected, counted and logged.
 
-Pixel convention: ROS ``CameraInfo`` (like OpenCV) puts the centre of the top-left pixel at
-(0, 0), COLMAP and this project at (0.5, 0.5). Reading adds 0.5 to ``cx, cy``; writing
-subtracts 0.5. Focal lengths and distortion are unchanged.
-
-Camera models from ``CameraInfo``: no distortion -> PINHOLE; plumb_bob ``[k1, k2, p1, p2, k3]``
--> OPENCV when ``k3 == 0``, else FULL_OPENCV; rational_polynomial -> FULL_OPENCV. Writing maps
-every COLMAP model onto plumb_bob (rational_polynomial when k4..k6 are used), so SIMPLE_*
-and RADIAL cameras come back as the equivalent PINHOLE / OPENCV camera.
-
-Writing (:func:`write_bag`) produces the topics a robot with a camera, odometry and a ground
-truth system records; see :class:`BagWriteConfig`.
+Also here: :func:`open_bag` and the topic selection (:func:`select_image_topic`,
+:func:`select_camera_info_topic`) that the evaluation and the live replay share.
 """
 
 from __future__ import annotations
@@ -47,104 +36,27 @@ from typing import Any
 import numpy as np
 
 from segloc.data.dataset import ImageRecord, save_image, write_dataset
+from segloc.data.rosbag.messages import (
+    CAMERA_INFO_TYPE,
+    COMPRESSED_IMAGE_TYPE,
+    IMAGE_TYPE,
+    NS_PER_S,
+    POSE_TYPES,
+    TF_TYPE,
+    _same_camera_info,
+    camera_from_camera_info,
+    image_from_msg,
+    rigid_from_pose_msg,
+    rigid_from_transform_msg,
+    seconds_to_ns,
+    stamp_to_ns,
+)
 from segloc.data.tf_buffer import PoseLookupError, PoseSeries, TfBuffer, normalize_frame
 from segloc.errors import SeglocError
 from segloc.geometry.camera import Camera
 from segloc.geometry.transforms import Rigid3
 
 logger = logging.getLogger("segloc")
-
-IMAGE_TYPE = "sensor_msgs/msg/Image"
-COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
-CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
-TF_TYPE = "tf2_msgs/msg/TFMessage"
-POSE_TYPES = (
-    "geometry_msgs/msg/PoseStamped",
-    "geometry_msgs/msg/PoseWithCovarianceStamped",
-    "nav_msgs/msg/Odometry",
-    "geometry_msgs/msg/TransformStamped",
-)
-NS_PER_S = 1_000_000_000
-
-#: Raw image encodings read: encoding -> (channels, dtype, channel order).
-RAW_ENCODINGS: dict[str, tuple[int, str, str]] = {
-    "rgb8": (3, "uint8", "rgb"),
-    "bgr8": (3, "uint8", "bgr"),
-    "8UC3": (3, "uint8", "bgr"),
-    "rgba8": (4, "uint8", "rgb"),
-    "bgra8": (4, "uint8", "bgr"),
-    "8UC4": (4, "uint8", "bgr"),
-    "mono8": (1, "uint8", "mono"),
-    "8UC1": (1, "uint8", "mono"),
-    "mono16": (1, "uint16", "mono"),
-    "16UC1": (1, "uint16", "mono"),
-}
-
-
-# --- configs and frames -------------------------------------------------------------------
-@dataclass
-class BagFrame:
-    """One time step of a recording to write.
-
-    Attributes:
-        timestamp: seconds (header stamps and bag times are ``round(timestamp * 1e9)`` ns; a float
-            resolves about 0.24 us at today's epoch seconds, 0.1 ns at 1e6 s).
-        image: (H, W, 3) RGB uint8 (or (H, W) grey); None writes only the poses of this step
-            (e.g. odometry or ground truth at a higher rate than the camera).
-        camera: the camera of ``image`` (COLMAP convention); required with an image.
-        world_from_base: ground truth pose of the base frame in the world (map) frame.
-        odom_from_base: odometry pose of the base frame (may drift).
-    """
-
-    timestamp: float
-    image: np.ndarray | None
-    camera: Camera | None
-    world_from_base: Rigid3 | None = None
-    odom_from_base: Rigid3 | None = None
-
-
-@dataclass
-class BagWriteConfig:
-    """What :func:`write_bag` publishes, and where.
-
-    Topics set to None are not written. Per frame: the image on ``image_topic``
-    (``sensor_msgs/Image`` rgb8, or ``CompressedImage`` when ``compression`` is jpeg or png),
-    ``CameraInfo``, ``odom -> base`` on ``/tf`` and ``nav_msgs/Odometry`` on ``/odom`` (when the
-    frame has odometry), the ground truth ``world_from_base`` as a ``PoseStamped`` in the world
-    frame; once: ``base -> camera`` on ``/tf_static``. With ``ground_truth_tf`` the ground truth
-    also goes on ``/tf``: as ``map -> odom`` when frames have odometry (the transform a
-    localizer would publish, keeping one parent per frame), else as ``map -> base_link``.
-    """
-
-    image_topic: str | None = None  # None: /camera/image_raw, or /camera/image_raw/compressed when compressed
-    camera_info_topic: str | None = "/camera/camera_info"
-    compression: str = "none"  # none | jpeg | png
-    jpeg_quality: int = 95
-    tf_topic: str | None = "/tf"
-    tf_static_topic: str | None = "/tf_static"
-    odom_topic: str | None = "/odom"
-    ground_truth_topic: str | None = "/ground_truth/pose"
-    ground_truth_tf: bool = False
-    world_frame: str = "map"
-    odom_frame: str = "odom"
-    base_frame: str = "base_link"
-    camera_frame: str = "camera_optical_frame"
-    storage: str = "sqlite3"  # sqlite3 | mcap (ROS 2 only)
-    ros_version: int = 2  # 2, or 1 for a ROS 1 .bag file
-
-    def __post_init__(self) -> None:
-        if self.compression not in ("none", "jpeg", "png"):
-            raise SeglocError(f"compression must be none, jpeg or png, got {self.compression!r}")
-        if self.storage not in ("sqlite3", "mcap"):
-            raise SeglocError(f"storage must be sqlite3 or mcap, got {self.storage!r}")
-        if self.ros_version not in (1, 2):
-            raise SeglocError(f"ros_version must be 1 or 2, got {self.ros_version!r}")
-
-    @property
-    def resolved_image_topic(self) -> str:
-        if self.image_topic is not None:
-            return self.image_topic
-        return "/camera/image_raw" if self.compression == "none" else "/camera/image_raw/compressed"
 
 
 @dataclass
@@ -234,411 +146,6 @@ class BagReadStats:
     first_rejections: list[str] = field(default_factory=list)
 
 
-# --- conversions between messages and project types -----------------------------------------
-def stamp_to_ns(stamp: Any) -> int:
-    """Nanoseconds of a ``builtin_interfaces/Time`` (fields ``sec``, ``nanosec``)."""
-    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
-
-
-def seconds_to_ns(seconds: float) -> int:
-    return int(round(float(seconds) * NS_PER_S))
-
-
-def _rigid_from_xyzw(rotation: Any, translation: Any) -> Rigid3:
-    return Rigid3(
-        np.array([rotation.w, rotation.x, rotation.y, rotation.z], dtype=np.float64),
-        np.array([translation.x, translation.y, translation.z], dtype=np.float64),
-    )
-
-
-def rigid_from_transform_msg(transform: Any) -> Rigid3:
-    """``parent_from_child`` from a ``geometry_msgs/Transform``."""
-    return _rigid_from_xyzw(transform.rotation, transform.translation)
-
-
-def rigid_from_pose_msg(pose: Any) -> Rigid3:
-    """``frame_from_body`` from a ``geometry_msgs/Pose`` (the body's pose in the header frame)."""
-    return _rigid_from_xyzw(pose.orientation, pose.position)
-
-
-def _camera_info_arrays(msg: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(K (9,), D (n,)) of a CameraInfo, ROS 2 (``k``, ``d``) or ROS 1 (``K``, ``D``) field names."""
-    k = getattr(msg, "k", None)
-    if k is None:
-        k = msg.K
-    d = getattr(msg, "d", None)
-    if d is None:
-        d = msg.D
-    return np.asarray(k, dtype=np.float64).reshape(-1), np.asarray(d, dtype=np.float64).reshape(-1)
-
-
-def camera_from_camera_info(msg: Any, image_size: tuple[int, int] | None = None) -> Camera:
-    """A COLMAP camera from a ``sensor_msgs/CameraInfo`` (ROS 1 or ROS 2 field names).
-
-    Uses ``k`` and ``d`` (intrinsics of the raw image) and shifts the principal point by +0.5
-    px into COLMAP's convention.
-
-    Args:
-        msg: the CameraInfo message.
-        image_size: (width, height) used when the message's size is 0.
-    """
-    k, d = _camera_info_arrays(msg)
-    width, height = int(msg.width), int(msg.height)
-    if (width == 0 or height == 0) and image_size is not None:
-        width, height = image_size
-    if k.shape != (9,) or k[0] <= 0 or k[4] <= 0:
-        raise SeglocError(f"CameraInfo has no valid intrinsics (K = {k.tolist()}); is the camera calibrated?")
-    fx, fy, cx, cy = k[0], k[4], k[2] + 0.5, k[5] + 0.5
-    model = (msg.distortion_model or "").strip()
-    if not np.any(d):
-        return Camera("PINHOLE", width, height, (fx, fy, cx, cy))
-    if model == "plumb_bob" or (model == "" and len(d) in (4, 5)):
-        d = np.concatenate([d, np.zeros(max(0, 5 - len(d)))])
-        if len(d) > 5:
-            raise SeglocError(f"plumb_bob distortion takes 5 coefficients, got {len(d)}")
-        if d[4] == 0:
-            return Camera("OPENCV", width, height, (fx, fy, cx, cy, *d[:4]))
-        return Camera("FULL_OPENCV", width, height, (fx, fy, cx, cy, *d[:5], 0.0, 0.0, 0.0))
-    if model == "rational_polynomial":
-        d = np.concatenate([d, np.zeros(max(0, 8 - len(d)))])[:8]
-        return Camera("FULL_OPENCV", width, height, (fx, fy, cx, cy, *d))
-    raise SeglocError(
-        f"CameraInfo distortion model {model!r} is not supported (supported: plumb_bob, rational_polynomial, or no distortion)"
-    )
-
-
-def camera_info_values(camera: Camera) -> dict[str, Any]:
-    """CameraInfo field values for a camera: ``width, height, distortion_model, d, k, r, p``.
-
-    The principal point is shifted by -0.5 px into the ROS/OpenCV convention.
-    """
-    k = camera.opencv_calibration_matrix()
-    distortion = camera.opencv_distortion()
-    if len(distortion) == 4:
-        d = np.concatenate([distortion, [0.0]])
-        model = "plumb_bob"
-    elif np.any(distortion[5:]):
-        d, model = distortion.copy(), "rational_polynomial"
-    else:
-        d, model = distortion[:5].copy(), "plumb_bob"
-    p = np.zeros((3, 4))
-    p[:, :3] = k
-    return {
-        "width": camera.width,
-        "height": camera.height,
-        "distortion_model": model,
-        "d": d.astype(np.float64),
-        "k": k.reshape(-1).astype(np.float64),
-        "r": np.eye(3).reshape(-1),
-        "p": p.reshape(-1),
-    }
-
-
-def _to_rgb(pixels: np.ndarray, order: str) -> np.ndarray:
-    if pixels.dtype == np.uint16:
-        pixels = np.round(pixels.astype(np.float64) / 257.0).astype(np.uint8)  # 0..65535 -> 0..255
-    if pixels.ndim == 2 or pixels.shape[2] == 1:
-        return np.repeat(pixels.reshape(pixels.shape[0], pixels.shape[1], 1), 3, axis=2)
-    rgb = pixels[:, :, :3]
-    if order == "bgr":
-        rgb = rgb[:, :, ::-1]
-    return np.ascontiguousarray(rgb)
-
-
-def image_from_msg(msg: Any, msgtype: str = IMAGE_TYPE) -> np.ndarray:
-    """(H, W, 3) RGB uint8 pixels of a ``sensor_msgs/Image`` or ``CompressedImage``.
-
-    16-bit images are scaled to 8 bits (``round(v / 257)``), grey images replicated to 3
-    channels, alpha dropped.
-    """
-    import cv2
-
-    if msgtype == COMPRESSED_IMAGE_TYPE:
-        fmt = str(msg.format)
-        if "compressedDepth" in fmt:
-            raise SeglocError(f"CompressedImage format {fmt!r} (a depth image) is not supported; use a colour or grey image topic")
-        decoded = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8).reshape(-1), cv2.IMREAD_UNCHANGED)
-        if decoded is None:
-            raise SeglocError(f"CompressedImage with format {fmt!r} could not be decoded by OpenCV")
-        return _to_rgb(decoded, "bgr")  # OpenCV decodes colour images as BGR(A)
-    encoding = str(msg.encoding)
-    if encoding not in RAW_ENCODINGS:
-        raise SeglocError(f"image encoding {encoding!r} is not supported; supported encodings: {', '.join(RAW_ENCODINGS)}")
-    channels, dtype_name, order = RAW_ENCODINGS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    dtype = np.dtype(dtype_name).newbyteorder(">" if msg.is_bigendian else "<")
-    row_bytes = width * channels * dtype.itemsize
-    data = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
-    if step < row_bytes or data.size < height * step:
-        raise SeglocError(
-            f"{encoding} image of {width}x{height} has step {step} and {data.size} bytes; expected step >= {row_bytes} and {height * step} bytes"
-        )
-    rows = data[: height * step].reshape(height, step)[:, :row_bytes]
-    pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels).astype(dtype.newbyteorder("="))
-    return _to_rgb(pixels, order)
-
-
-# --- writing -------------------------------------------------------------------------------
-class _MessageFactory:
-    """Builds and serialises messages for one ROS version's typestore."""
-
-    def __init__(self, ros_version: int) -> None:
-        from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-        self.ros_version = ros_version
-        if ros_version == 2:
-            self.store = get_typestore(Stores.ROS2_JAZZY)
-        else:
-            self.store = get_typestore(Stores.ROS1_NOETIC)
-            if TF_TYPE not in self.store.types:  # Noetic's store lacks tf2_msgs
-                self.store.register(get_types_from_msg("geometry_msgs/TransformStamped[] transforms", TF_TYPE))
-        self.types = self.store.types
-
-    def serialize(self, msg: Any, msgtype: str) -> bytes:
-        if self.ros_version == 2:
-            return bytes(self.store.serialize_cdr(msg, msgtype))
-        return bytes(self.store.serialize_ros1(msg, msgtype))
-
-    def header(self, stamp_ns: int, frame_id: str) -> Any:
-        stamp = self.types["builtin_interfaces/msg/Time"](sec=stamp_ns // NS_PER_S, nanosec=stamp_ns % NS_PER_S)
-        if self.ros_version == 1:
-            return self.types["std_msgs/msg/Header"](seq=0, stamp=stamp, frame_id=frame_id)
-        return self.types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
-
-    def _vector(self, values: np.ndarray) -> Any:
-        return self.types["geometry_msgs/msg/Vector3"](x=float(values[0]), y=float(values[1]), z=float(values[2]))
-
-    def _quaternion(self, pose: Rigid3) -> Any:
-        x, y, z, w = pose.quat_xyzw
-        return self.types["geometry_msgs/msg/Quaternion"](x=float(x), y=float(y), z=float(z), w=float(w))
-
-    def pose(self, pose: Rigid3) -> Any:
-        t = pose.translation
-        point = self.types["geometry_msgs/msg/Point"](x=float(t[0]), y=float(t[1]), z=float(t[2]))
-        return self.types["geometry_msgs/msg/Pose"](position=point, orientation=self._quaternion(pose))
-
-    def transform_stamped(self, stamp_ns: int, parent: str, child: str, parent_from_child: Rigid3) -> Any:
-        transform = self.types["geometry_msgs/msg/Transform"](
-            translation=self._vector(parent_from_child.translation), rotation=self._quaternion(parent_from_child)
-        )
-        return self.types["geometry_msgs/msg/TransformStamped"](
-            header=self.header(stamp_ns, parent), child_frame_id=child, transform=transform
-        )
-
-    def tf(self, transforms: list[Any]) -> Any:
-        return self.types[TF_TYPE](transforms=transforms)
-
-    def pose_stamped(self, stamp_ns: int, frame_id: str, pose: Rigid3) -> Any:
-        return self.types["geometry_msgs/msg/PoseStamped"](header=self.header(stamp_ns, frame_id), pose=self.pose(pose))
-
-    def odometry(self, stamp_ns: int, odom_frame: str, base_frame: str, odom_from_base: Rigid3) -> Any:
-        zero = np.zeros(3)
-        twist = self.types["geometry_msgs/msg/Twist"](linear=self._vector(zero), angular=self._vector(zero))
-        return self.types["nav_msgs/msg/Odometry"](
-            header=self.header(stamp_ns, odom_frame),
-            child_frame_id=base_frame,
-            pose=self.types["geometry_msgs/msg/PoseWithCovariance"](pose=self.pose(odom_from_base), covariance=np.zeros(36)),
-            twist=self.types["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=np.zeros(36)),
-        )
-
-    def camera_info(self, stamp_ns: int, frame_id: str, camera: Camera) -> Any:
-        values = camera_info_values(camera)
-        roi = self.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-        arrays = {"d": values["d"], "k": values["k"], "r": values["r"], "p": values["p"]}
-        if self.ros_version == 1:
-            arrays = {name.upper(): array for name, array in arrays.items()}
-        return self.types[CAMERA_INFO_TYPE](
-            header=self.header(stamp_ns, frame_id),
-            height=values["height"],
-            width=values["width"],
-            distortion_model=values["distortion_model"],
-            binning_x=0,
-            binning_y=0,
-            roi=roi,
-            **arrays,
-        )
-
-    def image(self, stamp_ns: int, frame_id: str, image: np.ndarray) -> Any:
-        encoding, channels = ("rgb8", 3) if image.ndim == 3 else ("mono8", 1)
-        return self.types[IMAGE_TYPE](
-            header=self.header(stamp_ns, frame_id),
-            height=image.shape[0],
-            width=image.shape[1],
-            encoding=encoding,
-            is_bigendian=0,
-            step=image.shape[1] * channels,
-            data=np.ascontiguousarray(image, dtype=np.uint8).reshape(-1),
-        )
-
-    def compressed_image(self, stamp_ns: int, frame_id: str, image: np.ndarray, compression: str, jpeg_quality: int) -> Any:
-        import cv2
-
-        data = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-        ext, options = (".jpg", [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]) if compression == "jpeg" else (".png", [])
-        ok, encoded = cv2.imencode(ext, data, options)
-        if not ok:
-            raise SeglocError(f"OpenCV could not encode an image as {compression}")
-        source = "rgb8" if image.ndim == 3 else "mono8"
-        target = "bgr8" if image.ndim == 3 else "mono8"
-        return self.types[COMPRESSED_IMAGE_TYPE](
-            header=self.header(stamp_ns, frame_id), format=f"{source}; {compression} compressed {target}", data=encoded.reshape(-1)
-        )
-
-
-def _latched_qos() -> list[Any]:
-    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-
-    zero = QosTime(0, 0)
-    return [
-        Qos(
-            QosHistory.KEEP_LAST,
-            1,
-            QosReliability.RELIABLE,
-            QosDurability.TRANSIENT_LOCAL,
-            zero,
-            zero,
-            QosLiveliness.AUTOMATIC,
-            zero,
-            False,
-        )
-    ]
-
-
-@contextmanager
-def _bag_writer(path: Path, config: BagWriteConfig, factory: _MessageFactory):
-    """Yields ``add(topic, msgtype, latched) -> write(stamp_ns, msg)`` for ROS 1 or ROS 2 writers."""
-    if config.ros_version == 1:
-        from rosbags.rosbag1 import Writer as Writer1
-
-        writer: Any = Writer1(path)
-    else:
-        from rosbags.rosbag2 import StoragePlugin
-        from rosbags.rosbag2 import Writer as Writer2
-
-        plugin = StoragePlugin.MCAP if config.storage == "mcap" else StoragePlugin.SQLITE3
-        writer = Writer2(path, version=Writer2.VERSION_LATEST, storage_plugin=plugin)
-
-    def add(topic: str, msgtype: str, latched: bool = False):
-        if config.ros_version == 1:
-            connection = writer.add_connection(topic, msgtype, typestore=factory.store, latching=1 if latched else None)
-        else:
-            qos = _latched_qos() if latched else ()
-            connection = writer.add_connection(topic, msgtype, typestore=factory.store, offered_qos_profiles=qos)
-
-        def write(stamp_ns: int, msg: Any) -> None:
-            writer.write(connection, stamp_ns, factory.serialize(msg, msgtype))
-
-        return write
-
-    with writer:
-        yield add
-
-
-def write_bag(path: str | Path, frames: Iterable[BagFrame], base_from_cam: Rigid3, config: BagWriteConfig | None = None) -> Path:
-    """Write frames as a rosbag2 folder (sqlite3 or mcap) or a ROS 1 ``.bag`` file.
-
-    Header stamps and bag message times are the frame timestamps. ``base_from_cam`` (the camera
-    extrinsics, camera frame with optical axes) goes on ``/tf_static`` at the first frame's
-    stamp. See :class:`BagWriteConfig` for the topics.
-
-    Args:
-        path: a new rosbag2 folder, or a new file ending in ``.bag`` for ROS 1.
-        frames: the time steps, in time order (iterated once, lazily).
-        base_from_cam: the camera pose in the base frame.
-        config: topics, frames, storage; default :class:`BagWriteConfig`.
-
-    Returns:
-        ``path``.
-    """
-    config = config or BagWriteConfig()
-    path = Path(path)
-    if path.exists():
-        raise SeglocError(f"{path} exists already; a bag is never overwritten")
-    if config.ros_version == 1 and path.suffix != ".bag":
-        raise SeglocError(f"a ROS 1 bag path must end in .bag, got {path}")
-    if config.ros_version == 2 and path.suffix == ".bag":
-        raise SeglocError(f"{path}: a rosbag2 is a folder; '.bag' names a ROS 1 bag (set ros_version=1)")
-    factory = _MessageFactory(config.ros_version)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    try:
-        with _bag_writer(path, config, factory) as add:
-            image_topic = config.resolved_image_topic
-            image_type = IMAGE_TYPE if config.compression == "none" else COMPRESSED_IMAGE_TYPE
-            write_image = add(image_topic, image_type)
-            write_info = add(config.camera_info_topic, CAMERA_INFO_TYPE) if config.camera_info_topic else None
-            write_tf = add(config.tf_topic, TF_TYPE) if config.tf_topic else None
-            write_static = add(config.tf_static_topic, TF_TYPE, latched=True) if config.tf_static_topic else None
-            write_odom = add(config.odom_topic, "nav_msgs/msg/Odometry") if config.odom_topic else None
-            write_truth = add(config.ground_truth_topic, "geometry_msgs/msg/PoseStamped") if config.ground_truth_topic else None
-            has_odometry: bool | None = None
-            for frame in frames:
-                stamp = seconds_to_ns(frame.timestamp)
-                if stamp < 0:
-                    raise SeglocError(f"frame timestamp {frame.timestamp} is negative")
-                if count == 0 and write_static is not None:
-                    static = factory.transform_stamped(stamp, config.base_frame, config.camera_frame, base_from_cam)
-                    write_static(stamp, factory.tf([static]))
-                count += 1
-                if frame.image is not None:
-                    _write_image(frame, stamp, config, factory, write_image, write_info)
-                transforms = []
-                if frame.odom_from_base is not None:
-                    transforms.append(factory.transform_stamped(stamp, config.odom_frame, config.base_frame, frame.odom_from_base))
-                    if write_odom is not None:
-                        write_odom(stamp, factory.odometry(stamp, config.odom_frame, config.base_frame, frame.odom_from_base))
-                if frame.world_from_base is not None:
-                    if write_truth is not None:
-                        write_truth(stamp, factory.pose_stamped(stamp, config.world_frame, frame.world_from_base))
-                    if config.ground_truth_tf:
-                        frame_has_odometry = frame.odom_from_base is not None
-                        if has_odometry is not None and has_odometry != frame_has_odometry:
-                            raise SeglocError(
-                                "with ground_truth_tf, either every frame with ground truth has odometry or none has "
-                                "(the ground truth goes on /tf as map -> odom or map -> base_link, never both)"
-                            )
-                        has_odometry = frame_has_odometry
-                        if frame_has_odometry:
-                            world_from_odom = frame.world_from_base * frame.odom_from_base.inverse()
-                            transforms.append(factory.transform_stamped(stamp, config.world_frame, config.odom_frame, world_from_odom))
-                        else:
-                            transforms.append(
-                                factory.transform_stamped(stamp, config.world_frame, config.base_frame, frame.world_from_base)
-                            )
-                if transforms and write_tf is not None:
-                    write_tf(stamp, factory.tf(transforms))
-            if count == 0:
-                raise SeglocError("no frames to write")
-    except BaseException:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.exists():
-            path.unlink()
-        raise
-    logger.info("wrote %d frames to %s", count, path)
-    return path
-
-
-def _write_image(frame: BagFrame, stamp: int, config: BagWriteConfig, factory: _MessageFactory, write_image, write_info) -> None:
-    image = np.asarray(frame.image)
-    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-        raise SeglocError(f"frame images must be (H, W, 3) RGB or (H, W) grey uint8, got {image.shape} {image.dtype}")
-    if frame.camera is None:
-        raise SeglocError(f"the frame at {frame.timestamp} s has an image but no camera")
-    if (frame.camera.width, frame.camera.height) != (image.shape[1], image.shape[0]):
-        raise SeglocError(
-            f"the frame at {frame.timestamp} s has a {image.shape[1]}x{image.shape[0]} image but a "
-            f"{frame.camera.width}x{frame.camera.height} camera"
-        )
-    if config.compression == "none":
-        write_image(stamp, factory.image(stamp, config.camera_frame, image))
-    else:
-        write_image(stamp, factory.compressed_image(stamp, config.camera_frame, image, config.compression, config.jpeg_quality))
-    if write_info is not None:
-        write_info(stamp, factory.camera_info(stamp, config.camera_frame, frame.camera))
-
-
-# --- reading -------------------------------------------------------------------------------
 @contextmanager
 def open_bag(path: Path):
     """Open a rosbag2 folder (or a file in it) or a ROS 1 ``.bag`` with ``rosbags``; yields the reader.
@@ -751,14 +258,6 @@ class _CameraTrack:
                 "is the CameraInfo topic the one of this image topic?"
             )
         return camera
-
-
-def _same_camera_info(a: Any, b: Any) -> bool:
-    ka, da = _camera_info_arrays(a)
-    kb, db = _camera_info_arrays(b)
-    return (a.width, a.height, a.distortion_model) == (b.width, b.height, b.distortion_model) and (
-        np.array_equal(ka, kb) and np.array_equal(da, db)
-    )
 
 
 class _PoseSource:
