@@ -459,3 +459,58 @@ def compare_metrics(live: dict[str, Any], offline: dict[str, Any]) -> dict[str, 
         "recall_difference_queries": difference,
         **{key: {"live": live.get(key), "offline": offline.get(key)} for key in COMPARISON_KEYS},
     }
+
+
+#: Per-image agreement between live and offline poses of the same image: at most this far apart.
+AGREEMENT_TRANSLATION_M = 1e-3
+AGREEMENT_ROTATION_DEG = 0.01
+
+
+def _record_pose(record: Mapping[str, Any]) -> Rigid3 | None:
+    pose = record.get("cam_from_world_est")
+    return None if not pose else Rigid3(np.asarray(pose["quat_wxyz"], np.float64), np.asarray(pose["translation"], np.float64))
+
+
+def compare_per_image(live: Sequence[Mapping[str, Any]], offline: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Live against offline, image by image: do the same images get the same poses?
+
+    Args:
+        live, offline: per-query records (``per_query.json`` of each report), matched by name.
+
+    Returns:
+        ``images`` (names in both), ``both_localized``, ``only_live`` and ``only_offline``
+        (names localized on one side only: a frame dropped by a full node queue, or refused by
+        the robot's confidence gate), ``agree`` (images localized on both sides whose poses are
+        within :data:`AGREEMENT_TRANSLATION_M` and :data:`AGREEMENT_ROTATION_DEG`), and the
+        largest and median translation (m) and rotation (deg) differences of the poses.
+    """
+    from segloc.geometry.transforms import pose_error
+
+    offline_by_name = {record["name"]: record for record in offline}
+    names = [record["name"] for record in live if record["name"] in offline_by_name]
+    live_by_name = {record["name"]: record for record in live}
+    differences: list[tuple[float, float]] = []
+    only_live, only_offline = [], []
+    for name in names:
+        a, b = _record_pose(live_by_name[name]), _record_pose(offline_by_name[name])
+        if a is not None and b is not None:
+            differences.append(pose_error(a, b))
+        elif a is not None:
+            only_live.append(name)
+        elif b is not None:
+            only_offline.append(name)
+    translation = np.array([d[0] for d in differences], np.float64)
+    rotation = np.array([d[1] for d in differences], np.float64)
+    agree = int(np.sum((translation <= AGREEMENT_TRANSLATION_M) & (rotation <= AGREEMENT_ROTATION_DEG)))
+    return {
+        "images": len(names),
+        "both_localized": len(differences),
+        "agree": agree,
+        "tolerance": {"translation_m": AGREEMENT_TRANSLATION_M, "rotation_deg": AGREEMENT_ROTATION_DEG},
+        "only_live": only_live,
+        "only_offline": only_offline,
+        "max_translation_difference_m": float(translation.max()) if len(translation) else None,
+        "median_translation_difference_m": float(np.median(translation)) if len(translation) else None,
+        "max_rotation_difference_deg": float(rotation.max()) if len(rotation) else None,
+        "median_rotation_difference_deg": float(np.median(rotation)) if len(rotation) else None,
+    }

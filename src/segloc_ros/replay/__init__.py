@@ -2,7 +2,7 @@
 
 ::
 
-    python -m segloc_ros.replay --bag BAG --map MAP --output OUT [--rate R] [--launch multi|composed|none]
+    python -m segloc_ros.replay --bag BAG --map MAP --output OUT [--rate R] [--launch multi|composed|localizer|none]
         [--pose-topic /ground_truth/pose | --gt-frames map base_link] [--offline-metrics OFFLINE/metrics.json]
 
 (also installed as ``segloc_replay``). The pieces work alone:
@@ -12,7 +12,7 @@
 - :mod:`segloc_ros.replay.recorder`: :class:`TopicRecorder` writes the messages of some topics,
   as they arrive, to a new rosbag2.
 - :mod:`segloc_ros.replay.launcher`: :class:`NodeLauncher` starts the nodes as child processes
-  (``multi`` or ``composed``), waits until they are active, stops them.
+  (``multi``, ``composed`` or ``localizer``), waits until they are active, stops them.
 - :mod:`segloc_ros.replay.run`: :func:`run_replay` puts them together and scores the recorded
   poses with the scoring of ``segloc evaluate --bag``; its docstring lists the outputs.
 - :mod:`segloc_ros.replay.cli`: the command line (:func:`main`).
@@ -25,6 +25,8 @@ from segloc_ros.replay.cli import build_parser, main
 from segloc_ros.replay.launcher import (
     CONTAINER_MODULE,
     FASTDDS_PROFILE,
+    LAUNCH_PROCESSES,
+    LOCALIZER_MODULE,
     NODE_MODULES,
     PARAMS_FILE,
     PRIMARY_STATE_ACTIVE,
@@ -39,6 +41,8 @@ from segloc_ros.replay.run import LAUNCH_MODES, ReplayOptions, camera_remaps, ca
 
 __all__ = [
     "CONTAINER_MODULE",
+    "LAUNCH_PROCESSES",
+    "LOCALIZER_MODULE",
     "DEFAULT_DEPTH",
     "FASTDDS_PROFILE",
     "IMAGE_TYPES",

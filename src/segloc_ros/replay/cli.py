@@ -27,14 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Play a rosbag2 to the segloc nodes, record their outputs, and evaluate them like `segloc evaluate --bag`.",
     )
     parser.add_argument("--bag", type=Path, required=True, help="the rosbag2 to play (images, camera_info, /tf, /tf_static, ground truth)")
-    parser.add_argument("--map", type=Path, help="the nodes' map (map_path); needed with --launch multi|composed, else used for the report")
+    parser.add_argument(
+        "--map", type=Path, help="the nodes' map (map_path); needed with --launch multi|composed|localizer, else used for the report"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the recorded bag, the report, replay.json")
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1)")
     parser.add_argument(
         "--launch",
         choices=LAUNCH_MODES,
         default="multi",
-        help="start the nodes: multi-process, composed container, or none (running already)",
+        help="start the nodes: multi (SegLoc split, one process per node), composed (the three in one container), localizer (localizer_node: the map's method, any), or none (running already)",
     )
     parser.add_argument("--params-file", type=Path, help="ROS params file of the nodes (default config/segloc_ros.yaml)")
     parser.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE", help="more parameters for every node")

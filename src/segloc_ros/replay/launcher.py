@@ -1,7 +1,8 @@
 """Starting and stopping the segloc nodes as child processes: :class:`NodeLauncher`.
 
-The launcher starts the nodes, ``multi`` (segmentation_node, retrieval_node,
-pose_refinement_node) or ``composed`` (localization_container), with
+The launcher starts the nodes, ``multi`` (SegLoc split: segmentation_node, retrieval_node,
+pose_refinement_node), ``composed`` (the three in localization_container) or ``localizer``
+(localizer_node: any method's whole pipeline in one process), with
 ``FASTRTPS_DEFAULT_PROFILES_FILE=config/fastdds_shm.xml``, ``use_sim_time:=true``, the params
 file and ``map_path``; waits until each lifecycle node reports ``active`` on its ``get_state``
 service; stops them with SIGINT (then SIGTERM, then SIGKILL). Each node's output goes to
@@ -37,6 +38,13 @@ NODE_MODULES: dict[str, str] = {
     "pose_refinement_node": "segloc_ros.nodes.pose_refinement_node",
 }
 CONTAINER_MODULE = "segloc_ros.composition"
+LOCALIZER_MODULE = "segloc_ros.nodes.localizer_node"
+#: Launch mode -> (process name, module, the lifecycle nodes it runs) of each process.
+LAUNCH_PROCESSES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
+    "multi": [(name, module, (name,)) for name, module in NODE_MODULES.items()],
+    "composed": [("localization_container", CONTAINER_MODULE, tuple(NODE_MODULES))],
+    "localizer": [("localizer_node", LOCALIZER_MODULE, ("localizer_node",))],
+}
 PRIMARY_STATE_ACTIVE = 3  # lifecycle_msgs/msg/State
 
 
@@ -75,7 +83,8 @@ class NodeLauncher:
     """Starts the segloc nodes as child processes, waits until they are active, stops them.
 
     Args:
-        mode: ``multi`` (one process per node) or ``composed`` (localization_container).
+        mode: ``multi`` (one process per split SegLoc node), ``composed`` (localization_container)
+            or ``localizer`` (localizer_node); see :data:`LAUNCH_PROCESSES`.
         map_path: the map (``map_path`` parameter of every node).
         log_dir: where ``<process>.log`` files go.
         params_file: ROS params file keyed by node name (None: none).
@@ -97,8 +106,8 @@ class NodeLauncher:
         use_sim_time: bool = True,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        if mode not in ("multi", "composed"):
-            raise SeglocError(f"launch mode must be multi or composed, got {mode!r}")
+        if mode not in LAUNCH_PROCESSES:
+            raise SeglocError(f"launch mode must be one of {', '.join(LAUNCH_PROCESSES)}, got {mode!r}")
         if params_file is not None and not Path(params_file).is_file():
             raise SeglocError(f"params file {params_file} does not exist")
         self.mode, self.map_path, self.log_dir = mode, Path(map_path), Path(log_dir)
@@ -114,7 +123,8 @@ class NodeLauncher:
 
     @property
     def node_names(self) -> list[str]:
-        return list(NODE_MODULES)
+        """The lifecycle nodes the processes of this mode run."""
+        return [node for _, _, nodes in LAUNCH_PROCESSES[self.mode] for node in nodes]
 
     def _command(self, module: str) -> list[str]:
         command = [sys.executable, "-m", module, "--ros-args"]
@@ -129,8 +139,7 @@ class NodeLauncher:
     def start(self) -> None:
         """Start the processes (returns at once; see :meth:`wait_active`)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        jobs = NODE_MODULES.items() if self.mode == "multi" else [("localization_container", CONTAINER_MODULE)]
-        for name, module in jobs:
+        for name, module, _ in LAUNCH_PROCESSES[self.mode]:
             log_path = self.log_dir / f"{name}.log"
             with log_path.open("w") as log:
                 process = subprocess.Popen(

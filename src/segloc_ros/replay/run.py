@@ -14,7 +14,8 @@ Outputs in OUT::
     metrics.json, per_query.json, estimates_tum.txt, groundtruth_tum.txt, *.png
                        the report of segloc evaluate (time_s = image publish -> pose receipt)
     replay.json        what was played and recorded, how the wait ended, the node processes
-    comparison.json    live against offline metrics (with --offline-metrics)
+    comparison.json    live against offline metrics (with --offline-metrics), and image by image
+                       (``per_image``) when that report has its per_query.json
     logs/              node output (with --launch multi|composed)
 """
 
@@ -37,13 +38,13 @@ from segloc.data.rosbag import (
     select_image_topic,
 )
 from segloc.errors import SeglocError
-from segloc_ros.replay.launcher import FASTDDS_PROFILE, PARAMS_FILE, NodeLauncher, config_file
+from segloc_ros.replay.launcher import FASTDDS_PROFILE, LAUNCH_PROCESSES, PARAMS_FILE, NodeLauncher, config_file
 from segloc_ros.replay.player import BagPlayer
 from segloc_ros.replay.recorder import OUTPUT_TOPICS, TopicRecorder
 
 logger = logging.getLogger("segloc")
 
-LAUNCH_MODES = ("multi", "composed", "none")
+LAUNCH_MODES = (*LAUNCH_PROCESSES, "none")
 
 
 @dataclass
@@ -110,6 +111,7 @@ def run_replay(options: ReplayOptions) -> dict[str, Any]:
     from segloc.evaluate.replay import (
         MapSummary,
         compare_metrics,
+        compare_per_image,
         evaluate_pose_messages,
         read_camera_extrinsics,
         read_ground_truth,
@@ -218,5 +220,10 @@ def run_replay(options: ReplayOptions) -> dict[str, Any]:
     )
     if offline is not None:
         comparison = {"live_metrics": str(options.output / "metrics.json"), "offline_metrics": str(options.offline_metrics)}
-        write_json(options.output / "comparison.json", {**comparison, **compare_metrics(metrics, offline)})
+        comparison.update(compare_metrics(metrics, offline))
+        offline_queries = options.offline_metrics.parent / "per_query.json"
+        if offline_queries.is_file():
+            live_queries = json.loads((options.output / "per_query.json").read_text())
+            comparison["per_image"] = compare_per_image(live_queries, json.loads(offline_queries.read_text()))
+        write_json(options.output / "comparison.json", comparison)
     return metrics
