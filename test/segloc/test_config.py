@@ -47,3 +47,27 @@ def test_yaml_file_with_section_and_overrides(tmp_path):
     path.write_text("a: [")
     with pytest.raises(SeglocError, match="not valid YAML"):
         load_config(Outer, path)
+
+
+def test_one_loader_checks_every_section_of_a_config_file(tmp_path):
+    """CLI, nodes and training read sections through config_section: a misspelt section is an error, never defaults."""
+    from segloc.config import CONFIG_SECTIONS, config_section, read_config_file
+
+    path = tmp_path / "c.yaml"
+    path.write_text("map:\n  name: x\nlocalise:\n  num_retrieved: 3\n")
+    for read in (lambda: read_config_file(path), lambda: config_section(path, "map"), lambda: load_config(Outer, path, section="map")):
+        with pytest.raises(SeglocError, match=r"unknown section\(s\) localise; valid sections: map, localize"):
+            read()
+    path.write_text("map:\n  name: x\n")
+    assert config_section(path, "map") == {"name": "x"} and config_section(path, "localize") is None
+    assert config_section(None, "map") is None and config_section("", "map") is None
+    assert load_config(Outer, path, section="localize") == Outer()  # the section is absent: the defaults
+    with pytest.raises(SeglocError, match="unknown config section 'mapping'"):
+        config_section(path, "mapping")
+    path.write_text("map: 3\n")
+    with pytest.raises(SeglocError, match="must be a mapping"):
+        config_section(path, "map")
+    path.write_text("- map\n")
+    with pytest.raises(SeglocError, match="expected a mapping"):
+        read_config_file(path)
+    assert set(CONFIG_SECTIONS) >= {"map", "localize", "synth", "bag", "train"}
