@@ -182,8 +182,13 @@ class NodeProcess:
 
 
 def node_parameters(scene: Scene, **overrides: Any) -> dict[str, Any]:
-    """Parameters every node under test gets: map A, one torch thread, fast diagnostics."""
-    return {"map_path": str(scene.map_a), "threads": 1, "diagnostics_period": 0.5, **overrides}
+    """Parameters every node under test gets: map A, one torch thread, fast diagnostics, no staleness signal.
+
+    ``stale_timeout: 0``: a test pausing between frames (checking outputs on a busy machine)
+    must not get a "stale" False on segloc/localized in place of a frame's verdict; the tests of
+    the staleness signal turn it on. Nodes without the parameter ignore it.
+    """
+    return {"map_path": str(scene.map_a), "threads": 1, "diagnostics_period": 0.5, "stale_timeout": 0.0, **overrides}
 
 
 # --- the test process's ROS client ----------------------------------------------------------

@@ -307,7 +307,8 @@ def test_pose_refinement_node(scene, client, start_nodes, one_torch_thread):
 
 
 def test_pose_refinement_node_from_retrieval(scene, client, start_nodes, one_torch_thread):
-    """prior_input retrieval (the default): the split chain's refinement equals the one-process localizer's, pose for pose."""
+    """prior_input retrieval (the default): the split chain's refinement equals the one-process localizer's, pose for pose; staleness."""
+    from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Bool
@@ -355,6 +356,16 @@ def test_pose_refinement_node_from_retrieval(scene, client, start_nodes, one_tor
             assert np.allclose(covariance, want.covariance, rtol=1e-9, atol=1e-15)
             agreed += 1
     assert agreed >= 2, "the oracle should localize most frames"
+
+    # The upstream stops (segmentation_node or the camera died): segloc/localized goes False with a WARN, within seconds.
+    diagnostics = client.collect(DiagnosticArray, "/diagnostics", 100)
+    count = len(client.snapshot(localized))
+    assert client.set_parameters(REFINEMENT, {"stale_timeout": 1.0})[0].successful
+    started = time.monotonic()
+    client.wait_for(lambda: len(localized) > count, 10, "a stale signal on segloc/localized" + process.log())
+    assert client.snapshot(localized)[-1].data is False and time.monotonic() - started < 5.0
+    status = client.wait_for(lambda: harness.find_status(diagnostics, REFINEMENT, WARN, "localization stale"), 10, "stale WARN")
+    assert "no frame answered" in status.message and process.alive()
 
 
 def test_pose_refinement_node_with_an_odometry_topic(scene, client, start_nodes, one_torch_thread):
@@ -520,6 +531,11 @@ def test_segmentation_node(scene, client, start_nodes, one_torch_thread):
     assert not results[0].successful and "/nonexistent/segloc_map" in results[0].reason and "still using" in results[0].reason
     client.wait_for(lambda: harness.find_status(diagnostics, SEGMENTATION, ERROR, "map reload failed"), 10, "reload ERROR")
     segment(frame.stamp_ns + 1)
+    # Frames still succeed on the old map, but the status stays ERROR until a map loads: an "ok" must not hide it.
+    seen = len(client.snapshot(diagnostics))
+    client.wait_for(lambda: harness.diagnostic_statuses(client.snapshot(diagnostics)[seen:], SEGMENTATION), 10, "a later status")
+    later = harness.diagnostic_statuses(client.snapshot(diagnostics)[seen:], SEGMENTATION)[-1]
+    assert harness.status_level(later) == ERROR and "map reload failed" in later.message, later.message
 
     # 5. A good map swaps in while running; ~/reload_map reloads it.
     results = client.set_parameters(SEGMENTATION, {"map_path": str(scene.map_b)})
@@ -576,6 +592,10 @@ def test_lifecycle_transitions(scene, client, start_nodes, one_torch_thread):
     assert client.snapshot(priors) == [], "an inactive node must not process"
 
     assert client.change_state(RETRIEVAL, "activate") and client.lifecycle_state(RETRIEVAL) == "active"
+    # An invalid request (activate an active node) is refused with a WARN; the node stays up and active.
+    assert not client.change_state(RETRIEVAL, "activate")
+    client.wait_for(lambda: harness.find_status(diagnostics, RETRIEVAL, WARN, "lifecycle transition"), 10, "refused WARN")
+    assert process.alive() and client.lifecycle_state(RETRIEVAL) == "active"
     client.wait_subscribers(descriptor_pub)
     localizer = SegLocLocalizer.from_map(scene.map_a, SegLocLocalizerConfig(), with_network=False)
     for frame in scene.frames[:2]:

@@ -42,6 +42,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -187,15 +188,40 @@ class SeglocNode(LifecycleNode):
         self._worker: FrameWorker | None = None
         self._status_lock = threading.Lock()
         self._status: tuple[str, str] = ("ok", "unconfigured")
+        self._map_problem: str | None = None
         self._last_immediate = 0.0
         self._errors = 0
         self.timings = StageTimes()
         #: Subscriptions go into their own group, so that a map reload (a service or parameter
         #: callback) does not hold up incoming messages in a multi-threaded executor.
         self.input_group = MutuallyExclusiveCallbackGroup()
+        self._guard_lifecycle_requests()
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_timer = self.create_timer(self.param("diagnostics_period"), self.publish_diagnostics)
         self.create_service(Trigger, "~/reload_map", self._on_reload_map)
+
+    def _guard_lifecycle_requests(self) -> None:
+        """An invalid lifecycle request (``activate`` on an active node) is refused with a WARN, not raised.
+
+        rclpy's ``~/change_state`` service raises RCLError for a transition the current state
+        does not have; raised out of the executor it would end the process (in
+        localization_container, all three nodes). The request is answered ``success: false``.
+        """
+        for service in self.services:
+            if not service.srv_name.endswith("/change_state"):
+                continue
+            original = service.callback
+
+            def guarded(request: Any, response: Any, original: Any = original) -> Any:
+                try:
+                    return original(request, response)
+                except _rclpy.RCLError as exc:
+                    transition = request.transition.label or f"id {request.transition.id}"
+                    self.report("warn", f"lifecycle transition {transition} refused: not possible from the {self._state} state ({exc})")
+                    response.success = False
+                    return response
+
+            service.callback = guarded
 
     # --- parameters -------------------------------------------------------------------------
     def param(self, name: str) -> Any:
@@ -259,10 +285,14 @@ class SeglocNode(LifecycleNode):
         except Exception as exc:
             reason = f"map {map_path!r} not loaded: {exc}; still using {old.path if old else 'no map'}"
             self._errors += 1
+            with self._status_lock:
+                self._map_problem = f"map reload failed: {reason}"
             self.report("error", f"map reload failed: {reason}")
             return reason
         with self._map_lock:
             self._map = loaded
+        with self._status_lock:
+            self._map_problem = None
         self.report("ok", f"map {map_path} in service")
         return None
 
@@ -439,8 +469,16 @@ class SeglocNode(LifecycleNode):
 
     @property
     def status(self) -> tuple[str, str]:
+        """The node's level and message: the latest report, with a failed map reload kept at ERROR until a map loads.
+
+        A failed reload leaves the old map in service, so frames still succeed; their "ok" must
+        not hide that the requested map is not the one in service.
+        """
         with self._status_lock:
-            return self._status
+            level, message = self._status
+            if self._map_problem is not None and self._map_problem != message:
+                return "error", f"{self._map_problem}; {message}"
+            return level, message
 
     def publish_diagnostics(self, reset_timings: bool = True) -> None:
         """Publish the node's status on /diagnostics."""

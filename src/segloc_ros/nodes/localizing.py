@@ -19,7 +19,9 @@ Outputs, stamped with the image stamp, from the library's publishing decision
   (``use_odometry: true``), or ``map -> base_link`` (``use_odometry: false``), stamped with the
   image stamp plus ``transform_tolerance`` as AMCL does; for a lost frame the last
   ``map -> odom`` again (never an old ``map -> base_link``);
-- ``segloc/localized`` (std_msgs/Bool): every frame gets its verdict;
+- ``segloc/localized`` (std_msgs/Bool): every frame gets its verdict, and when no frame has been
+  answered for ``stale_timeout`` seconds (the camera or an upstream node stopped) it goes False
+  once with a WARN ``localization stale``: a consumer never keeps trusting an old True;
 - the diagnostic: ``localized``, or ``localization lost: <reason>`` (WARN; ERROR after
   ``lost_frames_error`` frames in a row, and for a bad input or missing extrinsics).
 """
@@ -78,6 +80,9 @@ class LocalizingNode(SeglocNode):
         self._poses_published = 0
         self._last_pose_stamp = "none"
         self._last_uncertainty: tuple[float, float] | None = None
+        self._last_verdict_ns: int | None = None
+        self._stale = False
+        self._stale_timer = self.create_timer(0.25, self._check_stale)
 
     # --- parameters -------------------------------------------------------------------------
     def publish_config(self) -> PublishConfig:
@@ -95,6 +100,7 @@ class LocalizingNode(SeglocNode):
         self._tf = TfCache(int(self.param("tf_buffer_duration") * NS_PER_S))
         self._initial_pose = None
         self.decision = PublishDecision(self.publish_config())
+        self._last_verdict_ns, self._stale = None, False
 
     def destroy_outputs(self) -> None:
         for publisher in self._outputs.values():
@@ -177,6 +183,22 @@ class LocalizingNode(SeglocNode):
             return
         self._tf.add(msg.header.frame_id, msg.child_frame_id or self.param("base_frame"), odom_from_base, stamp_to_ns(msg.header.stamp))
 
+    def _check_stale(self) -> None:
+        """Timer: no verdict for ``stale_timeout`` seconds while active -> localized False and a WARN, once."""
+        timeout = self.param("stale_timeout")
+        last = self._last_verdict_ns
+        if self._state != "active" or timeout <= 0 or last is None or self._stale or "localized" not in self._outputs:
+            return
+        silent_s = (self.get_clock().now().nanoseconds - last) / NS_PER_S
+        if silent_s > timeout:
+            self._stale = True
+            self._outputs["localized"].publish(Bool(data=False))
+            self.report(
+                "warn",
+                f"localization stale: no frame answered for {silent_s:.1f} s (stale_timeout {timeout:g} s); "
+                "is the camera publishing, and are the upstream nodes running?",
+            )
+
     # --- per frame (worker thread) ----------------------------------------------------------
     def camera_extrinsics(self, camera_frame: str, stamp_ns: int) -> Rigid3:
         """``base_from_cam`` at the stamp (``camera_frame`` parameter, else the images' frame).
@@ -220,6 +242,7 @@ class LocalizingNode(SeglocNode):
             stamp = decision.stamp_ns + int(round(self.param("transform_tolerance") * NS_PER_S))
             self._outputs["tf"].publish(tf_message([transform_stamped_msg(decision.transform, stamp, map_frame, child)]))
         self._outputs["localized"].publish(Bool(data=decision.published))
+        self._last_verdict_ns, self._stale = self.get_clock().now().nanoseconds, False
         if timings is not None:
             timings["publish"] = time.perf_counter() - start
             if received is not None:

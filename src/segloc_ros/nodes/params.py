@@ -156,6 +156,13 @@ LOCALIZING_PARAMETERS: tuple[ParameterSpec, ...] = (
         "consecutive frames without a pose after which 'localization lost' is an ERROR (a WARN before)",
         minimum=1,
     ),
+    ParameterSpec(
+        "stale_timeout",
+        3.0,
+        "seconds (of the node's clock: /clock with use_sim_time) without a frame's verdict after which segloc/localized goes "
+        "False with a WARN 'localization stale' (the camera or an upstream node stopped); 0 = never",
+        minimum=0.0,
+    ),
 )
 
 PRIOR_INPUTS = ("retrieval", "pose_priors")
