@@ -71,6 +71,7 @@ from segloc.data.rosbag import (
     select_image_topic,
 )
 from segloc.errors import SeglocError
+from segloc_ros.nodes import COMPOSED_NODES, CONTAINER_MODULE
 
 logger = logging.getLogger("segloc")
 
@@ -84,13 +85,8 @@ OUTPUT_TOPICS: dict[str, str] = {
     "segloc/localized": "std_msgs/msg/Bool",
     "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
 }
-#: The lifecycle nodes and the modules that run them.
-NODE_MODULES: dict[str, str] = {
-    "segmentation_node": "segloc_ros.nodes.segmentation_node",
-    "retrieval_node": "segloc_ros.nodes.retrieval_node",
-    "pose_refinement_node": "segloc_ros.nodes.pose_refinement_node",
-}
-CONTAINER_MODULE = "segloc_ros.composition"
+#: The lifecycle nodes and the modules that run them (``multi``; ``composed`` runs CONTAINER_MODULE).
+NODE_MODULES: dict[str, str] = {node.name: node.module for node in COMPOSED_NODES}
 LAUNCH_MODES = ("multi", "composed", "none")
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 STATIC_TOPICS = ("/tf_static",)

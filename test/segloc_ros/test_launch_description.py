@@ -1,8 +1,6 @@
 """What launch/localize.launch.py starts (segloc_ros.launch_description; the launch packages are not needed)."""
 
 import ast
-import importlib.metadata
-import importlib.util
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from segloc_ros.launch_description import (
     parameter_overrides,
     remappings,
 )
-from segloc_ros.nodes.params import NODE_PARAMETERS
+from segloc_ros.nodes import NODE_PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARE = "/opt/ws/install/segloc_ros/share/segloc_ros"
@@ -74,15 +72,6 @@ def test_bad_values():
         node_launches(defaults(composition="maybe"))
     with pytest.raises(ValueError, match="missing launch argument value"):
         node_launches({"map": ""})
-
-
-def test_executables_are_console_scripts():
-    """The installed distribution has a console script for every executable, running a main() of a module that exists."""
-    distribution = importlib.metadata.distribution(PACKAGE)
-    scripts = {entry.name: entry.value for entry in distribution.entry_points if entry.group == "console_scripts"}
-    for executable in [*NODE_EXECUTABLES.values(), CONTAINER_EXECUTABLE]:
-        module, _, function = scripts[executable].partition(":")
-        assert function == "main" and importlib.util.find_spec(module) is not None, executable
 
 
 def test_the_launch_file_is_a_thin_wrapper():

@@ -5,14 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from segloc_ros.nodes.params import (
-    AVAILABLE_BACKENDS,
-    COMMON_PARAMETERS,
-    NODE_PARAMETERS,
-    ParameterSpec,
-    check_parameter,
-    parameter_defaults,
-)
+from segloc_ros.nodes import NODE_PARAMETERS, parameter_defaults
+from segloc_ros.nodes.params import AVAILABLE_BACKENDS, COMMON_PARAMETERS, ParameterSpec, check_parameter
 
 PARAMS_FILE = Path(__file__).resolve().parents[2] / "config" / "segloc_ros.yaml"
 
