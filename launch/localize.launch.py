@@ -3,8 +3,8 @@
     ros2 launch segloc_ros localize.launch.py map:=/maps/office image:=/camera/color/image_raw \
         camera_info:=/camera/color/camera_info [composition:=true] [use_sim_time:=true]
 
-Arguments, remappings and parameters come from segloc_ros.launch_description (plain Python,
-tested without launch); this file only turns them into launch actions.
+Arguments, remappings and parameters come from segloc_ros.launch_description (plain Python);
+this file only turns them into launch actions. test/ros/test_launch.py runs it with launch.LaunchService.
 """
 
 from ament_index_python.packages import get_package_share_directory

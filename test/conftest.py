@@ -6,15 +6,11 @@ themselves and put it back.
 """
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
-    try:
-        import torch
-    except ImportError:  # the suite also runs parts without torch
-        yield
-        return
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

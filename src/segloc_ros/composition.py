@@ -1,6 +1,7 @@
-"""localization_container: segmentation_node, retrieval_node and pose_refinement_node in one process.
+"""localization_container: the split pipeline (segmentation_node, retrieval_node, pose_refinement_node) in one process.
 
-One ``MultiThreadedExecutor`` spins the three lifecycle nodes (each still has its own worker
+The nodes are those of :data:`segloc_ros.nodes.COMPOSED_NODES`. One ``MultiThreadedExecutor``
+spins these lifecycle nodes (each still has its own worker
 thread, parameters, lifecycle services and diagnostics); they read their parameters from the
 same params file as the separate processes, by node name; a ``-p`` on the command line applies
 to all three::
@@ -14,6 +15,7 @@ for the whole process, so give it the same value in all three nodes.
 
 from __future__ import annotations
 
+from segloc_ros.nodes import COMPOSED_NODES
 from segloc_ros.nodes.common import run_nodes
 
 __all__ = ["main"]
@@ -21,11 +23,7 @@ __all__ = ["main"]
 
 def main(args: list[str] | None = None) -> int:
     """``ros2 run segloc_ros localization_container``."""
-    from segloc_ros.nodes.pose_refinement_node import PoseRefinementNode
-    from segloc_ros.nodes.retrieval_node import RetrievalNode
-    from segloc_ros.nodes.segmentation_node import SegmentationNode
-
-    return run_nodes([SegmentationNode, RetrievalNode, PoseRefinementNode], args)
+    return run_nodes([node.load_class() for node in COMPOSED_NODES], args)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segloc_ros.nodes.params import AVAILABLE_BACKENDS, POSE_REFINEMENT_NODE, RETRIEVAL_NODE, SEGMENTATION_NODE
+from segloc_ros.nodes import COMPOSED_NODES, CONTAINER_EXECUTABLE
+from segloc_ros.nodes.params import AVAILABLE_BACKENDS
 
 __all__ = [
     "CONTAINER_EXECUTABLE",
@@ -41,13 +42,9 @@ __all__ = [
 ]
 
 PACKAGE = "segloc_ros"
-#: Node name -> executable (console script installed into lib/segloc_ros).
-NODE_EXECUTABLES: dict[str, str] = {
-    SEGMENTATION_NODE: "segmentation_node",
-    RETRIEVAL_NODE: "retrieval_node",
-    POSE_REFINEMENT_NODE: "pose_refinement_node",
-}
-CONTAINER_EXECUTABLE = "localization_container"
+#: Node name -> executable (console script installed into lib/segloc_ros) of the nodes started
+#: one process each with ``composition:=false`` (those localization_container runs otherwise).
+NODE_EXECUTABLES: dict[str, str] = {node.name: node.executable for node in COMPOSED_NODES}
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 

@@ -5,8 +5,10 @@ These tests need an interpreter that can import rclpy: either the ROS venv made 
 robot) or a Python with a sourced system ROS 2 (``source /opt/ros/jazzy/setup.bash``). Anywhere
 else (the main dev venv) every test in this folder is skipped with the reason.
 
-Test modules here must import rclpy and message packages lazily (inside tests or helpers), or with
-``pytest.importorskip``, so that collecting them never fails where ROS is missing.
+Test modules here import rclpy, the message packages and the modules that import them (the
+segloc_ros nodes, conversions, replay) lazily, with plain imports inside tests or helpers: the
+autouse fixture below skips first where rclpy is missing, and anywhere else an import error of
+the project's own modules fails the test instead of skipping it.
 """
 
 from __future__ import annotations

@@ -349,3 +349,160 @@ def wait_process_ready(client: RosClient, process: NodeProcess, node: str, timeo
                 raise AssertionError(f"{node} did not start within {timeout} s" + process.log())
     finally:
         client.node.destroy_client(client_handle)
+
+
+# --- processes with a command line of the test's choosing ----------------------------------
+class CommandProcess(NodeProcess):
+    """A ROS process started with ``command`` as given (e.g. a node with the project's own params file); output in a log file."""
+
+    def __init__(self, command: list[str], env: dict[str, str], workdir: Path, name: str):
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT, text=True)
+
+
+# --- remote parameters and lifecycle states --------------------------------------------------
+def list_parameters(client: RosClient, node: str) -> set[str]:
+    """The names of the parameters ``node`` has declared (its ~/list_parameters service)."""
+    from rcl_interfaces.srv import ListParameters
+
+    return set(client.call(ListParameters, f"/{node}/list_parameters", ListParameters.Request()).result.names)
+
+
+def get_parameters(client: RosClient, node: str, names: list[str]) -> dict[str, Any]:
+    """``{name: value}`` of parameters of ``node`` (its ~/get_parameters service), values as Python types (None: not set)."""
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    response = client.call(GetParameters, f"/{node}/get_parameters", GetParameters.Request(names=list(names)))
+    return {name: parameter_value_to_python(value) for name, value in zip(names, response.values)}
+
+
+def wait_lifecycle_state(
+    client: RosClient,
+    node: str,
+    state: str,
+    timeout: float = START_TIMEOUT_S,
+    alive: Callable[[], bool] = lambda: True,
+    log: Callable[[], str] = lambda: "",
+) -> None:
+    """Wait until ``node`` answers get_state with ``state``; AssertionError (with ``log()``) on timeout or when ``alive()`` turns false."""
+    from lifecycle_msgs.srv import GetState
+
+    handle = client.node.create_client(GetState, f"/{node}/get_state")
+    try:
+        deadline = time.monotonic() + timeout
+        while not handle.wait_for_service(timeout_sec=0.5):
+            if not alive() or time.monotonic() > deadline:
+                raise AssertionError(f"{node} did not start within {timeout:.0f} s" + log())
+    finally:
+        client.node.destroy_client(handle)
+    while (current := client.lifecycle_state(node)) != state:
+        if not alive() or time.monotonic() > deadline:
+            raise AssertionError(f"{node} is {current!r}, not {state!r}, after {timeout:.0f} s" + log())
+        time.sleep(0.2)
+
+
+# --- segloc_ros installed for launch_ros, and launch.LaunchService --------------------------
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = "segloc_ros"
+
+
+def install_package(prefix: Path, python: str = sys.executable) -> Path:
+    """Lay segloc_ros out in ``prefix`` as a colcon install space does, for launch_ros, which finds packages in the ament index.
+
+    - ``share/ament_index/resource_index/packages/segloc_ros``: the index marker;
+    - ``share/segloc_ros``: ``package.xml``, ``launch/*.py``, ``config/*.yaml`` and ``config/*.xml``
+      (setup.py's data files), copied from this checkout;
+    - ``lib/segloc_ros/<executable>`` for every executable of :data:`segloc_ros.nodes.EXECUTABLES`:
+      a wrapper that runs its module with ``python`` (the project's sources come from the
+      interpreter's environment: the editable install, or PYTHONPATH).
+
+    Put the returned ``prefix`` on ``AMENT_PREFIX_PATH``.
+    """
+    import shutil
+
+    from segloc_ros.nodes import EXECUTABLES
+
+    index = prefix / "share" / "ament_index" / "resource_index" / "packages"
+    index.mkdir(parents=True)
+    (index / PACKAGE).write_text("")
+    share = prefix / "share" / PACKAGE
+    for folder, patterns in (("launch", ("*.py",)), ("config", ("*.yaml", "*.xml"))):
+        (share / folder).mkdir(parents=True)
+        for pattern in patterns:
+            for path in (REPO_ROOT / folder).glob(pattern):
+                shutil.copy(path, share / folder / path.name)
+    shutil.copy(REPO_ROOT / "package.xml", share / "package.xml")
+    lib = prefix / "lib" / PACKAGE
+    lib.mkdir(parents=True)
+    for executable, entry_point in EXECUTABLES.items():
+        module = entry_point.partition(":")[0]
+        script = lib / executable
+        script.write_text(f'#!/bin/sh\nexec "{python}" -m {module} "$@"\n')
+        script.chmod(0o755)
+    return prefix
+
+
+@dataclass
+class LaunchResult:
+    """How a launch ended: the service's return code; each process's exit code and environment, by process name."""
+
+    return_code: int
+    exit_codes: dict[str, int]
+    environments: dict[str, dict[str, str]]
+
+
+def run_launch(launch_file: Path, arguments: dict[str, str], check: Callable[[Callable[[], bool]], None]) -> LaunchResult:
+    """Run ``launch_file`` with ``arguments`` through ``launch.LaunchService`` (what ``ros2 launch`` runs), with ``check`` beside it.
+
+    The service runs in this thread, which must be the main thread (launch requires it);
+    ``check(running)`` runs in another one (``running()`` is false once the service has ended
+    by itself) and the service is shut down (SIGINT to the processes, as Ctrl-C on
+    ``ros2 launch``) when it returns or raises. What ``check`` raised is raised here, after the
+    shutdown. The processes inherit this process's environment (``os.environ``).
+    """
+    from launch import LaunchDescription, LaunchService
+    from launch.actions import IncludeLaunchDescription, RegisterEventHandler
+    from launch.event_handlers import OnProcessExit
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    exit_codes: dict[str, int] = {}
+    environments: dict[str, dict[str, str]] = {}
+
+    def on_exit(event: Any, context: Any) -> None:
+        exit_codes[event.action.name] = event.returncode
+        environments[event.action.name] = dict(event.env)
+
+    description = LaunchDescription(
+        [
+            RegisterEventHandler(OnProcessExit(on_exit=on_exit)),
+            IncludeLaunchDescription(PythonLaunchDescriptionSource(str(launch_file)), launch_arguments=list(arguments.items())),
+        ]
+    )
+    service = LaunchService()
+    service.include_launch_description(description)
+    ended = threading.Event()
+    errors: list[BaseException] = []
+
+    def run_check() -> None:
+        try:
+            check(lambda: not ended.is_set())
+        except BaseException as exc:  # re-raised in the main thread
+            errors.append(exc)
+        finally:
+            while not ended.is_set():  # shutdown() does nothing until the service runs
+                service.shutdown()
+                ended.wait(0.2)
+
+    thread = threading.Thread(target=run_check, daemon=True)
+    thread.start()
+    try:
+        return_code = service.run()
+    finally:
+        ended.set()
+        thread.join(timeout=30)
+    if errors:
+        raise errors[0]
+    return LaunchResult(return_code, exit_codes, environments)

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from segloc_ros.nodes import NODES
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # pytest runs with --import-mode=importlib: siblings are not importable
 import node_harness as harness  # noqa: E402
 from node_harness import CAMERA_FRAME, NodeProcess, RosClient, Scene  # noqa: E402
@@ -31,12 +33,7 @@ SEGMENTATION = "segmentation_node"
 RETRIEVAL = "retrieval_node"
 REFINEMENT = "pose_refinement_node"
 LOCALIZER = "localizer_node"
-MODULES = {
-    SEGMENTATION: "segloc_ros.nodes.segmentation_node",
-    RETRIEVAL: "segloc_ros.nodes.retrieval_node",
-    REFINEMENT: "segloc_ros.nodes.pose_refinement_node",
-    LOCALIZER: "segloc_ros.nodes.localizer_node",
-}
+MODULES = {node.name: node.module for node in NODES}
 OK, WARN, ERROR = 0, 1, 2
 
 

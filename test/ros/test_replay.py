@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 GT_TOPIC = "/ground_truth/pose"
 IMAGE_TOPIC = "/camera/image_raw"
@@ -42,7 +43,6 @@ def ros_isolation(monkeypatch, fastdds_profile, domain_id):
 @pytest.fixture(scope="module")
 def room(tmp_path_factory):
     """A 160x120 room with a 6-image query bag (sqlite3) and a reference map."""
-    torch = pytest.importorskip("torch")
     from segloc.cli import main
 
     threads = torch.get_num_threads()

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from segloc.data import synthetic
 from segloc.data.dataset import ImageRecord, read_dataset
 from segloc.errors import SeglocError
 from segloc.maps.core import MapCore
@@ -18,7 +19,6 @@ AUGMENT = AugmentConfig(resize_max_edge=128, output_size=(128, 96), crop_scale=(
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    synthetic = pytest.importorskip("segloc.data.synthetic")
     from segloc.maps.build import build_core
 
     config = synthetic.synth_config("room", "same", num_mapping=12, num_query=0, width=160, height=120, seed=3, mapping_laps=0.25)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
+from segloc.data import synthetic
 from segloc.data.dataset import ImageRecord, read_dataset
 from segloc.errors import SeglocError
 from segloc.geometry.camera import Camera
@@ -55,7 +56,6 @@ def make_core(poses: list[Rigid3], points3D: np.ndarray, noise_px: float = 0.0, 
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    synthetic = pytest.importorskip("segloc.data.synthetic")
     from segloc.maps.build import build_core
 
     config = synthetic.synth_config("room", "same", num_mapping=12, num_query=0, width=160, height=120, seed=3, mapping_laps=0.25)

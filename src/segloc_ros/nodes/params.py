@@ -1,8 +1,8 @@
 """The parameters of the segloc_ros nodes: names, defaults, descriptions and checks, without ROS.
 
-The nodes declare exactly these (:class:`segloc_ros.nodes.common.SeglocNode`), the launch
-description and ``config/segloc_ros.yaml`` name the same, and a test checks that the YAML
-holds every parameter with its default. "On configure" in a description means that a change
+The nodes declare exactly these (:class:`segloc_ros.nodes.common.SeglocNode`; which node takes
+which: :data:`segloc_ros.nodes.NODES`), ``config/segloc_ros.yaml`` lists them with their
+defaults, and a test checks that the running nodes get exactly these defaults from that file. "On configure" in a description means that a change
 takes effect at the next configure transition (or a map reload for the localizer options);
 the others apply to the next frame.
 """
@@ -17,7 +17,6 @@ __all__ = [
     "LOCALIZER_NODE",
     "LOCALIZER_PARAMETERS",
     "LOCALIZING_PARAMETERS",
-    "NODE_PARAMETERS",
     "POSE_REFINEMENT_NODE",
     "POSE_REFINEMENT_PARAMETERS",
     "PRIOR_INPUTS",
@@ -28,7 +27,6 @@ __all__ = [
     "ParameterSpec",
     "available_backends",
     "check_parameter",
-    "parameter_defaults",
 ]
 
 SEGMENTATION_NODE = "segmentation_node"
@@ -203,15 +201,3 @@ LOCALIZER_PARAMETERS: tuple[ParameterSpec, ...] = (
         minimum=0,
     ),
 )
-
-NODE_PARAMETERS: dict[str, tuple[ParameterSpec, ...]] = {
-    SEGMENTATION_NODE: SEGMENTATION_PARAMETERS,
-    RETRIEVAL_NODE: RETRIEVAL_PARAMETERS,
-    POSE_REFINEMENT_NODE: POSE_REFINEMENT_PARAMETERS,
-    LOCALIZER_NODE: LOCALIZER_PARAMETERS,
-}
-
-
-def parameter_defaults(node_name: str) -> dict[str, bool | int | float | str]:
-    """``{name: default}`` of a node's parameters, in declaration order."""
-    return {spec.name: spec.default for spec in NODE_PARAMETERS[node_name]}

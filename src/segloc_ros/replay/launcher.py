@@ -25,24 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from segloc.errors import SeglocError
+from segloc_ros.nodes import COMPOSED_NODES, CONTAINER_EXECUTABLE, CONTAINER_MODULE, node_info
 
 logger = logging.getLogger("segloc")
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 FASTDDS_PROFILE = "fastdds_shm.xml"
 PARAMS_FILE = "segloc_ros.yaml"
-#: The lifecycle nodes and the modules that run them.
-NODE_MODULES: dict[str, str] = {
-    "segmentation_node": "segloc_ros.nodes.segmentation_node",
-    "retrieval_node": "segloc_ros.nodes.retrieval_node",
-    "pose_refinement_node": "segloc_ros.nodes.pose_refinement_node",
-}
-CONTAINER_MODULE = "segloc_ros.composition"
-LOCALIZER_MODULE = "segloc_ros.nodes.localizer_node"
+#: The split SegLoc nodes and the modules that run them (from the node table, segloc_ros.nodes.NODES).
+NODE_MODULES: dict[str, str] = {node.name: node.module for node in COMPOSED_NODES}
+LOCALIZER_MODULE = node_info("localizer_node").module
 #: Launch mode -> (process name, module, the lifecycle nodes it runs) of each process.
 LAUNCH_PROCESSES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
     "multi": [(name, module, (name,)) for name, module in NODE_MODULES.items()],
-    "composed": [("localization_container", CONTAINER_MODULE, tuple(NODE_MODULES))],
+    "composed": [(CONTAINER_EXECUTABLE, CONTAINER_MODULE, tuple(NODE_MODULES))],
     "localizer": [("localizer_node", LOCALIZER_MODULE, ("localizer_node",))],
 }
 PRIMARY_STATE_ACTIVE = 3  # lifecycle_msgs/msg/State

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from segloc.config import config_from_dict, load_config
+from segloc.data import rosbag
 from segloc.data.dataset import load_image, read_dataset
 from segloc.data.render import prepare_scene, render_view
 from segloc.data.scenes import build_scene, seasonal_variant
@@ -275,7 +276,6 @@ def test_overwrite_replaces_atomically(tmp_path: Path):
 
 
 def test_scene_bag_round_trip(room_dataset: Path, tmp_path: Path):
-    rosbag = pytest.importorskip("segloc.data.rosbag")
     bag = write_scene_bag(room_dataset, tmp_path / "query_bag", split="query")
     config = rosbag.BagReadConfig(pose_source="topic", pose_topic="/ground_truth/pose", image_name="query/{index:06d}.png")
     records = {r.name: r for r in read_dataset(room_dataset).query}

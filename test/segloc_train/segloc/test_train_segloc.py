@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from segloc.config import config_to_dict
+from segloc.data import synthetic
 from segloc.data.dataset import read_dataset, write_dataset
 from segloc.errors import SeglocError
 from segloc.models.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
@@ -54,7 +55,6 @@ def tiny_config(**overrides) -> SegLocTrainConfig:
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     """The dataset folder and a reference map built from it (its core gives the pairs)."""
-    synthetic = pytest.importorskip("segloc.data.synthetic")
     from segloc.methods.reference.layer import build_reference_map
 
     config = synthetic.synth_config("room", "same", num_mapping=12, num_query=2, width=160, height=120, seed=3, mapping_laps=0.25)

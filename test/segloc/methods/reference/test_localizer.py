@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from segloc.config import config_from_dict
+from segloc.data import synthetic
 from segloc.data.dataset import read_dataset
 from segloc.errors import SeglocError
 from segloc.geometry.transforms import Rigid3, pose_error
@@ -21,7 +22,6 @@ FAST_MAP_CONFIG = {"vlad": {"num_clusters": 16, "max_training_descriptors": 2000
 
 @pytest.fixture(scope="module")
 def room(tmp_path_factory):
-    synthetic = pytest.importorskip("segloc.data.synthetic")
     root = tmp_path_factory.mktemp("room")
     config = synthetic.synth_config("room", num_mapping=30, num_query=4, width=480, height=360, seed=3)
     dataset = read_dataset(synthetic.generate_scene(config, root / "dataset", progress=False))

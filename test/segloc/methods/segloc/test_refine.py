@@ -8,6 +8,7 @@ decoder levels of a segmentation network.
 
 import numpy as np
 import pytest
+import torch
 
 from segloc.config import config_from_dict
 from segloc.data.render import AppearanceConfig, prepare_scene, render_view
@@ -172,7 +173,6 @@ def test_starting_at_the_truth_stays_there(room, cases):
 
 
 def test_levels_subset_and_torch_inputs(room, cases):
-    torch = pytest.importorskip("torch")
     _, camera, _ = room
     cam_from_world, levels, points3D, point_labels = cases[QUERIES[0]]
     init = perturb(cam_from_world, 0.05, 1.0, np.random.default_rng(3))
