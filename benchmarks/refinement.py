@@ -9,8 +9,13 @@ perturbed by 10-30 cm and 2-5 degrees. The reference measured in the same run is
 :func:`segloc.geometry.pose.estimate_absolute_pose` (LO-RANSAC P3P + refinement) on N exact
 2D-3D correspondences with 1 px noise and 20 % outliers.
 
+The refinement runs with the options the SegLoc localizer would use: the ``refinement`` of its
+``localize:`` config (from the method registry, :func:`segloc.methods.get_method`), its defaults
+or those of ``--config``'s ``localize:`` section (e.g. ``config/segloc_outdoor.yaml``).
+
     python benchmarks/refinement.py
     python benchmarks/refinement.py --points 1000 5000 --num-classes 100 -o bench_refinement.json
+    python benchmarks/refinement.py --config config/segloc_outdoor.yaml
 
 Output::
 
@@ -30,13 +35,19 @@ from pathlib import Path
 
 import numpy as np
 
+from segloc.config import config_section
 from segloc.data.render import AppearanceConfig, prepare_scene, render_view
 from segloc.data.scenes import build_scene
 from segloc.data.synthetic import LABELS, make_trajectory, synth_config
+from segloc.errors import SeglocError
 from segloc.geometry import Camera, Rigid3, axis_angle_to_matrix, pose_error
 from segloc.geometry.pose import PnPConfig, estimate_absolute_pose
-from segloc.methods.segloc.refine import LabelRefinementConfig, refine_pose_with_labels
+from segloc.methods import get_method
+from segloc.methods.segloc.refine import refine_pose_with_labels
 from segloc.models.segmenter import label_probability_levels
+
+#: The method whose refinement this measures (its registry name).
+METHOD = "segloc"
 
 
 def perturb(cam_from_world: Rigid3, translation: float, rotation_deg: float, rng: np.random.Generator) -> Rigid3:
@@ -63,10 +74,15 @@ def main() -> None:
     parser.add_argument("--queries", type=int, nargs="+", default=[3, 7, 11, 15, 19], help="mapping frames the queries sit near")
     parser.add_argument("--trials", type=int, default=3, help="initial poses per query")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", type=Path, help="YAML config whose 'localize' section (SegLoc's) sets the refinement options")
     parser.add_argument("-o", "--output", type=Path, help="write the JSON here too")
     args = parser.parse_args()
     if args.num_classes < len(LABELS):
         parser.error(f"--num-classes must be at least {len(LABELS)}")
+    try:
+        config = get_method(METHOD).localize_config(config_section(args.config, "localize")).refinement
+    except SeglocError as exc:
+        parser.error(f"--config: {exc}")
 
     layout = build_scene("room", args.seed)
     prepared = prepare_scene(layout.scene, AppearanceConfig())
@@ -78,7 +94,6 @@ def main() -> None:
     def render(cam_from_world: Rigid3):
         return render_view(prepared, camera, cam_from_world, np.random.default_rng(0))
 
-    config = LabelRefinementConfig()
     results = {}
     for count in args.points:
         rng = np.random.default_rng([args.seed, count])

@@ -45,6 +45,7 @@ Output (stdout and ``-o``)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -56,6 +57,8 @@ from typing import Any
 
 import numpy as np
 
+#: The method whose nodes are measured (segmentation_node, retrieval_node and pose_refinement_node are SegLoc's split pipeline).
+METHOD = "segloc"
 CAMERA_TOPIC, CAMERA_INFO_TOPIC = "/camera/image_raw", "/camera/camera_info"
 CAMERA_FRAME, BASE_FRAME, ODOM_FRAME = "camera_optical_frame", "base_link", "odom"
 
@@ -71,19 +74,19 @@ class Scene:
 
 
 def build_scene(work: Path, num_mapping: int = 50, num_query: int = 8, condition: str = "lighting") -> Scene:
-    """Render the demo room (seed 0, 320 x 240), build its SegLoc map with the shipped network, write the query bag.
+    """Render the demo room (seed 0, 320 x 240), build its SegLoc map with the demo's network, write the query bag.
 
-    The demo's shipped network (``segloc_room320_robust``, trained with ``segloc train segloc`` on the 150
-    mapping images of this room) is the one ``segloc demo`` uses; this scene samples the same
-    room with fewer mapping images, so the benchmark runs the real network at its real size.
-    Reuses what ``work`` holds already. Call with torch limited to the threads you want (the map
-    build runs in this process).
+    The map is built through the method registry with the ``map:`` options SegLoc gives
+    ``segloc demo`` for this room (:meth:`segloc.methods.Method.demo_map_config`: the shipped
+    network, ``segloc_room320_robust``, trained with ``segloc train segloc`` on the 150 mapping
+    images of this room); this scene samples the same room with fewer mapping images, so the
+    benchmark runs the real network at its real size. Reuses what ``work`` holds already. Call
+    with torch limited to the threads you want (the map build runs in this process).
     """
     from segloc.data.dataset import read_dataset
     from segloc.data.synthetic import generate_scene, synth_config, write_scene_bag
     from segloc.demo import DEMO_SIZE
-    from segloc.methods.segloc.layer import SegLocMapConfig, build_segloc_map
-    from segloc.models.checkpoint import DEMO_CHECKPOINT, shipped_checkpoint
+    from segloc.methods import DemoContext, get_method
 
     work.mkdir(parents=True, exist_ok=True)
     scene = Scene(work / "dataset", work / "query_bag", work / "map")
@@ -95,8 +98,11 @@ def build_scene(work: Path, num_mapping: int = 50, num_query: int = 8, condition
     if not scene.bag.exists():
         write_scene_bag(scene.dataset, scene.bag)
     if not (scene.map / "manifest.json").is_file():
-        map_config = SegLocMapConfig(checkpoint=str(shipped_checkpoint(DEMO_CHECKPOINT)))
-        build_segloc_map(dataset, scene.map, map_config, overwrite=True, progress=False)
+        method = get_method(METHOD)
+        context = DemoContext(scene.dataset, work, "room", 0, DEMO_SIZE, progress=False)
+        with contextlib.redirect_stdout(sys.stderr):  # the method says which network it picked; stdout is for the JSON
+            map_config = method.map_config(method.demo_map_config(context))
+        method.build_map(dataset, scene.map, map_config, overwrite=True, progress=False)
     return scene
 
 

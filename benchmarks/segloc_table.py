@@ -13,10 +13,12 @@ k = 1, 3, 10 and the full distribution; Pietrantoni et al., Fig. A.4).
 
 The SegLoc maps come from ONE segmentation pass: a map that stores the full distribution, from
 which the top-1 / top-k maps are derived (:func:`segloc.methods.segloc.layer.relabel_segloc_map`).
-Maps are built in the work folder and reused when present (the full SegLoc map when it was
-built from the same checkpoint). Every evaluation runs in its own subprocess (``python -m
-segloc.cli evaluate``), so that peak memory is per method, as ``benchmarks/localization.py``
-does.
+Maps are built in the work folder (``segloc map build --method NAME``) and reused when present
+(the full SegLoc map when it was built from the same checkpoint). Every evaluation runs in its
+own subprocess (``python -m segloc.cli evaluate``, the method taken from the map's manifest), so
+that peak memory is per method, as ``benchmarks/localization.py`` does. The ``map:`` and
+``localize:`` sections of ``--config`` are checked against SegLoc's config dataclasses (from the
+method registry, :func:`segloc.methods.get_method`) before anything is built.
 
     python benchmarks/segloc_table.py --synthetic room --condition lighting --checkpoint CKPT --work outputs/segloc_table
     python benchmarks/segloc_table.py --dataset ../shared/data/strecha_castle --checkpoint CKPT --topk-table -o table.json
@@ -56,8 +58,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from localization import KEYS, SEGLOC, run  # noqa: E402  (the sibling benchmark's subprocess helpers)
 
+from segloc.config import read_config_file  # noqa: E402
 from segloc.evaluate.report import format_bytes, format_comparison  # noqa: E402
 
+#: Registry names of the method this table is about and of the non-private baseline it is compared with.
+SEGLOC_METHOD, REFERENCE_METHOD = "segloc", "reference"
 THRESHOLDS = ("0.25m_2deg", "0.5m_5deg", "5m_10deg", "5cm_5deg")
 TOPK = ("1", "3", "10", "full")
 EXTRA_KEYS = ("failure_reasons",)
@@ -75,41 +80,44 @@ def oracle_segmenter(dataset_root: Path):
 
 
 def oracle_worker(argv: list[str]) -> None:
-    """``oracle-worker build DATASET MAP CONFIG`` or ``oracle-worker evaluate MAP DATASET OUT CONFIG LIMIT`` (in a subprocess)."""
-    from segloc.config import config_from_dict
+    """``oracle-worker build DATASET MAP CONFIG`` or ``oracle-worker evaluate MAP DATASET OUT CONFIG LIMIT`` (in a subprocess).
+
+    The configs are SegLoc's, from the registry; map and localizer are SegLoc's own builders,
+    which take a segmenter in place of the map's network (the one thing the oracle changes).
+    """
     from segloc.data.dataset import read_dataset
+    from segloc.methods import get_method
 
     action, *paths = argv
     limit = int(paths.pop()) if action == "evaluate" else 0
     config = yaml.safe_load(Path(paths[-1]).read_text()) or {}
+    method = get_method(SEGLOC_METHOD)
     if action == "build":
-        from segloc.methods.segloc.layer import SegLocMapConfig, build_segloc_map
+        from segloc.methods.segloc.layer import build_segloc_map
 
         dataset = read_dataset(paths[0])
-        map_config = config_from_dict(SegLocMapConfig, config.get("map"), "map")
+        map_config = method.map_config(config.get("map"))
         build_segloc_map(dataset, paths[1], map_config, overwrite=True, progress=False, segmenter=oracle_segmenter(dataset.root))
         return
+    from segloc.evaluate.replay import MapSummary
     from segloc.evaluate.run import evaluate_localizer
-    from segloc.maps.core import read_core
     from segloc.maps.package import MapPackage
-    from segloc.methods.segloc.localizer import SegLocLocalizer, SegLocLocalizerConfig
+    from segloc.methods.segloc.localizer import SegLocLocalizer
 
     package, dataset = MapPackage.open(paths[0]), read_dataset(paths[1], require_query=True)
-    localizer = SegLocLocalizer.from_map(
-        package, config_from_dict(SegLocLocalizerConfig, config.get("localize"), "localize"), segmenter=oracle_segmenter(dataset.root)
-    )
-    core = read_core(package)
+    localizer = SegLocLocalizer.from_map(package, method.localize_config(config.get("localize")), segmenter=oracle_segmenter(dataset.root))
+    summary = MapSummary.from_package(package)
     evaluate_localizer(
         localizer,
         dataset,
         paths[2],
-        map_bytes=package.bytes(),
-        map_points3D=core.points3D,
-        mapping_centers=[r.cam_from_world.center for r in core.images],
+        map_bytes=summary.bytes,
+        map_points3D=summary.points3D,
+        mapping_centers=summary.mapping_centers,
         progress=False,
         limit=limit or None,
-        map_path=str(package.path),
-        extra={"method": "segloc"},
+        map_path=summary.path,
+        extra={"method": method.name},
         plots=False,
     )
 
@@ -141,71 +149,70 @@ def checkpoint_sha256(checkpoint: Path) -> str:
 
 def full_map_is_current(path: Path, checkpoint: Path | None) -> bool:
     """Whether the full-distribution SegLoc map at ``path`` exists and came from this checkpoint (or from the oracle)."""
+    from segloc.methods.segloc.layer import MODEL_LAYER, SEGLOC_LAYER
+
     package = open_map(path)
-    if package is None or not package.has_layer("segloc"):
+    if package is None or package.method != SEGLOC_METHOD or not package.has_layer(SEGLOC_LAYER):
         return False
-    meta = package.read_json("segloc", "meta")
+    meta = package.read_json(SEGLOC_LAYER, "meta")
     if meta.get("store") != "full":
         return False
     if checkpoint is None:
         return meta.get("segmenter") == "LabelSegmenter"
-    return package.has_layer("segloc_model") and package.read_json("segloc_model", "model").get("source", {}).get("sha256") == (
+    return package.has_layer(MODEL_LAYER) and package.read_json(MODEL_LAYER, "model").get("source", {}).get("sha256") == (
         checkpoint_sha256(checkpoint)
     )
 
 
+def build_map(dataset: Path, method: str, output: Path, config: Path | None = None) -> float:
+    """Build ``method``'s map with ``segloc map build`` in a subprocess; returns the seconds it took."""
+    extra = [] if config is None else ["--config", str(config)]
+    start = time.perf_counter()
+    run([*SEGLOC, "-q", "map", "build", str(dataset), "--method", method, "-o", str(output), "--overwrite", "--no-progress", *extra])
+    return round(time.perf_counter() - start, 2)
+
+
+def segloc_map_section(args: argparse.Namespace, user_config: dict) -> dict[str, Any]:
+    """The ``map:`` options of the full SegLoc map: the user's, storing the full distribution, with ``--checkpoint``."""
+    map_section = {**(user_config.get("map") or {}), "store": "full"}
+    if args.checkpoint is not None:
+        map_section["checkpoint"] = str(args.checkpoint.resolve())
+    return map_section
+
+
+def read_user_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The sections of ``--config``, checked before any work against SegLoc's ``map:`` and ``localize:`` configs (from the registry)."""
+    from segloc.errors import SeglocError
+    from segloc.methods import get_method
+
+    method = get_method(SEGLOC_METHOD)
+    try:
+        user_config = read_config_file(args.config) if args.config else {}
+        method.map_config(segloc_map_section(args, user_config))
+        method.localize_config({**(user_config.get("localize") or {}), "refine": True, "labels_top_k": None})
+    except SeglocError as exc:
+        raise SystemExit(f"--config {args.config}: {exc}") from None
+    return user_config
+
+
 def build_maps(args: argparse.Namespace, dataset: Path, work: Path, user_config: dict) -> dict[str, float]:
     """Build (or reuse) the reference map and the full SegLoc map, derive the top-k maps; returns build seconds."""
-    from segloc.methods.segloc.layer import relabel_segloc_map
+    from segloc.methods.segloc.layer import read_segloc_layer, relabel_segloc_map
 
     seconds: dict[str, float] = {}
-    if open_map(work / "map_reference") is None:
-        start = time.perf_counter()
-        run(
-            [
-                *SEGLOC,
-                "-q",
-                "map",
-                "build",
-                str(dataset),
-                "--method",
-                "reference",
-                "-o",
-                str(work / "map_reference"),
-                "--overwrite",
-                "--no-progress",
-            ]
-        )
-        seconds["reference"] = round(time.perf_counter() - start, 2)
+    reference = open_map(work / "map_reference")
+    if reference is None or reference.method != REFERENCE_METHOD:
+        seconds[REFERENCE_METHOD] = build_map(dataset, REFERENCE_METHOD, work / "map_reference")
     full = work / "map_segloc_full"
     if not full_map_is_current(full, args.checkpoint):
-        map_section = {**(user_config.get("map") or {}), "store": "full"}
-        if args.checkpoint is not None:
-            map_section["checkpoint"] = str(args.checkpoint.resolve())
-        config = write_config(work / "segloc_map.yaml", {"map": map_section})
-        start = time.perf_counter()
+        config = write_config(work / "segloc_map.yaml", {"map": segloc_map_section(args, user_config)})
         if args.oracle:
+            start = time.perf_counter()
             run([sys.executable, __file__, "oracle-worker", "build", str(dataset), str(full), str(config)])
+            seconds[SEGLOC_METHOD] = round(time.perf_counter() - start, 2)
         else:
-            run(
-                [
-                    *SEGLOC,
-                    "-q",
-                    "map",
-                    "build",
-                    str(dataset),
-                    "--method",
-                    "segloc",
-                    "-o",
-                    str(full),
-                    "--overwrite",
-                    "--no-progress",
-                    "--config",
-                    str(config),
-                ]
-            )
-        seconds["segloc"] = round(time.perf_counter() - start, 2)
-    num_classes = json.loads((full / "segloc" / "meta.json").read_text())["num_classes"]
+            seconds[SEGLOC_METHOD] = build_map(dataset, SEGLOC_METHOD, full, config)
+    num_classes = read_segloc_layer(open_map(full)).num_classes
     for k in TOPK[:-1]:
         if int(k) < num_classes:
             store = "top1" if k == "1" else "topk"
@@ -217,32 +224,36 @@ def build_maps(args: argparse.Namespace, dataset: Path, work: Path, user_config:
 
 
 def evaluate(args: argparse.Namespace, name: str, map_dir: Path, dataset: Path, work: Path, localize: dict | None) -> dict:
-    """Evaluate one map in a subprocess; the summary of its metrics.json with map sizes."""
+    """Evaluate one map in a subprocess with its method's localizer (the map's manifest names it); a summary with map sizes.
+
+    ``localize``: the method's ``localize:`` options (None: its defaults). SegLoc maps are
+    evaluated with the ground-truth segmenter under ``--oracle``.
+    """
     from segloc.maps.core import read_core
+    from segloc.methods.segloc.layer import MODEL_LAYER, SEGLOC_LAYER
 
     out = work / f"eval_{name}"
     limit = ["--limit", str(args.limit)] if args.limit else []
-    method = "reference" if name == "reference" else "segloc"
-    config = None if method == "reference" else write_config(work / f"localize_{name}.yaml", {"localize": localize or {}})
-    if args.oracle and method == "segloc":
+    package = open_map(map_dir)
+    config = None if localize is None else write_config(work / f"localize_{name}.yaml", {"localize": localize})
+    if args.oracle and package.method == SEGLOC_METHOD:
         run(
             [sys.executable, __file__, "oracle-worker", "evaluate", str(map_dir), str(dataset), str(out), str(config), str(args.limit or 0)]
         )
     else:
         extra = [] if config is None else ["--config", str(config)]
-        run([*SEGLOC, "-q", "evaluate", str(map_dir), str(dataset), "--method", method, "-o", str(out), "--no-progress", *limit, *extra])
+        run([*SEGLOC, "-q", "evaluate", str(map_dir), str(dataset), "-o", str(out), "--no-progress", *limit, *extra])
     metrics = json.loads((out / "metrics.json").read_text())
     summary = {key: metrics.get(key) for key in (*KEYS, *EXTRA_KEYS)}
-    package = open_map(map_dir)
     num_points = read_core(package).num_points
     layers = {layer: package.bytes([layer]) for layer in package.layers}
     summary["map_layer_bytes"] = layers
     summary["num_points"] = num_points
     summary["map_bytes_per_point"] = round(package.bytes() / num_points, 2) if num_points else None
-    if "segloc" in layers and num_points:
-        label_file = map_dir / "segloc" / "labels.npz"
+    if SEGLOC_LAYER in layers and num_points:
+        label_file = package.file_path(SEGLOC_LAYER, "labels")
         summary["label_bytes_per_point"] = round(label_file.stat().st_size / num_points, 3)
-        summary["map_bytes_without_network"] = package.bytes() - layers.get("segloc_model", 0)
+        summary["map_bytes_without_network"] = package.bytes() - layers.get(MODEL_LAYER, 0)
     return summary
 
 
@@ -279,8 +290,8 @@ def main() -> None:
         parser.error(f"--checkpoint {args.checkpoint} is not a checkpoint folder")
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    user_config = yaml.safe_load(args.config.read_text()) if args.config else {}
-    localize = (user_config or {}).get("localize") or {}
+    user_config = read_user_config(args)
+    localize = user_config.get("localize") or {}
 
     with tempfile.TemporaryDirectory(prefix="segloc_table_") as tmp:
         work = (args.work or Path(tmp)).resolve()
@@ -307,12 +318,12 @@ def main() -> None:
                     ]
                 )
         dataset = dataset.resolve()
-        build_seconds = build_maps(args, dataset, work, user_config or {})
+        build_seconds = build_maps(args, dataset, work, user_config)
         top1 = work / "map_segloc_top1"
         methods = {
             "approximation": evaluate(args, "approximation", top1, dataset, work, {**localize, "refine": False}),
-            "segloc": evaluate(args, "segloc", top1, dataset, work, {**localize, "refine": True}),
-            "reference": evaluate(args, "reference", work / "map_reference", dataset, work, None),
+            SEGLOC_METHOD: evaluate(args, SEGLOC_METHOD, top1, dataset, work, {**localize, "refine": True}),
+            REFERENCE_METHOD: evaluate(args, REFERENCE_METHOD, work / "map_reference", dataset, work, None),
         }
         topk: dict[str, dict] = {}
         if args.topk_table:

@@ -218,12 +218,15 @@ def register_method(method: Method | type[Method], replace: bool = False) -> Met
     """Register a method under its ``name``; returns the registered instance.
 
     Raises:
-        SeglocError: not a :class:`Method`, or the name is taken (unless ``replace``).
+        SeglocError: not a :class:`Method`, or the name is taken, by a registered or a built-in
+            method (unless ``replace``; a replaced built-in comes back with :func:`unregister_method`).
     """
     method = _check_method(method, repr(method))
     with _lock:
-        if method.name in _registered and not replace:
-            raise SeglocError(f"a method named {method.name!r} is registered already ({_registered[method.name]!r})")
+        taken = _registered.get(method.name)
+        if not replace and (taken is not None or method.name in BUILTIN_METHODS):
+            owner = repr(taken) if taken is not None else f"built in, {BUILTIN_METHODS[method.name]}"
+            raise SeglocError(f"a method named {method.name!r} is registered already ({owner}); pass replace=True to replace it")
         _registered[method.name] = method
     return method
 
