@@ -824,3 +824,56 @@ def test_localizer_node(method, scene, reference_map, client, start_nodes, one_t
         lambda: "diagnostic values" + harness.describe_statuses(diagnostics, LOCALIZER),
     )
     assert harness.status_values(status)["method"] in ("segloc", "reference")
+
+
+def test_localizer_node_runs_a_plugin_method(scene, client, ros_env, tmp_path, one_torch_thread):
+    """A method defined in a test file (test/segloc/methods/toy_method.py), known to the node only through an entry point."""
+    import importlib.util
+    import os
+
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Bool
+    from tf2_msgs.msg import TFMessage
+
+    from segloc.data.dataset import read_dataset
+    from segloc.geometry.transforms import pose_error
+    from segloc.localize.pipeline import LocalizationPipeline
+    from segloc.maps.package import MapPackage
+    from segloc_ros.conversions import camera_info_msg_from_camera, pose_and_covariance_from_msg
+
+    path = Path(__file__).resolve().parents[1] / "segloc" / "methods" / "toy_method.py"
+    spec = importlib.util.spec_from_file_location("toy_method", path)
+    toy = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("toy_method", toy)
+    spec.loader.exec_module(toy)
+    method = toy.METHOD
+    toy_map = method.build_map(read_dataset(scene.root / "dataset"), tmp_path / "toy_map", method.map_config(None), progress=False)
+
+    env = dict(ros_env)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(toy.write_entry_point(tmp_path / "plugin")), env.get("PYTHONPATH", "")) if p)
+    process = NodeProcess(MODULES[LOCALIZER], {LOCALIZER: harness.node_parameters(scene, map_path=str(toy_map))}, env, tmp_path, "toy")
+    try:
+        poses = client.collect(PoseWithCovarianceStamped, "/pose", 20)
+        localized = client.collect(Bool, "/segloc/localized", 20)
+        image_pub, info_pub = client.publisher(Image, "/image"), client.publisher(CameraInfo, "/camera_info")
+        tf_pub = client.publisher(TFMessage, "/tf", 100)
+        client.publisher(TFMessage, "/tf_static", tf_static_qos()).publish(static_camera_tf(scene, scene.frames[0].stamp_ns))
+        wait_state(client, process, LOCALIZER, "active")
+        for publisher in (image_pub, info_pub, tf_pub):
+            client.wait_subscribers(publisher)
+        library = LocalizationPipeline(method.load_localizer(MapPackage.open(toy_map), method.localize_config(None)))
+        for frame in scene.frames[:2]:
+            count = len(client.snapshot(localized))
+            tf_pub.publish(odometry_tf(frame))
+            info_pub.publish(camera_info_msg_from_camera(scene.camera, frame.stamp_ns, CAMERA_FRAME))
+            image_pub.publish(rgb_image(frame))
+            client.wait_for(lambda count=count: len(localized) > count, 60, f"a verdict on {frame.name}" + process.log())
+            want = library.process(frame.image, scene.camera, frame.stamp_ns, scene.base_from_cam, odometry=(frame.odom_from_base, None))
+            got = next((p for p in client.snapshot(poses) if stamp_ns(p.header) == frame.stamp_ns), None)
+            assert want.published and got is not None, (want.message, process.log())
+            assert max(pose_error(pose_and_covariance_from_msg(got)[0].inverse(), want.world_from_base.inverse())) < 1e-6
+        assert process.alive()
+    finally:
+        code = process.stop()
+    assert code == 0, process.log()

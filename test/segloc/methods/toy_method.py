@@ -3,8 +3,8 @@
 Its map is the shared core (:func:`segloc.maps.build.build_core`, through
 :func:`segloc.maps.build.core_for`) plus one small layer, ``toy``: a tiny grey thumbnail of every
 mapping image (``thumbnail_size`` x ``thumbnail_size``, zero mean, unit norm). Its localizer
-returns the pose of the mapping image whose thumbnail is the most similar to the query's, as a
-:class:`segloc.localize.base.LocalizationResult`. It ignores priors (``prior_use = "none"``).
+returns the pose of the mapping image whose thumbnail is the most similar to the query's, with a
+fixed covariance of the mapping images' spacing, as a :class:`segloc.localize.base.LocalizationResult`. It ignores priors (``prior_use = "none"``).
 
 Three ways to make it known, as for any method (``docs/adding_a_method.md``):
 
@@ -106,7 +106,9 @@ class NearestImageLocalizer:
         info = {"retrieved": self.core.images[best].name, "similarity": similarity}
         if similarity < self.config.min_similarity:
             return LocalizationResult(None, timings=timings, info={**info, "failure_reason": "no similar mapping image"})
-        return LocalizationResult(self.core.images[best].cam_from_world, num_inliers=1, timings=timings, info=info)
+        # A nearest-image pose is as good as the mapping images' spacing: say so (0.3 m, 5 degrees), so a robot may publish it.
+        covariance = np.diag([0.3**2] * 3 + [np.radians(5.0) ** 2] * 3)
+        return LocalizationResult(self.core.images[best].cam_from_world, covariance, num_inliers=1, timings=timings, info=info)
 
 
 class NearestImageMethod(Method):
