@@ -67,6 +67,19 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
 CONFIG_SECTIONS: tuple[str, ...] = ("map", "localize", "synth", "bag", "train")
 
 
+def _read_yaml_mapping(path: Path, expected: str) -> dict[str, Any]:
+    """The mapping a YAML file holds (an empty file: {}); SeglocError for a missing file, bad YAML or another top level."""
+    if not path.is_file():
+        raise SeglocError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SeglocError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise SeglocError(f"config file {path}: expected {expected}")
+    return values
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a segloc YAML config file: a mapping of :data:`CONFIG_SECTIONS` to their options.
 
@@ -75,14 +88,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             unknown section.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SeglocError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SeglocError(f"config file {path} is not valid YAML: {exc}") from None
-    if not isinstance(values, dict):
-        raise SeglocError(f"config file {path}: expected a mapping with sections such as 'map' and 'localize' at the top level")
+    values = _read_yaml_mapping(path, "a mapping with sections such as 'map' and 'localize' at the top level")
     unknown = sorted(str(key) for key in set(values) - set(CONFIG_SECTIONS))
     if unknown:
         raise SeglocError(f"config file {path}: unknown section(s) {', '.join(unknown)}; valid sections: {', '.join(CONFIG_SECTIONS)}")
@@ -122,16 +128,7 @@ def load_config(cls: type[T], path: str | Path | None = None, section: str | Non
         if section is not None:
             values.update(config_section(path, section) or {})
         else:
-            path = Path(path)
-            if not path.is_file():
-                raise SeglocError(f"config file {path} does not exist")
-            try:
-                loaded = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise SeglocError(f"config file {path} is not valid YAML: {exc}") from None
-            if not isinstance(loaded, dict):
-                raise SeglocError(f"config file {path}: expected a mapping at the top level")
-            values.update(loaded)
+            values.update(_read_yaml_mapping(Path(path), "a mapping at the top level"))
     if overrides:
         values.update(overrides)
     where = f"{path} {section}" if path and section else str(path) if path else cls.__name__

@@ -79,3 +79,25 @@ def ros_env(fastdds_profile: Path, ros_domain_id: int) -> dict[str, str]:
         }
     )
     return env
+
+
+@pytest.fixture(scope="session")
+def scene(tmp_path_factory):
+    """The small synthetic room of node_harness.build_scene (maps A and B, oracle query frames), built once per session."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import node_harness
+
+    if rclpy_import_error() is not None:  # no scene to build where the tests are skipped anyway
+        pytest.skip(f"rclpy is not available: {rclpy_import_error()}")
+    return node_harness.build_scene(tmp_path_factory.mktemp("segloc_ros_scene"))
+
+
+@pytest.fixture
+def client(ros_env):
+    """A node_harness.RosClient in the test's ROS domain, closed after the test."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from node_harness import RosClient
+
+    ros = RosClient(ros_env)
+    yield ros
+    ros.close()

@@ -20,19 +20,10 @@ from segloc_ros.nodes import COMPOSED_NODES, CONTAINER_EXECUTABLE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # pytest runs with --import-mode=importlib: siblings are not importable
 import node_harness as harness  # noqa: E402
-from node_harness import CAMERA_FRAME, RosClient, Scene  # noqa: E402
+from node_harness import CAMERA_FRAME, RosClient  # noqa: E402
 
 IMAGE_TOPIC = "/test_camera/color/image_raw"
 CAMERA_INFO_TOPIC = "/test_camera/color/camera_info"
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> Scene:
-    try:
-        import rclpy  # noqa: F401
-    except Exception as exc:  # no scene to build where the tests are skipped anyway
-        pytest.skip(f"rclpy is not available: {exc}")
-    return harness.build_scene(tmp_path_factory.mktemp("segloc_launch_scene"))
 
 
 @pytest.fixture

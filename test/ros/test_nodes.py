@@ -37,22 +37,6 @@ MODULES = {node.name: node.module for node in NODES}
 OK, WARN, ERROR = 0, 1, 2
 
 
-@pytest.fixture(scope="session")
-def scene(tmp_path_factory) -> Scene:
-    try:
-        import rclpy  # noqa: F401
-    except Exception as exc:  # no scene to build where the tests are skipped anyway
-        pytest.skip(f"rclpy is not available: {exc}")
-    return harness.build_scene(tmp_path_factory.mktemp("segloc_ros_scene"))
-
-
-@pytest.fixture
-def client(ros_env):
-    ros = RosClient(ros_env)
-    yield ros
-    ros.close()
-
-
 @pytest.fixture
 def start_nodes(ros_env, tmp_path):
     """``start_nodes(module, {node: params}, name)`` starts a process; all are stopped (SIGINT) after the test."""

@@ -16,19 +16,12 @@ from segloc_ros.nodes import NODES, node_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # pytest runs with --import-mode=importlib: siblings are not importable
 import node_harness as harness  # noqa: E402
-from node_harness import CommandProcess, NodeProcess, RosClient  # noqa: E402
+from node_harness import CommandProcess, NodeProcess  # noqa: E402
 
 PARAMS_FILE = harness.REPO_ROOT / "config" / "segloc_ros.yaml"
 #: What rclpy declares in every node by itself.
 ROS_OWN_PARAMETERS = {"use_sim_time", "start_type_description_service"}
 ERROR = 2
-
-
-@pytest.fixture
-def client(ros_env):
-    ros = RosClient(ros_env)
-    yield ros
-    ros.close()
 
 
 @pytest.fixture
@@ -56,15 +49,6 @@ def test_the_params_file_gives_every_node_exactly_its_declared_defaults(client, 
         defaults = node.parameter_defaults()
         assert values == defaults, node.name
         assert {name: type(value) for name, value in values.items()} == {name: type(value) for name, value in defaults.items()}, node.name
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> harness.Scene:
-    try:
-        import rclpy  # noqa: F401
-    except Exception as exc:  # no scene to build where the tests are skipped anyway
-        pytest.skip(f"rclpy is not available: {exc}")
-    return harness.build_scene(tmp_path_factory.mktemp("segloc_params_scene"))
 
 
 def test_an_out_of_range_value_in_a_params_file_is_refused_with_the_reason(scene, client, processes, ros_env, tmp_path):
