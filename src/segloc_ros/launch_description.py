@@ -6,14 +6,19 @@ no logic of its own.
 
 Arguments (``ros2 launch segloc_ros localize.launch.py --show-args``):
 
-- ``map``: the SegLoc map package folder; set in every node (empty keeps the params file's);
+- ``map``: the map package folder; set in every node (empty keeps the params file's);
 - ``params_file``: node parameters (default: the installed ``config/segloc_ros.yaml``);
 - ``image``, ``camera_info``: the camera topics, e.g. ``/camera/color/image_raw`` (the nodes
-  subscribe ``image`` and ``camera_info``; ``image/compressed`` follows ``image``);
+  subscribe ``image`` and ``camera_info``; ``image/compressed`` follows ``image``); an empty
+  ``camera_info`` (the default) is the ``camera_info`` beside the image topic, as camera drivers
+  and image_transport name it (``/camera/color/image_raw`` -> ``/camera/color/camera_info``);
 - ``use_sim_time``: use ``/clock`` (rosbag replay with ``--clock``);
 - ``backend``: inference backend, overrides the params file;
-- ``composition``: ``true`` runs the three nodes in one ``localization_container`` process,
-  ``false`` (default) as three processes.
+- ``pipeline``: ``split`` runs SegLoc's three nodes, ``single`` runs ``localizer_node`` (the
+  whole pipeline of the map's method, any registered method, in one process), ``auto`` (the
+  default) ``split`` for a SegLoc map (or no map argument) and ``single`` for any other;
+- ``composition``: with ``split``, ``true`` runs the three nodes in one
+  ``localization_container`` process, ``false`` (default) as three processes.
 
 Fast DDS gets the large shared-memory profile ``config/fastdds_shm.xml``
 (``FASTRTPS_DEFAULT_PROFILES_FILE``), without which most camera images between processes are lost.
@@ -25,19 +30,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segloc_ros.nodes import COMPOSED_NODES, CONTAINER_EXECUTABLE
+from segloc_ros.nodes import COMPOSED_NODES, CONTAINER_EXECUTABLE, node_info
 from segloc_ros.nodes.params import AVAILABLE_BACKENDS
 
 __all__ = [
     "CONTAINER_EXECUTABLE",
     "NODE_EXECUTABLES",
     "PACKAGE",
+    "SINGLE",
     "LaunchArgument",
     "NodeLaunch",
+    "camera_info_topic",
     "environment",
     "launch_arguments",
+    "map_method",
     "node_launches",
     "parameter_overrides",
+    "pipeline_kind",
     "remappings",
 ]
 
@@ -45,6 +54,8 @@ PACKAGE = "segloc_ros"
 #: Node name -> executable (console script installed into lib/segloc_ros) of the nodes started
 #: one process each with ``composition:=false`` (those localization_container runs otherwise).
 NODE_EXECUTABLES: dict[str, str] = {node.name: node.executable for node in COMPOSED_NODES}
+#: The node of ``pipeline:=single``: any method's whole pipeline in one process.
+SINGLE = node_info("localizer_node")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -82,10 +93,19 @@ def launch_arguments(share_dir: str | Path) -> list[LaunchArgument]:
         LaunchArgument("map", "", "SegLoc map package folder (sets map_path in every node; empty: the params file's)"),
         LaunchArgument("params_file", str(share / "config" / "segloc_ros.yaml"), "ROS 2 parameters file of the nodes"),
         LaunchArgument("image", "image", "camera image topic (image/compressed follows it: <image>/compressed)"),
-        LaunchArgument("camera_info", "camera_info", "camera info topic"),
+        LaunchArgument(
+            "camera_info", "", "camera info topic; empty: camera_info beside the image topic (<namespace of image>/camera_info)"
+        ),
         LaunchArgument("use_sim_time", "false", "use the /clock topic (rosbag replay with --clock)"),
         LaunchArgument("backend", "torch", f"inference backend: {', '.join(AVAILABLE_BACKENDS)}"),
-        LaunchArgument("composition", "false", "true: the three nodes in one localization_container process; false: three processes"),
+        LaunchArgument(
+            "pipeline",
+            "auto",
+            "split: SegLoc's three nodes; single: localizer_node (any method, one process); auto: split for a SegLoc map, else single",
+        ),
+        LaunchArgument(
+            "composition", "false", "with split, true: the three nodes in one localization_container process; false: three processes"
+        ),
     ]
 
 
@@ -102,10 +122,38 @@ def _flag(name: str, value: str) -> bool:
     raise ValueError(f"launch argument {name} must be true or false, got {value!r}")
 
 
+def camera_info_topic(image: str, camera_info: str = "") -> str:
+    """``camera_info``, or when empty the camera_info topic beside ``image`` (``/cam/image_raw`` -> ``/cam/camera_info``)."""
+    if camera_info:
+        return camera_info
+    namespace = image.rstrip("/").rpartition("/")[0]
+    return f"{namespace}/camera_info" if namespace or image.startswith("/") else "camera_info"
+
+
 def remappings(image: str, camera_info: str) -> list[tuple[str, str]]:
-    """The camera topic remappings (raw and compressed image, camera info)."""
+    """The camera topic remappings (raw and compressed image, camera info; see :func:`camera_info_topic`)."""
     image = image.rstrip("/")
-    return [("image", image), ("image/compressed", f"{image}/compressed"), ("camera_info", camera_info)]
+    return [("image", image), ("image/compressed", f"{image}/compressed"), ("camera_info", camera_info_topic(image, camera_info))]
+
+
+def map_method(map_path: str) -> str | None:
+    """The method a map package was built for (its manifest's ``method``), None without a readable manifest."""
+    import json
+
+    try:
+        return json.loads((Path(map_path) / "manifest.json").read_text()).get("method")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def pipeline_kind(pipeline: str, map_path: str) -> str:
+    """``split`` or ``single`` for the ``pipeline`` argument (``auto``: from the map's method)."""
+    if pipeline not in ("auto", "split", "single"):
+        raise ValueError(f"launch argument pipeline must be auto, split or single, got {pipeline!r}")
+    if pipeline != "auto":
+        return pipeline
+    method = map_method(map_path) if map_path else None
+    return "split" if method in (None, "segloc") else "single"
 
 
 def parameter_overrides(map_path: str, use_sim_time: str, backend: str) -> dict[str, Any]:
@@ -133,6 +181,8 @@ def node_launches(values: dict[str, str]) -> list[NodeLaunch]:
         raise ValueError(f"missing launch argument value(s): {', '.join(missing)}")
     parameters = [values["params_file"], parameter_overrides(values["map"], values["use_sim_time"], values["backend"])]
     topics = remappings(values["image"], values["camera_info"])
+    if pipeline_kind(values.get("pipeline", "auto"), values["map"]) == "single":
+        return [NodeLaunch(SINGLE.executable, SINGLE.name, parameters, topics)]
     if _flag("composition", values["composition"]):
         return [NodeLaunch(CONTAINER_EXECUTABLE, None, parameters, topics)]
     return [NodeLaunch(executable, name, parameters, topics) for name, executable in NODE_EXECUTABLES.items()]
