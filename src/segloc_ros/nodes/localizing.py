@@ -210,7 +210,7 @@ class LocalizingNode(SeglocNode):
         try:
             return self._tf.lookup(base_frame, camera_frame, stamp_ns, self.param("tf_timeout"))
         except PoseLookupError as exc:
-            raise PoseLookupError(f"no camera extrinsics {base_frame} -> {camera_frame} at the image stamp: {exc}") from None
+            raise PoseLookupError(f"no camera extrinsics {base_frame} -> {camera_frame} at the image stamp: {exc}", exc.reason) from None
 
     def odometry(self, stamp_ns: int) -> tuple[Rigid3 | None, str | None]:
         """``(odom_from_base, None)`` at the stamp, or ``(None, why)`` (also without ``use_odometry``)."""
