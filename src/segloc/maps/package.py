@@ -25,7 +25,6 @@ import datetime as _dt
 import io
 import json
 import logging
-import os
 import shutil
 import tempfile
 import zipfile
@@ -36,7 +35,7 @@ import numpy as np
 
 import segloc
 from segloc.errors import SeglocError
-from segloc.fileio import sha256_file
+from segloc.fileio import recover_directory, replace_directory, sha256_file
 
 logger = logging.getLogger("segloc")
 
@@ -65,6 +64,8 @@ class MapPackage:
         missing file, or (with ``verify_checksums``) a file whose checksum or size differs.
         """
         path = Path(path)
+        if recover_directory(path):
+            logger.warning("map %s: a writer died while replacing it; the previous map was put back", path)
         manifest_path = path / MANIFEST
         if not path.is_dir() or not manifest_path.is_file():
             raise SeglocError(f"{path} is not a segloc map: {MANIFEST} is missing")
@@ -256,13 +257,8 @@ class MapWriter:
     def commit(self) -> MapPackage:
         """Write the manifest and rename the package into place atomically."""
         (self._tmp / MANIFEST).write_text(json.dumps(self.manifest, indent=1))
-        if self.path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old.", dir=self.path.parent))
-            os.replace(self.path, old / "map")
-            os.replace(self._tmp, self.path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self._tmp, self.path)
+        recover_directory(self.path)
+        replace_directory(self._tmp, self.path)  # a kill at any point leaves the previous map or this one, whole
         self._committed = True
         logger.info(
             "wrote map %s (%s, %d bytes)", self.path, self.manifest["method"], sum(f["bytes"] for f in self.manifest["files"].values())

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 import segloc
 from segloc.config import config_from_dict, config_to_dict
 from segloc.errors import SeglocError
-from segloc.fileio import sha256_file
+from segloc.fileio import recover_directory, replace_directory, sha256_file
 from segloc.models.registry import model_class, model_name_of
 
 logger = logging.getLogger("segloc")
@@ -149,13 +149,8 @@ def save_checkpoint(
             "metadata": metadata_json,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if path.exists():
-            previous = path.with_name(f".{path.name}.old-{staging.name[-8:]}")
-            path.rename(previous)
-            staging.rename(path)
-            shutil.rmtree(previous, ignore_errors=True)
-        else:
-            staging.rename(path)
+        recover_directory(path)
+        replace_directory(staging, path)  # a kill at any point leaves the previous checkpoint or this one, whole
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -171,6 +166,8 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
             or a model name that is not registered.
     """
     path = Path(path)
+    if recover_directory(path):
+        logger.warning("checkpoint %s: a writer died while replacing it; the previous checkpoint was put back", path)
     if path.is_file():
         raise SeglocError(
             f"{path} is a file, but a checkpoint is a folder with {MANIFEST} and {WEIGHTS}; "
