@@ -92,6 +92,23 @@ def scene(tmp_path_factory):
     return node_harness.build_scene(tmp_path_factory.mktemp("segloc_ros_scene"))
 
 
+@pytest.fixture(scope="session")
+def colcon_install(tmp_path_factory):
+    """``colcon_install(symlink_install)``: the install space of this checkout built with colcon (node_harness.colcon_build), once per session each."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import node_harness
+
+    installs: dict[bool, Path] = {}
+
+    def build(symlink_install: bool) -> Path:
+        if symlink_install not in installs:
+            workspace = tmp_path_factory.mktemp("colcon_symlink_ws" if symlink_install else "colcon_ws")
+            installs[symlink_install] = node_harness.colcon_build(workspace, symlink_install)
+        return installs[symlink_install]
+
+    return build
+
+
 @pytest.fixture
 def client(ros_env):
     """A node_harness.RosClient in the test's ROS domain, closed after the test."""

@@ -16,6 +16,7 @@ two SegLoc maps of it:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -404,53 +405,62 @@ def wait_lifecycle_state(
         time.sleep(0.2)
 
 
-# --- segloc_ros installed for launch_ros, and launch.LaunchService --------------------------
+# --- segloc_ros built with colcon, as on a robot, and launch.LaunchService -------------------
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "segloc_ros"
+COLCON_TIMEOUT_S = 300.0
 
 
-def install_package(prefix: Path, python: str = sys.executable) -> Path:
-    """Lay segloc_ros out in ``prefix`` as a colcon install space does, for launch_ros, which finds packages in the ament index.
+def colcon_build(workspace: Path, symlink_install: bool) -> Path:
+    """Build this checkout in a new colcon workspace as README.md's "On a robot" does; return its install space.
 
-    - ``share/ament_index/resource_index/packages/segloc_ros``: the index marker;
-    - ``share/segloc_ros``: ``package.xml``, ``launch/*.py``, ``config/*.yaml`` and ``config/*.xml``
-      (setup.py's data files), copied from this checkout;
-    - ``lib/segloc_ros/<executable>`` for every executable of :data:`segloc_ros.nodes.EXECUTABLES`:
-      a wrapper that runs its module with ``python`` (the project's sources come from the
-      interpreter's environment: the editable install, or PYTHONPATH).
-
-    Put the returned ``prefix`` on ``AMENT_PREFIX_PATH``.
+    ``workspace/src/segloc_ros`` is a symlink to the checkout (a clone in a workspace); colcon
+    crawls no further than a package's root, so the checkout's venvs, build folders and
+    ``test/ros/tf2_msgs`` stay out of the build, and it writes only into the workspace
+    (build/, install/, log/). colcon runs with this interpreter (``python -m colcon``), which
+    is then the one of the installed console scripts, as the system python is on a robot; its
+    user configuration (``COLCON_HOME``) is a folder of the workspace. AssertionError with
+    colcon's output when the build fails or writes to stderr.
     """
-    import shutil
+    assert importlib.util.find_spec("colcon") is not None, (
+        f"colcon is not installed for {sys.executable}: run `bash test/ros/setup_ros_env.sh VENV` again (step 5 installs it), "
+        "or, with a system ROS 2, install python3-colcon-common-extensions"
+    )
+    (workspace / "src").mkdir(parents=True)
+    (workspace / "src" / PACKAGE).symlink_to(REPO_ROOT, target_is_directory=True)
+    command = [sys.executable, "-m", "colcon", "build"] + (["--symlink-install"] if symlink_install else [])
+    env = {**os.environ, "COLCON_HOME": str(workspace / ".colcon")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as on a robot; with it setuptools warns on stderr that it compiles nothing
+    result = subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True, timeout=COLCON_TIMEOUT_S)
+    output = f"\n--- {' '.join(command[1:])}: stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, f"colcon build failed with {result.returncode}" + output
+    # What a build writes to stderr (a setuptools warning) is shown to everyone who builds the package.
+    assert not result.stderr.strip(), "colcon build wrote to stderr" + output
+    return workspace / "install"
 
-    from segloc_ros.nodes import EXECUTABLES
 
-    index = prefix / "share" / "ament_index" / "resource_index" / "packages"
-    index.mkdir(parents=True)
-    (index / PACKAGE).write_text("")
-    share = prefix / "share" / PACKAGE
-    for folder, patterns in (("launch", ("*.py",)), ("config", ("*.yaml", "*.xml"))):
-        (share / folder).mkdir(parents=True)
-        for pattern in patterns:
-            for path in (REPO_ROOT / folder).glob(pattern):
-                shutil.copy(path, share / folder / path.name)
-    shutil.copy(REPO_ROOT / "package.xml", share / "package.xml")
-    lib = prefix / "lib" / PACKAGE
-    lib.mkdir(parents=True)
-    for executable, entry_point in EXECUTABLES.items():
-        module = entry_point.partition(":")[0]
-        script = lib / executable
-        script.write_text(f'#!/bin/sh\nexec "{python}" -m {module} "$@"\n')
-        script.chmod(0o755)
-    return prefix
+def install_space_environment(install: Path, env: dict[str, str]) -> dict[str, str]:
+    """What ``source install/setup.bash`` changes in ``env``: the variables it sets (AMENT_PREFIX_PATH, PYTHONPATH, ...).
+
+    Where ``env`` has no AMENT_PREFIX_PATH (the PyPI ROS venv, which needs no setup script), this
+    interpreter's prefix stands for the underlay a robot sources first (/opt/ros/jazzy).
+    """
+    env = dict(env)
+    env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+    result = subprocess.run(
+        ["bash", "-c", 'source "$1/setup.bash" && env -0', "bash", str(install)], env=env, stdout=subprocess.PIPE, check=True, timeout=60
+    )
+    sourced = dict(line.split("=", 1) for line in result.stdout.decode().split("\0") if "=" in line)
+    return {key: value for key, value in sourced.items() if env.get(key) != value and key not in ("_", "SHLVL", "PWD", "OLDPWD")}
 
 
 @dataclass
 class LaunchResult:
-    """How a launch ended: the service's return code; each process's exit code and environment, by process name."""
+    """How a launch ended: the service's return code; each process's exit code, command line and environment, by process name."""
 
     return_code: int
     exit_codes: dict[str, int]
+    commands: dict[str, list[str]]
     environments: dict[str, dict[str, str]]
 
 
@@ -469,10 +479,12 @@ def run_launch(launch_file: Path, arguments: dict[str, str], check: Callable[[Ca
     from launch.launch_description_sources import PythonLaunchDescriptionSource
 
     exit_codes: dict[str, int] = {}
+    commands: dict[str, list[str]] = {}
     environments: dict[str, dict[str, str]] = {}
 
     def on_exit(event: Any, context: Any) -> None:
         exit_codes[event.action.name] = event.returncode
+        commands[event.action.name] = list(event.cmd)
         environments[event.action.name] = dict(event.env)
 
     description = LaunchDescription(
@@ -505,4 +517,4 @@ def run_launch(launch_file: Path, arguments: dict[str, str], check: Callable[[Ca
         thread.join(timeout=30)
     if errors:
         raise errors[0]
-    return LaunchResult(return_code, exit_codes, environments)
+    return LaunchResult(return_code, exit_codes, commands, environments)

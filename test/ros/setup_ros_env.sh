@@ -14,7 +14,10 @@
 #      launch_testing, launch_ros, launch_testing_ros), with ament_index_python from PyPI, so that
 #      tests run launch/localize.launch.py through launch.LaunchService. lark (launch's and the
 #      generators' parser) replaces the lark-parser of the wheels in step 1. The pytest plugins of
-#      launch_testing(_ros) do not load in pytest 9: pyproject.toml switches them off (-p no:...).
+#      launch_testing(_ros) do not load in pytest 9: pyproject.toml switches them off (-p no:...);
+#   5. colcon (colcon-core, colcon-ros, colcon-python-setup-py, colcon-bash), the build tool of ROS 2
+#      workspaces, so that test/ros/test_colcon.py builds this package as a robot does; with it
+#      setuptools 79 (colcon-core needs < 80, torch >= 77.0.3).
 # The vendored sources are read from ../shared/vendor/ros-jazzy: the folder shared/ beside this
 # repository (its README lists them, SOURCES.txt their upstream commits); they are only read.
 # A second run with nothing changed only checks the venv (a few seconds).
@@ -91,6 +94,19 @@ LAUNCH_PACKAGES=(
     launch_ros/launch_ros
     launch_ros/launch_testing_ros
 )
+# colcon (step 5): colcon-ros builds ament_python packages (and brings colcon-cmake, colcon-pkg-config,
+# colcon-recursive-crawl), colcon-python-setup-py reads setup.py, colcon-bash writes install/setup.bash.
+# colcon-core requires setuptools < 80 (`setup.py develop --editable`, what --symlink-install runs,
+# is gone from 80 on) and torch >= 77.0.3, so setuptools is pinned in between (as in docker/).
+COLCON_REQS=(
+    "colcon-core==0.21.3"
+    "colcon-ros==0.5.0"
+    "colcon-python-setup-py==0.2.9"
+    "colcon-bash==0.5.0"
+    "setuptools==79.0.1"
+)
+COLCON_IMPORTS="import colcon_core.command, colcon_ros, colcon_python_setup_py, colcon_bash, colcon_recursive_crawl, setuptools
+assert setuptools.__version__ == '79.0.1', f'setuptools {setuptools.__version__}, not 79.0.1'"
 TORCH_REQ="${SEGLOC_ROS_TORCH:-torch==2.13.0}"
 JOBS="${SEGLOC_ROS_JOBS:-2}"
 
@@ -179,10 +195,17 @@ launch_key() { # the PyPI requirements, the vendored sources and the wheels they
         wheels_key
     } | sha256sum | cut -d' ' -f1
 }
+colcon_key() { # the requirements and the interpreter
+    {
+        printf '%s\n' "${COLCON_REQS[@]}"
+        "$VPY" -c 'import sys; print(sys.version)'
+    } | sha256sum | cut -d' ' -f1
+}
 stamp_matches() { [[ -f "$STATE/$1.sha256" && "$(cat "$STATE/$1.sha256")" == "$2" ]]; }
 
 NEED_PIP=1
 NEED_LAUNCH=1
+NEED_COLCON=1
 declare -A NEED_INTERFACE=()
 for name in "${INTERFACES[@]}"; do NEED_INTERFACE[$name]=1; done
 if [[ -x "$VPY" ]]; then
@@ -191,9 +214,10 @@ if [[ -x "$VPY" ]]; then
     stamp_matches pip "$(pip_key)" || stamps_ok=0
     for name in "${INTERFACES[@]}"; do stamp_matches "$name" "$(interface_key "$name")" || stamps_ok=0; done
     stamp_matches launch "$(launch_key)" || stamps_ok=0
+    stamp_matches colcon "$(colcon_key)" || stamps_ok=0
     ALL_IMPORTS="$PIP_IMPORTS"$'\n'"$LARK_IMPORTS"
     for name in "${INTERFACES[@]}"; do ALL_IMPORTS+=$'\n'"${INTERFACE_IMPORTS[$name]}"; done
-    ALL_IMPORTS+=$'\n'"$LAUNCH_IMPORTS"
+    ALL_IMPORTS+=$'\n'"$LAUNCH_IMPORTS"$'\n'"$COLCON_IMPORTS"
     if ((stamps_ok)) && imports_ok "$ALL_IMPORTS"; then # nothing changed: one interpreter checks it all
         log "up to date: $VENV ($((SECONDS - START_S)) s). Run the ROS tests with: $VPY -m pytest test/ros"
         exit 0
@@ -206,6 +230,7 @@ if [[ -x "$VPY" ]]; then
         fi
     done
     if stamp_matches launch "$(launch_key)" && imports_ok "$LAUNCH_IMPORTS"; then NEED_LAUNCH=0; fi
+    if stamp_matches colcon "$(colcon_key)" && imports_ok "$COLCON_IMPORTS"; then NEED_COLCON=0; fi
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -246,10 +271,13 @@ PY_INCLUDE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["include"
     die "Python headers missing ($PY_INCLUDE/Python.h); for a Debian python: apt-get install python3-dev (python3.X-dev)"
 mkdir -p "$STATE"
 
-# pip noise of this site's pip configuration (a local mirror without every project); harmless.
+# pip noise, harmless: of this site's pip configuration (a local mirror without every project), and
+# pip's check after step 4, where launch_ros names ament_index_python, a module that PyPI's
+# ros-jazzy-ament-index-python provides (other conflicts are still shown).
 pip_install() {
     "$VPY" -m pip install --disable-pip-version-check --progress-bar off -q "$@" 2>&1 |
-        { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+        { grep -v -e 'is ignored: it is neither a file nor a directory' -e "^ERROR: pip's dependency resolver does not currently" \
+            -e '^launch-ros [0-9.]* requires ament_index_python, which is not installed' || true; }
 }
 if ((NEED_PIP)); then
     log "installing ROS 2 Jazzy wheels, rosidl generators, $TORCH_REQ and segloc_ros[dev,ros] (editable) into $VENV ..."
@@ -373,10 +401,28 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
+# 5. colcon; also when an earlier step moved setuptools
+# ---------------------------------------------------------------------------------------------
+if ((NEED_COLCON)) || ! imports_ok "$COLCON_IMPORTS"; then
+    log "installing colcon (${COLCON_REQS[*]}) ..."
+    rm -f "$STATE/colcon.sha256"
+    pip_install "${COLCON_REQS[@]}" || die "pip install of colcon failed (see above)"
+    if ! imports_ok "$COLCON_IMPORTS"; then
+        "$VPY" -c "$COLCON_IMPORTS" || true
+        die "colcon does not import after its install (see above)"
+    fi
+    colcon_key >"$STATE/colcon.sha256"
+    log "colcon done"
+else
+    log "colcon up to date"
+fi
+
+# ---------------------------------------------------------------------------------------------
 # Summary
 # ---------------------------------------------------------------------------------------------
 SUMMARY_PY='import importlib.metadata as m, sys, torch, tf2_msgs
 print("Python", sys.version.split()[0], "| rclpy", m.version("ros-jazzy-rclpy"), "| torch", torch.__version__,
-      "| launch", m.version("launch"), "| launch_ros", m.version("launch_ros"), "| tf2_msgs in", tf2_msgs.__path__[0])'
+      "| launch", m.version("launch"), "| launch_ros", m.version("launch_ros"), "| colcon-core", m.version("colcon-core"),
+      "| tf2_msgs in", tf2_msgs.__path__[0])'
 log "$("$VPY" -c "$SUMMARY_PY")"
 log "done in $((SECONDS - START_S)) s. Run the ROS tests with: $VPY -m pytest test/ros"

@@ -1,15 +1,16 @@
 """launch/localize.launch.py through the real launch system (launch.LaunchService, what ``ros2 launch`` runs).
 
-The package is laid out in a temporary install prefix as colcon would (node_harness.install_package)
-and put on AMENT_PREFIX_PATH, where launch_ros looks for it. The launch file is started with a
-small SegLoc map (node_harness.build_scene) and remapped camera topics, with and without
-composition; the test process talks to the nodes with rclpy while the service runs, then stops
-the service as Ctrl-C on ``ros2 launch`` does.
+The package is built with ``colcon build --symlink-install`` as README.md's "On a robot" does
+(conftest's colcon_install; test_colcon.py checks the build), and the launch runs in the
+environment of ``source install/setup.bash``: launch_ros finds the package through
+AMENT_PREFIX_PATH and starts the executables colcon installed in lib/segloc_ros. The launch file
+is started with a small SegLoc map (node_harness.build_scene) and remapped camera topics, with
+and without composition; the test process talks to the nodes with rclpy while the service runs,
+then stops the service as Ctrl-C on ``ros2 launch`` does.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,20 +28,19 @@ CAMERA_INFO_TOPIC = "/test_camera/color/camera_info"
 
 
 @pytest.fixture
-def launch_file(ros_env, tmp_path, monkeypatch) -> Path:
-    """The installed launch file; this process's environment set for the launch (and restored after it).
+def launch_file(ros_env, colcon_install, tmp_path, monkeypatch) -> Path:
+    """The launch file in the colcon install space; this process's environment set for the launch (and restored after it).
 
     The launch processes inherit os.environ: conftest's ROS settings (own domain, localhost
-    discovery, Fast DDS profile), AMENT_PREFIX_PATH with the install prefix over the venv (as an
-    install space over /opt/ros/jazzy), and ROS logs in the test's folder. monkeypatch restores
+    discovery, Fast DDS profile), what ``source install/setup.bash`` sets (AMENT_PREFIX_PATH and
+    PYTHONPATH with the workspace first), and ROS logs in the test's folder. monkeypatch restores
     what the launch file (SetEnvironmentVariable) and RosClient change in os.environ.
     """
-    prefix = harness.install_package(tmp_path / "install")
-    for key, value in ros_env.items():
+    install = colcon_install(True)
+    for key, value in {**ros_env, **harness.install_space_environment(install, ros_env)}.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AMENT_PREFIX_PATH", os.pathsep.join([str(prefix), sys.prefix]))
     monkeypatch.setenv("ROS_LOG_DIR", str(tmp_path / "ros_log"))
-    return prefix / "share" / harness.PACKAGE / "launch" / "localize.launch.py"
+    return install / harness.PACKAGE / "share" / harness.PACKAGE / "launch" / "localize.launch.py"
 
 
 @pytest.mark.parametrize("composition", ["false", "true"])
@@ -102,9 +102,12 @@ def test_localize_launch_starts_the_nodes_and_stops_them(scene, launch_file, ros
         assert seen["parameters"][node.name] == {**node.parameter_defaults(), "map_path": str(scene.map_a)}, node.name
     assert seen["camera_info"].header.stamp.sec * 10**9 + seen["camera_info"].header.stamp.nanosec == scene.frames[0].stamp_ns
     assert seen["segmentation"]["state"] == "active" and seen["segmentation"]["map_path"] == str(scene.map_a)
-    # One process per node, or one container; all ended with 0 on the shutdown, and so did the service.
+    # One process per node, or one container, each the executable colcon installed; all ended with 0 on the
+    # shutdown, and so did the service.
     executables = [node.executable for node in COMPOSED_NODES] if composition == "false" else [CONTAINER_EXECUTABLE]
     assert sorted(name.rpartition("-")[0] for name in result.exit_codes) == sorted(executables), result.exit_codes
+    lib = launch_file.parents[3] / "lib" / harness.PACKAGE
+    assert sorted(command[0] for command in result.commands.values()) == sorted(str(lib / name) for name in executables)
     assert all(code == 0 for code in result.exit_codes.values()), result.exit_codes
     assert result.return_code == 0
     profile = launch_file.parents[1] / "config" / "fastdds_shm.xml"

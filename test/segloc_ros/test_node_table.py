@@ -12,7 +12,7 @@ PACKAGE = "segloc_ros"
 
 
 def console_scripts() -> dict[str, str]:
-    """Console script -> entry point, as installed (pyproject.toml [project.scripts]; colcon puts them in lib/segloc_ros)."""
+    """Console script -> entry point, as installed (setup.cfg console_scripts; colcon puts them in lib/segloc_ros)."""
     distribution = importlib.metadata.distribution(PACKAGE)
     return {entry.name: entry.value for entry in distribution.entry_points if entry.group == "console_scripts"}
 
@@ -20,7 +20,7 @@ def console_scripts() -> dict[str, str]:
 def test_the_installed_console_scripts_are_the_tables_executables():
     scripts = console_scripts()
     missing = {executable: target for executable, target in EXECUTABLES.items() if scripts.get(executable) != target}
-    assert not missing, f"not installed as such by {PACKAGE} (pyproject.toml [project.scripts]): {missing}"
+    assert not missing, f"not installed as such by {PACKAGE} (setup.cfg console_scripts): {missing}"
     others = {
         name: target
         for name, target in scripts.items()

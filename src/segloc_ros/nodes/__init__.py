@@ -30,9 +30,9 @@ and :mod:`~segloc_ros.nodes.buffers` (worker queue, stamp matching, TF cache; wi
 
 :data:`NODES` below is the one list of the nodes: name, executable, module, class and
 parameters of each. The launch description, localization_container, the replay launcher and the
-tests take the nodes from it; ``[project.scripts]`` of pyproject.toml (which cannot import it)
-must install one console script per executable, which a test checks on the installed
-distribution. A new node is one :class:`NodeInfo` entry here, plus its console script and its
+tests take the nodes from it; ``console_scripts`` of setup.cfg (which cannot import it) must
+install one console script per executable, which a test checks on the installed distribution
+(and test/ros/test_colcon.py in colcon's lib/segloc_ros). A new node is one :class:`NodeInfo` entry here, plus its console script and its
 section in ``config/segloc_ros.yaml``.
 
 Importing this package does not import rclpy; the node modules do.
