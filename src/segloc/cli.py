@@ -89,31 +89,30 @@ def cmd_convert(args: argparse.Namespace) -> int:
         from segloc.data.rosbag import bag_to_dataset
 
         config = bag_read_config_from_args(args)
-        root = bag_to_dataset(args.source, args.output, config, query_every=args.query_every, overwrite=args.overwrite)
+        root = bag_to_dataset(
+            args.source, args.output, config, query_every=args.query_every, overwrite=args.overwrite, progress=not args.no_progress
+        )
     elif args.format == "colmap":
         from segloc.data.colmap import colmap_to_dataset
 
-        root = colmap_to_dataset(args.source, args.images, args.output, query_names=_read_names(args.query_list))
+        if args.images is None:
+            raise SeglocError("convert colmap needs --images DIR, the folder the model's image names are relative to")
+        root = colmap_to_dataset(
+            args.source, args.images, args.output, query_names=args.query_list if args.query_list else None, overwrite=args.overwrite
+        )
     else:
         from segloc.data.kapture import kapture_to_dataset
 
-        root = kapture_to_dataset(args.source, args.query, args.output)
+        root = kapture_to_dataset(args.source, args.query, args.output, overwrite=args.overwrite)
     print(f"wrote dataset {root}")
     return 0
-
-
-def _read_names(path: Path | None) -> list[str] | None:
-    if path is None:
-        return None
-    if not path.is_file():
-        raise SeglocError(f"query list {path} does not exist")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
 def cmd_map_build(args: argparse.Namespace) -> int:
     from segloc.config import config_section
     from segloc.data.dataset import read_dataset
     from segloc.demo import build_and_report
+    from segloc.maps.package import check_map_output
     from segloc.methods import get_method
 
     method = get_method(args.method)
@@ -121,6 +120,7 @@ def cmd_map_build(args: argparse.Namespace) -> int:
     dataset = read_dataset(args.dataset)
     if not dataset.mapping:
         raise SeglocError(f"{args.dataset}/mapping.txt lists no images: a map needs mapping images")
+    check_map_output(args.output, args.overwrite, [*dataset.inputs(), (args.config, "the config file")])
     build_and_report(method, dataset, args.output, config, overwrite=args.overwrite, progress=not args.no_progress)
     return 0
 
@@ -153,9 +153,18 @@ def _parse_camera(text: str):
 def cmd_localize(args: argparse.Namespace) -> int:
     from segloc.config import config_section
     from segloc.data.dataset import ImageRecord, format_image_line, load_image, read_dataset
+    from segloc.fileio import check_output
     from segloc.maps.package import MapPackage
     from segloc.methods import get_method
 
+    if args.dataset is None and not args.image:
+        raise SeglocError("give --dataset DATASET or --image FILE... with --camera")
+    if args.image and args.camera is None:
+        raise SeglocError("--image needs --camera 'MODEL width height params...'")
+    if args.output is not None:
+        inputs = [(args.map, "the map"), (args.dataset, "the dataset folder"), (args.config, "the config file")]
+        inputs += [(path, "an input image") for path in args.image or []]
+        check_output(args.output, "file", inputs=inputs, what="poses file")
     package = MapPackage.open(args.map)
     method = get_method(args.method or package.method)
     localizer = method.load_localizer(package, method.localize_config(config_section(args.config, "localize")))
@@ -191,10 +200,10 @@ def cmd_localize(args: argparse.Namespace) -> int:
             failures += 1
             print(f"{name}: FAILED ({result.info.get('failure_reason', 'no pose')}) in {total:.2f} s")
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(
-            "# estimated poses, dataset line format (cam_from_world, quaternion w x y z)\n" + "".join(f"{l}\n" for l in lines)
-        )
+        from segloc.fileio import atomic_write
+
+        text = "# estimated poses, dataset line format (cam_from_world, quaternion w x y z)\n" + "".join(f"{l}\n" for l in lines)
+        atomic_write(args.output, lambda tmp: tmp.write_text(text))
         print(f"wrote {len(lines)} poses to {args.output}")
     print(f"localized {len(jobs) - failures} of {len(jobs)} images")
     return 0
@@ -206,6 +215,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from segloc.evaluate.replay import MapSummary, evaluate_bag
     from segloc.evaluate.report import format_summary
     from segloc.evaluate.run import evaluate_localizer
+    from segloc.fileio import check_output
     from segloc.maps.package import MapPackage
     from segloc.methods import get_method
 
@@ -217,6 +227,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bag_options = [f"--{key.replace('_', '-')}" for key in BAG_OPTIONS if getattr(args, key, None) is not None]
     if bag is None and bag_options:
         raise SeglocError(f"{', '.join(bag_options)}: bag options, they need --bag BAG")
+    inputs = [(args.map, "the map"), (args.dataset, "the dataset folder"), (bag, "the bag"), (args.config, "the config file")]
+    check_output(args.output, "folder", inputs=inputs, what="report folder")
     package = MapPackage.open(args.map)
     method = get_method(args.method or package.method)
     bag_config = bag_read_config_from_args(args) if bag is not None else None
@@ -368,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bag", action="append", default=[], choices=["mapping", "query"], help="also write a rosbag2 of this split (repeatable)"
     )
     p.add_argument("--bag-storage", default="sqlite3", choices=["sqlite3", "mcap"])
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace the dataset folder if it exists (only a dataset folder)")
     common(p)
     p.set_defaults(func=cmd_synth)
 
@@ -388,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="bag: every N-th kept frame becomes a query, the others mapping images (default 5; 1 = all queries)",
     )
     p.add_argument("--config", type=Path, help="YAML config with a 'bag' section (BagReadConfig options)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace the dataset folder if it exists (only a dataset folder)")
+    common(p)
     p.set_defaults(func=cmd_convert)
 
     maps = commands.add_parser("map", help="build and inspect map packages").add_subparsers(
@@ -399,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="reference", help=f"method whose map to build: {', '.join(available_methods())} (default reference)")
     p.add_argument("-o", "--output", type=Path, required=True, help="map folder to write")
     p.add_argument("--config", type=Path, help="YAML config with a 'map' section")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace the map if it exists (only a map package)")
     common(p)
     p.set_defaults(func=cmd_map_build)
     p = maps.add_parser("info", help="validate a map and print its layers and sizes")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from segloc.errors import SeglocError
+from segloc.fileio import check_output, temp_dir_beside
 from segloc.geometry.camera import CAMERA_MODELS, Camera
 from segloc.geometry.transforms import Rigid3
 
@@ -66,6 +66,15 @@ class Dataset:
     def load_image(self, name: str, grayscale: bool = False) -> np.ndarray:
         """The image ``name`` as (H, W, 3) RGB uint8, or (H, W) uint8 when ``grayscale``."""
         return load_image(self.image_path(name), grayscale=grayscale)
+
+    def inputs(self) -> list[tuple[Path, str]]:
+        """``(path, description)`` of the folders this dataset is read from, for :func:`segloc.fileio.check_output`."""
+        return [(self.root, "the dataset folder"), (self.image_dir, "the image folder of the dataset")]
+
+
+def is_dataset_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a dataset folder (it holds ``mapping.txt``)."""
+    return (Path(path) / "mapping.txt").is_file()
 
 
 def load_image(path: str | Path, grayscale: bool = False) -> np.ndarray:
@@ -187,14 +196,21 @@ def write_dataset(
     """Write a dataset folder atomically (a temporary folder renamed into place).
 
     Image pixels come from ``images`` (name -> (H, W[, 3]) RGB uint8 array) or are copied from
-    ``source_image_dir`` (names relative to it). Returns ``root``.
+    ``source_image_dir`` (names relative to it). ``overwrite`` replaces an existing dataset folder
+    (or empty folder) at ``root``, never another folder, nor one holding ``source_image_dir``
+    (:func:`segloc.fileio.check_output`). Returns ``root``.
     """
     root = Path(root)
-    if root.exists() and not overwrite:
-        raise SeglocError(f"{root} exists already; pass overwrite to replace it")
+    check_output(
+        root,
+        "replace",
+        inputs=[(source_image_dir, "the source image folder")],
+        overwrite=overwrite,
+        replaceable=is_dataset_folder,
+        what="dataset folder",
+    )
     names = [r.name for r in (*mapping, *query)]
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    tmp = temp_dir_beside(root, "new")
     try:
         (tmp / "images").mkdir()
         for name in dict.fromkeys(names):
@@ -212,8 +228,8 @@ def write_dataset(
         write_image_list(tmp / "mapping.txt", mapping)
         write_image_list(tmp / "query.txt", query)
         if root.exists():
-            old = root.with_name(f".{root.name}.old")
-            os.replace(root, old)
+            old = temp_dir_beside(root, "old")
+            os.replace(root, old / "dataset")
             os.replace(tmp, root)
             shutil.rmtree(old, ignore_errors=True)
         else:

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,11 +36,12 @@ from typing import Any
 import numpy as np
 
 from segloc.config import config_from_dict, config_to_dict
-from segloc.data.dataset import ImageRecord, read_dataset, save_image, write_dataset
+from segloc.data.dataset import ImageRecord, is_dataset_folder, read_dataset, save_image, write_dataset
 from segloc.data.render import AppearanceConfig, prepare_scene, render_view
 from segloc.data.scenes import SCENE_BUILDERS, LoopPath, build_scene, seasonal_variant
 from segloc.data.textures import LABEL_COLORS, LABEL_IDS, LABELS
 from segloc.errors import SeglocError
+from segloc.fileio import check_output, temp_dir_beside
 from segloc.geometry.camera import Camera
 from segloc.geometry.transforms import Rigid3
 
@@ -400,7 +400,8 @@ def generate_scene(config: SynthConfig, out_dir: str | Path, overwrite: bool = F
     Args:
         config: what to render (see :class:`SynthConfig`).
         out_dir: the dataset folder to write; written atomically (complete or absent).
-        overwrite: replace ``out_dir`` if it exists.
+        overwrite: replace ``out_dir`` if it is a dataset folder (or empty); any other folder is
+            refused (:func:`segloc.fileio.check_output`).
         progress: show a progress bar over the frames.
 
     Returns:
@@ -412,8 +413,7 @@ def generate_scene(config: SynthConfig, out_dir: str | Path, overwrite: bool = F
     if not isinstance(config, SynthConfig):
         raise SeglocError(f"generate_scene needs a SynthConfig, got {type(config).__name__}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise SeglocError(f"{out_dir} exists already; pass overwrite to replace it")
+    check_output(out_dir, "replace", overwrite=overwrite, replaceable=is_dataset_folder, what="dataset folder")
     logger.info("synthetic scene: %s", json.dumps(config_to_dict(config)))
     start = time.perf_counter()
     layout = build_scene(config.scene, config.seed)
@@ -435,8 +435,7 @@ def generate_scene(config: SynthConfig, out_dir: str | Path, overwrite: bool = F
         time.perf_counter() - start,
     )
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.synth.", dir=out_dir.parent))
+    work = temp_dir_beside(out_dir, "synth")
     try:
         records: dict[str, list[ImageRecord]] = {split: [] for split in SPLITS}
         frames: dict[str, list[dict]] = {split: [] for split in SPLITS}
@@ -468,11 +467,8 @@ def generate_scene(config: SynthConfig, out_dir: str | Path, overwrite: bool = F
         os.replace(work / "depth", dataset / "depth")
         (dataset / "scene.json").write_text(json.dumps(_scene_description(config, layout, camera, frames), indent=1) + "\n")
         if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
+            os.replace(out_dir, work / "old")
             os.replace(dataset, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(dataset, out_dir)
     finally:

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -36,13 +35,34 @@ import numpy as np
 
 import segloc
 from segloc.errors import SeglocError
-from segloc.fileio import sha256_file
+from segloc.fileio import check_output, sha256_file, temp_dir_beside
 
 logger = logging.getLogger("segloc")
 
 FORMAT_NAME = "segloc-map"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+
+
+def is_map_package(path: str | Path) -> bool:
+    """Whether ``path`` is a map package folder: its ``manifest.json`` says so (of any format version)."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT_NAME
+
+
+def check_map_output(path: str | Path, overwrite: bool = False, inputs=()) -> Path:
+    """Check that a map can be written at ``path`` (:func:`segloc.fileio.check_output`): ``overwrite`` replaces only a map package.
+
+    Args:
+        path: the map folder to write.
+        overwrite: replace an existing map there.
+        inputs: ``(path, description)`` of what the build reads (``Dataset.inputs()``): the map
+            may not be, hold or lie inside one of them.
+    """
+    return check_output(path, "replace", inputs=inputs, overwrite=overwrite, replaceable=is_map_package, what="map")
 
 
 def _check_name(name: str) -> None:
@@ -168,10 +188,9 @@ class MapWriter:
         created: dict[str, Any] | None = None,
     ):
         self.path = Path(path)
-        if self.path.exists() and not overwrite and (base is None or base.path.resolve() != self.path.resolve()):
-            raise SeglocError(f"{self.path} exists already; pass --overwrite to replace it")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        if base is None or base.path.resolve() != self.path.resolve():
+            check_map_output(self.path, overwrite)
+        self._tmp = temp_dir_beside(self.path, "new")
         self.manifest: dict[str, Any] = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -257,7 +276,7 @@ class MapWriter:
         """Write the manifest and rename the package into place atomically."""
         (self._tmp / MANIFEST).write_text(json.dumps(self.manifest, indent=1))
         if self.path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old.", dir=self.path.parent))
+            old = temp_dir_beside(self.path, "old")
             os.replace(self.path, old / "map")
             os.replace(self._tmp, self.path)
             shutil.rmtree(old, ignore_errors=True)

@@ -121,3 +121,16 @@ def test_reads_the_shared_castle_dataset(tmp_path):
     shutil.copytree(SHARED_CASTLE, copy)
     (copy / "mapping.txt").write_text("# extra comment\n\n" + (copy / "mapping.txt").read_text())
     assert len(read_dataset(copy).mapping) == 30
+
+
+def test_overwrite_replaces_only_a_dataset_folder(small_dataset, tmp_path):
+    root, mapping, query, images = small_dataset
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("precious")
+    with pytest.raises(SeglocError, match="is not a dataset folder: --overwrite only replaces a dataset folder"):
+        write_dataset(tmp_path / "notes", mapping, query, images=images, overwrite=True)
+    with pytest.raises(SeglocError, match="would delete the source image folder"):
+        write_dataset(tmp_path, mapping, query, source_image_dir=root / "images", overwrite=True)
+    assert (tmp_path / "notes" / "notes.txt").read_text() == "precious" and (root / "images" / mapping[0].name).is_file()
+    write_dataset(root, mapping[:1], query, images=images, overwrite=True)
+    assert len(read_dataset(root).mapping) == 1

@@ -268,10 +268,30 @@ def test_bad_calls_raise(room_dataset: Path, tmp_path: Path):
 def test_overwrite_replaces_atomically(tmp_path: Path):
     target = tmp_path / "scene"
     target.mkdir()
+    (target / "mapping.txt").write_text("")  # a dataset folder: overwrite replaces it
     (target / "stale.txt").write_text("old")
     generate_scene(small_config(num_mapping=2, num_query=1), target, overwrite=True, progress=False)
     assert not (target / "stale.txt").exists() and (target / "scene.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene"]  # no temporary folders left behind
+    assert (target.stat().st_mode & 0o777) == (0o777 & ~_umask())  # the usual permissions, not mkdtemp's 0700
+
+
+def test_overwrite_replaces_only_a_dataset_folder(tmp_path: Path):
+    target = tmp_path / "notes"
+    target.mkdir()
+    (target / "notes.txt").write_text("precious")
+    with pytest.raises(SeglocError, match="is not a dataset folder: --overwrite only replaces a dataset folder"):
+        generate_scene(small_config(num_mapping=2, num_query=1), target, overwrite=True, progress=False)
+    assert (target / "notes.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_scene_bag_round_trip(room_dataset: Path, tmp_path: Path):

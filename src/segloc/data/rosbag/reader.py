@@ -26,7 +26,6 @@ import bisect
 import dataclasses
 import logging
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from segloc.data.dataset import ImageRecord, save_image, write_dataset
+from segloc.data.dataset import ImageRecord, is_dataset_folder, save_image, write_dataset
 from segloc.data.rosbag.messages import (
     CAMERA_INFO_TYPE,
     COMPRESSED_IMAGE_TYPE,
@@ -53,6 +52,7 @@ from segloc.data.rosbag.messages import (
 )
 from segloc.data.tf_buffer import PoseLookupError, PoseSeries, TfBuffer, normalize_frame
 from segloc.errors import SeglocError
+from segloc.fileio import check_output, temp_dir_beside
 from segloc.geometry.camera import Camera
 from segloc.geometry.transforms import Rigid3
 
@@ -505,6 +505,7 @@ def bag_to_dataset(
     query_every: int = 0,
     query_bag: str | Path | None = None,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Write a dataset folder from a bag (images, intrinsics, ground truth poses).
 
@@ -516,7 +517,8 @@ def bag_to_dataset(
             ``query.txt``, the others to ``mapping.txt``; 0: all mapping.
         query_bag: a second recording whose images all become queries (e.g. a later run of the
             same route); names are then prefixed ``mapping/`` and ``query/``.
-        overwrite: replace an existing ``out_dir``.
+        overwrite: replace an existing dataset folder ``out_dir`` (never another folder, nor a bag).
+        progress: show a progress bar.
 
     Returns:
         ``out_dir``.
@@ -527,27 +529,26 @@ def bag_to_dataset(
     if query_every < 0:
         raise SeglocError(f"query_every must be >= 0, got {query_every}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise SeglocError(f"{out_dir} exists already; pass overwrite to replace it")
     sources = [(Path(bag), "mapping")]
     if query_bag is not None:
         sources.append((Path(query_bag), "query"))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.images.", dir=out_dir.parent))
+    inputs = [(source, "the bag") for source, _ in sources]
+    check_output(out_dir, "replace", inputs=inputs, overwrite=overwrite, replaceable=is_dataset_folder, what="dataset folder")
+    staging = temp_dir_beside(out_dir, "images")
     mapping: list[ImageRecord] = []
     query: list[ImageRecord] = []
     try:
         for source, split in sources:
             split_config = config if query_bag is None else dataclasses.replace(config, image_name=f"{split}/{config.image_name}")
             stats = BagReadStats()
-            with tqdm(desc=f"{source.name} -> {out_dir.name}", unit="image") as progress:
+            with tqdm(desc=f"{source.name} -> {out_dir.name}", unit="image", disable=not progress) as bar:
                 for i, (record, image) in enumerate(read_bag(source, split_config, stats)):
-                    if progress.total is None and stats.total_image_messages:
-                        progress.total = -(-stats.total_image_messages // config.every_nth)
+                    if bar.total is None and stats.total_image_messages:
+                        bar.total = -(-stats.total_image_messages // config.every_nth)
                     save_image(staging / record.name, image)
                     is_query = split == "query" or (query_every > 0 and i % query_every == query_every - 1)
                     (query if is_query else mapping).append(record)
-                    progress.update()
+                    bar.update()
         logger.info("bag -> dataset %s: %d mapping, %d query images", out_dir, len(mapping), len(query))
         return write_dataset(out_dir, mapping, query, source_image_dir=staging, overwrite=overwrite)
     finally:

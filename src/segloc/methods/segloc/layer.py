@@ -52,7 +52,7 @@ from segloc.data.dataset import Dataset
 from segloc.errors import SeglocError
 from segloc.maps.build import CoreBuild, CoreConfig, core_for
 from segloc.maps.core import MapCore, core_checksum, write_core
-from segloc.maps.package import MapPackage, MapWriter
+from segloc.maps.package import MapPackage, MapWriter, check_map_output
 
 if TYPE_CHECKING:
     from segloc.models.segmenter import Segmenter
@@ -551,8 +551,7 @@ def build_segloc_map(
     output = Path(output)
     if not dataset.mapping:
         raise SeglocError(f"{dataset.root}: mapping.txt lists no images; a map needs mapping images with poses")
-    if output.exists() and not overwrite:
-        raise SeglocError(f"{output} exists already; pass --overwrite to replace it")
+    check_map_output(output, overwrite, dataset.inputs())
     source: dict[str, Any] = {}
     if segmenter is None:
         segmenter = _segmenter_from_config(config)
@@ -634,6 +633,7 @@ def relabel_segloc_map(
     output = Path(output)
     if output.resolve() == package.path.resolve():
         raise SeglocError(f"relabel_segloc_map writes a new map: choose an output other than {package.path}")
+    check_map_output(output, overwrite, [(package.path, "the source map")])
     layer = read_segloc_layer(package)
     if store not in STORE_MODES:
         raise SeglocError(f"unknown store {store!r}; valid values are: {', '.join(STORE_MODES)}")
