@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from segloc.errors import SeglocError
-from segloc.fileio import check_output, temp_dir_beside
+from segloc.fileio import check_output, describe_missing, temp_dir_beside
 from segloc.geometry.camera import CAMERA_MODELS, Camera
 from segloc.geometry.transforms import Rigid3
 
@@ -77,16 +78,112 @@ def is_dataset_folder(path: str | Path) -> bool:
     return (Path(path) / "mapping.txt").is_file()
 
 
+JPEG_START = b"\xff\xd8"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _jpeg_problem(data: bytes) -> str | None:
+    """Walk the JPEG markers up to the end-of-image marker (entropy-coded data skipped); what is wrong, or None."""
+    size, pos = len(data), 2
+    truncated = "truncated (the data ends before the JPEG end-of-image marker)"
+    while True:
+        if pos >= size:
+            return truncated
+        if data[pos] != 0xFF:
+            return f"corrupt (no JPEG marker at byte {pos})"
+        while pos < size and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= size:
+            return truncated
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:  # end of image
+            return None
+        if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
+            continue
+        if pos + 2 > size:
+            return truncated
+        length = int.from_bytes(data[pos : pos + 2], "big")
+        if length < 2:
+            return f"corrupt (JPEG segment of length {length} at byte {pos})"
+        pos += length
+        if pos > size:
+            return truncated
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker other than RSTn
+            while True:
+                pos = data.find(b"\xff", pos)
+                if pos < 0 or pos + 1 >= size:
+                    return truncated
+                following = data[pos + 1]
+                if following == 0x00 or 0xD0 <= following <= 0xD7:
+                    pos += 2
+                elif following == 0xFF:
+                    pos += 1
+                else:
+                    break
+
+
+def _png_problem(data: bytes) -> str | None:
+    """Walk the PNG chunks up to ``IEND``, checking each chunk's CRC; what is wrong, or None."""
+    view, size, pos = memoryview(data), len(data), len(PNG_SIGNATURE)
+    while pos + 8 <= size:
+        length = int.from_bytes(view[pos : pos + 4], "big")
+        kind = bytes(view[pos + 4 : pos + 8])
+        end = pos + 12 + length
+        if end > size:
+            break
+        if zlib.crc32(view[pos + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
+            return f"corrupt (CRC error in the PNG {kind.decode('latin-1')} chunk at byte {pos})"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return "truncated (the data ends before the PNG IEND chunk)"
+
+
+def image_data_problem(data: bytes) -> str | None:
+    """What is wrong with the encoded image ``data``: a truncated or corrupt JPEG or PNG; None when its structure is sound.
+
+    JPEG: the markers are walked to the end-of-image marker (data after it, as some cameras
+    append, is ignored); PNG: the chunks to ``IEND``, with their CRCs. Other formats are left to
+    the decoder. (libjpeg only warns about a truncated file and fills the missing rows with grey.)
+    """
+    if data.startswith(JPEG_START):
+        return _jpeg_problem(data)
+    if data.startswith(PNG_SIGNATURE):
+        return _png_problem(data)
+    return None
+
+
+def decode_image(data: bytes, where: str, flags: int | None = None) -> np.ndarray:
+    """Decode an encoded image (JPEG, PNG, ...) with OpenCV after :func:`image_data_problem`; OpenCV's channel order (BGR).
+
+    Args:
+        data: the file's bytes.
+        where: the image's name in messages.
+        flags: ``cv2.IMREAD_*`` flags (default ``IMREAD_COLOR``).
+
+    Raises:
+        SeglocError: the data is truncated, corrupt, or not an image OpenCV decodes.
+    """
+    import cv2
+
+    problem = image_data_problem(data)
+    if problem:
+        raise SeglocError(f"{where} is {problem}: replace the file")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR if flags is None else flags)
+    if image is None:
+        raise SeglocError(f"{where} could not be decoded (corrupt or not an image file)")
+    return image
+
+
 def load_image(path: str | Path, grayscale: bool = False) -> np.ndarray:
-    """Read an image file as (H, W, 3) RGB uint8, or (H, W) uint8 when ``grayscale``."""
+    """Read an image file as (H, W, 3) RGB uint8, or (H, W) uint8 when ``grayscale``; a truncated or corrupt file is an error."""
     import cv2
 
     path = Path(path)
     if not path.is_file():
-        raise SeglocError(f"image {path} does not exist")
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
-    if image is None:
-        raise SeglocError(f"image {path} could not be decoded (corrupt or not an image file)")
+        raise SeglocError(f"image {path} {describe_missing(path) or 'is not a file'}")
+    image = decode_image(path.read_bytes(), f"image {path}", cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
     return image if grayscale else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

@@ -123,6 +123,39 @@ def test_reads_the_shared_castle_dataset(tmp_path):
     assert len(read_dataset(copy).mapping) == 30
 
 
+def encoded(image: np.ndarray, extension: str, *params: int) -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(extension, image, list(params))
+    assert ok
+    return data.tobytes()
+
+
+@pytest.mark.parametrize("extension, params", [(".jpg", ()), (".jpg", (2, 1)), (".png", ())])  # 2, 1: progressive JPEG
+def test_truncated_images_are_an_error(small_dataset, extension, params):
+    """libjpeg only warns about a truncated JPEG and fills the missing rows with grey: the loader refuses it."""
+    from segloc.data.dataset import image_data_problem, load_image
+
+    root, _, _, images = small_dataset
+    data = encoded(next(iter(images.values())), extension, *params)
+    assert image_data_problem(data) is None and image_data_problem(data + b"trailer") is None
+    path = root / f"cut{extension}"
+    path.write_bytes(data[: int(0.6 * len(data))])
+    with pytest.raises(SeglocError, match=rf"image .*cut{extension} is truncated"):
+        load_image(path)
+
+
+def test_a_png_with_a_bad_crc_is_an_error(small_dataset):
+    from segloc.data.dataset import load_image
+
+    root, _, _, images = small_dataset
+    data = bytearray(encoded(next(iter(images.values())), ".png"))
+    data[60] ^= 0xFF  # inside the first chunks
+    (root / "bad.png").write_bytes(bytes(data))
+    with pytest.raises(SeglocError, match="is corrupt .CRC error in the PNG"):
+        load_image(root / "bad.png")
+
+
 def test_overwrite_replaces_only_a_dataset_folder(small_dataset, tmp_path):
     root, mapping, query, images = small_dataset
     (tmp_path / "notes").mkdir()
