@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from segloc.config import check_options, option
 from segloc.data.dataset import ImageRecord, is_dataset_folder, save_image, write_dataset
 from segloc.data.rosbag.messages import (
     CAMERA_INFO_TYPE,
@@ -101,22 +102,19 @@ class BagReadConfig:
     base_from_cam: tuple[float, ...] | None = None
     tf_topic: str = "/tf"
     tf_static_topic: str = "/tf_static"
-    max_time_offset: float = 0.05
-    every_nth: int = 1
-    start_offset: float | None = None
-    end_offset: float | None = None
+    max_time_offset: float = option(0.05, ge=0)
+    every_nth: int = option(1, ge=1)
+    start_offset: float | None = option(None, ge=0, note="null: from the start")
+    end_offset: float | None = option(None, ge=0, note="null: to the end")
     use_bag_time: bool = False
     image_name: str = "{stamp_ns}.png"
 
     def __post_init__(self) -> None:
+        check_options(self, "bag")
         if self.pose_source not in ("tf", "topic"):
             raise SeglocError(f"pose_source must be 'tf' or 'topic', got {self.pose_source!r}")
         if self.pose_topic_frame not in ("base", "camera"):
             raise SeglocError(f"pose_topic_frame must be 'base' or 'camera', got {self.pose_topic_frame!r}")
-        if self.every_nth < 1:
-            raise SeglocError(f"every_nth must be >= 1, got {self.every_nth}")
-        if self.max_time_offset < 0:
-            raise SeglocError(f"max_time_offset must be >= 0, got {self.max_time_offset}")
         if self.base_from_cam is not None and len(self.base_from_cam) != 7:
             raise SeglocError(f"base_from_cam takes 7 numbers (qw qx qy qz tx ty tz), got {len(self.base_from_cam)}")
         try:
