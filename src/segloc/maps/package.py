@@ -35,7 +35,7 @@ import numpy as np
 
 import segloc
 from segloc.errors import SeglocError
-from segloc.fileio import check_output, sha256_file, temp_dir_beside
+from segloc.fileio import check_output, describe_missing, sha256_file, temp_dir_beside
 
 logger = logging.getLogger("segloc")
 
@@ -86,8 +86,13 @@ class MapPackage:
         """
         path = Path(path)
         manifest_path = path / MANIFEST
-        if not path.is_dir() or not manifest_path.is_file():
-            raise SeglocError(f"{path} is not a segloc map: {MANIFEST} is missing")
+        if describe_missing(path):
+            raise SeglocError(f"map {path} {describe_missing(path)}")
+        if not path.is_dir():
+            raise SeglocError(f"{path} is a file, not a segloc map (a map is a folder holding {MANIFEST})")
+        if not manifest_path.is_file():
+            reason = describe_missing(manifest_path) or "is not a file"
+            raise SeglocError(f"{path} is not a segloc map: {MANIFEST} {'is missing' if reason == 'does not exist' else reason}")
         try:
             manifest = json.loads(manifest_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -149,8 +154,27 @@ class MapPackage:
         path = self.file_path(layer, name)
         try:
             return json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SeglocError(f"map file {path} is corrupt: {exc}") from None
+
+    def check_contents(self) -> None:
+        """Read every file of every layer as the readers do: arrays with :meth:`read_arrays` (no pickles), JSON with :meth:`read_json`.
+
+        :meth:`open` checks the manifest and the checksums; this also finds files that match
+        their checksums but that no reader accepts (an object array, a file that is not an npz).
+
+        Raises:
+            SeglocError: the first file that cannot be read, or a file of another kind.
+        """
+        for layer, info in self.layers.items():
+            for rel in info.get("files", []):
+                suffix = Path(rel).suffix
+                if suffix == ".npz":
+                    self.read_arrays(layer, Path(rel).stem)
+                elif suffix == ".json":
+                    self.read_json(layer, Path(rel).stem)
+                else:
+                    raise SeglocError(f"map {self.path}: {rel} is neither .npz nor .json, which the map format does not store")
 
     def bytes(self, layers: list[str] | None = None) -> int:
         """Bytes on disk of the listed files (of ``layers`` only, when given)."""

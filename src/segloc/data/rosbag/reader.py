@@ -53,7 +53,7 @@ from segloc.data.rosbag.messages import (
 )
 from segloc.data.tf_buffer import PoseLookupError, PoseSeries, TfBuffer, normalize_frame
 from segloc.errors import SeglocError
-from segloc.fileio import check_output, temp_dir_beside
+from segloc.fileio import check_output, describe_missing, temp_dir_beside
 from segloc.geometry.camera import Camera
 from segloc.geometry.transforms import Rigid3
 
@@ -154,10 +154,15 @@ def open_bag(path: Path):
     from rosbags.highlevel import AnyReader, AnyReaderError
     from rosbags.typesys import Stores, get_typestore
 
+    if describe_missing(path):
+        raise SeglocError(f"bag {path} {describe_missing(path)}")
     if path.is_file() and path.suffix in (".db3", ".mcap", ".yaml"):
+        if not (path.parent / "metadata.yaml").is_file():
+            raise SeglocError(
+                f"{path} is a {path.suffix} file outside a rosbag2 folder (no metadata.yaml beside it): "
+                "pass the rosbag2 folder that holds metadata.yaml and the storage files"
+            )
         path = path.parent  # a file inside a rosbag2 folder
-    if not path.exists():
-        raise SeglocError(f"bag {path} does not exist")
     if path.is_dir() and not (path / "metadata.yaml").is_file():
         raise SeglocError(f"{path} is not a rosbag2 folder (metadata.yaml is missing)")
     if path.is_file() and path.suffix != ".bag":

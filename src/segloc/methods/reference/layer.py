@@ -162,11 +162,11 @@ def build_reference_map(
         raise SeglocError(f"{dataset.root}: mapping.txt lists no images; a map needs mapping images with poses")
     check_map_output(output, overwrite, dataset.inputs())
     logger.info(
-        "building a reference map of %s (%d mapping images) with config:\n%s",
+        "building a reference map of %s (%d mapping images); its options go into the map's manifest.json",
         dataset.root,
         len(dataset.mapping),
-        yaml.safe_dump(config_to_dict(config), sort_keys=False),
     )
+    logger.debug("map options:\n%s", yaml.safe_dump(config_to_dict(config), sort_keys=False))
     built = core_for(dataset, config.core, progress, core)
     start = time.perf_counter()
     vocabulary, global_descriptors = _vlad_descriptors(built.features, config.vlad)

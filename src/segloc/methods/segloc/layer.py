@@ -559,11 +559,9 @@ def build_segloc_map(
             "metadata": info.metadata,
         }
     logger.info(
-        "building a SegLoc map of %s (%d mapping images) with config:\n%s",
-        dataset.root,
-        len(dataset.mapping),
-        yaml.safe_dump(config_to_dict(config), sort_keys=False),
+        "building a SegLoc map of %s (%d mapping images); its options go into the map's manifest.json", dataset.root, len(dataset.mapping)
     )
+    logger.debug("map options:\n%s", yaml.safe_dump(config_to_dict(config), sort_keys=False))
     built = core_for(dataset, config.core, progress, core)
     start = time.perf_counter()
     probabilities, descriptors, sizes, num_levels = aggregate_point_probabilities(built.core, segmenter, dataset.load_image, progress)
