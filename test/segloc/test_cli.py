@@ -278,3 +278,15 @@ def test_synth_help_lists_every_condition():
     text = " ".join(synth.format_help().split())
     assert f"conditions: {', '.join(CONDITIONS)}" in text and "severe" in text
     assert f"mapping images: {', '.join(APPEARANCE_PRESETS)}" in text
+
+
+def test_evaluation_trajectories_carry_the_query_timestamps(capsys, tmp_path, synthetic_room):
+    from segloc.evaluate.report import read_tum_trajectory
+
+    dataset, map_dir = synthetic_room
+    code, _, err = run_cli(capsys, "evaluate", str(map_dir), str(dataset), "-o", str(tmp_path / "eval"), "--no-progress")
+    assert code == 0, err
+    stamps, _ = read_tum_trajectory(tmp_path / "eval" / "groundtruth_tum.txt")
+    # The synthetic queries start an hour after the mapping run, at 10 images per second: 4 queries span 0.3 s.
+    np.testing.assert_allclose(stamps, 1_700_003_600.0 + 0.1 * np.arange(4), atol=1e-6)
+    assert "query indices" not in (tmp_path / "eval" / "groundtruth_tum.txt").read_text()
