@@ -11,7 +11,10 @@
     segloc evaluate MAP DATASET --method reference -o OUT
     segloc evaluate MAP --bag BAG --pose-topic /ground_truth/pose -o OUT   (every image of a rosbag2)
 
-Bad input prints one line ``segloc: error: ...`` on stderr and exits with status 1.
+Bad input, a wrong command line included, prints one line ``segloc: error: ...`` on stderr and
+exits with status 1; outputs are checked before any work (:func:`segloc.fileio.check_output`):
+no command writes over one of its inputs, and ``--overwrite`` replaces only what the command
+writes (a map package, a dataset folder). ``test/segloc/test_bad_inputs.py`` lists the cases.
 """
 
 from __future__ import annotations
