@@ -11,7 +11,10 @@
     segloc evaluate MAP DATASET --method reference -o OUT
     segloc evaluate MAP --bag BAG --pose-topic /ground_truth/pose -o OUT   (every image of a rosbag2)
 
-Bad input prints one line ``segloc: error: ...`` on stderr and exits with status 1.
+Bad input, a wrong command line included, prints one line ``segloc: error: ...`` on stderr and
+exits with status 1; outputs are checked before any work (:func:`segloc.fileio.check_output`):
+no command writes over one of its inputs, and ``--overwrite`` replaces only what the command
+writes (a map package, a dataset folder). ``test/segloc/test_bad_inputs.py`` lists the cases.
 """
 
 from __future__ import annotations
@@ -89,31 +92,30 @@ def cmd_convert(args: argparse.Namespace) -> int:
         from segloc.data.rosbag import bag_to_dataset
 
         config = bag_read_config_from_args(args)
-        root = bag_to_dataset(args.source, args.output, config, query_every=args.query_every, overwrite=args.overwrite)
+        root = bag_to_dataset(
+            args.source, args.output, config, query_every=args.query_every, overwrite=args.overwrite, progress=not args.no_progress
+        )
     elif args.format == "colmap":
         from segloc.data.colmap import colmap_to_dataset
 
-        root = colmap_to_dataset(args.source, args.images, args.output, query_names=_read_names(args.query_list))
+        if args.images is None:
+            raise SeglocError("convert colmap needs --images DIR, the folder the model's image names are relative to")
+        root = colmap_to_dataset(
+            args.source, args.images, args.output, query_names=args.query_list if args.query_list else None, overwrite=args.overwrite
+        )
     else:
         from segloc.data.kapture import kapture_to_dataset
 
-        root = kapture_to_dataset(args.source, args.query, args.output)
+        root = kapture_to_dataset(args.source, args.query, args.output, overwrite=args.overwrite)
     print(f"wrote dataset {root}")
     return 0
-
-
-def _read_names(path: Path | None) -> list[str] | None:
-    if path is None:
-        return None
-    if not path.is_file():
-        raise SeglocError(f"query list {path} does not exist")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
 def cmd_map_build(args: argparse.Namespace) -> int:
     from segloc.config import config_section
     from segloc.data.dataset import read_dataset
     from segloc.demo import build_and_report
+    from segloc.maps.package import check_map_output
     from segloc.methods import get_method
 
     method = get_method(args.method)
@@ -121,20 +123,25 @@ def cmd_map_build(args: argparse.Namespace) -> int:
     dataset = read_dataset(args.dataset)
     if not dataset.mapping:
         raise SeglocError(f"{args.dataset}/mapping.txt lists no images: a map needs mapping images")
+    check_map_output(args.output, args.overwrite, [*dataset.inputs(), (args.config, "the config file")])
     build_and_report(method, dataset, args.output, config, overwrite=args.overwrite, progress=not args.no_progress)
     return 0
 
 
 def cmd_map_info(args: argparse.Namespace) -> int:
+    from segloc.maps.core import read_core
     from segloc.maps.package import MapPackage
 
     package = MapPackage.open(args.map, verify_checksums=not args.no_verify)
+    package.check_contents()  # every array as the readers open it (no pickles), every JSON file
+    read_core(package)  # the core's shapes and ids, as every localizer reads them
     manifest = package.manifest
     print(f"map {package.path}: method {package.method}, frame {package.frame_id}, format version {manifest['format_version']}")
     print(f"created: {json.dumps(manifest.get('created', {}).get('time'))} by segloc {manifest.get('created', {}).get('segloc_version')}")
     for layer, info in package.layers.items():
         print(f"  layer {layer:<12} {package.bytes([layer]):>12} bytes  {info.get('description', '')}")
     print(f"  total              {package.bytes():>12} bytes")
+    print("valid: " + ("checksums match, " if not args.no_verify else "") + "every file reads")
     return 0
 
 
@@ -150,16 +157,40 @@ def _parse_camera(text: str):
         raise SeglocError(f"--camera: malformed number ({exc})") from None
 
 
+def _image_names(paths: list[Path]) -> list[str]:
+    """Names of ``--image`` files in the poses file: their file names, or the paths as given when two file names are equal."""
+    given = [str(p) for p in paths]
+    twice = sorted({name for name in given if given.count(name) > 1})
+    if twice:
+        raise SeglocError(f"--image {twice[0]} is given twice: give each image once")
+    names = [p.name for p in paths]
+    if len(set(names)) < len(names):
+        names = given  # equal file names in different folders: keep the folders so that the names stay unique
+    for name in names:
+        if not name or any(c.isspace() for c in name):
+            raise SeglocError(f"--image {name!r}: the poses file names images without white space; rename the file")
+    return names
+
+
 def cmd_localize(args: argparse.Namespace) -> int:
     from segloc.config import config_section
     from segloc.data.dataset import ImageRecord, format_image_line, load_image, read_dataset
+    from segloc.fileio import check_output
     from segloc.maps.package import MapPackage
     from segloc.methods import get_method
 
+    if args.dataset is None and not args.image:
+        raise SeglocError("give --dataset DATASET or --image FILE... with --camera")
+    if args.image and args.camera is None:
+        raise SeglocError("--image needs --camera 'MODEL width height params...'")
+    if args.output is not None:
+        inputs = [(args.map, "the map"), (args.dataset, "the dataset folder"), (args.config, "the config file")]
+        inputs += [(path, "an input image") for path in args.image or []]
+        check_output(args.output, "file", inputs=inputs, what="poses file")
     package = MapPackage.open(args.map)
     method = get_method(args.method or package.method)
     localizer = method.load_localizer(package, method.localize_config(config_section(args.config, "localize")))
-    jobs = []  # (name, image loader, camera)
+    jobs = []  # (name in the poses file, name in messages, image loader, camera)
     if args.dataset is not None:
         dataset = read_dataset(args.dataset)
         records = dataset.query if args.split == "query" else dataset.mapping
@@ -169,32 +200,28 @@ def cmd_localize(args: argparse.Namespace) -> int:
             missing = wanted - {r.name for r in records}
             if missing:
                 raise SeglocError(f"images not in {args.split}.txt: {', '.join(sorted(missing))}")
-        jobs = [(r.name, (lambda n=r.name: dataset.load_image(n)), r.camera) for r in records]
-    elif args.image:
-        if args.camera is None:
-            raise SeglocError("--image needs --camera 'MODEL width height params...'")
-        camera = _parse_camera(args.camera)
-        jobs = [(str(p), (lambda p=p: load_image(p)), camera) for p in args.image]
+        jobs = [(r.name, r.name, (lambda n=r.name: dataset.load_image(n)), r.camera) for r in records]
     else:
-        raise SeglocError("give --dataset DATASET or --image FILE... with --camera")
+        camera = _parse_camera(args.camera)
+        jobs = [(name, str(p), (lambda p=p: load_image(p)), camera) for name, p in zip(_image_names(args.image), args.image)]
     lines, failures = [], 0
-    for name, load, camera in jobs:
+    for name, shown, load, camera in jobs:
         image = load()
         if image.shape[:2] != (camera.height, camera.width):
-            raise SeglocError(f"{name}: image is {image.shape[1]}x{image.shape[0]} but the camera is {camera.width}x{camera.height}")
+            raise SeglocError(f"{shown}: image is {image.shape[1]}x{image.shape[0]} but the camera is {camera.width}x{camera.height}")
         result = localizer.localize(image, camera)
         total = sum(result.timings.values())
         if result.success:
-            lines.append(format_image_line(ImageRecord(Path(name).name if args.image else name, result.cam_from_world, camera)))
-            print(f"{name}: localized with {result.num_inliers} inliers in {total:.2f} s")
+            lines.append(format_image_line(ImageRecord(name, result.cam_from_world, camera)))
+            print(f"{shown}: localized with {result.num_inliers} inliers in {total:.2f} s")
         else:
             failures += 1
-            print(f"{name}: FAILED ({result.info.get('failure_reason', 'no pose')}) in {total:.2f} s")
+            print(f"{shown}: FAILED ({result.info.get('failure_reason', 'no pose')}) in {total:.2f} s")
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(
-            "# estimated poses, dataset line format (cam_from_world, quaternion w x y z)\n" + "".join(f"{l}\n" for l in lines)
-        )
+        from segloc.fileio import atomic_write
+
+        text = "# estimated poses, dataset line format (cam_from_world, quaternion w x y z)\n" + "".join(f"{l}\n" for l in lines)
+        atomic_write(args.output, lambda tmp: tmp.write_text(text))
         print(f"wrote {len(lines)} poses to {args.output}")
     print(f"localized {len(jobs) - failures} of {len(jobs)} images")
     return 0
@@ -206,6 +233,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from segloc.evaluate.replay import MapSummary, evaluate_bag
     from segloc.evaluate.report import format_summary
     from segloc.evaluate.run import evaluate_localizer
+    from segloc.fileio import check_output
     from segloc.maps.package import MapPackage
     from segloc.methods import get_method
 
@@ -217,6 +245,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bag_options = [f"--{key.replace('_', '-')}" for key in BAG_OPTIONS if getattr(args, key, None) is not None]
     if bag is None and bag_options:
         raise SeglocError(f"{', '.join(bag_options)}: bag options, they need --bag BAG")
+    inputs = [(args.map, "the map"), (args.dataset, "the dataset folder"), (bag, "the bag"), (args.config, "the config file")]
+    check_output(args.output, "folder", inputs=inputs, what="report folder")
     package = MapPackage.open(args.map)
     method = get_method(args.method or package.method)
     bag_config = bag_read_config_from_args(args) if bag is not None else None
@@ -287,6 +317,13 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the CLI's error convention: one line ``segloc: error: ...`` on stderr, exit status 1."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(1, f"segloc: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
+
+
 def add_bag_read_arguments(p: argparse.ArgumentParser, prefix: str) -> None:
     """The options that pick a bag's image, camera_info and ground-truth topics (see :func:`bag_read_config_from_args`)."""
     p.add_argument("--image-topic", help=f"{prefix}image topic (default: the only image topic)")
@@ -306,10 +343,13 @@ def add_bag_read_arguments(p: argparse.ArgumentParser, prefix: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from segloc import __version__
+    from segloc.data.synthetic import APPEARANCE_PRESETS, CONDITIONS, MIN_IMAGE_SIZE, SCENES
     from segloc.demo import DEFAULT_DEMO_METHODS, DEFAULT_DEMO_OUTPUT, DEMO_SIZE
     from segloc.methods import available_methods
 
-    parser = argparse.ArgumentParser(prog="segloc", description="Privacy-preserving visual localization: maps, localization, evaluation.")
+    conditions = ", ".join(CONDITIONS)
+    presets = ", ".join(APPEARANCE_PRESETS)
+    parser = ArgumentParser(prog="segloc", description="Privacy-preserving visual localization: maps, localization, evaluation.")
     parser.add_argument("--version", action="version", version=f"segloc {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -330,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"methods to compare, comma-separated, of: {', '.join(available_methods())} (default {','.join(DEFAULT_DEMO_METHODS)}: "
         "SegLoc's pose approximation and refinement, and the reference SIFT localizer)",
     )
-    p.add_argument("--scene", default="room", help="synthetic scene: room, corridor, street (default room)")
+    p.add_argument("--scene", default="room", help=f"synthetic scene: {', '.join(SCENES)} (default room)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--size", type=_size, default=DEMO_SIZE, help=f"image size (default {DEMO_SIZE[0]}x{DEMO_SIZE[1]}, the shipped network's)"
@@ -338,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--condition",
         default="lighting",
-        help="mapping/query imaging conditions: same, lighting, night, season, blur, hard, severe (default lighting)",
+        help=f"mapping/query imaging conditions: {conditions} (default lighting)",
     )
     network = p.add_mutually_exclusive_group()
     network.add_argument("--checkpoint", type=Path, help="SegLoc network to use instead of the shipped one")
@@ -354,21 +394,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("synth", help="render a synthetic scene into a dataset folder (and rosbag2)")
     p.add_argument("-o", "--output", type=Path, required=True, help="dataset folder to write")
     p.add_argument("--config", type=Path, help="YAML file with a 'synth' section")
-    p.add_argument("--scene", help="room, corridor or street")
+    p.add_argument("--scene", help=f"one of: {', '.join(SCENES)}")
     p.add_argument("--seed", type=int)
     p.add_argument("--num-mapping", type=int, help="number of mapping images")
     p.add_argument("--num-query", type=int, help="number of query images")
-    p.add_argument("--size", type=_size, help="image size WIDTHxHEIGHT (default 640x480)")
-    p.add_argument("--condition", help="mapping/query imaging conditions: same, lighting, night, season, blur, hard")
     p.add_argument(
-        "--mapping-appearance", help="imaging condition of the mapping images: day, overcast, evening, night, autumn, blurry, hard"
+        "--size", type=_size, help=f"image size WIDTHxHEIGHT (default 640x480, at least {MIN_IMAGE_SIZE[0]}x{MIN_IMAGE_SIZE[1]})"
     )
+    p.add_argument("--condition", help=f"mapping/query imaging conditions: {conditions}")
+    p.add_argument("--mapping-appearance", help=f"imaging condition of the mapping images: {presets}")
     p.add_argument("--query-appearance", help="imaging condition of the query images (same presets)")
     p.add_argument(
         "--bag", action="append", default=[], choices=["mapping", "query"], help="also write a rosbag2 of this split (repeatable)"
     )
     p.add_argument("--bag-storage", default="sqlite3", choices=["sqlite3", "mcap"])
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace the dataset folder if it exists (only a dataset folder)")
     common(p)
     p.set_defaults(func=cmd_synth)
 
@@ -388,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="bag: every N-th kept frame becomes a query, the others mapping images (default 5; 1 = all queries)",
     )
     p.add_argument("--config", type=Path, help="YAML config with a 'bag' section (BagReadConfig options)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace the dataset folder if it exists (only a dataset folder)")
+    common(p)
     p.set_defaults(func=cmd_convert)
 
     maps = commands.add_parser("map", help="build and inspect map packages").add_subparsers(
@@ -399,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="reference", help=f"method whose map to build: {', '.join(available_methods())} (default reference)")
     p.add_argument("-o", "--output", type=Path, required=True, help="map folder to write")
     p.add_argument("--config", type=Path, help="YAML config with a 'map' section")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace the map if it exists (only a map package)")
     common(p)
     p.set_defaults(func=cmd_map_build)
     p = maps.add_parser("info", help="validate a map and print its layers and sizes")
@@ -416,7 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", type=Path, nargs="+", help="image files (with --camera)")
     p.add_argument("--camera", help="'MODEL width height params...' for --image, e.g. 'PINHOLE 640 480 500 500 320 240'")
     p.add_argument("--config", type=Path, help="YAML config with a 'localize' section")
-    p.add_argument("-o", "--output", type=Path, help="write the poses in the dataset line format")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="write the poses in the dataset line format (with --image, named by file name, or by the path given when two "
+        "file names are equal)",
+    )
     p.set_defaults(func=cmd_localize)
 
     p = commands.add_parser(

@@ -1,11 +1,22 @@
-"""Strict dataclass configs loaded from YAML: unknown keys are an error.
+"""Strict dataclass configs loaded from YAML: unknown keys and values out of range are errors.
 
 The same YAML file feeds the CLI, the nodes (``config_path`` parameter) and training.
+
+Ranges are declared on the fields, not checked by hand: a field made with :func:`option`
+carries its bounds (``max_keypoints: int = option(8192, ge=0, note="0: no limit")``), and
+:func:`check_options` checks every field of a config against them; every number must also be
+finite (no NaN, no infinity) unless its field says ``finite=False``. :func:`config_from_dict`
+checks each value it is given (messages name the YAML path, ``map.core.sift.max_keypoints``),
+and each config's ``__post_init__`` calls :func:`check_options`, so configs built in Python are
+checked too; a config's own ``__post_init__`` checks (choices, relations between fields) come
+after.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import types
 import typing
 from pathlib import Path
@@ -18,11 +29,76 @@ from segloc.errors import SeglocError
 T = TypeVar("T")
 
 
+#: The bounds :func:`option` takes, and how each reads in messages.
+BOUNDS: dict[str, tuple[str, Any]] = {
+    "ge": (">=", lambda value, bound: value >= bound),
+    "gt": (">", lambda value, bound: value > bound),
+    "le": ("<=", lambda value, bound: value <= bound),
+    "lt": ("<", lambda value, bound: value < bound),
+}
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    finite: bool = True,
+    note: str = "",
+) -> Any:
+    """A dataclass field whose numbers :func:`check_options` checks: ``ge <= value``, ``gt < value``, ``value <= le``, ``value < lt``.
+
+    Args:
+        default, default_factory: as :func:`dataclasses.field`.
+        ge, gt, le, lt: the bounds (None: unbounded on that side). For a tuple each element is
+            checked; None values (optional fields) are not.
+        finite: False allows NaN and infinity (every other number must be finite).
+        note: what special values mean, for the message (``"0: no limit"``).
+    """
+    bounds = {name: bound for name, bound in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if bound is not None}
+    metadata = {"bounds": bounds, "finite": finite, "note": note}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"segloc_option": metadata})
+
+
+def check_value(field: dataclasses.Field, value: Any, where: str) -> None:
+    """Check ``value`` of ``field`` against the field's :func:`option` bounds and finiteness; ``where`` names it in the message.
+
+    Non-numeric values (strings, nested configs) are left to the config's own checks.
+    """
+    declared = field.metadata.get("segloc_option", {})
+    bounds, finite, note = declared.get("bounds", {}), declared.get("finite", True), declared.get("note", "")
+    for element in value if isinstance(value, (tuple, list)) else (value,):
+        if isinstance(element, bool) or not isinstance(element, numbers.Real):
+            continue
+        if finite and not math.isfinite(element):
+            raise SeglocError(f"{where} must be a finite number, got {element}")
+        for name, bound in bounds.items():
+            symbol, holds = BOUNDS[name]
+            if not (math.isnan(element) or holds(element, bound)):
+                limits = " and ".join(f"{BOUNDS[n][0]} {b}" for n, b in bounds.items())
+                raise SeglocError(f"{where} must be {limits}{f' ({note})' if note else ''}, got {element}")
+
+
+def check_options(config: Any, where: str | None = None) -> None:
+    """Check every field of the dataclass instance ``config`` with :func:`check_value` (call it in ``__post_init__``).
+
+    Raises:
+        SeglocError: the first value out of its field's range, or a non-finite number.
+    """
+    where = where or type(config).__name__
+    for field in dataclasses.fields(config):
+        check_value(field, getattr(config, field.name), f"{where}.{field.name}")
+
+
 def config_from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "config") -> T:
-    """Build dataclass ``cls`` from a (nested) dict, rejecting unknown keys.
+    """Build dataclass ``cls`` from a (nested) dict, rejecting unknown keys and values out of range.
 
     Nested dataclass fields are built recursively; tuples and lists are converted to the
-    declared type. ``where`` names the place in error messages (``config.matching``).
+    declared type; every value is checked with :func:`check_value` (its field's bounds, finite
+    numbers). ``where`` names the place in error messages (``config.matching``).
     """
     if values is None:
         values = {}
@@ -38,6 +114,7 @@ def config_from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "
     kwargs = {}
     for name, value in values.items():
         kwargs[name] = _convert(hints.get(name, Any), value, f"{where}.{name}")
+        check_value(fields[name], kwargs[name], f"{where}.{name}")
     return cls(**kwargs)
 
 

@@ -1,12 +1,27 @@
-"""Small file helpers shared by map packages and model checkpoints."""
+"""Small file helpers shared by map packages, dataset folders, model checkpoints and the CLI.
+
+Outputs are written beside their target and renamed into place (:func:`atomic_write`,
+:func:`temp_dir_beside`), with the usual permissions (``0o777 & ~umask`` for folders, as
+``mkdir`` gives, never ``mkdtemp``'s 0700). :func:`check_output` decides, before any work,
+whether writing an output loses nothing: a command never replaces one of its own inputs, never
+a folder holding or inside one, and ``--overwrite`` only replaces what the command itself
+writes (a map package, a dataset folder).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from segloc.errors import SeglocError
+
+#: What :func:`check_output` checks an output for: ``replace``, a folder the command replaces
+#: whole (maps, dataset folders); ``folder``, a folder the command writes files into (an
+#: evaluation report); ``file``, one file.
+OUTPUT_KINDS = ("replace", "folder", "file")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -93,3 +108,105 @@ def recover_directory(target: str | Path) -> bool:
         return False
     os.replace(previous, target)
     return True
+
+
+def temp_dir_beside(path: str | Path, tag: str = "tmp") -> Path:
+    """A new empty hidden folder beside ``path`` (``.NAME.TAG.<random>``), created with the usual umask.
+
+    The folder to rename into ``path`` once complete: unlike :func:`tempfile.mkdtemp` (mode
+    0700), it gets the permissions any new folder gets, so the output does too.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = path.with_name(f".{path.name}.{tag}.{uuid.uuid4().hex[:12]}")
+    folder.mkdir()
+    return folder
+
+
+def describe_missing(path: str | Path) -> str:
+    """Why ``path`` cannot be opened, for messages: ``does not exist``, ``is a symbolic link loop``, ...; empty when it exists."""
+    path = Path(path)
+    if path.exists():
+        return ""
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except FileNotFoundError:
+            return f"is a broken symbolic link (to {os.readlink(path)}, which does not exist)"
+        except (OSError, RuntimeError):
+            return "is a symbolic link loop"
+    return "does not exist"
+
+
+def _absolute(path: Path) -> Path:
+    """``path`` made absolute with its symbolic links resolved (as far as they resolve)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symbolic link loop
+        return Path(os.path.abspath(path))
+
+
+def check_output(
+    path: str | Path,
+    kind: str,
+    *,
+    inputs: Iterable[tuple[str | Path | None, str]] = (),
+    overwrite: bool = False,
+    replaceable: Callable[[Path], bool] | None = None,
+    what: str = "output",
+) -> Path:
+    """Check, before any work, that writing the output ``path`` loses nothing; returns ``path``.
+
+    Args:
+        path: the output.
+        kind: one of :data:`OUTPUT_KINDS`.
+        inputs: ``(path, description)`` of everything the command reads (``(dataset, "the
+            dataset folder")``); None paths are skipped. Symbolic links are followed.
+        overwrite: the user asked to replace an existing ``replace`` output.
+        replaceable: for ``replace``: whether an existing folder is one the command may replace
+            (``is_map_package``); an empty folder always is.
+        what: the output's name in messages (``map``, ``dataset folder``).
+
+    Raises:
+        SeglocError: the output is an input, or exists inside one (a new output may go
+            anywhere); an existing ``replace`` output holds an input, exists without
+            ``overwrite``, is a file, or is not ``replaceable``; a ``folder`` output is a file;
+            a ``file`` output is a folder.
+    """
+    if kind not in OUTPUT_KINDS:
+        raise ValueError(f"unknown output kind {kind!r}")
+    path = Path(path)
+    target = _absolute(path)
+    exists = path.exists() or path.is_symlink()
+    inputs = [(Path(source), _absolute(Path(source)), description) for source, description in inputs if source is not None]
+    for source, source_abs, description in inputs:
+        if target == source_abs:
+            raise SeglocError(f"{what} {path} is {description} {source}, an input of this command: choose another {what}")
+    for source, source_abs, description in inputs if exists else ():  # a new output changes nothing the command reads
+        if target in source_abs.parents and kind == "replace":
+            raise SeglocError(
+                f"replacing {what} {path} would delete {description} {source}, an input of this command: choose another {what}"
+            )
+        if source_abs in target.parents:
+            raise SeglocError(
+                f"{what} {path} exists inside {description} {source}, an input of this command: writing it would change an input; "
+                "write it elsewhere"
+            )
+    if not exists:
+        return path
+    if kind == "file":
+        if path.is_dir():
+            raise SeglocError(f"{what} {path} is a folder: give the path of a file to write")
+        return path
+    if not path.is_dir():
+        raise SeglocError(f"{what} {path} exists and is not a folder: choose another {what}")
+    if kind == "folder":
+        return path
+    if not overwrite:
+        raise SeglocError(f"{path} exists already; pass --overwrite to replace it")
+    if any(path.iterdir()) and not (replaceable is not None and replaceable(path)):
+        raise SeglocError(
+            f"{path} exists and is not a {what}: --overwrite only replaces a {what} (it would delete the folder's contents); "
+            f"move it away or choose another {what}"
+        )
+    return path

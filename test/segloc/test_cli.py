@@ -90,8 +90,13 @@ def test_unknown_method(capsys, tiny_dataset, tmp_path):
 
 
 def write_fake_map(path):
+    """A map with a valid core of one image and one point (no method layers)."""
+    from segloc.maps.core import MapCore, write_core
+
+    image = ImageRecord("m0.png", Rigid3([1, 0, 0, 0], [0, 0, 0]), Camera("PINHOLE", 32, 24, (30, 30, 16, 12)))
+    core = MapCore([image], np.zeros((1, 3)), np.zeros(1), np.zeros(1, np.int32), np.zeros(1, np.int32), np.full((1, 2), 8.0))
     with MapWriter(path, method="reference") as writer:
-        writer.add_arrays("core", "points3D", points3D=np.zeros((1, 3)))
+        write_core(writer, core)
         writer.commit()
 
 
@@ -119,7 +124,7 @@ def test_map_with_bad_checksum(capsys, tmp_path):
 def test_map_info(capsys, tmp_path):
     write_fake_map(tmp_path / "map")
     code, out, _ = run_cli(capsys, "map", "info", str(tmp_path / "map"))
-    assert code == 0 and "method reference" in out and "layer core" in out
+    assert code == 0 and "method reference" in out and "layer core" in out and "valid: checksums match, every file reads" in out
 
 
 def test_bad_config_file(capsys, tiny_dataset, tmp_path):
@@ -217,3 +222,71 @@ def test_demo_with_the_shipped_network(capsys, tmp_path):
     # refinement 86 %, median 2.7 cm / 0.51 deg.
     assert rows["segloc"]["recall"]["0.25m_2deg"] >= 0.6
     assert rows["segloc"]["median_translation_m"] < 0.5 * rows["approximation"]["median_translation_m"]
+
+
+def test_localize_keeps_image_names_unique_so_that_the_poses_read_back(capsys, tmp_path, synthetic_room):
+    import shutil
+
+    from segloc.data.dataset import read_dataset, read_image_list
+
+    dataset, map_dir = synthetic_room
+    record = read_dataset(dataset).query[0]
+    for folder in ("A", "B"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(dataset / "images" / record.name, tmp_path / folder / "000000.png")
+    camera = f"{record.camera.model} {record.camera.width} {record.camera.height} " + " ".join(map(str, record.camera.params))
+    images = [str(tmp_path / folder / "000000.png") for folder in ("A", "B")]
+    code, out, err = run_cli(capsys, "localize", str(map_dir), "--image", *images, "--camera", camera, "-o", str(tmp_path / "poses.txt"))
+    assert code == 0, err
+    names = [r.name for r in read_image_list(tmp_path / "poses.txt")]
+    assert len(names) == int(out.split("wrote ")[1].split()[0]) and len(set(names)) == len(names)
+    assert set(names) <= set(images)  # equal file names: the paths as given
+    code, out, err = run_cli(capsys, "localize", str(map_dir), "--image", images[0], "--camera", camera, "-o", str(tmp_path / "one.txt"))
+    assert code == 0 and {r.name for r in read_image_list(tmp_path / "one.txt")} <= {"000000.png"}
+
+
+def test_outputs_have_the_usual_permissions_and_the_map_keeps_its_options(synthetic_room):
+    import os
+
+    dataset, map_dir = synthetic_room
+    mask = os.umask(0)
+    os.umask(mask)
+    for folder in (dataset, map_dir):
+        assert folder.stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's 0700
+    manifest = json.loads((map_dir / "manifest.json").read_text())
+    assert manifest["created"]["config"]["core"]["sift"]["max_keypoints"] == 8192
+
+
+def test_map_build_prints_its_options_only_with_verbose(capsys, caplog, tmp_path, synthetic_room):
+    import logging
+
+    dataset = synthetic_room[0]
+    with caplog.at_level(logging.INFO, logger="segloc"):
+        assert main(["map", "build", str(dataset), "-o", str(tmp_path / "map"), "--no-progress"]) == 0
+    assert "max_keypoints" not in caplog.text and "options go into the map's manifest.json" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="segloc"):
+        assert main(["-v", "map", "build", str(dataset), "-o", str(tmp_path / "map"), "--overwrite", "--no-progress"]) == 0
+    assert "max_keypoints: 8192" in caplog.text
+
+
+def test_synth_help_lists_every_condition():
+    from segloc.cli import build_parser
+    from segloc.data.synthetic import APPEARANCE_PRESETS, CONDITIONS
+
+    synth = build_parser()._subparsers._group_actions[0].choices["synth"]
+    text = " ".join(synth.format_help().split())
+    assert f"conditions: {', '.join(CONDITIONS)}" in text and "severe" in text
+    assert f"mapping images: {', '.join(APPEARANCE_PRESETS)}" in text
+
+
+def test_evaluation_trajectories_carry_the_query_timestamps(capsys, tmp_path, synthetic_room):
+    from segloc.evaluate.report import read_tum_trajectory
+
+    dataset, map_dir = synthetic_room
+    code, _, err = run_cli(capsys, "evaluate", str(map_dir), str(dataset), "-o", str(tmp_path / "eval"), "--no-progress")
+    assert code == 0, err
+    stamps, _ = read_tum_trajectory(tmp_path / "eval" / "groundtruth_tum.txt")
+    # The synthetic queries start an hour after the mapping run, at 10 images per second: 4 queries span 0.3 s.
+    np.testing.assert_allclose(stamps, 1_700_003_600.0 + 0.1 * np.arange(4), atol=1e-6)
+    assert "query indices" not in (tmp_path / "eval" / "groundtruth_tum.txt").read_text()

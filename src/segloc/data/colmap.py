@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from segloc.data.dataset import ImageRecord, write_dataset
+from segloc.data.dataset import ImageRecord, is_dataset_folder, write_dataset
 from segloc.errors import SeglocError
+from segloc.fileio import check_output
 from segloc.geometry.camera import Camera
 from segloc.geometry.transforms import Rigid3
 
@@ -177,6 +178,10 @@ def colmap_to_dataset(
     Returns:
         ``out_dir``.
     """
+    inputs = [(model_dir, "the COLMAP model folder"), (image_dir, "the image folder")]
+    if isinstance(query_names, (str, Path)):
+        inputs.append((query_names, "the query list"))
+    check_output(out_dir, "replace", inputs=inputs, overwrite=overwrite, replaceable=is_dataset_folder, what="dataset folder")
     records = read_colmap_model(model_dir)
     if not records:
         raise SeglocError(f"the COLMAP model in {model_dir} has no registered images")

@@ -31,15 +31,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from segloc.data.dataset import ImageRecord, write_dataset
+from segloc.data.dataset import ImageRecord, is_dataset_folder, write_dataset
 from segloc.errors import SeglocError
+from segloc.fileio import check_output, temp_dir_beside
 from segloc.geometry.camera import CAMERA_MODELS, Camera
 from segloc.geometry.transforms import Rigid3
 
@@ -337,18 +337,17 @@ def kapture_to_dataset(
     splits = {"mapping": Path(mapping_dir)}
     if query_dir is not None:
         splits["query"] = Path(query_dir)
+    out_dir = Path(out_dir)
+    inputs = [(folder, f"the {split} kapture folder") for split, folder in splits.items()]
+    check_output(out_dir, "replace", inputs=inputs, overwrite=overwrite, replaceable=is_dataset_folder, what="dataset folder")
     records = {split: read_kapture(folder, timestamp_unit=timestamp_unit) for split, folder in splits.items()}
     if not records["mapping"]:
         raise SeglocError(f"the mapping kapture {mapping_dir} has no image with a pose")
     collide = query_dir is not None and bool({r.name for r in records["mapping"]} & {r.name for r in records["query"]})
     if collide:
         logger.info("kapture mapping and query share image paths; prefixing names with mapping/ and query/")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise SeglocError(f"{out_dir} exists already; pass overwrite to replace it")
     renamed: dict[str, list[ImageRecord]] = {}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    links = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.sources.", dir=out_dir.parent))
+    links = temp_dir_beside(out_dir, "sources")
     try:
         for split, split_records in records.items():
             image_dir = splits[split] / "sensors" / "records_data"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from segloc.config import check_options, option
 from segloc.errors import SeglocError
 from segloc.geometry.camera import Camera
 from segloc.geometry.transforms import Rigid3
@@ -139,36 +140,27 @@ class AppearanceConfig:
         vignetting: relative darkening of the image corners in [0, 1).
     """
 
-    exposure: float = 1.0
-    color_gain: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    ambient: float = 0.6
-    sun: float = 0.35
+    exposure: float = option(1.0, ge=0)
+    color_gain: tuple[float, float, float] = option((1.0, 1.0, 1.0), ge=0)
+    ambient: float = option(0.6, ge=0)
+    sun: float = option(0.35, ge=0)
     sun_azimuth_deg: float = 35.0
-    sun_elevation_deg: float = 50.0
-    lamps: float = 0.3
-    lamp_color: tuple[float, float, float] = (1.0, 0.92, 0.8)
-    season: float = 0.0
-    noise_std: float = 1.0
-    shot_noise: float = 0.0
-    motion_blur: float = 0.0
-    defocus_blur: float = 0.0
-    vignetting: float = 0.15
+    sun_elevation_deg: float = option(50.0, ge=-90, le=90)
+    lamps: float = option(0.3, ge=0)
+    lamp_color: tuple[float, float, float] = option((1.0, 0.92, 0.8), ge=0)
+    season: float = option(0.0, ge=0, le=1)
+    noise_std: float = option(1.0, ge=0)
+    shot_noise: float = option(0.0, ge=0)
+    motion_blur: float = option(0.0, ge=0)
+    defocus_blur: float = option(0.0, ge=0)
+    vignetting: float = option(0.15, ge=0, lt=1)
 
     def __post_init__(self) -> None:
         self.color_gain = tuple(float(c) for c in self.color_gain)  # type: ignore[assignment]
         self.lamp_color = tuple(float(c) for c in self.lamp_color)  # type: ignore[assignment]
+        check_options(self, "appearance")
         if len(self.color_gain) != 3 or len(self.lamp_color) != 3:
             raise SeglocError(f"appearance colour_gain and lamp_color need 3 values (R, G, B), got {self.color_gain} and {self.lamp_color}")
-        nonneg = ("exposure", "ambient", "sun", "lamps", "noise_std", "shot_noise", "motion_blur", "defocus_blur")
-        for name in nonneg:
-            if not float(getattr(self, name)) >= 0:
-                raise SeglocError(f"appearance {name} must be >= 0, got {getattr(self, name)}")
-        if min(self.color_gain) < 0 or min(self.lamp_color) < 0:
-            raise SeglocError("appearance colour gains must be >= 0")
-        if not 0.0 <= self.season <= 1.0:
-            raise SeglocError(f"appearance season must be in [0, 1], got {self.season}")
-        if not 0.0 <= self.vignetting < 1.0:
-            raise SeglocError(f"appearance vignetting must be in [0, 1), got {self.vignetting}")
 
 
 @dataclass

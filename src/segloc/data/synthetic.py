@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,12 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from segloc.config import config_from_dict, config_to_dict
-from segloc.data.dataset import ImageRecord, read_dataset, save_image, write_dataset
+from segloc.config import check_options, config_from_dict, config_to_dict, option
+from segloc.data.dataset import ImageRecord, is_dataset_folder, read_dataset, save_image, write_dataset
 from segloc.data.render import AppearanceConfig, prepare_scene, render_view
 from segloc.data.scenes import SCENE_BUILDERS, LoopPath, build_scene, seasonal_variant
 from segloc.data.textures import LABEL_COLORS, LABEL_IDS, LABELS
 from segloc.errors import SeglocError
+from segloc.fileio import check_output, temp_dir_beside
 from segloc.geometry.camera import Camera
 from segloc.geometry.transforms import Rigid3
 
@@ -69,6 +69,10 @@ __all__ = [
 ]
 
 SCENES: tuple[str, ...] = tuple(SCENE_BUILDERS)
+#: The smallest image size (width, height; or height, width) :class:`SynthConfig` renders: at
+#: 64x48 a room of 8 mapping images still gives a map, at 48x36 no pair of images has enough
+#: matches to triangulate a point.
+MIN_IMAGE_SIZE = (64, 48)
 FORMAT_VERSION = 1
 SPLITS = ("mapping", "query")
 
@@ -152,10 +156,13 @@ class CameraMountConfig:
         pitch_deg: downward tilt of the optical axis, degrees.
     """
 
-    forward: float = 0.3
-    lateral: float = 0.0
-    height: float = 1.2
-    pitch_deg: float = 5.0
+    forward: float = option(0.3, ge=-0.5, le=0.5, note="the camera sits within 0.5 m of base_link")
+    lateral: float = option(0.0, ge=-0.5, le=0.5, note="the camera sits within 0.5 m of base_link")
+    height: float = option(1.2, ge=0.1, le=2.4, note="below the ceilings")
+    pitch_deg: float = option(5.0, ge=-60, le=60)
+
+    def __post_init__(self) -> None:
+        check_options(self, "mount")
 
     def base_from_cam(self) -> Rigid3:
         """The camera pose on the robot: OpenCV camera axes in ROS body axes."""
@@ -193,22 +200,22 @@ class SynthConfig:
     """
 
     scene: str = "room"
-    seed: int = 0
+    seed: int = option(0, ge=0)
     width: int = 640
     height: int = 480
-    fov_deg: float = 70.0
-    num_mapping: int = 150
-    num_query: int = 50
-    frame_rate: float = 10.0
-    start_time: float = 1_700_000_000.0
-    mapping_laps: float = 1.0
-    query_laps: float = 1.0
-    query_offset: float = 0.3
-    query_heading_noise_deg: float = 4.0
-    mapping_heading_noise_deg: float = 1.0
-    speed_variation: float = 0.3
-    odometry_scale_noise: float = 0.02
-    odometry_yaw_drift_deg: float = 0.5
+    fov_deg: float = option(70.0, ge=10, le=150)
+    num_mapping: int = option(150, ge=1)
+    num_query: int = option(50, ge=0)
+    frame_rate: float = option(10.0, gt=0)
+    start_time: float = option(1_700_000_000.0, ge=0)
+    mapping_laps: float = option(1.0, gt=0)
+    query_laps: float = option(1.0, gt=0)
+    query_offset: float = option(0.3, ge=-0.2, le=0.45, note="metres: the robot stays clear of the furniture")
+    query_heading_noise_deg: float = option(4.0, ge=0)
+    mapping_heading_noise_deg: float = option(1.0, ge=0)
+    speed_variation: float = option(0.3, ge=0, lt=1)
+    odometry_scale_noise: float = option(0.02, ge=0)
+    odometry_yaw_drift_deg: float = option(0.5, ge=0)
     mount: CameraMountConfig = field(default_factory=CameraMountConfig)
     mapping_appearance: AppearanceConfig | str = "day"
     query_appearance: AppearanceConfig | str = "day"
@@ -218,34 +225,17 @@ class SynthConfig:
             self.mount = config_from_dict(CameraMountConfig, self.mount, "mount")
         self.mapping_appearance = _resolve_appearance(self.mapping_appearance, "mapping_appearance")
         self.query_appearance = _resolve_appearance(self.query_appearance, "query_appearance")
+        check_options(self, "synth")
         if self.scene not in SCENES:
             raise SeglocError(f"unknown synthetic scene {self.scene!r}; valid scenes are: {', '.join(SCENES)}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise SeglocError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if int(self.width) <= 0 or int(self.height) <= 0:
-            raise SeglocError(f"image size must be positive, got {self.width}x{self.height}")
-        if not 10.0 <= self.fov_deg <= 150.0:
-            raise SeglocError(f"fov_deg must be between 10 and 150 degrees, got {self.fov_deg}")
-        if self.num_mapping < 1 or self.num_query < 0:
-            raise SeglocError(f"need at least 1 mapping image and 0 or more query images, got {self.num_mapping} and {self.num_query}")
-        if not self.frame_rate > 0:
-            raise SeglocError(f"frame_rate must be positive, got {self.frame_rate}")
-        if not (self.mapping_laps > 0 and self.query_laps > 0):
-            raise SeglocError(f"mapping_laps and query_laps must be positive, got {self.mapping_laps} and {self.query_laps}")
-        if not 0.0 <= self.speed_variation < 1.0:
-            raise SeglocError(f"speed_variation must be in [0, 1), got {self.speed_variation}")
-        if not -0.2 <= self.query_offset <= 0.45:
+        small, large = sorted(MIN_IMAGE_SIZE)
+        if min(self.width, self.height) < small or max(self.width, self.height) < large:
             raise SeglocError(
-                f"query_offset must be between -0.2 and 0.45 m to keep the robot clear of the furniture, got {self.query_offset}"
+                f"image size {self.width}x{self.height} is too small: the smallest is {MIN_IMAGE_SIZE[0]}x{MIN_IMAGE_SIZE[1]} "
+                f"(or {MIN_IMAGE_SIZE[1]}x{MIN_IMAGE_SIZE[0]}); smaller images hold too few features to build a map"
             )
-        if not 0.1 <= self.mount.height <= 2.4:
-            raise SeglocError(f"mount.height must be between 0.1 and 2.4 m (below the ceilings), got {self.mount.height}")
-        if abs(self.mount.forward) > 0.5 or abs(self.mount.lateral) > 0.5:
-            raise SeglocError(
-                f"the camera must sit within 0.5 m of base_link, got forward {self.mount.forward}, lateral {self.mount.lateral}"
-            )
-        if abs(self.mount.pitch_deg) > 60:
-            raise SeglocError(f"mount.pitch_deg must be within +-60 degrees, got {self.mount.pitch_deg}")
 
     def camera(self) -> Camera:
         """The PINHOLE camera (principal point at the image centre)."""
@@ -400,7 +390,8 @@ def generate_scene(config: SynthConfig, out_dir: str | Path, overwrite: bool = F
     Args:
         config: what to render (see :class:`SynthConfig`).
         out_dir: the dataset folder to write; written atomically (complete or absent).
-        overwrite: replace ``out_dir`` if it exists.
+        overwrite: replace ``out_dir`` if it is a dataset folder (or empty); any other folder is
+            refused (:func:`segloc.fileio.check_output`).
         progress: show a progress bar over the frames.
 
     Returns:
@@ -412,8 +403,7 @@ def generate_scene(config: SynthConfig, out_dir: str | Path, overwrite: bool = F
     if not isinstance(config, SynthConfig):
         raise SeglocError(f"generate_scene needs a SynthConfig, got {type(config).__name__}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise SeglocError(f"{out_dir} exists already; pass overwrite to replace it")
+    check_output(out_dir, "replace", overwrite=overwrite, replaceable=is_dataset_folder, what="dataset folder")
     logger.info("synthetic scene: %s", json.dumps(config_to_dict(config)))
     start = time.perf_counter()
     layout = build_scene(config.scene, config.seed)
@@ -435,8 +425,7 @@ def generate_scene(config: SynthConfig, out_dir: str | Path, overwrite: bool = F
         time.perf_counter() - start,
     )
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.synth.", dir=out_dir.parent))
+    work = temp_dir_beside(out_dir, "synth")
     try:
         records: dict[str, list[ImageRecord]] = {split: [] for split in SPLITS}
         frames: dict[str, list[dict]] = {split: [] for split in SPLITS}
@@ -468,11 +457,8 @@ def generate_scene(config: SynthConfig, out_dir: str | Path, overwrite: bool = F
         os.replace(work / "depth", dataset / "depth")
         (dataset / "scene.json").write_text(json.dumps(_scene_description(config, layout, camera, frames), indent=1) + "\n")
         if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
+            os.replace(out_dir, work / "old")
             os.replace(dataset, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(dataset, out_dir)
     finally:

@@ -30,7 +30,10 @@ key                                 meaning
 ``median_translation_m``            median translation error over ALL queries, failures counted as infinite: null
                                     when half or more of the queries failed (the median is then infinite)
 ``median_rotation_deg``             median rotation error over ALL queries, same convention
-``median_translation_localized_m``  median translation error over the localized queries only; null if none
+``median_translation_localized_m``  median translation error over the localized queries only; null if none. This
+                                    is the median ``evo_ape`` reports on the report's TUM files: with failed
+                                    queries, ``estimates_tum.txt`` holds only the localized ones, so evo agrees
+                                    with this key, not with ``median_translation_m``
 ``median_rotation_localized_deg``   median rotation error over the localized queries only; null if none
 ``time_per_query_s``                mean wall-clock time of ``Localizer.localize`` per query, seconds (image
                                     decoding excluded)

@@ -56,6 +56,7 @@ from segloc.errors import SeglocError
 from segloc.evaluate.metrics import THRESHOLDS, QueryResult, peak_rss_bytes, summarize
 from segloc.evaluate.report import format_summary, write_report
 from segloc.evaluate.run import as_pipeline, localize_query, overlap_or_raise
+from segloc.fileio import check_output
 from segloc.geometry.transforms import Rigid3
 from segloc.localize.frames import camera_pose_from_base, pose_uncertainty
 
@@ -260,6 +261,8 @@ def evaluate_bag(
     config = config or BagReadConfig()
     if limit is not None and limit < 1:
         raise SeglocError(f"limit must be at least 1, got {limit}")
+    map_path = map_summary.path if map_summary is not None else None
+    check_output(output_dir, "folder", inputs=[(bag, "the bag"), (map_path, "the map")], what="report folder")
     ground_truth = read_ground_truth(bag, config)[:limit]
     localizer = as_pipeline(localizer)
     method = localizer.method

@@ -13,8 +13,13 @@ Output folder written by :func:`write_report`::
 TUM lines are ``timestamp tx ty tz qx qy qz qw``: the camera pose in the world,
 ``world_from_cam`` (camera centre and orientation, quaternion scalar LAST), sorted by time, so
 ``evo_ape tum groundtruth_tum.txt estimates_tum.txt`` associates them by timestamp. The
-timestamp is the query's ``timestamp`` when every query has a distinct one, otherwise the
-query's index in the dataset's query list (0, 1, 2, ...), in both files alike.
+timestamp is the query's ``timestamp`` (seconds: the last field of the dataset line, a bag's
+header stamps) when every query has a distinct one, otherwise the query's index in the
+dataset's query list (0, 1, 2, ...), in both files alike; the files then say so in a header
+comment (:data:`INDEX_STAMPS_COMMENT`), since a duration or speed evo derives from them is not
+in seconds. ``estimates_tum.txt`` holds the localized queries only: with failed queries,
+evo's statistics are those of ``median_translation_localized_m``, not of the all-query
+``median_translation_m`` (see :mod:`segloc.evaluate.metrics`).
 
 Every file is written to a temporary file beside it and renamed into place. Plots use
 matplotlib's object API with the Agg canvas: no display and no global backend change.
@@ -46,6 +51,11 @@ ERRORS_CDF_FILE = "errors_cdf.png"
 TRAJECTORY_FILE = "trajectory_topview.png"
 
 TUM_HEADER = "# timestamp tx ty tz qx qy qz qw (world_from_cam: camera centre and orientation in the world)\n"
+#: The header comment of TUM files whose timestamps are query indices.
+INDEX_STAMPS_COMMENT = (
+    "# the timestamps are query indices (0, 1, 2, ...), not seconds: the queries have no distinct timestamps "
+    "(durations and speeds are not in seconds)\n"
+)
 
 
 # --- files ------------------------------------------------------------------------------
@@ -66,12 +76,13 @@ def write_per_query(path: str | Path, results: Sequence[QueryResult]) -> Path:
     return write_json(path, per_query_records(results))
 
 
-def write_tum_trajectory(path: str | Path, stamps: Sequence[float], world_from_cam: Sequence[Rigid3]) -> Path:
+def write_tum_trajectory(path: str | Path, stamps: Sequence[float], world_from_cam: Sequence[Rigid3], comment: str = "") -> Path:
     """Write poses in TUM format: ``timestamp tx ty tz qx qy qz qw`` per line, sorted by time.
 
     Args:
         stamps: (N,) timestamps, seconds.
         world_from_cam: N camera poses in the world (the inverse of ``cam_from_world``).
+        comment: more header lines, each starting with ``#`` (e.g. :data:`INDEX_STAMPS_COMMENT`).
     """
     path = Path(path)
     if len(stamps) != len(world_from_cam):
@@ -81,7 +92,7 @@ def write_tum_trajectory(path: str | Path, stamps: Sequence[float], world_from_c
         pose = world_from_cam[i]
         values = (float(stamps[i]), *pose.translation, *pose.quat_xyzw)
         lines.append(" ".join(repr(float(v)) for v in values) + "\n")
-    text = TUM_HEADER + "".join(lines)
+    text = TUM_HEADER + comment + "".join(lines)
     atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
 
@@ -108,14 +119,14 @@ def read_tum_trajectory(path: str | Path) -> tuple[np.ndarray, list[Rigid3]]:
     return np.asarray(stamps, dtype=np.float64), poses
 
 
-def trajectory_stamps(results: Sequence[QueryResult]) -> np.ndarray:
-    """(N,) TUM timestamps: the queries' own when all are set and distinct, else their indices."""
+def trajectory_stamps(results: Sequence[QueryResult]) -> tuple[np.ndarray, bool]:
+    """(N,) TUM timestamps: the queries' own when all are set and distinct, else their indices; and whether they are the queries' own."""
     stamps = [r.timestamp for r in results]
     if all(s is not None for s in stamps) and len(set(stamps)) == len(stamps):
-        return np.asarray(stamps, dtype=np.float64)
+        return np.asarray(stamps, dtype=np.float64), True
     if any(s is not None for s in stamps):
         logger.warning("some query timestamps are missing or repeated: the TUM trajectories use the query index as timestamp")
-    return np.arange(len(results), dtype=np.float64)
+    return np.arange(len(results), dtype=np.float64), False
 
 
 # --- plots ------------------------------------------------------------------------------
@@ -266,16 +277,17 @@ def write_report(
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    stamps = trajectory_stamps(results)
+    stamps, own_stamps = trajectory_stamps(results)
+    comment = "" if own_stamps else INDEX_STAMPS_COMMENT
     estimated = [i for i, r in enumerate(results) if r.cam_from_world_est is not None]
     files = {
         "metrics": write_metrics(output_dir / METRICS_FILE, metrics),
         "per_query": write_per_query(output_dir / PER_QUERY_FILE, results),
         "estimates_tum": write_tum_trajectory(
-            output_dir / ESTIMATES_TUM_FILE, stamps[estimated], [results[i].cam_from_world_est.inverse() for i in estimated]
+            output_dir / ESTIMATES_TUM_FILE, stamps[estimated], [results[i].cam_from_world_est.inverse() for i in estimated], comment
         ),
         "groundtruth_tum": write_tum_trajectory(
-            output_dir / GROUNDTRUTH_TUM_FILE, stamps, [r.cam_from_world_gt.inverse() for r in results]
+            output_dir / GROUNDTRUTH_TUM_FILE, stamps, [r.cam_from_world_gt.inverse() for r in results], comment
         ),
     }
     if plots:

@@ -29,6 +29,7 @@ from segloc.data.dataset import Dataset, ImageRecord
 from segloc.errors import SeglocError
 from segloc.evaluate.metrics import QueryResult, peak_rss_bytes, summarize
 from segloc.evaluate.report import format_summary, write_report
+from segloc.fileio import check_output
 from segloc.localize.base import Localizer
 from segloc.localize.pipeline import LocalizationPipeline
 
@@ -141,7 +142,8 @@ def evaluate_localizer(
             :class:`~segloc.localize.pipeline.LocalizationPipeline`: camera ingest first), or a
             pipeline.
         dataset: a dataset folder with queries (their poses are the ground truth).
-        output_dir: where the report goes (created; existing report files are replaced).
+        output_dir: where the report goes (created; existing report files are replaced); it may
+            not be a file, nor the dataset or map folder or inside one.
         map_bytes: size of the map on disk, for the report.
         progress: show a tqdm progress bar.
         limit: evaluate only the first ``limit`` queries.
@@ -171,6 +173,8 @@ def evaluate_localizer(
         queries = queries[:limit]
     if not queries:
         raise SeglocError(f"{dataset.root}: no query images to evaluate (query.txt is missing or empty)")
+    inputs = [*dataset.inputs(), (map_path, "the map")] if hasattr(dataset, "inputs") else [(map_path, "the map")]
+    check_output(output_dir, "folder", inputs=inputs, what="report folder")
     pipeline = as_pipeline(localizer)
     method = pipeline.method
     logger.info(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from segloc.config import check_options, option
 from segloc.errors import SeglocError
 
 Descriptors = np.ndarray | torch.Tensor
@@ -35,11 +36,14 @@ class MatcherConfig:
             ``4 * block_size * M`` bytes for M descriptors in the second set.
     """
 
-    ratio_threshold: float = 0.8
+    ratio_threshold: float = option(0.8, gt=0, le=1, note="1: no ratio test")
     mutual: bool = True
-    max_distance: float = 2.0
+    max_distance: float = option(2.0, gt=0, le=2, note="2: no distance test")
     device: str = "cpu"
-    block_size: int = 1024
+    block_size: int = option(1024, ge=1)
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 def prepare_descriptors(descriptors: Descriptors, device: str = "cpu") -> Descriptors:

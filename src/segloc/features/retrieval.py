@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from segloc.config import check_options, option
 from segloc.errors import SeglocError
 
 
@@ -27,10 +28,13 @@ class VladConfig:
         seed: random seed of the sampling and initialisation.
     """
 
-    num_clusters: int = 64
-    max_training_descriptors: int = 100000
-    kmeans_iterations: int = 20
-    seed: int = 0
+    num_clusters: int = option(64, ge=1)
+    max_training_descriptors: int = option(100000, ge=1)
+    kmeans_iterations: int = option(20, ge=1)
+    seed: int = option(0, ge=0)
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 def _assign(data: np.ndarray, centers: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from segloc.config import check_options, option
 from segloc.errors import SeglocError
 
 
@@ -22,7 +23,7 @@ class SiftConfig:
     Attributes:
         max_edge: the image is downscaled (area interpolation) so that its longer side is at
             most this many pixels before detection; 0 keeps the original size.
-        max_keypoints: keep at most this many keypoints (strongest responses first).
+        max_keypoints: keep at most this many keypoints (strongest responses first); 0: no limit.
         contrast_threshold: OpenCV's contrast threshold (lower finds more, weaker features).
         edge_threshold: OpenCV's edge-response threshold.
         num_octave_layers: scales per octave.
@@ -31,13 +32,16 @@ class SiftConfig:
             default upscaling shifts keypoints by +0.25 pixel).
     """
 
-    max_edge: int = 1024
-    max_keypoints: int = 8192
-    contrast_threshold: float = 0.02
-    edge_threshold: float = 10.0
-    num_octave_layers: int = 3
-    sigma: float = 1.6
+    max_edge: int = option(1024, ge=0, note="0: the original size")
+    max_keypoints: int = option(8192, ge=0, note="0: no limit")
+    contrast_threshold: float = option(0.02, gt=0)
+    edge_threshold: float = option(10.0, gt=0)
+    num_octave_layers: int = option(3, ge=1)
+    sigma: float = option(1.6, gt=0)
     precise_upscale: bool = True
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from segloc.config import check_options, option
 from segloc.errors import SeglocError
 from segloc.geometry.camera import Camera
 from segloc.geometry.transforms import Rigid3, axis_angle_to_matrix
@@ -38,13 +39,16 @@ class PnPConfig:
             keypoint bias) and makes the covariance overconfident with thousands of inliers.
     """
 
-    max_error_px: float = 12.0
-    min_inliers: int = 12
-    min_inlier_ratio: float = 0.01
-    confidence: float = 0.9999
-    max_iterations: int = 100000
+    max_error_px: float = option(12.0, gt=0)
+    min_inliers: int = option(12, ge=4, note="a pose needs 4 correspondences")
+    min_inlier_ratio: float = option(0.01, gt=0, le=1)
+    confidence: float = option(0.9999, gt=0, le=1)
+    max_iterations: int = option(100000, ge=1)
     refine: bool = True
-    min_pixel_sigma: float = 1.0
+    min_pixel_sigma: float = option(1.0, ge=0)
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass
@@ -107,6 +111,7 @@ def estimate_absolute_pose(
     options.ransac.min_inlier_ratio = config.min_inlier_ratio
     options.ransac.confidence = config.confidence
     options.ransac.max_num_trials = config.max_iterations
+    options.ransac.min_num_trials = min(options.ransac.min_num_trials, config.max_iterations)
     pc_camera = camera.to_pycolmap()
     if config.refine:
         result = pycolmap.estimate_and_refine_absolute_pose(points2D, points3D, pc_camera, options)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from segloc.config import check_options, option
 from segloc.errors import SeglocError
 from segloc.geometry.camera import Camera
 from segloc.geometry.transforms import Rigid3
@@ -64,17 +65,12 @@ class PublishConfig:
             is an ERROR (a WARN before).
     """
 
-    max_position_std: float = 0.5
-    max_yaw_std_deg: float = 10.0
-    lost_frames_error: int = 5
+    max_position_std: float = option(0.5, gt=0)
+    max_yaw_std_deg: float = option(10.0, gt=0)
+    lost_frames_error: int = option(5, ge=1)
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.max_position_std) and self.max_position_std > 0):
-            raise SeglocError(f"max_position_std must be a positive number of metres, got {self.max_position_std}")
-        if not (np.isfinite(self.max_yaw_std_deg) and self.max_yaw_std_deg > 0):
-            raise SeglocError(f"max_yaw_std_deg must be a positive number of degrees, got {self.max_yaw_std_deg}")
-        if int(self.lost_frames_error) < 1:
-            raise SeglocError(f"lost_frames_error must be at least 1, got {self.lost_frames_error}")
+        check_options(self)
 
 
 @dataclass

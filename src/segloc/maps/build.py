@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from segloc.config import check_options, option
 from segloc.data.dataset import Dataset, ImageRecord
 from segloc.errors import SeglocError
 from segloc.features.matching import MatcherConfig, match_descriptors
@@ -51,9 +52,12 @@ class PairConfig:
         max_distance: ... and whose centres are at most this far apart (metres; 0: no limit).
     """
 
-    num_neighbors: int = 8
-    max_viewing_angle_deg: float = 75.0
-    max_distance: float = 0.0
+    num_neighbors: int = option(8, ge=1)
+    max_viewing_angle_deg: float = option(75.0, ge=0, le=180)
+    max_distance: float = option(0.0, ge=0, note="0: no limit")
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass
@@ -70,12 +74,15 @@ class TriangulationConfig:
         seed: random seed of COLMAP's RANSAC.
     """
 
-    max_epipolar_error_px: float = 4.0
-    min_verified_matches: int = 15
-    max_reprojection_error_px: float = 4.0
-    min_triangulation_angle_deg: float = 1.5
-    min_track_length: int = 2
-    seed: int = 0
+    max_epipolar_error_px: float = option(4.0, gt=0)
+    min_verified_matches: int = option(15, ge=1)
+    max_reprojection_error_px: float = option(4.0, gt=0)
+    min_triangulation_angle_deg: float = option(1.5, ge=0, lt=180)
+    min_track_length: int = option(2, ge=2, note="a point needs two views")
+    seed: int = option(0, ge=0)
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass
@@ -97,6 +104,7 @@ class CoreConfig:
     frame_id: str = "map"
 
     def __post_init__(self) -> None:
+        check_options(self)
         if not self.frame_id or not isinstance(self.frame_id, str):
             raise SeglocError(f"map.core.frame_id must be a non-empty frame name, got {self.frame_id!r}")
 

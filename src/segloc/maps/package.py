@@ -26,7 +26,6 @@ import io
 import json
 import logging
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -35,13 +34,34 @@ import numpy as np
 
 import segloc
 from segloc.errors import SeglocError
-from segloc.fileio import recover_directory, replace_directory, sha256_file
+from segloc.fileio import check_output, describe_missing, recover_directory, replace_directory, sha256_file, temp_dir_beside
 
 logger = logging.getLogger("segloc")
 
 FORMAT_NAME = "segloc-map"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+
+
+def is_map_package(path: str | Path) -> bool:
+    """Whether ``path`` is a map package folder: its ``manifest.json`` says so (of any format version)."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT_NAME
+
+
+def check_map_output(path: str | Path, overwrite: bool = False, inputs=()) -> Path:
+    """Check that a map can be written at ``path`` (:func:`segloc.fileio.check_output`): ``overwrite`` replaces only a map package.
+
+    Args:
+        path: the map folder to write.
+        overwrite: replace an existing map there.
+        inputs: ``(path, description)`` of what the build reads (``Dataset.inputs()``): the map
+            may not be, hold or lie inside one of them.
+    """
+    return check_output(path, "replace", inputs=inputs, overwrite=overwrite, replaceable=is_map_package, what="map")
 
 
 def _check_name(name: str) -> None:
@@ -67,8 +87,13 @@ class MapPackage:
         if recover_directory(path):
             logger.warning("map %s: a writer died while replacing it; the previous map was put back", path)
         manifest_path = path / MANIFEST
-        if not path.is_dir() or not manifest_path.is_file():
-            raise SeglocError(f"{path} is not a segloc map: {MANIFEST} is missing")
+        if describe_missing(path):
+            raise SeglocError(f"map {path} {describe_missing(path)}")
+        if not path.is_dir():
+            raise SeglocError(f"{path} is a file, not a segloc map (a map is a folder holding {MANIFEST})")
+        if not manifest_path.is_file():
+            reason = describe_missing(manifest_path) or "is not a file"
+            raise SeglocError(f"{path} is not a segloc map: {MANIFEST} {'is missing' if reason == 'does not exist' else reason}")
         try:
             manifest = json.loads(manifest_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -130,8 +155,27 @@ class MapPackage:
         path = self.file_path(layer, name)
         try:
             return json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SeglocError(f"map file {path} is corrupt: {exc}") from None
+
+    def check_contents(self) -> None:
+        """Read every file of every layer as the readers do: arrays with :meth:`read_arrays` (no pickles), JSON with :meth:`read_json`.
+
+        :meth:`open` checks the manifest and the checksums; this also finds files that match
+        their checksums but that no reader accepts (an object array, a file that is not an npz).
+
+        Raises:
+            SeglocError: the first file that cannot be read, or a file of another kind.
+        """
+        for layer, info in self.layers.items():
+            for rel in info.get("files", []):
+                suffix = Path(rel).suffix
+                if suffix == ".npz":
+                    self.read_arrays(layer, Path(rel).stem)
+                elif suffix == ".json":
+                    self.read_json(layer, Path(rel).stem)
+                else:
+                    raise SeglocError(f"map {self.path}: {rel} is neither .npz nor .json, which the map format does not store")
 
     def bytes(self, layers: list[str] | None = None) -> int:
         """Bytes on disk of the listed files (of ``layers`` only, when given)."""
@@ -169,10 +213,9 @@ class MapWriter:
         created: dict[str, Any] | None = None,
     ):
         self.path = Path(path)
-        if self.path.exists() and not overwrite and (base is None or base.path.resolve() != self.path.resolve()):
-            raise SeglocError(f"{self.path} exists already; pass --overwrite to replace it")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        if base is None or base.path.resolve() != self.path.resolve():
+            check_map_output(self.path, overwrite)
+        self._tmp = temp_dir_beside(self.path, "new")
         self.manifest: dict[str, Any] = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,

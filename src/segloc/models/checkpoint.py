@@ -25,7 +25,6 @@ import datetime as _dt
 import json
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from torch import Tensor, nn
 import segloc
 from segloc.config import config_from_dict, config_to_dict
 from segloc.errors import SeglocError
-from segloc.fileio import recover_directory, replace_directory, sha256_file
+from segloc.fileio import recover_directory, replace_directory, sha256_file, temp_dir_beside
 from segloc.models.registry import model_class, model_name_of
 
 logger = logging.getLogger("segloc")
@@ -130,8 +129,7 @@ def save_checkpoint(
         key: (tensor.detach().cpu().to(precision) if tensor.is_floating_point() else tensor.detach().cpu()).contiguous()
         for key, tensor in model.state_dict().items()
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    staging = temp_dir_beside(path, "new")
     try:
         weights_file = staging / WEIGHTS
         header = {"segloc_format": FORMAT_NAME, "segloc_model": name, "segloc_config": json.dumps(config_values)}

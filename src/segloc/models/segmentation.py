@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segloc.config import config_from_dict
+from segloc.config import check_options, config_from_dict
 from segloc.errors import SeglocError
 from segloc.models.efficientnet_lite import ENCODER_VARIANTS, EfficientNetLite, load_imagenet_weights
 
@@ -85,6 +85,7 @@ class SegmentationNetConfig:
     freeze_encoder_batchnorm: bool = True
 
     def __post_init__(self) -> None:
+        check_options(self)
         if self.encoder not in ENCODER_VARIANTS:
             raise SeglocError(f"segmentation config: unknown encoder {self.encoder!r}; available encoders: {', '.join(ENCODER_VARIANTS)}")
         if self.num_classes < 2:

@@ -121,3 +121,105 @@ def test_reads_the_shared_castle_dataset(tmp_path):
     shutil.copytree(SHARED_CASTLE, copy)
     (copy / "mapping.txt").write_text("# extra comment\n\n" + (copy / "mapping.txt").read_text())
     assert len(read_dataset(copy).mapping) == 30
+
+
+def encoded(image: np.ndarray, extension: str, *params: int) -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(extension, image, list(params))
+    assert ok
+    return data.tobytes()
+
+
+@pytest.mark.parametrize("extension, params", [(".jpg", ()), (".jpg", (2, 1)), (".png", ())])  # 2, 1: progressive JPEG
+def test_truncated_images_are_an_error(small_dataset, extension, params):
+    """libjpeg only warns about a truncated JPEG and fills the missing rows with grey: the loader refuses it."""
+    from segloc.data.dataset import image_data_problem, load_image
+
+    root, _, _, images = small_dataset
+    data = encoded(next(iter(images.values())), extension, *params)
+    assert image_data_problem(data) is None and image_data_problem(data + b"trailer") is None
+    path = root / f"cut{extension}"
+    path.write_bytes(data[: int(0.6 * len(data))])
+    with pytest.raises(SeglocError, match=rf"image .*cut{extension} is truncated"):
+        load_image(path)
+
+
+def test_a_png_with_a_bad_crc_is_an_error(small_dataset):
+    from segloc.data.dataset import load_image
+
+    root, _, _, images = small_dataset
+    data = bytearray(encoded(next(iter(images.values())), ".png"))
+    data[60] ^= 0xFF  # inside the first chunks
+    (root / "bad.png").write_bytes(bytes(data))
+    with pytest.raises(SeglocError, match="is corrupt .CRC error in the PNG"):
+        load_image(root / "bad.png")
+
+
+@pytest.mark.parametrize("name", ["../outside.png", "/etc/outside.png", "mapping/../../outside.png"])
+def test_names_outside_images_are_refused(small_dataset, name):
+    root, mapping = small_dataset[0], small_dataset[1]
+    edit_line(root, "mapping.txt", mapping[0].name, name)
+    with pytest.raises(SeglocError, match=rf"mapping.txt: image name '{name}' points outside images/"):
+        read_dataset(root)
+
+
+def test_quaternion_norm_is_reported_then_refused(small_dataset, caplog):
+    root = small_dataset[0]
+    original = (root / "query.txt").read_text()
+
+    def scale_quaternion(factor):
+        lines = original.splitlines()
+        fields = lines[1].split()
+        fields[1:5] = [repr(factor * float(v)) for v in fields[1:5]]
+        (root / "query.txt").write_text("\n".join([*lines[:1], " ".join(fields), *lines[2:]]) + "\n")
+
+    scale_quaternion(1.0001)
+    read_dataset(root)
+    assert "quaternion" not in caplog.text
+    scale_quaternion(1.05)
+    assert np.isclose(np.linalg.norm(read_dataset(root).query[0].cam_from_world.quat_wxyz), 1.0)
+    assert "query.txt: 1 quaternion(s) off unit norm by more than 0.001 (the most, 0.05, on line 2): normalised" in caplog.text
+    scale_quaternion(2.0)
+    with pytest.raises(SeglocError, match=r"query.txt:2: the quaternion .* has norm 2, more than 0.1 off 1"):
+        read_dataset(root)
+
+
+def test_timestamps_round_trip(tmp_path):
+    camera = Camera("PINHOLE", 64, 48, (50, 50, 32, 24))
+    mapping = [ImageRecord(f"m{i}.png", Rigid3([1, 0, 0, 0], [i, 0, 0]), camera, 1_700_000_000.1 + i) for i in range(2)]
+    query = [ImageRecord("q.png", Rigid3([1, 0, 0, 0], [0, 0, 0]), camera)]  # no timestamp: none written
+    images = {r.name: np.zeros((48, 64, 3), np.uint8) for r in (*mapping, *query)}
+    dataset = read_dataset(write_dataset(tmp_path / "d", mapping, query, images=images))
+    assert [r.timestamp for r in dataset.mapping] == [1_700_000_000.1, 1_700_000_001.1] and dataset.query[0].timestamp is None
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        (
+            "mapping/img_000.png",
+            "mapping/img 000.png",
+            "the line has 1 field.s. too many before the camera model OPENCV: image names cannot contain spaces",
+        ),
+        (" OPENCV 64 48 ", " OPENCV 64 48 1 2 ", "the line has 21 fields, camera model OPENCV takes 19 .plus an optional timestamp."),
+    ],
+)
+def test_too_many_fields(small_dataset, old, new, message):
+    root = small_dataset[0]
+    edit_line(root, "mapping.txt", old, new)
+    with pytest.raises(SeglocError, match=rf"mapping.txt:2: {message}"):
+        read_dataset(root)
+
+
+def test_overwrite_replaces_only_a_dataset_folder(small_dataset, tmp_path):
+    root, mapping, query, images = small_dataset
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("precious")
+    with pytest.raises(SeglocError, match="is not a dataset folder: --overwrite only replaces a dataset folder"):
+        write_dataset(tmp_path / "notes", mapping, query, images=images, overwrite=True)
+    with pytest.raises(SeglocError, match="would delete the source image folder"):
+        write_dataset(tmp_path, mapping, query, source_image_dir=root / "images", overwrite=True)
+    assert (tmp_path / "notes" / "notes.txt").read_text() == "precious" and (root / "images" / mapping[0].name).is_file()
+    write_dataset(root, mapping[:1], query, images=images, overwrite=True)
+    assert len(read_dataset(root).mapping) == 1

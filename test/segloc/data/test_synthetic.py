@@ -232,17 +232,20 @@ def test_config_from_yaml(tmp_path: Path):
     "values, message",
     [
         ({"scene": "kitchen"}, "valid scenes are: room, corridor, street"),
-        ({"width": 0}, "image size must be positive"),
+        ({"width": 0}, "image size 0x480 is too small: the smallest is 64x48"),
         ({"fov_deg": 200.0}, "fov_deg"),
-        ({"num_mapping": 0}, "at least 1 mapping image"),
-        ({"frame_rate": 0.0}, "frame_rate must be positive"),
+        ({"num_mapping": 0}, "num_mapping must be >= 1"),
+        ({"frame_rate": 0.0}, "frame_rate must be > 0"),
         ({"colour": "red"}, "unknown option(s) colour"),
         ({"query_appearance": "dusk"}, "valid presets are: day"),
         ({"query_appearance": {"brightness": 2.0}}, "unknown option(s) brightness"),
-        ({"query_appearance": {"season": 2.0}}, "season must be in [0, 1]"),
+        ({"query_appearance": {"season": 2.0}}, "season must be >= 0 and <= 1"),
         ({"mount": {"height": 5.0}}, "mount.height"),
-        ({"seed": -1}, "seed must be a non-negative integer"),
-        ({"query_offset": 1.0}, "query_offset must be between"),
+        ({"width": 48, "height": 36}, "too small"),
+        ({"fov_deg": float("nan")}, "fov_deg must be a finite number"),
+        ({"mount": {"pitch_deg": float("inf")}}, "mount.pitch_deg must be a finite number"),
+        ({"seed": -1}, "seed must be >= 0"),
+        ({"query_offset": 1.0}, "query_offset must be >= -0.2 and <= 0.45"),
     ],
 )
 def test_bad_config_raises(tmp_path: Path, values: dict, message: str):
@@ -269,10 +272,30 @@ def test_bad_calls_raise(room_dataset: Path, tmp_path: Path):
 def test_overwrite_replaces_atomically(tmp_path: Path):
     target = tmp_path / "scene"
     target.mkdir()
+    (target / "mapping.txt").write_text("")  # a dataset folder: overwrite replaces it
     (target / "stale.txt").write_text("old")
     generate_scene(small_config(num_mapping=2, num_query=1), target, overwrite=True, progress=False)
     assert not (target / "stale.txt").exists() and (target / "scene.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene"]  # no temporary folders left behind
+    assert (target.stat().st_mode & 0o777) == (0o777 & ~_umask())  # the usual permissions, not mkdtemp's 0700
+
+
+def test_overwrite_replaces_only_a_dataset_folder(tmp_path: Path):
+    target = tmp_path / "notes"
+    target.mkdir()
+    (target / "notes.txt").write_text("precious")
+    with pytest.raises(SeglocError, match="is not a dataset folder: --overwrite only replaces a dataset folder"):
+        generate_scene(small_config(num_mapping=2, num_query=1), target, overwrite=True, progress=False)
+    assert (target / "notes.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_scene_bag_round_trip(room_dataset: Path, tmp_path: Path):

@@ -94,6 +94,8 @@ def test_report_layout(tmp_path):
         expected = results[int(stamp)].cam_from_world_est.inverse()
         np.testing.assert_allclose(pose.matrix(), expected.matrix(), atol=1e-12)
     np.testing.assert_allclose(gt_poses[4].translation, results[4].cam_from_world_gt.center, atol=1e-12)
+    for name in ("groundtruth_tum", "estimates_tum"):  # and the files say so, for evo's durations and speeds
+        assert "# the timestamps are query indices (0, 1, 2, ...), not seconds" in files[name].read_text()
     for name in ("errors_cdf", "trajectory_topview"):
         data = files[name].read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
@@ -108,6 +110,7 @@ def test_timestamps_used_when_present(tmp_path):
     np.testing.assert_array_equal(stamps, [98.0, 99.0, 100.0])
     np.testing.assert_allclose(poses[0].translation, results[2].cam_from_world_gt.center, atol=1e-12)
     assert "errors_cdf" not in files
+    assert "query indices" not in files["groundtruth_tum"].read_text()
 
 
 @pytest.mark.parametrize("failed, far", [((0, 1, 2), ()), ((), (1,)), ((), ())])

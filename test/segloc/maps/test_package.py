@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -105,3 +106,50 @@ def test_pickled_npz_is_not_loaded(tmp_path):
     np.savez(path, xyz=np.array([{"evil": 1}], dtype=object))
     with pytest.raises(SeglocError, match="could not be read"):
         MapPackage(package.path, package.manifest).read_arrays("core", "points3D")
+
+
+def test_check_contents_reads_every_file_as_the_readers_do(tmp_path):
+    package = write_map(tmp_path / "map")
+    package.check_contents()
+    np.savez(tmp_path / "map" / "core" / "points3D.npz", xyz=np.array([{"evil": 1}], dtype=object))
+    with pytest.raises(SeglocError, match="points3D.npz could not be read: Object arrays cannot be loaded"):
+        MapPackage.open(tmp_path / "map", verify_checksums=False).check_contents()
+    (tmp_path / "map" / "core" / "images.json").write_text("{")
+    with pytest.raises(SeglocError, match="images.json is corrupt"):
+        MapPackage(package.path, package.manifest).read_json("core", "images")
+
+
+def test_overwrite_replaces_only_a_map(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("precious")
+    with pytest.raises(SeglocError, match="is not a map: --overwrite only replaces a map"):
+        write_map(tmp_path / "notes", overwrite=True)
+    assert (tmp_path / "notes" / "notes.txt").read_text() == "precious"
+    # A map of another format version is still a map: rebuilding it in place works.
+    write_map(tmp_path / "map")
+    manifest = json.loads((tmp_path / "map" / "manifest.json").read_text())
+    (tmp_path / "map" / "manifest.json").write_text(json.dumps({**manifest, "format_version": FORMAT_VERSION + 1}))
+    assert write_map(tmp_path / "map", overwrite=True).manifest["format_version"] == FORMAT_VERSION
+    (tmp_path / "empty").mkdir()
+    write_map(tmp_path / "empty", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "map", "notes"]  # no temporary folders left
+
+
+def test_open_says_why_a_path_is_not_a_map(tmp_path):
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    (tmp_path / "file").write_text("x")
+    for path, message in (
+        (tmp_path / "loop1", "map .*loop1 is a symbolic link loop"),
+        (tmp_path / "nothing", "map .*nothing does not exist"),
+        (tmp_path / "file", "is a file, not a segloc map"),
+    ):
+        with pytest.raises(SeglocError, match=message):
+            MapPackage.open(path)
+
+
+def test_a_written_map_has_the_usual_permissions(tmp_path):
+    write_map(tmp_path / "map")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "map").stat().st_mode & 0o777 == 0o777 & ~mask

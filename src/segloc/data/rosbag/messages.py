@@ -189,9 +189,10 @@ def image_from_msg(msg: Any, msgtype: str = IMAGE_TYPE) -> np.ndarray:
         fmt = str(msg.format)
         if "compressedDepth" in fmt:
             raise SeglocError(f"CompressedImage format {fmt!r} (a depth image) is not supported; use a colour or grey image topic")
-        decoded = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8).reshape(-1), cv2.IMREAD_UNCHANGED)
-        if decoded is None:
-            raise SeglocError(f"CompressedImage with format {fmt!r} could not be decoded by OpenCV")
+        from segloc.data.dataset import decode_image
+
+        data = np.asarray(msg.data, dtype=np.uint8).reshape(-1).tobytes()
+        decoded = decode_image(data, f"CompressedImage with format {fmt!r}", cv2.IMREAD_UNCHANGED)
         return _to_rgb(decoded, "bgr")  # OpenCV decodes colour images as BGR(A)
     encoding = str(msg.encoding)
     if encoding not in RAW_ENCODINGS:

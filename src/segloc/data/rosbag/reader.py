@@ -26,7 +26,6 @@ import bisect
 import dataclasses
 import logging
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from segloc.data.dataset import ImageRecord, save_image, write_dataset
+from segloc.config import check_options, option
+from segloc.data.dataset import ImageRecord, is_dataset_folder, save_image, write_dataset
 from segloc.data.rosbag.messages import (
     CAMERA_INFO_TYPE,
     COMPRESSED_IMAGE_TYPE,
@@ -53,6 +53,7 @@ from segloc.data.rosbag.messages import (
 )
 from segloc.data.tf_buffer import PoseLookupError, PoseSeries, TfBuffer, normalize_frame
 from segloc.errors import SeglocError
+from segloc.fileio import check_output, describe_missing, temp_dir_beside
 from segloc.geometry.camera import Camera
 from segloc.geometry.transforms import Rigid3
 
@@ -101,22 +102,19 @@ class BagReadConfig:
     base_from_cam: tuple[float, ...] | None = None
     tf_topic: str = "/tf"
     tf_static_topic: str = "/tf_static"
-    max_time_offset: float = 0.05
-    every_nth: int = 1
-    start_offset: float | None = None
-    end_offset: float | None = None
+    max_time_offset: float = option(0.05, ge=0)
+    every_nth: int = option(1, ge=1)
+    start_offset: float | None = option(None, ge=0, note="null: from the start")
+    end_offset: float | None = option(None, ge=0, note="null: to the end")
     use_bag_time: bool = False
     image_name: str = "{stamp_ns}.png"
 
     def __post_init__(self) -> None:
+        check_options(self, "bag")
         if self.pose_source not in ("tf", "topic"):
             raise SeglocError(f"pose_source must be 'tf' or 'topic', got {self.pose_source!r}")
         if self.pose_topic_frame not in ("base", "camera"):
             raise SeglocError(f"pose_topic_frame must be 'base' or 'camera', got {self.pose_topic_frame!r}")
-        if self.every_nth < 1:
-            raise SeglocError(f"every_nth must be >= 1, got {self.every_nth}")
-        if self.max_time_offset < 0:
-            raise SeglocError(f"max_time_offset must be >= 0, got {self.max_time_offset}")
         if self.base_from_cam is not None and len(self.base_from_cam) != 7:
             raise SeglocError(f"base_from_cam takes 7 numbers (qw qx qy qz tx ty tz), got {len(self.base_from_cam)}")
         try:
@@ -156,10 +154,15 @@ def open_bag(path: Path):
     from rosbags.highlevel import AnyReader, AnyReaderError
     from rosbags.typesys import Stores, get_typestore
 
+    if describe_missing(path):
+        raise SeglocError(f"bag {path} {describe_missing(path)}")
     if path.is_file() and path.suffix in (".db3", ".mcap", ".yaml"):
+        if not (path.parent / "metadata.yaml").is_file():
+            raise SeglocError(
+                f"{path} is a {path.suffix} file outside a rosbag2 folder (no metadata.yaml beside it): "
+                "pass the rosbag2 folder that holds metadata.yaml and the storage files"
+            )
         path = path.parent  # a file inside a rosbag2 folder
-    if not path.exists():
-        raise SeglocError(f"bag {path} does not exist")
     if path.is_dir() and not (path / "metadata.yaml").is_file():
         raise SeglocError(f"{path} is not a rosbag2 folder (metadata.yaml is missing)")
     if path.is_file() and path.suffix != ".bag":
@@ -505,6 +508,7 @@ def bag_to_dataset(
     query_every: int = 0,
     query_bag: str | Path | None = None,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Write a dataset folder from a bag (images, intrinsics, ground truth poses).
 
@@ -516,7 +520,8 @@ def bag_to_dataset(
             ``query.txt``, the others to ``mapping.txt``; 0: all mapping.
         query_bag: a second recording whose images all become queries (e.g. a later run of the
             same route); names are then prefixed ``mapping/`` and ``query/``.
-        overwrite: replace an existing ``out_dir``.
+        overwrite: replace an existing dataset folder ``out_dir`` (never another folder, nor a bag).
+        progress: show a progress bar.
 
     Returns:
         ``out_dir``.
@@ -527,27 +532,26 @@ def bag_to_dataset(
     if query_every < 0:
         raise SeglocError(f"query_every must be >= 0, got {query_every}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise SeglocError(f"{out_dir} exists already; pass overwrite to replace it")
     sources = [(Path(bag), "mapping")]
     if query_bag is not None:
         sources.append((Path(query_bag), "query"))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.images.", dir=out_dir.parent))
+    inputs = [(source, "the bag") for source, _ in sources]
+    check_output(out_dir, "replace", inputs=inputs, overwrite=overwrite, replaceable=is_dataset_folder, what="dataset folder")
+    staging = temp_dir_beside(out_dir, "images")
     mapping: list[ImageRecord] = []
     query: list[ImageRecord] = []
     try:
         for source, split in sources:
             split_config = config if query_bag is None else dataclasses.replace(config, image_name=f"{split}/{config.image_name}")
             stats = BagReadStats()
-            with tqdm(desc=f"{source.name} -> {out_dir.name}", unit="image") as progress:
+            with tqdm(desc=f"{source.name} -> {out_dir.name}", unit="image", disable=not progress) as bar:
                 for i, (record, image) in enumerate(read_bag(source, split_config, stats)):
-                    if progress.total is None and stats.total_image_messages:
-                        progress.total = -(-stats.total_image_messages // config.every_nth)
+                    if bar.total is None and stats.total_image_messages:
+                        bar.total = -(-stats.total_image_messages // config.every_nth)
                     save_image(staging / record.name, image)
                     is_query = split == "query" or (query_every > 0 and i % query_every == query_every - 1)
                     (query if is_query else mapping).append(record)
-                    progress.update()
+                    bar.update()
         logger.info("bag -> dataset %s: %d mapping, %d query images", out_dir, len(mapping), len(query))
         return write_dataset(out_dir, mapping, query, source_image_dir=staging, overwrite=overwrite)
     finally:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from segloc.config import check_options, option
 from segloc.data.rosbag.messages import CAMERA_INFO_TYPE, COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, TF_TYPE, _MessageFactory, seconds_to_ns
 from segloc.errors import SeglocError
 from segloc.geometry.camera import Camera
@@ -61,7 +62,7 @@ class BagWriteConfig:
     image_topic: str | None = None  # None: /camera/image_raw, or /camera/image_raw/compressed when compressed
     camera_info_topic: str | None = "/camera/camera_info"
     compression: str = "none"  # none | jpeg | png
-    jpeg_quality: int = 95
+    jpeg_quality: int = option(95, ge=0, le=100)
     tf_topic: str | None = "/tf"
     tf_static_topic: str | None = "/tf_static"
     odom_topic: str | None = "/odom"
@@ -75,6 +76,7 @@ class BagWriteConfig:
     ros_version: int = 2  # 2, or 1 for a ROS 1 .bag file
 
     def __post_init__(self) -> None:
+        check_options(self)
         if self.compression not in ("none", "jpeg", "png"):
             raise SeglocError(f"compression must be none, jpeg or png, got {self.compression!r}")
         if self.storage not in ("sqlite3", "mcap"):

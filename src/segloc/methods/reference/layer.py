@@ -24,7 +24,7 @@ from segloc.features.retrieval import VladConfig, VladEncoder, train_vocabulary
 from segloc.features.sift import LocalFeatures, SiftConfig, root_sift
 from segloc.maps.build import CoreBuild, CoreConfig, core_for
 from segloc.maps.core import MapCore, core_checksum, write_core
-from segloc.maps.package import MapPackage, MapWriter
+from segloc.maps.package import MapPackage, MapWriter, check_map_output
 
 logger = logging.getLogger("segloc")
 
@@ -160,14 +160,13 @@ def build_reference_map(
     output = Path(output)
     if not dataset.mapping:
         raise SeglocError(f"{dataset.root}: mapping.txt lists no images; a map needs mapping images with poses")
-    if output.exists() and not overwrite:
-        raise SeglocError(f"{output} exists already; pass --overwrite to replace it")
+    check_map_output(output, overwrite, dataset.inputs())
     logger.info(
-        "building a reference map of %s (%d mapping images) with config:\n%s",
+        "building a reference map of %s (%d mapping images); its options go into the map's manifest.json",
         dataset.root,
         len(dataset.mapping),
-        yaml.safe_dump(config_to_dict(config), sort_keys=False),
     )
+    logger.debug("map options:\n%s", yaml.safe_dump(config_to_dict(config), sort_keys=False))
     built = core_for(dataset, config.core, progress, core)
     start = time.perf_counter()
     vocabulary, global_descriptors = _vlad_descriptors(built.features, config.vlad)

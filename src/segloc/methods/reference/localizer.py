@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segloc.config import check_options, option
 from segloc.errors import SeglocError
 from segloc.features.matching import Descriptors, MatcherConfig, match_descriptors, prepare_descriptors
 from segloc.features.retrieval import VladEncoder, rank_by_similarity
@@ -50,9 +51,12 @@ class ReferenceLocalizerConfig:
     sift: SiftConfig | None = None
     matcher: MatcherConfig = field(default_factory=MatcherConfig)
     pnp: PnPConfig = field(default_factory=lambda: PnPConfig(max_error_px=8.0))
-    num_candidates: int = 10
-    prior_radius: float = 0.0
-    prior_max_angle_deg: float = 90.0
+    num_candidates: int = option(10, ge=1)
+    prior_radius: float = option(0.0, ge=0, note="0: priors are ignored")
+    prior_max_angle_deg: float = option(90.0, ge=0, le=180)
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 class ReferenceLocalizer:

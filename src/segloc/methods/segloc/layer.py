@@ -47,12 +47,12 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from segloc.config import config_from_dict, config_to_dict
+from segloc.config import check_options, config_from_dict, config_to_dict, option
 from segloc.data.dataset import Dataset
 from segloc.errors import SeglocError
 from segloc.maps.build import CoreBuild, CoreConfig, core_for
 from segloc.maps.core import MapCore, core_checksum, write_core
-from segloc.maps.package import MapPackage, MapWriter
+from segloc.maps.package import MapPackage, MapWriter, check_map_output
 
 if TYPE_CHECKING:
     from segloc.models.segmenter import Segmenter
@@ -108,11 +108,11 @@ class SegLocMapConfig:
     """
 
     checkpoint: str | None = None
-    inference_max_edge: int | None = None
-    temperature: float = 1.0
+    inference_max_edge: int | None = option(None, ge=0, note="0: the images' own size, null: the training size")
+    temperature: float = option(1.0, gt=0)
     device: str = "cpu"
     store: str = "top1"
-    top_k: int = 3
+    top_k: int = option(3, ge=1)
     embed_model: bool = True
     model_dtype: str = "checkpoint"
     core: CoreConfig = field(default_factory=CoreConfig)
@@ -120,16 +120,9 @@ class SegLocMapConfig:
     def __post_init__(self) -> None:
         if isinstance(self.core, dict):
             self.core = config_from_dict(CoreConfig, self.core, "map.core")
+        check_options(self)
         if self.store not in STORE_MODES:
             raise SeglocError(f"segloc map: unknown store {self.store!r}; valid values are: {', '.join(STORE_MODES)}")
-        if self.top_k < 1:
-            raise SeglocError(f"segloc map: top_k must be at least 1, got {self.top_k}")
-        if self.inference_max_edge is not None and self.inference_max_edge < 0:
-            raise SeglocError(
-                f"segloc map: inference_max_edge must be positive (0 for the image size, null for the training size), got {self.inference_max_edge}"
-            )
-        if self.temperature <= 0:
-            raise SeglocError(f"segloc map: temperature must be positive, got {self.temperature}")
         if self.model_dtype not in ("checkpoint", *MODEL_DTYPES):
             raise SeglocError(
                 f"segloc map: unknown model_dtype {self.model_dtype!r}; valid values are: checkpoint, {', '.join(MODEL_DTYPES)}"
@@ -551,8 +544,7 @@ def build_segloc_map(
     output = Path(output)
     if not dataset.mapping:
         raise SeglocError(f"{dataset.root}: mapping.txt lists no images; a map needs mapping images with poses")
-    if output.exists() and not overwrite:
-        raise SeglocError(f"{output} exists already; pass --overwrite to replace it")
+    check_map_output(output, overwrite, dataset.inputs())
     source: dict[str, Any] = {}
     if segmenter is None:
         segmenter = _segmenter_from_config(config)
@@ -567,11 +559,9 @@ def build_segloc_map(
             "metadata": info.metadata,
         }
     logger.info(
-        "building a SegLoc map of %s (%d mapping images) with config:\n%s",
-        dataset.root,
-        len(dataset.mapping),
-        yaml.safe_dump(config_to_dict(config), sort_keys=False),
+        "building a SegLoc map of %s (%d mapping images); its options go into the map's manifest.json", dataset.root, len(dataset.mapping)
     )
+    logger.debug("map options:\n%s", yaml.safe_dump(config_to_dict(config), sort_keys=False))
     built = core_for(dataset, config.core, progress, core)
     start = time.perf_counter()
     probabilities, descriptors, sizes, num_levels = aggregate_point_probabilities(built.core, segmenter, dataset.load_image, progress)
@@ -634,6 +624,7 @@ def relabel_segloc_map(
     output = Path(output)
     if output.resolve() == package.path.resolve():
         raise SeglocError(f"relabel_segloc_map writes a new map: choose an output other than {package.path}")
+    check_map_output(output, overwrite, [(package.path, "the source map")])
     layer = read_segloc_layer(package)
     if store not in STORE_MODES:
         raise SeglocError(f"unknown store {store!r}; valid values are: {', '.join(STORE_MODES)}")

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from segloc.config import check_options, option
 from segloc.errors import SeglocError
 from segloc.features.retrieval import rank_by_similarity
 from segloc.geometry.camera import Camera
@@ -100,25 +101,26 @@ class SegLocLocalizerConfig:
         seed: seed of the point subsampling (results are deterministic).
     """
 
-    num_retrieved: int = 5
+    num_retrieved: int = option(5, ge=1)
     approximation: str = "top1"
-    weighted_max_distance: float = 2.0
-    weighted_max_angle_deg: float = 30.0
+    weighted_max_distance: float = option(2.0, ge=0)
+    weighted_max_angle_deg: float = option(30.0, ge=0, le=180)
     refine: bool = True
     refinement: LabelRefinementConfig = field(default_factory=LabelRefinementConfig)
-    labels_top_k: int | None = None
-    max_points: int = 4000
-    frustum_margin: float = 0.25
-    num_initializations: int = 3
+    labels_top_k: int | None = option(None, ge=1, note="null: all the map stores")
+    max_points: int = option(4000, ge=6)
+    frustum_margin: float = option(0.25, ge=0)
+    num_initializations: int = option(3, ge=1)
     initialization_selection: str = "lowest_cost"
-    inference_max_edge: int | None = None
-    temperature: float | None = None
+    inference_max_edge: int | None = option(None, ge=0, note="0: the image size, null: the map's")
+    temperature: float | None = option(None, gt=0, note="null: the map's")
     device: str = "cpu"
-    prior_radius: float = 3.0
-    prior_max_angle_deg: float = 60.0
-    seed: int = 0
+    prior_radius: float = option(3.0, ge=0)
+    prior_max_angle_deg: float = option(60.0, ge=0, le=180)
+    seed: int = option(0, ge=0)
 
     def __post_init__(self) -> None:
+        check_options(self)
         if self.approximation not in APPROXIMATIONS:
             raise SeglocError(
                 f"segloc localizer: unknown approximation {self.approximation!r}; valid values are: {', '.join(APPROXIMATIONS)}"
@@ -128,16 +130,6 @@ class SegLocLocalizerConfig:
                 f"segloc localizer: unknown initialization_selection {self.initialization_selection!r}; "
                 f"valid values are: {', '.join(INITIALIZATION_SELECTIONS)}"
             )
-        if self.num_retrieved < 1 or self.num_initializations < 1:
-            raise SeglocError(
-                f"segloc localizer: num_retrieved and num_initializations must be at least 1, got {self.num_retrieved}, {self.num_initializations}"
-            )
-        if self.labels_top_k is not None and self.labels_top_k < 1:
-            raise SeglocError(f"segloc localizer: labels_top_k must be at least 1 (or null for all stored), got {self.labels_top_k}")
-        if self.max_points < 6:
-            raise SeglocError(f"segloc localizer: max_points must be at least 6, got {self.max_points}")
-        if self.frustum_margin < 0 or self.weighted_max_distance < 0 or self.prior_radius < 0:
-            raise SeglocError("segloc localizer: frustum_margin, weighted_max_distance and prior_radius must be >= 0")
 
 
 @dataclass

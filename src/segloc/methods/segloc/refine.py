@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from segloc.config import check_options, option
 from segloc.errors import SeglocError
 from segloc.geometry.camera import Camera, distort_normalized
 from segloc.geometry.transforms import Rigid3, axis_angle_to_matrix
@@ -135,60 +136,41 @@ class LabelRefinementConfig:
     """
 
     levels: tuple[int, ...] = (-3, -2, -1)
-    num_iterations: int = 60
-    lambda_init: float = 1e-2
-    lambda_up: float = 10.0
-    lambda_down: float = 0.1
-    lambda_min: float = 1e-6
-    lambda_max: float = 1e4
+    num_iterations: int = option(60, ge=1)
+    lambda_init: float = option(1e-2, gt=0)
+    lambda_up: float = option(10.0, gt=1)
+    lambda_down: float = option(0.1, gt=0, lt=1)
+    lambda_min: float = option(1e-6, gt=0)
+    lambda_max: float = option(1e4, gt=0)
     loss: str = "cauchy"
-    loss_scale: float = 0.5
-    probability_floor: float = 1e-4
-    top_k: int = 0
-    border_margin_px: float = 1.0
-    min_depth: float = 0.05
-    min_step_rotation: float = 1e-5
-    min_step_translation: float = 1e-4
-    min_relative_cost_change: float = 1e-6
-    min_points: int = 30
-    max_translation_change: float = 2.0
-    max_rotation_change_deg: float = 30.0
-    max_final_residual: float = 2.0
-    min_relative_decrease: float = 0.0
-    residual_sigma: float | None = None
+    loss_scale: float = option(0.5, gt=0)
+    probability_floor: float = option(1e-4, gt=0, lt=1)
+    top_k: int = option(0, ge=0, note="0: all labels")
+    border_margin_px: float = option(1.0, ge=0)
+    min_depth: float = option(0.05, ge=0)
+    min_step_rotation: float = option(1e-5, ge=0)
+    min_step_translation: float = option(1e-4, ge=0)
+    min_relative_cost_change: float = option(1e-6, ge=0)
+    min_points: int = option(30, ge=6, note="a pose has 6 degrees of freedom")
+    max_translation_change: float = option(2.0, gt=0)
+    max_rotation_change_deg: float = option(30.0, gt=0)
+    max_final_residual: float = option(2.0, gt=0)
+    min_relative_decrease: float = option(0.0, ge=0, lt=1, note="0: no check")
+    residual_sigma: float | None = option(None, gt=0, note="null: estimated")
     gradients: str = "central"
 
     def __post_init__(self) -> None:
         self.levels = tuple(int(i) for i in self.levels)
+        check_options(self)
         if self.loss not in LOSSES:
             raise SeglocError(f"label refinement: unknown loss {self.loss!r}; valid losses are: {', '.join(LOSSES)}")
         if self.gradients not in GRADIENTS:
             raise SeglocError(f"label refinement: unknown gradients {self.gradients!r}; valid values are: {', '.join(GRADIENTS)}")
-        if self.num_iterations < 1:
-            raise SeglocError(f"label refinement: num_iterations must be at least 1, got {self.num_iterations}")
-        if not (self.lambda_up > 1.0 and 0.0 < self.lambda_down < 1.0):
-            raise SeglocError(f"label refinement: need lambda_up > 1 and 0 < lambda_down < 1, got {self.lambda_up} and {self.lambda_down}")
-        if not 0.0 < self.lambda_min <= self.lambda_init <= self.lambda_max:
+        if not self.lambda_min <= self.lambda_init <= self.lambda_max:
             raise SeglocError(
-                "label refinement: need 0 < lambda_min <= lambda_init <= lambda_max, "
+                "label refinement: need lambda_min <= lambda_init <= lambda_max, "
                 f"got {self.lambda_min}, {self.lambda_init}, {self.lambda_max}"
             )
-        if not self.loss_scale > 0:
-            raise SeglocError(f"label refinement: loss_scale must be positive, got {self.loss_scale}")
-        if not 0.0 < self.probability_floor < 1.0:
-            raise SeglocError(f"label refinement: probability_floor must be in (0, 1), got {self.probability_floor}")
-        if self.top_k < 0:
-            raise SeglocError(f"label refinement: top_k must be 0 (all labels) or positive, got {self.top_k}")
-        if self.border_margin_px < 0 or self.min_depth < 0:
-            raise SeglocError(
-                f"label refinement: border_margin_px and min_depth must be >= 0, got {self.border_margin_px} and {self.min_depth}"
-            )
-        if self.min_points < 6:
-            raise SeglocError(f"label refinement: min_points must be at least 6 (a pose has 6 degrees of freedom), got {self.min_points}")
-        if not (self.max_translation_change > 0 and self.max_rotation_change_deg > 0):
-            raise SeglocError("label refinement: max_translation_change and max_rotation_change_deg must be positive")
-        if self.residual_sigma is not None and not self.residual_sigma > 0:
-            raise SeglocError(f"label refinement: residual_sigma must be positive or None, got {self.residual_sigma}")
 
 
 @dataclass

@@ -366,9 +366,9 @@ def test_config_is_strict():
         config_from_dict(LabelRefinementConfig, {"iterations": 5})
     with pytest.raises(SeglocError, match="unknown loss 'tukey'"):
         LabelRefinementConfig(loss="tukey")
-    with pytest.raises(SeglocError, match="lambda_up > 1"):
+    with pytest.raises(SeglocError, match="lambda_up must be > 1"):
         LabelRefinementConfig(lambda_up=0.5)
-    with pytest.raises(SeglocError, match="min_points must be at least 6"):
+    with pytest.raises(SeglocError, match="min_points must be >= 6"):
         LabelRefinementConfig(min_points=3)
     with pytest.raises(SeglocError, match="unknown gradients"):
         LabelRefinementConfig(gradients="sobel")
