@@ -226,7 +226,7 @@ CASES = [
     Case("negative-max-error", "localize {map} --dataset {ds} --config {tmp}/c.yaml", "localize.pnp.max_error_px must be > 0, got -3.0", write("c.yaml", "localize:\n  pnp:\n    max_error_px: -3\n")),
     Case("infinite-synth-frame-rate", "synth -o {tmp}/new --config {tmp}/c.yaml", "synth.frame_rate must be a finite number", write("c.yaml", "synth:\n  frame_rate: .inf\n")),
     Case("synth-1x1", "synth -o {tmp}/new --size 1x1", "image size 1x1 is too small: the smallest is 64x48"),
-    Case("map-info-object-array", "map info {map}", "points3D.npz could not be read: Object arrays cannot be loaded", object_array_in_map),
+    Case("map-info-object-array", "map info {map}", "points3D.npz could not be read: points3D.npy holds objects", object_array_in_map),
     # Messages that were a traceback or named the wrong thing.
     Case("space-in-image-name", MAP_BUILD, "image names cannot contain spaces", edit_list("mapping.txt", lambda f: ["mapping/000", "000.png", *f[1:]])),
     Case("too-many-fields", MAP_BUILD, "too many fields", edit_list("mapping.txt", lambda f: [*f, "1.0", "2.0"])),
@@ -256,7 +256,7 @@ CASES = [
     Case("map-of-another-format-version", EVALUATE, "map format version 99", edit_manifest(lambda m: m.update(format_version=99))),
     Case("map-with-a-bad-checksum", "map info {map}", "checksum of core/points3D.npz does not match", tamper("map/core/points3D.npz")),
     Case("map-with-a-corrupt-manifest", "map info {map}", "manifest.json is corrupt", write("map/manifest.json", "{")),
-    Case("pickled-npz-in-a-map", "localize {map} --dataset {ds}", "could not be read: Object arrays cannot be loaded", object_array_in_map),
+    Case("pickled-npz-in-a-map", "localize {map} --dataset {ds}", "could not be read: points3D.npy holds objects", object_array_in_map),
     Case("queries-that-overlap-nothing", EVALUATE, "query images overlap nothing in the map", move_queries),
     Case("evaluate-without-queries", EVALUATE, "no query images", write("ds/query.txt", "# none\n")),
     Case("evaluate-limit-0", EVALUATE + " --limit 0", "limit must be at least 1"),

@@ -64,6 +64,39 @@ def check_map_output(path: str | Path, overwrite: bool = False, inputs=()) -> Pa
     return check_output(path, "replace", inputs=inputs, overwrite=overwrite, replaceable=is_map_package, what="map")
 
 
+def _check_relative_path(package: Path, rel: Any, manifest_path: Path) -> None:
+    """A manifest's file path must stay inside the package: relative, no ``..``, no link leading out."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise SeglocError(f"{manifest_path} is corrupt: file path {rel!r} is not a plain path inside the map")
+    resolved = (package / rel).resolve()
+    if not resolved.is_relative_to(package.resolve()):
+        raise SeglocError(f"{manifest_path} is corrupt: file {rel!r} leads outside the map (to {resolved})")
+
+
+def check_npz_sizes(path: Path) -> None:
+    """Refuse an npz whose arrays announce more bytes than their members hold, or that holds objects, before loading it.
+
+    Reads each ``.npy`` member's header only (shape, dtype) and compares the announced size
+    with the member's stored size: a file cannot make a reader allocate more than it contains.
+
+    Raises:
+        ValueError: an object dtype, or an announced size larger than the member.
+    """
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            with archive.open(member) as stream:
+                version = np.lib.format.read_magic(stream)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+                if dtype.hasobject:
+                    raise ValueError(f"{member.filename} holds objects (dtype {dtype}), which maps never store")
+                announced = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if announced > member.file_size:
+                    raise ValueError(f"{member.filename} announces {shape} {dtype} ({announced} bytes) but holds {member.file_size} bytes")
+
+
 def _check_name(name: str) -> None:
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise SeglocError(f"invalid layer or file name {name!r}: use plain names without slashes")
@@ -107,7 +140,17 @@ class MapPackage:
             raise SeglocError(
                 f"{path} has map format version {version}, this segloc ({segloc.__version__}) reads version {FORMAT_VERSION}: rebuild the map with `segloc map build`"
             )
-        for rel, info in manifest.get("files", {}).items():
+        files = manifest.get("files", {})
+        if not isinstance(files, dict) or not isinstance(manifest.get("layers", {}), dict):
+            raise SeglocError(f"{manifest_path} is corrupt: 'files' and 'layers' must be mappings")
+        for layer, layer_info in manifest.get("layers", {}).items():
+            for rel in layer_info.get("files", []) if isinstance(layer_info, dict) else [None]:
+                if rel not in files:
+                    raise SeglocError(f"{manifest_path} is corrupt: layer {layer!r} lists {rel!r}, which is not among its files")
+        for rel, info in files.items():
+            _check_relative_path(path, rel, manifest_path)
+            if not isinstance(info, dict) or not isinstance(info.get("bytes"), int) or not isinstance(info.get("sha256"), str):
+                raise SeglocError(f"{manifest_path} is corrupt: the entry of {rel!r} needs 'bytes' and 'sha256'")
             file = path / rel
             if not file.is_file():
                 raise SeglocError(f"map {path} is incomplete: {rel} is listed in the manifest but missing")
@@ -143,12 +186,19 @@ class MapPackage:
         raise SeglocError(f"map {self.path}: layer {layer!r} has no file {name!r}")
 
     def read_arrays(self, layer: str, name: str) -> dict[str, np.ndarray]:
-        """The arrays of ``layer/name.npz`` (read without pickles)."""
+        """The arrays of ``layer/name.npz``, read without pickles, each checked against its file before memory is used.
+
+        Raises:
+            SeglocError: a file that is not an npz, an object array, or an array whose header
+                announces more data than its member holds (a forged shape is refused before
+                any allocation).
+        """
         path = self.file_path(layer, name)
         try:
+            check_npz_sizes(path)
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
-        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
             raise SeglocError(f"map file {path} could not be read: {exc}") from None
 
     def read_json(self, layer: str, name: str) -> Any:

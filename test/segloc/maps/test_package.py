@@ -112,7 +112,7 @@ def test_check_contents_reads_every_file_as_the_readers_do(tmp_path):
     package = write_map(tmp_path / "map")
     package.check_contents()
     np.savez(tmp_path / "map" / "core" / "points3D.npz", xyz=np.array([{"evil": 1}], dtype=object))
-    with pytest.raises(SeglocError, match="points3D.npz could not be read: Object arrays cannot be loaded"):
+    with pytest.raises(SeglocError, match="points3D.npz could not be read: xyz.npy holds objects"):
         MapPackage.open(tmp_path / "map", verify_checksums=False).check_contents()
     (tmp_path / "map" / "core" / "images.json").write_text("{")
     with pytest.raises(SeglocError, match="images.json is corrupt"):
@@ -153,3 +153,78 @@ def test_a_written_map_has_the_usual_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "map").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def _small_map(tmp_path):
+    with MapWriter(tmp_path / "map", method="test") as writer:
+        writer.add_arrays("layer", "values", values=np.arange(10.0))
+        writer.commit()
+    return tmp_path / "map"
+
+
+def _rewrite_manifest(path, change):
+    manifest = json.loads((path / "manifest.json").read_text())
+    change(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("rel", ["../outside.npz", "/etc/passwd", "layer/../../outside.npz", "layer\\values.npz"])
+def test_manifest_paths_never_leave_the_package(tmp_path, rel):
+    path = _small_map(tmp_path)
+    (tmp_path / "outside.npz").write_bytes((path / "layer" / "values.npz").read_bytes())
+
+    def point_outside(manifest):
+        info = manifest["files"].pop("layer/values.npz")
+        manifest["files"][rel] = info
+        manifest["layers"]["layer"]["files"] = [rel]
+
+    _rewrite_manifest(path, point_outside)
+    with pytest.raises(SeglocError, match="not a plain path inside the map|leads outside the map"):
+        MapPackage.open(path)
+
+
+def test_a_link_inside_the_package_may_not_lead_out(tmp_path):
+    path = _small_map(tmp_path)
+    outside = tmp_path / "outside.npz"
+    outside.write_bytes((path / "layer" / "values.npz").read_bytes())
+    (path / "layer" / "values.npz").unlink()
+    (path / "layer" / "values.npz").symlink_to(outside)
+    with pytest.raises(SeglocError, match="leads outside the map"):
+        MapPackage.open(path)
+
+
+def test_a_layer_file_missing_from_the_file_list_is_refused(tmp_path):
+    path = _small_map(tmp_path)
+    _rewrite_manifest(path, lambda manifest: manifest["layers"]["layer"]["files"].append("layer/extra.npz"))
+    with pytest.raises(SeglocError, match="not among its files"):
+        MapPackage.open(path)
+
+
+def test_a_forged_array_size_is_refused_before_any_allocation(tmp_path):
+    """An npy header announcing 10^12 float64 values in a few bytes: refused from the header, no memory used."""
+    import hashlib
+    import io
+    import tracemalloc
+    import zipfile
+
+    path = _small_map(tmp_path)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)})
+    forged = io.BytesIO()
+    with zipfile.ZipFile(forged, "w") as archive:
+        archive.writestr("values.npy", header.getvalue() + bytes(64))
+    npz = path / "layer" / "values.npz"
+    npz.write_bytes(forged.getvalue())
+
+    def new_checksum(manifest):
+        manifest["files"]["layer/values.npz"] = {"sha256": hashlib.sha256(npz.read_bytes()).hexdigest(), "bytes": npz.stat().st_size}
+
+    _rewrite_manifest(path, new_checksum)
+    package = MapPackage.open(path)  # the checksums match: the file is what the manifest says
+    tracemalloc.start()
+    try:
+        with pytest.raises(SeglocError, match=r"announces \(1000000, 1000000\) float64 \(8000000000000 bytes\) but holds"):
+            package.read_arrays("layer", "values")
+        assert tracemalloc.get_traced_memory()[1] < 50_000_000
+    finally:
+        tracemalloc.stop()
