@@ -297,13 +297,25 @@ def live_nodes(
         rclpy.try_shutdown(context=context)
 
 
-def warm_up(camera: LiveCamera, images: int) -> None:
-    """Send ``images`` frames one at a time, each once the previous was answered (first inferences are slow: allocation, caches)."""
-    for i in range(images):
+def warm_up(camera: LiveCamera, images: int, answer_timeout_s: float = 15.0, timeout_s: float = 120.0) -> int:
+    """Send frames one at a time until ``images`` of them were answered on ``segloc/localized``; returns the frames sent.
+
+    The first inferences are slow (allocation, caches). A frame not answered within
+    ``answer_timeout_s`` is given up and the next one sent: just after start-up the nodes may not
+    have discovered each other yet, and a message between them is lost. Gives up after ``timeout_s``.
+    """
+    answered = sent = 0
+    deadline = time.monotonic() + timeout_s
+    while answered < images and time.monotonic() < deadline:
         camera.reset()
-        camera.publish(i)
-        _wait(lambda: camera.answered() >= 1, 60.0, 60.0, camera.answered)
+        camera.publish(sent)
+        sent += 1
+        _wait(lambda: camera.answered() >= 1, answer_timeout_s, answer_timeout_s, camera.answered)
+        answered += camera.answered() >= 1
+    if answered < images:
+        print(f"warm-up: {answered} of {sent} frames answered in {timeout_s:g} s", file=sys.stderr, flush=True)
     camera.reset()
+    return sent
 
 
 def measure_mode(mode: str, scene: Scene, args: argparse.Namespace, domain_id: int) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Soak test of the segloc ROS nodes: live images for a long time, with map reloads and bad messages; memory, latency and liveness over time.
+"""Soak test of the segloc ROS nodes: live images for a long time, with map reloads and bad messages; memory, latency, liveness.
 
 The nodes run as in ``ros_latency.py`` (:func:`ros_latency.live_nodes`: child processes of
 :class:`segloc_ros.replay.NodeLauncher`, wall clock, ``--threads`` torch threads each) on its demo
@@ -59,7 +59,8 @@ a terminal also reaches the nodes (one process group): their exit after it is no
 Run it with an interpreter that has rclpy (the ROS venv: ``.venv-ros/bin/python``). JSON on
 stdout (and ``-o``), progress on stderr::
 
-    {"config": {...}, "processes": {name: {"pid": n, "log": path}}, "start_s": ..., "rss_mb_at_start": {process: MB},
+    {"config": {...}, "processes": {name: {"pid": n, "log": path}}, "start_s": ..., "warmup_frames_sent": n,
+     "rss_mb_at_start": {process: MB},
      "intervals": [{"t_s": ..., "duration_s": ..., "interrupted": bool, "rss_mb": {process: MB},
                     "processes": {process: {"pid": n, "alive": bool, "same_process": bool}},
                     "images_published": n, "bad_messages": {kind: n}, "poses_received": n, "localized": {"true": n, "false": n},
@@ -459,7 +460,7 @@ def run_soak(args: argparse.Namespace, map_path: Path, scene: Scene, domain_id: 
         result["processes"] = {job.name: {"pid": job.process.pid, "log": str(job.log_path)} for job in watch.jobs}
         result["start_s"] = live.start_s
         logger.info("nodes active after %.1f s; %d warm-up image(s)", live.start_s, args.warmup)
-        warm_up(camera, args.warmup)
+        result["warmup_frames_sent"] = warm_up(camera, args.warmup)
         result["rss_mb_at_start"] = {name: None if mb is None else round(mb, 2) for name, mb in watch.rss_mb().items()}
         camera.take_poses()
         bad = BadMessages(live.node, camera)
