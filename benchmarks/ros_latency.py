@@ -32,6 +32,9 @@ runs. The localization map is a SegLoc map of the demo room built with the shipp
     python benchmarks/ros_latency.py --images 60 --rate 5 --modes composed
 
 Run it with an interpreter that has rclpy (the ROS venv: ``.venv-ros/bin/python``).
+``benchmarks/soak.py`` runs the same nodes on the same scene for hours with these pieces:
+:func:`build_scene`, :func:`live_nodes` (start, wait until active, stop), :class:`LiveCamera`
+(publishing, poses, ``segloc/localized`` and ``/diagnostics`` received) and :func:`warm_up`.
 
 Output (stdout and ``-o``)::
 
@@ -51,7 +54,8 @@ import random
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +138,9 @@ class LiveCamera:
         self.poses: dict[int, int] = {}  # pose stamp -> receive time (ns)
         self.answers = 0  # segloc/localized messages (one per processed image)
         self.not_localized = 0
-        self.dropped: dict[str, int] = {}
+        self.diagnostics: dict[str, dict[str, str]] = {}  # node -> key/values of its latest /diagnostics status
+        self.error_statuses: dict[str, int] = {}  # node -> ERROR-level /diagnostics statuses received (a standing ERROR repeats)
+        self.last_error: dict[str, str] = {}  # node -> message of its latest ERROR status
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.image = node.create_publisher(Image, CAMERA_TOPIC, qos_profile_sensor_data)
@@ -156,11 +162,23 @@ class LiveCamera:
             self.not_localized += not msg.data
 
     def _on_diagnostics(self, msg: Any) -> None:
+        from diagnostic_msgs.msg import DiagnosticStatus
+
         for status in msg.status:
             values = {kv.key: kv.value for kv in status.values}
-            if "frames_dropped" in values:
-                with self.lock:
-                    self.dropped[status.name.split(":")[0]] = int(values["frames_dropped"])
+            if "frames_dropped" not in values:
+                continue  # not a segloc node
+            name = status.name.split(":")[0]
+            with self.lock:
+                self.diagnostics[name] = values
+                if status.level == DiagnosticStatus.ERROR:
+                    self.error_statuses[name] = self.error_statuses.get(name, 0) + 1
+                    self.last_error[name] = status.message
+
+    def node_counter(self, key: str) -> dict[str, int]:
+        """Node -> an integer value of its latest /diagnostics (``frames_dropped``, ``frames_processed``, ``errors``, ...)."""
+        with self.lock:
+            return {name: int(values[key]) for name, values in self.diagnostics.items() if key in values}
 
     def reset(self) -> None:
         with self.lock:
@@ -172,16 +190,29 @@ class LiveCamera:
 
         self.tf_static.publish(tf_message([transform_stamped_msg(self.base_from_cam, time.time_ns(), BASE_FRAME, CAMERA_FRAME)]))
 
-    def publish(self, index: int) -> int:
-        """Publish frame ``index`` (cycling) stamped now; returns the stamp."""
+    def publish(self, index: int, camera_frame: str = CAMERA_FRAME, image_msg: Callable[[np.ndarray, int, str], Any] | None = None) -> int:
+        """Publish frame ``index`` (cycling) stamped now; returns the stamp.
+
+        Args:
+            index: the query frame (modulo their number).
+            camera_frame: the ``frame_id`` of the image and its camera_info.
+            image_msg: makes the Image from ``(rgb (H, W, 3) uint8, stamp ns, frame_id)``
+                (default :func:`segloc_ros.conversions.image_msg_from_array`, ``rgb8``).
+        """
         from segloc_ros.conversions import camera_info_msg_from_camera, image_msg_from_array, tf_message, transform_stamped_msg
 
         image, camera, odom_from_base = self.frames[index % len(self.frames)]
         stamp = time.time_ns()
         self.tf.publish(tf_message([transform_stamped_msg(odom_from_base, stamp, ODOM_FRAME, BASE_FRAME)]))
-        self.camera_info.publish(camera_info_msg_from_camera(camera, stamp, CAMERA_FRAME))
-        self.image.publish(image_msg_from_array(image, stamp, CAMERA_FRAME))
+        self.camera_info.publish(camera_info_msg_from_camera(camera, stamp, camera_frame))
+        self.image.publish((image_msg or image_msg_from_array)(image, stamp, camera_frame))
         return stamp
+
+    def take_poses(self) -> dict[int, int]:
+        """The poses received since the last call (or reset), removed: image stamp -> receive time, both in ns."""
+        with self.lock:
+            poses, self.poses = self.poses, {}
+        return poses
 
     def answered(self) -> int:
         """Images answered on segloc/localized since the last reset."""
@@ -201,45 +232,98 @@ def _wait(condition, timeout_s: float, idle_s: float, progress) -> None:
             return
 
 
-def measure_mode(mode: str, scene: Scene, args: argparse.Namespace, domain_id: int) -> dict[str, Any]:
+@dataclass
+class LiveNodes:
+    """The nodes of one launch mode, running and active, and the camera of this process that talks to them."""
+
+    launcher: Any  # segloc_ros.replay.NodeLauncher: its processes (names, pids, logs)
+    node: Any  # this process's rclpy node (spun by a background executor)
+    camera: LiveCamera
+    start_s: float  # from starting the processes to every node active
+    exit_status: dict[str, int | None] = field(default_factory=dict)  # filled when the nodes are stopped
+
+
+@contextlib.contextmanager
+def live_nodes(
+    mode: str, map_path: Path, scene: Scene, log_dir: Path, threads: int, domain_id: int, start_timeout: float, node_name: str
+) -> Iterator[LiveNodes]:
+    """Start the nodes of ``mode`` on ``map_path``, wait until they are active and listen to the camera; stop them on exit.
+
+    The nodes run as :class:`segloc_ros.replay.NodeLauncher` children (``multi``, ``composed`` or
+    ``localizer``) on the wall clock, with ``threads`` torch threads each, the package's params
+    file, their camera inputs remapped to :data:`CAMERA_TOPIC` and :data:`CAMERA_INFO_TOPIC`,
+    in ROS domain ``domain_id``. On exit they get SIGINT (then SIGTERM, SIGKILL) and
+    :attr:`LiveNodes.exit_status` says how they ended. rclpy's signal handlers are not
+    installed: Ctrl-C is a KeyboardInterrupt of the caller, whose ROS node stays usable.
+    """
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     from segloc_ros.replay import PARAMS_FILE, NodeLauncher, camera_remaps, config_file
 
     remaps, parameters = camera_remaps(CAMERA_TOPIC, "sensor_msgs/msg/Image", CAMERA_INFO_TOPIC)
     launcher = NodeLauncher(
-        mode,
-        scene.map,
-        args.work / "logs" / mode,
-        config_file(PARAMS_FILE),
-        [*parameters, f"threads:={args.threads}"],
-        remaps,
-        use_sim_time=False,
+        mode, map_path, log_dir, config_file(PARAMS_FILE), [*parameters, f"threads:={threads}"], remaps, use_sim_time=False
     )
     launcher.env["ROS_DOMAIN_ID"] = str(domain_id)
     context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain_id)
-    node = rclpy.create_node("segloc_latency_benchmark", context=context)
+    rclpy.init(context=context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node(node_name, context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
+    session = None
     try:
         camera = LiveCamera(node, scene)
         start = time.monotonic()
         launcher.start()
-        launcher.wait_active(node, args.start_timeout)
+        launcher.wait_active(node, start_timeout)
         start_s = time.monotonic() - start
-        deadline = time.monotonic() + args.start_timeout
+        deadline = time.monotonic() + start_timeout
         while camera.image.get_subscription_count() < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         camera.publish_static()
-        for i in range(args.warmup):  # first inferences are slow (allocation, caches): answered one by one, not measured
-            camera.reset()
-            camera.publish(i)
-            _wait(lambda: camera.answered() >= 1, 60.0, 60.0, camera.answered)
+        session = LiveNodes(launcher, node, camera, start_s)
+        yield session
+    finally:
+        exit_status = launcher.stop()
+        if session is not None:
+            session.exit_status = exit_status
+        executor.shutdown()
+        spinner.join(timeout=5)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def warm_up(camera: LiveCamera, images: int, answer_timeout_s: float = 15.0, timeout_s: float = 120.0) -> int:
+    """Send frames one at a time until ``images`` of them were answered on ``segloc/localized``; returns the frames sent.
+
+    The first inferences are slow (allocation, caches). A frame not answered within
+    ``answer_timeout_s`` is given up and the next one sent: just after start-up the nodes may not
+    have discovered each other yet, and a message between them is lost. Gives up after ``timeout_s``.
+    """
+    answered = sent = 0
+    deadline = time.monotonic() + timeout_s
+    while answered < images and time.monotonic() < deadline:
         camera.reset()
+        camera.publish(sent)
+        sent += 1
+        _wait(lambda: camera.answered() >= 1, answer_timeout_s, answer_timeout_s, camera.answered)
+        answered += camera.answered() >= 1
+    if answered < images:
+        print(f"warm-up: {answered} of {sent} frames answered in {timeout_s:g} s", file=sys.stderr, flush=True)
+    camera.reset()
+    return sent
+
+
+def measure_mode(mode: str, scene: Scene, args: argparse.Namespace, domain_id: int) -> dict[str, Any]:
+    with live_nodes(
+        mode, scene.map, scene, args.work / "logs" / mode, args.threads, domain_id, args.start_timeout, "segloc_latency_benchmark"
+    ) as live:
+        camera = live.camera
+        warm_up(camera, args.warmup)
         stamps = []
         period, first_publish = 1.0 / args.rate, time.time_ns()
         next_time = time.monotonic()
@@ -250,13 +334,8 @@ def measure_mode(mode: str, scene: Scene, args: argparse.Namespace, domain_id: i
         _wait(lambda: camera.answered() >= len(stamps), args.output_timeout, args.idle_timeout, camera.answered)
         with camera.lock:
             received = {s: camera.poses[s] for s in stamps if s in camera.poses}
-            answers, not_localized, dropped = camera.answers, camera.not_localized, dict(camera.dropped)
-    finally:
-        launcher.stop()
-        executor.shutdown()
-        spinner.join(timeout=5)
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+            answers, not_localized = camera.answers, camera.not_localized
+        dropped = camera.node_counter("frames_dropped")
     latencies = sorted((received[s] - s) / 1e9 for s in received)
     span = (max(received.values()) - first_publish) / 1e9 if received else None
     return {
@@ -272,7 +351,7 @@ def measure_mode(mode: str, scene: Scene, args: argparse.Namespace, domain_id: i
             "mean": float(np.mean(latencies)) if latencies else None,
         },
         "frames_dropped": dropped,
-        "start_s": start_s,
+        "start_s": live.start_s,
     }
 
 
