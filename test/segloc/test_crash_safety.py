@@ -142,5 +142,5 @@ def test_replace_directory_swaps_whole_folders(tmp_path):
     fresh.mkdir()
     replace_directory(fresh, tmp_path / "created")
     assert (tmp_path / "created").is_dir()
-    with pytest.raises(SeglocError, match="not a segloc map"):
+    with pytest.raises(SeglocError, match="does not exist"):
         MapPackage.open(tmp_path / "nothing")
