@@ -16,7 +16,7 @@ from segloc.maps.package import MapPackage, MapWriter
 from segloc.methods.reference.layer import ReferenceMapConfig, build_reference_map
 from segloc.methods.reference.localizer import ReferenceLocalizer, ReferenceLocalizerConfig
 
-CASTLE = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "strecha_castle"
+CASTLE = Path(__file__).resolve().parents[4] / ".." / "shared" / "data" / "strecha_castle"
 FAST_MAP_CONFIG = {"vlad": {"num_clusters": 16, "max_training_descriptors": 20000}}
 
 
