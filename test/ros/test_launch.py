@@ -43,6 +43,68 @@ def launch_file(ros_env, colcon_install, tmp_path, monkeypatch) -> Path:
     return install / harness.PACKAGE / "share" / harness.PACKAGE / "launch" / "localize.launch.py"
 
 
+@pytest.fixture(scope="module")
+def reference_map(scene) -> Path:
+    """A reference (SIFT) map of the scene, for the launch file's single-process pipeline."""
+    from segloc.data.dataset import read_dataset
+    from segloc.methods import get_method
+
+    method = get_method("reference")
+    config = method.map_config({"core": {"pairs": {"num_neighbors": 5}}, "vlad": {"num_clusters": 16, "max_training_descriptors": 20000}})
+    path = scene.root / "map_reference_launch"
+    return (
+        path if (path / "manifest.json").is_file() else method.build_map(read_dataset(scene.root / "dataset"), path, config, progress=False)
+    )
+
+
+def test_localize_launch_runs_localizer_node_for_another_method_and_poses_arrive(scene, reference_map, launch_file, ros_env):
+    """``pipeline:=auto`` with a reference map starts localizer_node; images over the remapped topics give poses with their stamps."""
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from sensor_msgs.msg import CameraInfo, Image
+    from tf2_msgs.msg import TFMessage
+
+    from segloc_ros.conversions import camera_info_msg_from_camera, image_msg_from_array, tf_message, transform_stamped_msg
+
+    client = RosClient(ros_env)
+    poses = client.collect(PoseWithCovarianceStamped, "/pose", 20)
+    image_pub, info_pub = client.publisher(Image, IMAGE_TOPIC), client.publisher(CameraInfo, CAMERA_INFO_TOPIC)
+    tf_pub = client.publisher(TFMessage, "/tf", 100)
+    static_qos = harness_static_qos()
+    static_pub = client.publisher(TFMessage, "/tf_static", static_qos)
+    stamps = []
+
+    def check(running) -> None:
+        harness.wait_lifecycle_state(client, "localizer_node", "active", 120, alive=running)
+        static_pub.publish(tf_message([transform_stamped_msg(scene.base_from_cam, 0, "base_link", CAMERA_FRAME)]))
+        for publisher in (image_pub, info_pub, tf_pub):
+            client.wait_subscribers(publisher)
+        for frame in scene.frames[:2]:
+            tf_pub.publish(tf_message([transform_stamped_msg(frame.odom_from_base, frame.stamp_ns, "odom", "base_link")]))
+            info_pub.publish(camera_info_msg_from_camera(scene.camera, frame.stamp_ns, CAMERA_FRAME))
+            time.sleep(0.1)
+            image_pub.publish(image_msg_from_array(frame.image, frame.stamp_ns, CAMERA_FRAME))
+            stamps.append(frame.stamp_ns)
+            client.wait_for(
+                lambda frame=frame: any(p.header.stamp.sec * 10**9 + p.header.stamp.nanosec == frame.stamp_ns for p in poses),
+                60,
+                f"a pose for {frame.name}",
+            )
+
+    try:
+        result = harness.run_launch(launch_file, {"map": str(reference_map), "image": IMAGE_TOPIC}, check)  # camera_info: beside image
+    finally:
+        client.close()
+    assert len(stamps) == 2 and all(p.header.frame_id == "map" for p in poses)
+    assert [name.rpartition("-")[0] for name in result.exit_codes] == ["localizer_node"], result.exit_codes
+    assert all(code == 0 for code in result.exit_codes.values()) and result.return_code == 0
+
+
+def harness_static_qos():
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
 @pytest.mark.parametrize("composition", ["false", "true"])
 def test_localize_launch_starts_the_nodes_and_stops_them(scene, launch_file, ros_env, composition):
     """The nodes reach ``active`` with the map argument, get images on the remapped topics, and exit cleanly on shutdown."""
