@@ -211,11 +211,14 @@ class LocalizationPipeline:
             images are shrunk before it sees them.
         publish: the publishing thresholds.
         max_edge: overrides the localizer's ``ingest_max_edge`` (0: keep the image size).
+        prior_use: what the method does with a prior (:data:`segloc.methods.registry.PRIOR_USES`);
+            with ``none`` a prior is not passed on.
     """
 
     localizer: Localizer
     publish: PublishConfig = field(default_factory=PublishConfig)
     max_edge: int | None = None
+    prior_use: str = "starts"
     ingest: CameraIngest = field(init=False)
     decision: PublishDecision = field(init=False)
 
@@ -242,7 +245,10 @@ class LocalizationPipeline:
         start = time.perf_counter()
         image, camera = self.ingest(image, camera)
         ingest_s = time.perf_counter() - start
-        result = self.localizer.localize(image, camera) if prior is None else self.localizer.localize(image, camera, prior=prior)
+        if prior is None or self.prior_use == "none":
+            result = self.localizer.localize(image, camera)
+        else:
+            result = self.localizer.localize(image, camera, prior=prior)
         result.timings = {"ingest": ingest_s, **result.timings}
         return result
 

@@ -57,7 +57,9 @@ class LocalizerNode(CameraInputs, LocalizingNode):
         method = get_method(self.param("method") or package.method)
         config = with_device(method.localize_config(config_section(config_path or None, "localize")), self.param("device"))
         localizer = method.load_localizer(package, config)
-        pipeline = LocalizationPipeline(localizer, self.publish_config(), max_edge=self.param("max_edge") or None)
+        pipeline = LocalizationPipeline(
+            localizer, self.publish_config(), max_edge=self.param("max_edge") or None, prior_use=method.prior_use
+        )
         pipeline.decision = self.decision  # one lost count and last map -> odom across map swaps
         logger.info("%s: method %s, %s", self.get_name(), method.name, pipeline.describe())
         return pipeline
@@ -101,6 +103,9 @@ class LocalizerNode(CameraInputs, LocalizingNode):
         timings["tf"] = time.perf_counter() - start
         image, camera = self.decode(msg, info, timings)
         pipeline: LocalizationPipeline = loaded.localizer
+        initial_pose = self.take_initial_pose()
+        if initial_pose is not None and pipeline.prior_use == "none":
+            self.report("warn", f"initialpose not used: method {loaded.method!r} takes no prior; it localizes from the image alone")
         self.decision.config = self.publish_config()
         pipeline.decision = self.decision
         decision = pipeline.process(
@@ -110,7 +115,7 @@ class LocalizerNode(CameraInputs, LocalizingNode):
             base_from_cam,
             use_odometry=self.param("use_odometry"),
             odometry=lambda: self.odometry(stamp_ns),
-            prior_world_from_base=self.take_initial_pose(),
+            prior_world_from_base=initial_pose,
         )
         if decision.result is not None:
             timings.update(decision.result.timings)

@@ -116,3 +116,9 @@ def test_pipeline_process_uses_the_initial_pose_and_turns_bad_inputs_into_lost_f
     )
     bad = pipeline.process(np.zeros((10, 10, 3), np.uint8), CAMERA, 4, BASE_FROM_CAM)
     assert not bad.published and bad.level == "error" and "does not match its camera" in bad.message
+
+
+def test_a_method_that_takes_no_prior_is_not_given_one():
+    localizer = RecordingLocalizer(success())
+    LocalizationPipeline(localizer, prior_use="none").localize(np.zeros((480, 640, 3), np.uint8), CAMERA, prior=CAM_FROM_WORLD)
+    assert localizer.calls[-1][2] is None
