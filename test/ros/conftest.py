@@ -118,3 +118,14 @@ def client(ros_env):
     ros = RosClient(ros_env)
     yield ros
     ros.close()
+
+
+@pytest.fixture(scope="session")
+def reference_map(scene) -> Path:
+    """A reference (SIFT) map of the scene's mapping images, built once through the method registry."""
+    from segloc.data.dataset import read_dataset
+    from segloc.methods import get_method
+
+    method = get_method("reference")
+    config = method.map_config({"core": {"pairs": {"num_neighbors": 5}}, "vlad": {"num_clusters": 16, "max_training_descriptors": 20000}})
+    return method.build_map(read_dataset(scene.root / "dataset"), scene.root / "map_reference", config, progress=False)

@@ -43,20 +43,6 @@ def launch_file(ros_env, colcon_install, tmp_path, monkeypatch) -> Path:
     return install / harness.PACKAGE / "share" / harness.PACKAGE / "launch" / "localize.launch.py"
 
 
-@pytest.fixture(scope="module")
-def reference_map(scene) -> Path:
-    """A reference (SIFT) map of the scene, for the launch file's single-process pipeline."""
-    from segloc.data.dataset import read_dataset
-    from segloc.methods import get_method
-
-    method = get_method("reference")
-    config = method.map_config({"core": {"pairs": {"num_neighbors": 5}}, "vlad": {"num_clusters": 16, "max_training_descriptors": 20000}})
-    path = scene.root / "map_reference_launch"
-    return (
-        path if (path / "manifest.json").is_file() else method.build_map(read_dataset(scene.root / "dataset"), path, config, progress=False)
-    )
-
-
 def test_localize_launch_runs_localizer_node_for_another_method_and_poses_arrive(scene, reference_map, launch_file, ros_env):
     """``pipeline:=auto`` with a reference map starts localizer_node; images over the remapped topics give poses with their stamps."""
     from geometry_msgs.msg import PoseWithCovarianceStamped

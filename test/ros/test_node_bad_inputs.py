@@ -58,19 +58,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def reference_map(scene) -> Path:
-    from segloc.data.dataset import read_dataset
-    from segloc.methods import get_method
-
-    method = get_method("reference")
-    config = method.map_config({"core": {"pairs": {"num_neighbors": 5}}, "vlad": {"num_clusters": 16, "max_training_descriptors": 20000}})
-    path = scene.root / "map_reference_bad_inputs"
-    return (
-        path if (path / "manifest.json").is_file() else method.build_map(read_dataset(scene.root / "dataset"), path, config, progress=False)
-    )
-
-
 @pytest.mark.parametrize(("case", "bad", "fragment"), CASES, ids=[case[0] for case in CASES])
 def test_a_bad_input_is_an_error_diagnostic_and_the_node_goes_on(case, bad, fragment, scene, reference_map, client, ros_env, tmp_path):
     from diagnostic_msgs.msg import DiagnosticArray

@@ -680,17 +680,6 @@ def test_localization_container(scene, client, start_nodes):
 # --- localizer_node: any method's whole pipeline in one process ----------------------------------
 
 
-@pytest.fixture(scope="session")
-def reference_map(scene) -> Path:
-    """A reference (SIFT) map of the scene's mapping images, built through the method registry."""
-    from segloc.data.dataset import read_dataset
-    from segloc.methods import get_method
-
-    method = get_method("reference")
-    config = method.map_config({"core": {"pairs": {"num_neighbors": 5}}, "vlad": {"num_clusters": 16, "max_training_descriptors": 20000}})
-    return method.build_map(read_dataset(scene.root / "dataset"), scene.root / "map_reference", config, progress=False)
-
-
 @pytest.mark.parametrize("method", ["reference", "segloc"])
 def test_localizer_node(method, scene, reference_map, client, start_nodes, one_torch_thread):
     """Images in, the library pipeline's poses out (same code, same numbers), map -> odom, the lost signal, map swaps."""
