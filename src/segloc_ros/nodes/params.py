@@ -102,14 +102,17 @@ COMMON_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages (errors are also sent at once)", positive=True),
 )
 
+#: The camera input of the nodes that take images (segloc_ros.nodes.camera_input).
+IMAGE_TRANSPORT_PARAMETER = ParameterSpec(
+    "image_transport",
+    "raw",
+    "raw: subscribe 'image' (sensor_msgs/Image); compressed: 'image/compressed' (sensor_msgs/CompressedImage) (on activate)",
+    choices=IMAGE_TRANSPORTS,
+)
+
 SEGMENTATION_PARAMETERS: tuple[ParameterSpec, ...] = (
     *COMMON_PARAMETERS,
-    ParameterSpec(
-        "image_transport",
-        "raw",
-        "raw: subscribe 'image' (sensor_msgs/Image); compressed: 'image/compressed' (sensor_msgs/CompressedImage) (on activate)",
-        choices=IMAGE_TRANSPORTS,
-    ),
+    IMAGE_TRANSPORT_PARAMETER,
     ParameterSpec(
         "max_edge",
         0,
@@ -188,12 +191,7 @@ LOCALIZER_PARAMETERS: tuple[ParameterSpec, ...] = (
     *COMMON_PARAMETERS,
     *LOCALIZING_PARAMETERS,
     ParameterSpec("method", "", "the registered method to localize with; '' = the one the map was built for (on configure)"),
-    ParameterSpec(
-        "image_transport",
-        "raw",
-        "raw: subscribe 'image' (sensor_msgs/Image); compressed: 'image/compressed' (sensor_msgs/CompressedImage) (on activate)",
-        choices=IMAGE_TRANSPORTS,
-    ),
+    IMAGE_TRANSPORT_PARAMETER,
     ParameterSpec(
         "max_edge",
         0,
