@@ -1,7 +1,7 @@
 """localization_container: the split pipeline (segmentation_node, retrieval_node, pose_refinement_node) in one process.
 
-The nodes are those of :data:`segloc_ros.nodes.COMPOSED_NODES`. One ``MultiThreadedExecutor``
-spins these lifecycle nodes (each still has its own worker
+The nodes are those of :data:`segloc_ros.nodes.COMPOSED_NODES`. One multi-threaded executor
+(:class:`~segloc_ros.nodes.executor.NodeExecutor`) spins these lifecycle nodes (each still has its own worker
 thread, parameters, lifecycle services and diagnostics); they read their parameters from the
 same params file as the separate processes, by node name; a ``-p`` on the command line applies
 to all three::

@@ -41,7 +41,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
@@ -52,6 +52,7 @@ from segloc.errors import SeglocError
 from segloc.maps.package import MapPackage
 from segloc_ros.conversions import diagnostic_array_msg, diagnostic_status_msg
 from segloc_ros.nodes.buffers import FrameWorker, StageTimes
+from segloc_ros.nodes.executor import NodeExecutor
 from segloc_ros.nodes.params import ParameterSpec, check_parameter
 
 logger = logging.getLogger("segloc")
@@ -503,7 +504,7 @@ class SeglocNode(LifecycleNode):
 
 
 def run_nodes(node_classes: list[type[SeglocNode]], args: list[str] | None = None) -> int:
-    """Run nodes in this process with one multi-threaded executor until shutdown (Ctrl-C, SIGTERM).
+    """Run nodes in this process with one multi-threaded :class:`NodeExecutor` until shutdown (Ctrl-C, SIGTERM).
 
     Each node is created (reading its parameters by node name from ``--ros-args``, e.g. a
     ``--params-file``), then autostarted (configure + activate when ``autostart`` is true).
@@ -511,7 +512,7 @@ def run_nodes(node_classes: list[type[SeglocNode]], args: list[str] | None = Non
     rclpy.init(args=args)
     forward_library_logging()
     nodes: list[SeglocNode] = []
-    executor = MultiThreadedExecutor(num_threads=2 + len(node_classes))
+    executor = NodeExecutor(num_threads=2 + len(node_classes))
     try:
         for node_class in node_classes:
             node = node_class()
