@@ -10,6 +10,7 @@
     segloc localize MAP --dataset DATASET         (or --image FILE --camera "MODEL W H params...")
     segloc evaluate MAP DATASET --method reference -o OUT
     segloc evaluate MAP --bag BAG --pose-topic /ground_truth/pose -o OUT   (every image of a rosbag2)
+    segloc evaluate MAP DATASET --no-tracking -o OUT      (relocalize every query, odometry or not)
 
 Bad input, a wrong command line included, prints one line ``segloc: error: ...`` on stderr and
 exits with status 1; outputs are checked before any work (:func:`segloc.fileio.check_output`):
@@ -228,12 +229,14 @@ def cmd_localize(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from segloc.config import config_section
+    from segloc.config import config_from_dict, config_section
     from segloc.data.dataset import read_dataset
-    from segloc.evaluate.replay import MapSummary, evaluate_bag
+    from segloc.evaluate.replay import MapSummary, evaluate_bag, read_bag_odometry
     from segloc.evaluate.report import format_summary
-    from segloc.evaluate.run import evaluate_localizer
+    from segloc.evaluate.run import evaluate_localizer, read_query_odometry
     from segloc.fileio import check_output
+    from segloc.localize.pipeline import LocalizationPipeline
+    from segloc.localize.tracking import TrackingConfig
     from segloc.maps.package import MapPackage
     from segloc.methods import get_method
 
@@ -252,10 +255,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bag_config = bag_read_config_from_args(args) if bag is not None else None
     dataset = read_dataset(args.dataset, require_query=True) if args.dataset is not None else None
     localizer = method.load_localizer(package, method.localize_config(config_section(args.config, "localize")))
+    tracking = config_from_dict(TrackingConfig, config_section(args.config, "tracking"), "tracking")
+    if args.no_tracking:
+        tracking.enabled = False
+    pipeline = LocalizationPipeline(localizer, prior_use=method.prior_use, tracks=method.tracks, tracking_config=tracking)
+    odometry = None
+    if pipeline.tracking.enabled and dataset is not None:
+        odometry = read_query_odometry(args.dataset)
+    elif pipeline.tracking.enabled:
+        try:
+            odometry = read_bag_odometry(bag, bag_config)
+        except SeglocError as exc:
+            logger.warning("no tracking: %s", exc)
     map_summary = MapSummary.from_package(package)
     if dataset is None:
         metrics = evaluate_bag(
-            localizer,
+            pipeline,
             bag,
             args.output,
             bag_config,
@@ -263,10 +278,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             limit=args.limit,
             extra={"method": method.name},
+            odometry=odometry,
         )
     else:
         metrics = evaluate_localizer(
-            localizer,
+            pipeline,
             dataset,
             args.output,
             map_bytes=map_summary.bytes,
@@ -276,8 +292,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             limit=args.limit,
             map_path=map_summary.path,
             extra={"method": method.name},
+            odometry=odometry,
         )
     print(format_summary(metrics))
+    if "tracking" in metrics:
+        print("tracking: " + ", ".join(f"{key} {value}" for key, value in metrics["tracking"].items()))
     print(f"wrote {args.output}/metrics.json and plots")
     return 0
 
@@ -476,6 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for metrics.json, trajectories and plots")
     p.add_argument("--config", type=Path, help="YAML config with a 'localize' section (and a 'bag' section for --bag)")
     p.add_argument("--limit", type=int, help="only the first N queries")
+    p.add_argument(
+        "--no-tracking",
+        action="store_true",
+        help="relocalize every query; by default a method that tracks refines from the pose the query sequence's odometry "
+        "predicts (a synthetic scene's scene.json, a bag's TF odom -> base_link) and relocalizes when that fails",
+    )
     add_bag_read_arguments(p, "with --bag: ")
     p.add_argument(
         "--gt-frames",

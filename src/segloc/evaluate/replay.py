@@ -55,7 +55,7 @@ from segloc.data.rosbag import (
 from segloc.errors import SeglocError
 from segloc.evaluate.metrics import THRESHOLDS, QueryResult, peak_rss_bytes, summarize
 from segloc.evaluate.report import format_summary, write_report
-from segloc.evaluate.run import as_pipeline, localize_query, overlap_or_raise
+from segloc.evaluate.run import QueryOdometry, as_pipeline, localize_query, overlap_or_raise
 from segloc.fileio import check_output
 from segloc.geometry.transforms import Rigid3
 from segloc.localize.frames import camera_pose_from_base, pose_uncertainty
@@ -228,6 +228,36 @@ def read_camera_extrinsics(bag: str | Path, config: BagReadConfig | None = None,
         ) from None
 
 
+def read_bag_odometry(
+    bag: str | Path, config: BagReadConfig | None = None, odom_frame: str = "odom", base_frame: str = "base_link"
+) -> QueryOdometry:
+    """The odometry (``odom_frame -> base_frame`` in the TF data) and camera extrinsics at each image of ``bag`` with ground truth.
+
+    What offline replay tracks with (:func:`evaluate_bag`), as ``localizer_node`` does from the
+    same TF data. Images without odometry at their stamp are left out (they relocalize).
+
+    Raises:
+        SeglocError: no camera extrinsics (:func:`read_camera_extrinsics`), or no image with odometry.
+    """
+    config = config or BagReadConfig()
+    records = read_ground_truth(bag, config)
+    extrinsics = read_camera_extrinsics(bag, config, base_frame)
+    odom_config = dataclasses.replace(config, pose_source="tf", world_frame=odom_frame)
+    try:
+        odom_from_cam = {record.timestamp: record.cam_from_world.inverse() for record in read_ground_truth(bag, odom_config)}
+    except SeglocError as exc:
+        raise SeglocError(f"{bag}: no odometry {odom_frame} -> {base_frame} to track with: {exc}; pass --no-tracking") from None
+    odometry = QueryOdometry({}, {})
+    for record in records:
+        if record.timestamp in odom_from_cam and record.timestamp in extrinsics:
+            base_from_cam = extrinsics[record.timestamp]
+            odometry.odom_from_base[record.name] = odom_from_cam[record.timestamp] * base_from_cam.inverse()
+            odometry.base_from_cam[record.name] = base_from_cam
+    if not odometry.odom_from_base:
+        raise SeglocError(f"{bag}: no image has odometry {odom_frame} -> {base_frame} at its stamp; pass --no-tracking")
+    return odometry
+
+
 # --- offline replay --------------------------------------------------------------------------
 def evaluate_bag(
     localizer: Any,
@@ -240,6 +270,7 @@ def evaluate_bag(
     limit: int | None = None,
     extra: dict[str, Any] | None = None,
     plots: bool = True,
+    odometry: QueryOdometry | None = None,
 ) -> dict[str, Any]:
     """Localize every image of ``bag`` that has ground truth, write the report, return the metrics.
 
@@ -253,6 +284,8 @@ def evaluate_bag(
         limit: only the first ``limit`` images with ground truth.
         extra: more metrics entries (e.g. ``{"method": "segloc"}``).
         plots: write the PNG plots.
+        odometry: the images' odometry (:func:`read_bag_odometry`): they run in order as a
+            robot's frames, with tracking (:mod:`segloc.evaluate.run`); ``metrics["tracking"]``.
 
     Raises:
         SeglocError: a bad bag or config (from :func:`segloc.data.rosbag.read_bag`), no image
@@ -271,13 +304,17 @@ def evaluate_bag(
     try:
         return evaluate_records(
             ground_truth,
-            lambda record: localize_query(localizer, images, record),
+            lambda record: localize_query(localizer, images, record, odometry),
             output_dir,
             method=method,
             source=bag,
             map_summary=map_summary,
             progress=progress,
-            extra={"replay": {"mode": "offline", "bag": str(bag)}, **(extra or {})},
+            extra={
+                "replay": {"mode": "offline", "bag": str(bag)},
+                **({"tracking": localizer.tracking.describe()} if odometry is not None else {}),
+                **(extra or {}),
+            },
             plots=plots,
         )
     finally:

@@ -11,6 +11,14 @@ propagates. Before running, the queries can be checked against the map's 3D poin
 (:func:`check_query_overlap`): when no query sees the map at its ground-truth pose, the query
 poses are almost certainly in another frame than the map, and the evaluation stops with one
 clear error instead of reporting zero recall.
+
+Tracking (:mod:`segloc.localize.tracking`): given the odometry of the query sequence
+(:class:`QueryOdometry`: a synthetic scene's ``scene.json``, :func:`read_query_odometry`; a
+bag's TF, :func:`segloc.evaluate.replay.read_bag_odometry`), the queries run in order through
+:meth:`~segloc.localize.pipeline.LocalizationPipeline.process` as frames on a robot do, so a
+method that tracks refines from the pose odometry predicts and relocalizes when that fails;
+``metrics["tracking"]`` counts the frames of each mode and ``per_query.json``'s ``info`` holds
+each frame's ``tracking``.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import logging
 import time
 import tracemalloc
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +39,7 @@ from segloc.errors import SeglocError
 from segloc.evaluate.metrics import QueryResult, peak_rss_bytes, summarize
 from segloc.evaluate.report import format_summary, write_report
 from segloc.fileio import check_output
+from segloc.geometry.transforms import Rigid3
 from segloc.localize.base import Localizer
 from segloc.localize.pipeline import LocalizationPipeline
 
@@ -85,21 +95,61 @@ def overlap_or_raise(queries: Sequence[ImageRecord], points3D: np.ndarray, min_v
     return without_overlap
 
 
+@dataclass
+class QueryOdometry:
+    """The odometry of a query sequence, by query name: what the evaluator tracks with.
+
+    Attributes:
+        odom_from_base: the odometry pose of the robot base at each query.
+        base_from_cam: the camera extrinsics at each query.
+    """
+
+    odom_from_base: dict[str, Rigid3]
+    base_from_cam: dict[str, Rigid3]
+
+
+def read_query_odometry(dataset_dir: str | Path) -> QueryOdometry | None:
+    """The query odometry of a synthetic scene folder (``scene.json``), None for a folder without one."""
+    from segloc.data.synthetic import read_scene_frames
+
+    if not (Path(dataset_dir) / "scene.json").is_file():
+        return None
+    frames, base_from_cam = read_scene_frames(dataset_dir, "query")
+    return QueryOdometry({f.name: f.odom_from_base for f in frames}, {f.name: base_from_cam for f in frames})
+
+
 def as_pipeline(localizer: Localizer | LocalizationPipeline) -> LocalizationPipeline:
     """The :class:`~segloc.localize.pipeline.LocalizationPipeline` a localizer runs in on a robot (ingest, then the localizer)."""
     return localizer if isinstance(localizer, LocalizationPipeline) else LocalizationPipeline(localizer)
 
 
-def localize_query(localizer: Localizer | LocalizationPipeline, dataset: Dataset, record: ImageRecord) -> QueryResult:
+def localize_query(
+    localizer: Localizer | LocalizationPipeline, dataset: Dataset, record: ImageRecord, odometry: QueryOdometry | None = None
+) -> QueryResult:
     """Localize one query of ``dataset`` through the robot's pipeline and time it; a localizer error counts as a failure with its message.
 
-    ``dataset`` is anything with ``load_image(name)`` (a dataset folder, a bag's images).
+    ``dataset`` is anything with ``load_image(name)`` (a dataset folder, a bag's images). With
+    the sequence's ``odometry`` (and the query in it) the query is a frame of
+    :meth:`~segloc.localize.pipeline.LocalizationPipeline.process` (tracking, the publishing
+    decision's state); the estimate is the localizer's pose either way.
     """
     pipeline = as_pipeline(localizer)
     image = dataset.load_image(record.name)
     start = time.perf_counter()
     try:
-        estimate = pipeline.localize(image, record.camera)
+        if odometry is not None and record.name in odometry.odom_from_base:
+            decision = pipeline.process(
+                image,
+                record.camera,
+                int(round((record.timestamp or 0.0) * 1e9)),
+                odometry.base_from_cam[record.name],
+                odometry=(odometry.odom_from_base[record.name], None),
+            )
+            if decision.result is None:
+                raise SeglocError(decision.message)
+            estimate = decision.result
+        else:
+            estimate = pipeline.localize(image, record.camera)
     except SeglocError as exc:
         elapsed = time.perf_counter() - start
         logger.warning("query %s: localizer error, counted as a failure: %s", record.name, exc)
@@ -134,6 +184,7 @@ def evaluate_localizer(
     extra: dict[str, Any] | None = None,
     track_python_memory: bool = False,
     plots: bool = True,
+    odometry: QueryOdometry | None = None,
 ) -> dict[str, Any]:
     """Localize every query of ``dataset``, write the report into ``output_dir``, return the metrics.
 
@@ -158,9 +209,12 @@ def evaluate_localizer(
         track_python_memory: trace Python allocations with ``tracemalloc`` during the run
             (slows allocation-heavy code down) for ``peak_python_memory_bytes``.
         plots: write the PNG plots.
+        odometry: the query sequence's odometry: the queries run in order as a robot's frames
+            (tracking, see the module docstring); None: each query alone.
 
     Returns:
-        The metrics dict (keys documented in :mod:`segloc.evaluate.metrics`).
+        The metrics dict (keys documented in :mod:`segloc.evaluate.metrics`; with
+        ``odometry`` also ``tracking``, :meth:`segloc.localize.tracking.TrackingState.describe`).
 
     Raises:
         SeglocError: when the dataset has no queries, or when map points are given and no
@@ -197,7 +251,7 @@ def evaluate_localizer(
     results: list[QueryResult] = []
     try:
         for record in tqdm(queries, desc=f"localize ({method})", unit="query", disable=not progress):
-            results.append(localize_query(pipeline, dataset, record))
+            results.append(localize_query(pipeline, dataset, record, odometry))
         peak_python = tracemalloc.get_traced_memory()[1] if track_python_memory else None
     finally:
         if started_tracing:
@@ -214,6 +268,8 @@ def evaluate_localizer(
         dataset=dataset.root,
         queries_without_overlap=without_overlap,
     )
+    if odometry is not None:
+        metrics["tracking"] = pipeline.tracking.describe()
     metrics.update(extra or {})
     if mapping_centers is None:
         mapping_centers = [r.cam_from_world.center for r in dataset.mapping]

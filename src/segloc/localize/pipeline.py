@@ -6,6 +6,8 @@
         │  CameraIngest: undistort into the pinhole camera, shrink to the localizer's ingest_max_edge
         ▼
     localizer.localize(image, camera, prior)        any registered method (segloc.methods)
+      or localizer.track(image, camera, predicted)  tracking (segloc.localize.tracking): when the last
+        │                                           pose was confident and odometry gives the motion
         │  LocalizationResult: cam_from_world, covariance, timings, failure reason
         ▼
     PublishDecision: confidence gate, base pose from the camera extrinsics,
@@ -40,6 +42,7 @@ from segloc.geometry.transforms import Rigid3
 from segloc.localize.base import LocalizationResult, Localizer
 from segloc.localize.frames import base_covariance_from_camera, base_pose_from_camera, map_from_odom, pose_is_confident, pose_uncertainty
 from segloc.localize.ingest import CameraIngest
+from segloc.localize.tracking import Tracker, TrackingConfig, TrackingState, tracking_mode
 
 logger = logging.getLogger("segloc")
 
@@ -91,6 +94,9 @@ class Decision:
         message: diagnostic message (``localized``, ``localization lost: <reason>``, ...).
         uncertainty: (position std m, yaw std deg) of a published pose.
         result: the localizer's result (None when it did not run).
+        tracking: how the pose was found: ``tracked``, ``relocalized`` (tracking failed, then
+            relocalization in the same frame) or ``localized`` (no tracking tried)
+            (:func:`segloc.localize.tracking.tracking_mode`).
     """
 
     stamp_ns: int
@@ -103,6 +109,7 @@ class Decision:
     message: str = "localized"
     uncertainty: tuple[float, float] | None = None
     result: LocalizationResult | None = None
+    tracking: str = "localized"
 
 
 class PublishDecision:
@@ -213,31 +220,45 @@ class LocalizationPipeline:
         max_edge: overrides the localizer's ``ingest_max_edge`` (0: keep the image size).
         prior_use: what the method does with a prior (:data:`segloc.methods.registry.PRIOR_USES`);
             with ``none`` a prior is not passed on.
+        tracks: the method tracks (its registry entry's ``tracks``); its localizer must then be a
+            :class:`~segloc.localize.tracking.Tracker`. False: every frame relocalizes.
+        tracking_config: when :meth:`process` tracks (:class:`~segloc.localize.tracking.TrackingConfig`).
     """
 
     localizer: Localizer
     publish: PublishConfig = field(default_factory=PublishConfig)
     max_edge: int | None = None
     prior_use: str = "starts"
+    tracks: bool = False
+    tracking_config: TrackingConfig = field(default_factory=TrackingConfig)
     ingest: CameraIngest = field(init=False)
     decision: PublishDecision = field(init=False)
+    tracking: TrackingState = field(init=False)
 
     def __post_init__(self) -> None:
         max_edge = self.max_edge if self.max_edge is not None else getattr(self.localizer, "ingest_max_edge", None)
         self.ingest = CameraIngest(max_edge or None)
         self.decision = PublishDecision(self.publish)
+        if self.tracks and not isinstance(self.localizer, Tracker):
+            raise SeglocError(f"method {self.method!r} says it tracks, but its localizer {type(self.localizer).__name__} has no track()")
+        self.tracking = TrackingState(self.tracking_config, self.tracks)
 
     @property
     def method(self) -> str:
         return getattr(self.localizer, "method", type(self.localizer).__name__)
 
-    def localize(self, image: np.ndarray, camera: Camera, prior: Rigid3 | None = None) -> LocalizationResult:
+    def localize(
+        self, image: np.ndarray, camera: Camera, prior: Rigid3 | None = None, predicted: Rigid3 | None = None
+    ) -> LocalizationResult:
         """Ingest ``image`` (H, W[, 3]) taken by ``camera``, then the localizer; ``timings`` start with ``ingest``.
 
         Args:
             image: the camera image, RGB uint8.
             camera: its camera, any COLMAP model, of the image's size.
             prior: an optional ``cam_from_world`` guess, for methods that take one.
+            predicted: a ``cam_from_world`` to track from (the localizer's ``track``, which
+                relocalizes when tracking fails); ignored by a method that does not track, or
+                when ``prior`` is given.
 
         Raises:
             SeglocError: an image that does not fit its camera, or the localizer's own errors.
@@ -245,10 +266,12 @@ class LocalizationPipeline:
         start = time.perf_counter()
         image, camera = self.ingest(image, camera)
         ingest_s = time.perf_counter() - start
-        if prior is None or self.prior_use == "none":
-            result = self.localizer.localize(image, camera)
-        else:
+        if prior is not None and self.prior_use != "none":
             result = self.localizer.localize(image, camera, prior=prior)
+        elif predicted is not None and self.tracks:
+            result = self.localizer.track(image, camera, predicted)  # type: ignore[attr-defined]
+        else:
+            result = self.localizer.localize(image, camera)
         result.timings = {"ingest": ingest_s, **result.timings}
         return result
 
@@ -273,19 +296,45 @@ class LocalizationPipeline:
             odometry: ``(odom_from_base, why it is missing)`` at the stamp, or a function giving
                 it, called after localization (odometry at the image stamp has usually arrived
                 by then).
-            prior_world_from_base: a base pose in the map to start from (``initialpose``).
+            prior_world_from_base: a base pose in the map to start from (``initialpose``); it
+                replaces tracking for this frame.
+
+        With tracking armed (:mod:`segloc.localize.tracking`) and odometry, the odometry is
+        looked up before localization and the frame tracks from the pose it predicts; the
+        decision's mode, ``tracked`` or ``relocalized``
+        (:func:`~segloc.localize.tracking.tracking_mode`) is in ``decision.tracking``.
         """
         base_from_cam = base_from_cam if base_from_cam is not None else Rigid3.identity()
         prior = None if prior_world_from_base is None else (prior_world_from_base * base_from_cam).inverse()
+        if prior is not None:
+            self.tracking.reset()
+        looked_up: Odometry | None = None
+        predicted = None
+        if prior is None and use_odometry and self.tracking.enabled and self.tracking.armed:
+            looked_up = odometry() if callable(odometry) else odometry
+            predicted = self.tracking.predict(self.decision.last_map_from_odom, looked_up[0], base_from_cam)
         try:
-            result = self.localize(image, camera, prior)
+            result = self.localize(image, camera, prior, predicted)
         except SeglocError as exc:
-            return self.decision.lost(stamp_ns, str(exc), error=True, use_odometry=use_odometry)
-        odom_from_base, odometry_error = odometry() if callable(odometry) else odometry
-        return self.decision.decide(
+            decision = self.decision.lost(stamp_ns, str(exc), error=True, use_odometry=use_odometry)
+            self.tracking.update(predicted is not None, False, None, self._publish_thresholds(), None)
+            return decision
+        odom_from_base, odometry_error = looked_up if looked_up is not None else (odometry() if callable(odometry) else odometry)
+        decision = self.decision.decide(
             stamp_ns, result, base_from_cam, use_odometry=use_odometry, odom_from_base=odom_from_base, odometry_error=odometry_error
         )
+        self.tracking.update(predicted is not None, decision.published, decision.uncertainty, self._publish_thresholds(), result)
+        decision.tracking = tracking_mode(result)
+        return decision
+
+    def _publish_thresholds(self) -> tuple[float, float]:
+        return self.decision.config.max_position_std, self.decision.config.max_yaw_std_deg
 
     def describe(self) -> dict[str, Any]:
         """A summary for logs and diagnostics."""
-        return {"method": self.method, "ingest_max_edge": self.ingest.max_edge or 0, **vars(self.publish)}
+        return {
+            "method": self.method,
+            "ingest_max_edge": self.ingest.max_edge or 0,
+            **vars(self.publish),
+            "tracking": self.tracking.enabled,
+        }

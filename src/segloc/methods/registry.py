@@ -127,6 +127,9 @@ class Method(ABC):
             (:class:`segloc.maps.build.CoreConfig`) unless :meth:`core_config` is overridden.
         localize_config_class: dataclass of the ``localize:`` section.
         prior_use: what the localizer does with a pose prior, one of :data:`PRIOR_USES`.
+        tracks: the localizer tracks (:class:`segloc.localize.tracking.Tracker`: refines from
+            the pose odometry predicts, relocalizes when that fails); False: the pipeline
+            relocalizes every frame.
     """
 
     name: ClassVar[str]
@@ -134,6 +137,7 @@ class Method(ABC):
     map_config_class: ClassVar[type]
     localize_config_class: ClassVar[type]
     prior_use: ClassVar[str] = "none"
+    tracks: ClassVar[bool] = False
 
     # --- configs ---------------------------------------------------------------------------
     def map_config(self, values: dict[str, Any] | Any | None = None) -> Any:
@@ -211,6 +215,8 @@ def _check_method(method: Any, source: str) -> Method:
             raise SeglocError(f"method {source} lacks the class attribute {attribute!r}")
     if method.prior_use not in PRIOR_USES:
         raise SeglocError(f"method {method.name!r}: prior_use must be one of {', '.join(PRIOR_USES)}, got {method.prior_use!r}")
+    if not isinstance(method.tracks, bool):
+        raise SeglocError(f"method {method.name!r}: tracks must be True or False, got {method.tracks!r}")
     return method
 
 

@@ -35,6 +35,7 @@ class SegLocMethod(Method):
         "label-based pose refinement; the map holds no image and no appearance descriptor"
     )
     prior_use = "starts"
+    tracks = True
 
     @property
     def map_config_class(self) -> type:  # type: ignore[override]

@@ -18,6 +18,11 @@ Given a pose ``prior`` (odometry, ``initialpose``, another method), steps 2 and 
 the points come from the mapping images near the prior (or, when none is near, from the whole
 map), and the refinement starts from the prior.
 
+Tracking (:meth:`SegLocLocalizer.track`, :mod:`segloc.localize.tracking`): from a pose odometry
+predicts, one refinement with the cheaper schedule of ``localize.tracking`` (fewer levels and
+iterations, fewer points, a tighter bound on how far it may move from the prediction); when it
+fails, the same frame's segmentation is relocalized (steps 2 to 4).
+
 A refinement that fails its checks (too few points, divergence, a high residual, a degenerate
 Hessian) returns no pose (``cam_from_world=None``) and says why in ``info["failure_reason"]``:
 a robot is better off without a pose than with a confident wrong one.
@@ -25,6 +30,7 @@ a robot is better off without a pose than with a confident wrong one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -44,7 +50,7 @@ from segloc.localize.base import LocalizationResult
 from segloc.maps.core import MapCore, read_core
 from segloc.maps.package import MapPackage
 from segloc.methods.segloc.layer import SegLocLayer, read_segloc_layer, read_segloc_model
-from segloc.methods.segloc.refine import LabelRefinementConfig, refine_pose_with_labels
+from segloc.methods.segloc.refine import LabelRefinementConfig, RefinementResult, refine_pose_with_labels
 from segloc.models.segmenter import DESCRIPTOR_GRID, NetworkSegmenter, Segmentation, Segmenter
 
 logger = logging.getLogger("segloc")
@@ -55,6 +61,7 @@ __all__ = [
     "Retrieval",
     "SegLocLocalizer",
     "SegLocLocalizerConfig",
+    "SegLocTrackingConfig",
     "approximate_pose",
     "pose_to_list",
     "wire_precision",
@@ -62,6 +69,36 @@ __all__ = [
 
 APPROXIMATIONS = ("top1", "weighted")
 INITIALIZATION_SELECTIONS = ("first_success", "lowest_cost")
+
+
+@dataclass
+class SegLocTrackingConfig:
+    """The tracked refinement of :meth:`SegLocLocalizer.track` (the ``tracking:`` part of ``localize:``).
+
+    Its options replace those of ``localize.refinement`` for the one refinement from the
+    predicted pose; the checks (points in view, residual, Hessian) are the refinement's.
+
+    Attributes:
+        levels: decoder levels to refine on, coarse to fine (see
+            :class:`~segloc.methods.segloc.refine.LabelRefinementConfig`); the prediction is
+            close, so the coarse levels are skipped.
+        num_iterations: Levenberg-Marquardt iterations per level.
+        max_points: at most this many points (null: ``localize.max_points``).
+        max_translation_change: the tracked pose may move at most this far from the
+            prediction (metres; at most ``refinement.max_translation_change``): farther is a
+            failed tracking, and the frame relocalizes.
+        max_rotation_change_deg: the same for the rotation (degrees).
+    """
+
+    levels: tuple[int, ...] = (-2, -1)
+    num_iterations: int = option(20, ge=1)
+    max_points: int | None = option(2000, ge=6, note="null: localize.max_points")
+    max_translation_change: float = option(0.5, gt=0)
+    max_rotation_change_deg: float = option(10.0, gt=0)
+
+    def __post_init__(self) -> None:
+        self.levels = tuple(int(i) for i in self.levels)
+        check_options(self)
 
 
 @dataclass
@@ -99,6 +136,7 @@ class SegLocLocalizerConfig:
         prior_max_angle_deg: ... whose optical axes differ by at most this angle are used;
             when none qualifies, every map point in the prior's frustum is.
         seed: seed of the point subsampling (results are deterministic).
+        tracking: the cheaper refinement of tracking (:class:`SegLocTrackingConfig`).
     """
 
     num_retrieved: int = option(5, ge=1)
@@ -118,6 +156,7 @@ class SegLocLocalizerConfig:
     prior_radius: float = option(3.0, ge=0)
     prior_max_angle_deg: float = option(60.0, ge=0, le=180)
     seed: int = option(0, ge=0)
+    tracking: SegLocTrackingConfig = field(default_factory=SegLocTrackingConfig)
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -311,11 +350,15 @@ class SegLocLocalizer:
         near = np.flatnonzero((distances <= self.config.prior_radius) & (cos_angles >= np.cos(np.radians(self.config.prior_max_angle_deg))))
         return near[np.argsort(distances[near], kind="stable")]
 
-    def select_points(self, image_ids: np.ndarray | None, camera: Camera, cam_from_world: Rigid3) -> np.ndarray:
+    def select_points(
+        self, image_ids: np.ndarray | None, camera: Camera, cam_from_world: Rigid3, max_points: int | None = None
+    ) -> np.ndarray:
         """Point ids (N,) for the refinement: seen by ``image_ids`` (None: any), in the widened frustum of the pose.
 
-        At most ``max_points`` are kept (a random subset with the configured seed), sorted.
+        At most ``max_points`` (default: the config's) are kept (a random subset with the
+        configured seed), sorted.
         """
+        max_points = max_points or self.config.max_points
         if image_ids is None:
             candidates = np.arange(self.core.num_points)
         else:
@@ -336,9 +379,9 @@ class SegLocLocalizer:
                 & (pixels[:, 1] <= camera.height + margin_y)
             )
         candidates = candidates[in_front][inside]
-        if len(candidates) > self.config.max_points:
+        if len(candidates) > max_points:
             rng = np.random.default_rng(self.config.seed)
-            candidates = np.sort(rng.choice(candidates, self.config.max_points, replace=False))
+            candidates = np.sort(rng.choice(candidates, max_points, replace=False))
         return candidates
 
     # --- the pipeline -------------------------------------------------------------------
@@ -410,7 +453,7 @@ class SegLocLocalizer:
         Returns:
             The result. ``timings``: ``segment``, ``retrieve`` and ``approximate`` (without a
             prior), ``refine`` (with the point selection; absent with ``refine: false``).
-            ``info``: ``initialization`` (``retrieval`` or ``prior``), ``retrieved`` (mapping
+            ``info``: ``initialization`` (``retrieval``, ``prior``, or ``tracking`` from :meth:`track`), ``retrieved`` (mapping
             image names, best first) and ``similarities``, ``approximation`` (the first pose,
             ``[qw, qx, qy, qz, tx, ty, tz]`` of ``cam_from_world``), ``num_points`` (points
             given to the refinement), ``refinement`` (the summary of the kept refinement, or
@@ -456,17 +499,8 @@ class SegLocLocalizer:
         """
         config = self.config
         timings = {} if timings is None else timings
-        info: dict[str, Any] = {
-            "initialization": "retrieval" if prior is None else "prior",
-            "retrieved": [],
-            "similarities": [],
-            "approximation": None,
-            "num_points": 0,
-            "refinement": None,
-            "failure_reason": None,
-        }
-        if segmentation.num_classes != self.layer.num_classes:
-            raise SeglocError(f"the segmentation has {segmentation.num_classes} classes, the map has K = {self.layer.num_classes}")
+        info = self._new_info("retrieval" if prior is None else "prior")
+        self._check_segmentation(segmentation)
 
         if prior is not None and retrieval is not None:
             raise SeglocError("give pose priors or a retrieval to refine from, not both")
@@ -478,13 +512,8 @@ class SegLocLocalizer:
             info["similarities"] = [round(float(s), 6) for s in retrieval.similarities]
             point_images: np.ndarray | None = retrieval.image_ids
         else:
-            starts = [prior] if isinstance(prior, Rigid3) else list(prior)
-            if not starts or not all(isinstance(p, Rigid3) for p in starts):
-                raise SeglocError(f"the prior must be a Rigid3 cam_from_world or a non-empty list of them, got {prior!r:.80}")
-            if not all(np.all(np.isfinite(p.matrix())) for p in starts):
-                raise SeglocError("the pose prior is not finite (NaN or infinity)")
-            near = self.images_near(starts[0])
-            point_images = near[: config.num_retrieved] if len(near) else None
+            starts = _checked_priors(prior)
+            point_images = self._images_for_prior(starts[0])
         approximation = starts[0]
         starts = starts[: config.num_initializations]
         info["approximation"] = pose_to_list(approximation)
@@ -492,27 +521,142 @@ class SegLocLocalizer:
             return LocalizationResult(approximation, None, 0, timings, info)
 
         start = time.perf_counter()
+        estimate = self._refine_from(
+            segmentation, camera, starts, point_images, config.refinement, config.max_points, config.initialization_selection, info
+        )
+        timings["refine"] = time.perf_counter() - start
+
+        if estimate is None:
+            logger.debug("segloc: no pose (%s)", info["failure_reason"])
+            return LocalizationResult(None, timings=timings, info=info)
+        return LocalizationResult(estimate.cam_from_world, estimate.covariance, estimate.num_points_used, timings, info)
+
+    # --- tracking ------------------------------------------------------------------------
+    def track(self, image: np.ndarray, camera: Camera, predicted: Rigid3) -> LocalizationResult:
+        """Track ``image`` (H, W, 3) RGB uint8 from the ``predicted`` ``cam_from_world`` (:class:`segloc.localize.tracking.Tracker`).
+
+        Segments the image, then :meth:`track_segmentation`. ``timings``: ``segment``,
+        ``track`` (the tracked refinement with its point selection), and after a failed
+        tracking those of a relocalization (``retrieve``, ``approximate``, ``refine``).
+        """
+        image = np.asarray(image)
+        if image.ndim < 2 or (image.shape[1], image.shape[0]) != (camera.width, camera.height):
+            raise SeglocError(f"image of shape {image.shape} does not match the camera size {camera.width}x{camera.height}")
+        start = time.perf_counter()
+        segmentation = self.segment(image)
+        timings = {"segment": time.perf_counter() - start}
+        return self.track_segmentation(segmentation, camera, predicted, timings)
+
+    def track_segmentation(
+        self,
+        segmentation: Segmentation,
+        camera: Camera,
+        predicted: Rigid3,
+        timings: dict[str, float] | None = None,
+        retrieval: Retrieval | None = None,
+    ) -> LocalizationResult:
+        """Refine once from ``predicted`` with ``localize.tracking``'s schedule; relocalize when that fails.
+
+        Args:
+            segmentation, camera, timings: as :meth:`localize_segmentation`.
+            predicted: the ``cam_from_world`` odometry predicts.
+            retrieval: the frame's retrieval when it ran elsewhere (the split pipeline), for
+                the relocalization after a failed tracking; None: retrieval runs here then.
+
+        Returns:
+            As :meth:`localize`, with ``info["initialization"]`` ``tracking`` (or ``retrieval``
+            after the fallback) and ``info["tracking"]``: ``mode`` (``tracked`` or
+            ``relocalized``) and ``failure`` (why tracking failed, None when it did not).
+            With ``refine: false`` there is nothing to track: the frame relocalizes.
+        """
+        config = self.config
+        timings = {} if timings is None else timings
+        self._check_segmentation(segmentation)
+        (predicted,) = _checked_priors(predicted)
+        if not config.refine:
+            return self.localize_segmentation(segmentation, camera, None, timings, retrieval=retrieval)
+        tracking = config.tracking
+        refinement = dataclasses.replace(
+            config.refinement,
+            levels=tracking.levels,
+            num_iterations=tracking.num_iterations,
+            max_translation_change=min(tracking.max_translation_change, config.refinement.max_translation_change),
+            max_rotation_change_deg=min(tracking.max_rotation_change_deg, config.refinement.max_rotation_change_deg),
+        )
+        info = self._new_info("tracking")
+        info["approximation"] = pose_to_list(predicted)
+        start = time.perf_counter()
+        point_images = self._images_for_prior(predicted)
+        estimate = self._refine_from(
+            segmentation, camera, [predicted], point_images, refinement, tracking.max_points or config.max_points, "first_success", info
+        )
+        timings["track"] = time.perf_counter() - start
+        if estimate is not None:
+            info["tracking"] = {"mode": "tracked", "failure": None}
+            return LocalizationResult(estimate.cam_from_world, estimate.covariance, estimate.num_points_used, timings, info)
+        logger.debug("segloc: tracking failed (%s), relocalizing", info["failure_reason"])
+        result = self.localize_segmentation(segmentation, camera, None, timings, retrieval=retrieval)
+        result.info["tracking"] = {"mode": "relocalized", "failure": info["failure_reason"]}
+        return result
+
+    # --- helpers -------------------------------------------------------------------------
+    @staticmethod
+    def _new_info(initialization: str) -> dict[str, Any]:
+        return {
+            "initialization": initialization,
+            "retrieved": [],
+            "similarities": [],
+            "approximation": None,
+            "num_points": 0,
+            "refinement": None,
+            "failure_reason": None,
+        }
+
+    def _check_segmentation(self, segmentation: Segmentation) -> None:
+        if segmentation.num_classes != self.layer.num_classes:
+            raise SeglocError(f"the segmentation has {segmentation.num_classes} classes, the map has K = {self.layer.num_classes}")
+
+    def _images_for_prior(self, cam_from_world: Rigid3) -> np.ndarray | None:
+        """The mapping images whose points feed a refinement from a prior: the nearest ``num_retrieved``, None (any) when none is near."""
+        near = self.images_near(cam_from_world)
+        return near[: self.config.num_retrieved] if len(near) else None
+
+    def _refine_from(
+        self,
+        segmentation: Segmentation,
+        camera: Camera,
+        starts: list[Rigid3],
+        point_images: np.ndarray | None,
+        refinement: LabelRefinementConfig,
+        max_points: int,
+        selection: str,
+        info: dict[str, Any],
+    ) -> RefinementResult | None:
+        """Refine from each start (``selection``, see ``initialization_selection``); the kept refinement, None when none succeeded.
+
+        Fills ``info``'s ``num_points``, ``refinement`` and ``failure_reason`` (see :meth:`localize`).
+        """
         estimate = None
         attempts = 0
-        keep_best = config.initialization_selection == "lowest_cost"
+        keep_best = selection == "lowest_cost"
         start_costs: list[float | None] = []  # final cost of each start's refinement, None when it failed
         for index, initial in enumerate(starts):
             attempts += 1
-            point_ids = self.select_points(point_images, camera, initial)
+            point_ids = self.select_points(point_images, camera, initial, max_points)
             start_costs.append(None)
-            if len(point_ids) < config.refinement.min_points:
+            if len(point_ids) < refinement.min_points:
                 if estimate is None:
                     info["num_points"] = int(len(point_ids))
                     info["failure_reason"] = "too few map points in view of the initial pose"
                 continue
-            labels, weights = self.layer.labels(config.labels_top_k, point_ids)
+            labels, weights = self.layer.labels(self.config.labels_top_k, point_ids)
             result = refine_pose_with_labels(
                 segmentation.probabilities,
                 camera,
                 self.core.points3D[point_ids],
                 labels,
                 initial,
-                config.refinement,
+                refinement,
                 label_weights=weights,
             )
             start_costs[-1] = result.cost if result.success else None
@@ -530,9 +674,14 @@ class SegLocLocalizer:
         if info["refinement"] is not None:
             info["refinement"]["attempts"] = attempts
             info["refinement"]["start_costs"] = start_costs
-        timings["refine"] = time.perf_counter() - start
+        return estimate
 
-        if estimate is None:
-            logger.debug("segloc: no pose (%s)", info["failure_reason"])
-            return LocalizationResult(None, timings=timings, info=info)
-        return LocalizationResult(estimate.cam_from_world, estimate.covariance, estimate.num_points_used, timings, info)
+
+def _checked_priors(prior: Rigid3 | Sequence[Rigid3]) -> list[Rigid3]:
+    """``prior`` as a non-empty list of finite ``cam_from_world`` (SeglocError otherwise)."""
+    starts = [prior] if isinstance(prior, Rigid3) else list(prior)
+    if not starts or not all(isinstance(p, Rigid3) for p in starts):
+        raise SeglocError(f"the prior must be a Rigid3 cam_from_world or a non-empty list of them, got {prior!r:.80}")
+    if not all(np.all(np.isfinite(p.matrix())) for p in starts):
+        raise SeglocError("the pose prior is not finite (NaN or infinity)")
+    return starts
