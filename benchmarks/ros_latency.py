@@ -1,7 +1,9 @@
 """Pose throughput and latency of the segloc ROS nodes: the multi-process chain against the composed container, in one run.
 
 For each mode (``multi``: segmentation_node, retrieval_node and pose_refinement_node in three
-processes; ``composed``: the three in localization_container), this script starts the nodes
+processes; ``composed``: the three in localization_container; ``localizer``: localizer_node, the
+whole pipeline in one process) and each tracking setting (``--tracking on off``: the
+``tracking:`` section of the nodes' config file, :mod:`segloc.localize.tracking`), this script starts the nodes
 (:class:`segloc_ros.replay.NodeLauncher`, wall-clock time, one torch thread per process by
 default), waits until they are active, sends a few warm-up images, then publishes ``--images``
 query images of a small synthetic room at ``--rate`` Hz, each with ``header.stamp = now``
@@ -21,7 +23,16 @@ What is measured, per mode:
   is their throughput (the excess frames are dropped by the nodes' queues and counted in
   ``frames_dropped`` from their ``/diagnostics``), below it the input rate bounds it;
 - counts: images published, poses received, images answered on ``segloc/localized`` (True or
-  False: the others never reached the end of the chain), and False answers.
+  False: the others never reached the end of the chain), and False answers;
+- ``stages_s``: the last node's per-stage times from its latest ``/diagnostics`` (``segment_s``,
+  ``track_s``, ``retrieve_s``, ``refine_s``, ...) and its frame counts per mode
+  (``frames_tracked``, ``frames_relocalized``, ``frames_localized``);
+- ``lost``: every ``--kidnap-every``-th measured frame the odometry jumps (100 m up, kept from
+  then on, as after a wheel slip or a teleport): tracking fails on that frame and it relocalizes
+  in the same frame; ``latency_s`` of those frames is the relocalization time when lost
+  (tracking attempt included), ``latency_others_s`` that of the other frames.
+
+Modes are keyed ``MODE`` (tracking off) and ``MODE+tracking``.
 
 Everything runs on this machine's cores, the benchmark process included; on a shared machine
 compare the two modes of one invocation (``composed_vs_multi``), not absolute numbers across
@@ -30,6 +41,7 @@ runs. The localization map is a SegLoc map of the demo room built with the shipp
 
     python benchmarks/ros_latency.py --work outputs/ros_latency -o ros_latency.json
     python benchmarks/ros_latency.py --images 60 --rate 5 --modes composed
+    python benchmarks/ros_latency.py --modes localizer --tracking on off --rate 15 --threads 2
 
 Run it with an interpreter that has rclpy (the ROS venv: ``.venv-ros/bin/python``).
 ``benchmarks/soak.py`` runs the same nodes on the same scene for hours with these pieces:
@@ -65,6 +77,8 @@ import numpy as np
 METHOD = "segloc"
 CAMERA_TOPIC, CAMERA_INFO_TOPIC = "/camera/image_raw", "/camera/camera_info"
 CAMERA_FRAME, BASE_FRAME, ODOM_FRAME = "camera_optical_frame", "base_link", "odom"
+#: The node that publishes the pose in each launch mode (its /diagnostics carry the stage times).
+LAUNCH_LAST_NODE = {"multi": "pose_refinement_node", "composed": "pose_refinement_node", "localizer": "localizer_node"}
 
 
 # --- the scene ------------------------------------------------------------------------------
@@ -190,7 +204,13 @@ class LiveCamera:
 
         self.tf_static.publish(tf_message([transform_stamped_msg(self.base_from_cam, time.time_ns(), BASE_FRAME, CAMERA_FRAME)]))
 
-    def publish(self, index: int, camera_frame: str = CAMERA_FRAME, image_msg: Callable[[np.ndarray, int, str], Any] | None = None) -> int:
+    def publish(
+        self,
+        index: int,
+        camera_frame: str = CAMERA_FRAME,
+        image_msg: Callable[[np.ndarray, int, str], Any] | None = None,
+        odom_offset: Any = None,
+    ) -> int:
         """Publish frame ``index`` (cycling) stamped now; returns the stamp.
 
         Args:
@@ -198,10 +218,13 @@ class LiveCamera:
             camera_frame: the ``frame_id`` of the image and its camera_info.
             image_msg: makes the Image from ``(rgb (H, W, 3) uint8, stamp ns, frame_id)``
                 (default :func:`segloc_ros.conversions.image_msg_from_array`, ``rgb8``).
+            odom_offset: a Rigid3 applied to the odometry (``offset * odom_from_base``): a jump.
         """
         from segloc_ros.conversions import camera_info_msg_from_camera, image_msg_from_array, tf_message, transform_stamped_msg
 
         image, camera, odom_from_base = self.frames[index % len(self.frames)]
+        if odom_offset is not None:
+            odom_from_base = odom_offset * odom_from_base
         stamp = time.time_ns()
         self.tf.publish(tf_message([transform_stamped_msg(odom_from_base, stamp, ODOM_FRAME, BASE_FRAME)]))
         self.camera_info.publish(camera_info_msg_from_camera(camera, stamp, camera_frame))
@@ -245,14 +268,22 @@ class LiveNodes:
 
 @contextlib.contextmanager
 def live_nodes(
-    mode: str, map_path: Path, scene: Scene, log_dir: Path, threads: int, domain_id: int, start_timeout: float, node_name: str
+    mode: str,
+    map_path: Path,
+    scene: Scene,
+    log_dir: Path,
+    threads: int,
+    domain_id: int,
+    start_timeout: float,
+    node_name: str,
+    parameters: tuple[str, ...] = (),
 ) -> Iterator[LiveNodes]:
     """Start the nodes of ``mode`` on ``map_path``, wait until they are active and listen to the camera; stop them on exit.
 
     The nodes run as :class:`segloc_ros.replay.NodeLauncher` children (``multi``, ``composed`` or
     ``localizer``) on the wall clock, with ``threads`` torch threads each, the package's params
     file, their camera inputs remapped to :data:`CAMERA_TOPIC` and :data:`CAMERA_INFO_TOPIC`,
-    in ROS domain ``domain_id``. On exit they get SIGINT (then SIGTERM, SIGKILL) and
+    in ROS domain ``domain_id``, and ``parameters`` (``name:=value``) for every node. On exit they get SIGINT (then SIGTERM, SIGKILL) and
     :attr:`LiveNodes.exit_status` says how they ended. rclpy's signal handlers are not
     installed: Ctrl-C is a KeyboardInterrupt of the caller, whose ROS node stays usable.
     """
@@ -262,9 +293,15 @@ def live_nodes(
 
     from segloc_ros.replay import PARAMS_FILE, NodeLauncher, camera_remaps, config_file
 
-    remaps, parameters = camera_remaps(CAMERA_TOPIC, "sensor_msgs/msg/Image", CAMERA_INFO_TOPIC)
+    remaps, remap_parameters = camera_remaps(CAMERA_TOPIC, "sensor_msgs/msg/Image", CAMERA_INFO_TOPIC)
     launcher = NodeLauncher(
-        mode, map_path, log_dir, config_file(PARAMS_FILE), [*parameters, f"threads:={threads}"], remaps, use_sim_time=False
+        mode,
+        map_path,
+        log_dir,
+        config_file(PARAMS_FILE),
+        [*remap_parameters, *parameters, f"threads:={threads}"],
+        remaps,
+        use_sim_time=False,
     )
     launcher.env["ROS_DOMAIN_ID"] = str(domain_id)
     context = rclpy.Context()
@@ -318,27 +355,77 @@ def warm_up(camera: LiveCamera, images: int, answer_timeout_s: float = 15.0, tim
     return sent
 
 
-def measure_mode(mode: str, scene: Scene, args: argparse.Namespace, domain_id: int) -> dict[str, Any]:
+def _latency_summary(latencies: list[float]) -> dict[str, float | None]:
+    latencies = sorted(latencies)
+    return {
+        "median": _percentile(latencies, 50),
+        "p95": _percentile(latencies, 95),
+        "max": latencies[-1] if latencies else None,
+        "mean": float(np.mean(latencies)) if latencies else None,
+    }
+
+
+def tracking_config(work: Path, enabled: bool) -> Path:
+    """A segloc config file whose ``tracking:`` section turns tracking on or off (the nodes' ``config_path``)."""
+    path = work / f"tracking_{'on' if enabled else 'off'}.yaml"
+    path.write_text(f"tracking:\n  enabled: {'true' if enabled else 'false'}\n")
+    return path
+
+
+def measure_mode(mode: str, scene: Scene, args: argparse.Namespace, domain_id: int, tracking: bool = False) -> dict[str, Any]:
+    from segloc.geometry.transforms import Rigid3
+
+    name = f"{mode}+tracking" if tracking else mode
+    parameters = (f"config_path:={tracking_config(args.work, tracking)}",)
     with live_nodes(
-        mode, scene.map, scene, args.work / "logs" / mode, args.threads, domain_id, args.start_timeout, "segloc_latency_benchmark"
+        mode,
+        scene.map,
+        scene,
+        args.work / "logs" / name,
+        args.threads,
+        domain_id,
+        args.start_timeout,
+        "segloc_latency_benchmark",
+        parameters,
     ) as live:
         camera = live.camera
         warm_up(camera, args.warmup)
-        stamps = []
+        stamps, kidnapped = [], set()
+        offset = None
         period, first_publish = 1.0 / args.rate, time.time_ns()
         next_time = time.monotonic()
         for i in range(args.images):
-            stamps.append(camera.publish(i))
+            if args.kidnap_every and i and i % args.kidnap_every == 0:
+                jump = Rigid3(np.array([1.0, 0.0, 0.0, 0.0]), np.array([0.0, 0.0, 100.0]))
+                offset = jump if offset is None else jump * offset
+                stamps.append(camera.publish(i, odom_offset=offset))
+                kidnapped.add(stamps[-1])
+            else:
+                stamps.append(camera.publish(i, odom_offset=offset))
             next_time += period
             time.sleep(max(0.0, next_time - time.monotonic()))
         _wait(lambda: camera.answered() >= len(stamps), args.output_timeout, args.idle_timeout, camera.answered)
+        time.sleep(1.5)  # the next /diagnostics (1 Hz) carries the last frames' stage times
         with camera.lock:
             received = {s: camera.poses[s] for s in stamps if s in camera.poses}
             answers, not_localized = camera.answers, camera.not_localized
+            last_node = LAUNCH_LAST_NODE.get(mode, "")
+            diagnostics = dict(camera.diagnostics.get(last_node, {}))
         dropped = camera.node_counter("frames_dropped")
     latencies = sorted((received[s] - s) / 1e9 for s in received)
     span = (max(received.values()) - first_publish) / 1e9 if received else None
+    stages = {}
+    for key, value in diagnostics.items():
+        if key.endswith("_s") or key.startswith("frames_"):
+            with contextlib.suppress(ValueError):
+                stages[key] = float(value)
     return {
+        "stages_s": stages,
+        "lost": {
+            "frames": len(kidnapped),
+            "latency_s": _latency_summary([(received[s] - s) / 1e9 for s in kidnapped if s in received]),
+            "latency_others_s": _latency_summary([(received[s] - s) / 1e9 for s in received if s not in kidnapped]),
+        },
         "images_published": len(stamps),
         "poses_received": len(received),
         "images_answered": answers,
@@ -365,7 +452,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=40, help="measured images per mode (default 40)")
     parser.add_argument("--rate", type=float, default=5.0, help="images per second (default 5)")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured images first, one at a time (default 3)")
-    parser.add_argument("--modes", nargs="+", choices=["multi", "composed"], default=["multi", "composed"])
+    parser.add_argument("--modes", nargs="+", choices=["multi", "composed", "localizer"], default=["multi", "composed"])
+    parser.add_argument(
+        "--tracking", nargs="+", choices=["on", "off"], default=["off"], help="tracking settings to measure each mode with (default off)"
+    )
+    parser.add_argument(
+        "--kidnap-every", type=int, default=0, help="every N-th measured frame the odometry jumps (the lost case; default 0: never)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per node process and for building the scene (default 1)")
     parser.add_argument("--start-timeout", type=float, default=120.0)
     parser.add_argument("--idle-timeout", type=float, default=15.0, help="stop waiting for answers after this long without one")
@@ -387,9 +480,12 @@ def main() -> None:
         "warmup_images": args.warmup,
         "modes": {},
     }
+    result["kidnap_every"] = args.kidnap_every
     for mode in args.modes:
-        print(f"measuring {mode} ...", file=sys.stderr, flush=True)
-        result["modes"][mode] = measure_mode(mode, scene, args, domain_id)
+        for setting in args.tracking:
+            name = f"{mode}+tracking" if setting == "on" else mode
+            print(f"measuring {name} ...", file=sys.stderr, flush=True)
+            result["modes"][name] = measure_mode(mode, scene, args, domain_id, tracking=setting == "on")
     if {"multi", "composed"} <= set(result["modes"]):
         multi, composed = result["modes"]["multi"], result["modes"]["composed"]
         result["composed_vs_multi"] = {

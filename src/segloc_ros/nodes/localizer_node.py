@@ -17,7 +17,11 @@ publishes ``pose``, ``/tf`` (``map -> odom``), ``segloc/localized`` and ``/diagn
 ``map_path`` changes and ``~/reload_map`` (:mod:`segloc_ros.nodes.common`).
 
 The method's ``localize:`` options come from the file that ``config_path`` names; ``device``
-sets the method's torch device where it has one.
+sets the method's torch device where it has one. With a method that tracks (SegLoc), a frame
+after a confident pose refines from the pose odometry predicts and relocalizes only when that
+fails (:mod:`segloc.localize.tracking`; the ``tracking:`` section of the same file, e.g.
+``enabled: false``); the diagnostics say how each frame was localized (``last_frame_mode``)
+and count the frames of each mode.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ from typing import Any
 
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from segloc.config import config_section
+from segloc.config import config_from_dict, config_section
 from segloc.errors import SeglocError
 from segloc.localize.pipeline import LocalizationPipeline
+from segloc.localize.tracking import TrackingConfig
 from segloc.maps.package import MapPackage
 from segloc.methods import get_method
 from segloc_ros.conversions import stamp_to_ns
@@ -57,8 +62,14 @@ class LocalizerNode(CameraInputs, LocalizingNode):
         method = get_method(self.param("method") or package.method)
         config = with_device(method.localize_config(config_section(config_path or None, "localize")), self.param("device"))
         localizer = method.load_localizer(package, config)
+        tracking = config_from_dict(TrackingConfig, config_section(config_path or None, "tracking"), "tracking")
         pipeline = LocalizationPipeline(
-            localizer, self.publish_config(), max_edge=self.param("max_edge") or None, prior_use=method.prior_use
+            localizer,
+            self.publish_config(),
+            max_edge=self.param("max_edge") or None,
+            prior_use=method.prior_use,
+            tracks=method.tracks,
+            tracking_config=tracking,
         )
         pipeline.decision = self.decision  # one lost count and last map -> odom across map swaps
         logger.info("%s: method %s, %s", self.get_name(), method.name, pipeline.describe())
@@ -81,7 +92,8 @@ class LocalizerNode(CameraInputs, LocalizingNode):
 
     def extra_diagnostics(self) -> dict[str, Any]:
         loaded = self.current_map
-        return {**self.camera_diagnostics(), **self.localizing_diagnostics(), "method": loaded.method if loaded else ""}
+        tracking = loaded.localizer.tracking.describe() if loaded else {}
+        return {**self.camera_diagnostics(), **self.localizing_diagnostics(), "method": loaded.method if loaded else "", **tracking}
 
     # --- the worker -------------------------------------------------------------------------
     def process(self, frame: tuple[Image | CompressedImage, CameraInfo, float], loaded: LoadedMap) -> None:

@@ -23,7 +23,10 @@ Outputs, stamped with the image stamp, from the library's publishing decision
   answered for ``stale_timeout`` seconds (the camera or an upstream node stopped) it goes False
   once with a WARN ``localization stale``: a consumer never keeps trusting an old True;
 - the diagnostic: ``localized``, or ``localization lost: <reason>`` (WARN; ERROR after
-  ``lost_frames_error`` frames in a row, and for a bad input or missing extrinsics).
+  ``lost_frames_error`` frames in a row, and for a bad input or missing extrinsics); its
+  ``last_frame_mode`` says how the last frame's pose was found: ``tracked`` (refined from the
+  pose odometry predicts, :mod:`segloc.localize.tracking`), ``relocalized`` (tracking failed,
+  then retrieval in the same frame) or ``localized`` (no tracking tried).
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class LocalizingNode(SeglocNode):
         self._poses_published = 0
         self._last_pose_stamp = "none"
         self._last_uncertainty: tuple[float, float] | None = None
+        self._last_frame_mode = "none"
         self._last_verdict_ns: int | None = None
         self._stale = False
         self._stale_timer = self.create_timer(0.25, self._check_stale)
@@ -132,6 +136,7 @@ class LocalizingNode(SeglocNode):
             "last_position_std_m": self._last_uncertainty[0] if self._last_uncertainty else "none",
             "last_yaw_std_deg": self._last_uncertainty[1] if self._last_uncertainty else "none",
             "consecutive_failures": self.decision.consecutive_failures,
+            "last_frame_mode": self._last_frame_mode,
             "tf_samples": self._tf.num_samples,
         }
 
@@ -242,6 +247,7 @@ class LocalizingNode(SeglocNode):
             stamp = decision.stamp_ns + int(round(self.param("transform_tolerance") * NS_PER_S))
             self._outputs["tf"].publish(tf_message([transform_stamped_msg(decision.transform, stamp, map_frame, child)]))
         self._outputs["localized"].publish(Bool(data=decision.published))
+        self._last_frame_mode = decision.tracking
         self._last_verdict_ns, self._stale = self.get_clock().now().nanoseconds, False
         if timings is not None:
             timings["publish"] = time.perf_counter() - start

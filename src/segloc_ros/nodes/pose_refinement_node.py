@@ -19,7 +19,12 @@ that has probabilities and camera_info, instead of waiting for retrieval.
 Per frame (in the worker thread) the refinement
 (:meth:`segloc.methods.segloc.localizer.SegLocLocalizer.localize_segmentation`) runs, then the
 library's publishing decision (:class:`segloc.localize.pipeline.PublishDecision`): the outputs
-and the lost signal are those of :mod:`segloc_ros.nodes.localizing`.
+and the lost signal are those of :mod:`segloc_ros.nodes.localizing`. After a confident pose,
+with odometry at the stamp, a frame tracks instead
+(:meth:`~segloc.methods.segloc.localizer.SegLocLocalizer.track_segmentation`: one refinement
+from the pose odometry predicts, the frame's retrieval only when that fails), with the
+library's :class:`segloc.localize.tracking.TrackingState` (the ``tracking:`` section of
+``config_path``), as localizer_node does.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from segloc.data.tf_buffer import normalize_frame
 from segloc.errors import SeglocError
 from segloc.geometry.transforms import Rigid3
+from segloc.localize.tracking import TrackingState, tracking_mode
 from segloc.maps.package import MapPackage
 from segloc.methods.segloc.packing import packed_probabilities_from_image, retrieval_from_image, segmentation_from_packed
 from segloc.models.segmentation import LEVEL_STRIDES
@@ -42,7 +48,7 @@ from segloc_ros.nodes.buffers import NS_PER_S, StampMatcher
 from segloc_ros.nodes.common import PIPELINE_QOS, LoadedMap, run_nodes
 from segloc_ros.nodes.localizing import LocalizingNode
 from segloc_ros.nodes.params import POSE_REFINEMENT_NODE, POSE_REFINEMENT_PARAMETERS
-from segloc_ros.nodes.segloc_split import load_segloc_localizer
+from segloc_ros.nodes.segloc_split import load_segloc_localizer, load_tracking_config
 
 logger = logging.getLogger("segloc")
 
@@ -64,9 +70,12 @@ class PoseRefinementNode(LocalizingNode):
         self._inputs: list[Any] = []
         self._matcher = StampMatcher((*FRAME_PARTS, "starts"))
         self._reported_expired = 0
+        self._tracking = TrackingState()
 
     def make_localizer(self, package: MapPackage, config_path: str) -> Any:
-        return load_segloc_localizer(package, config_path, self.param("device"), with_network=False)
+        localizer = load_segloc_localizer(package, config_path, self.param("device"), with_network=False)
+        self._tracking = TrackingState(load_tracking_config(config_path), tracks=True)  # a new map: relocalize first
+        return localizer
 
     # --- interfaces -------------------------------------------------------------------------
     def create_outputs(self) -> None:
@@ -102,6 +111,7 @@ class PoseRefinementNode(LocalizingNode):
             "frames_waiting": len(self._matcher),
             "frames_expired": self._matcher.expired,
             "late_inputs": self._matcher.late,
+            **self._tracking.describe(),
         }
 
     # --- callbacks (input group: one at a time) ---------------------------------------------
@@ -162,8 +172,11 @@ class PoseRefinementNode(LocalizingNode):
         timings["tf"] = time.perf_counter() - start
 
         localizer = loaded.localizer
-        priors, retrieval = None, None
+        tracking = self._tracking
+        priors, retrieval, predicted = None, None, None
+        odom_from_base, odometry_error = self.odometry(stamp_ns)
         if initial_pose is not None:
+            tracking.reset()
             priors = [(initial_pose * base_from_cam).inverse()]
         elif isinstance(parts["starts"], PoseArray):
             priors = [rigid_from_pose_msg(pose).inverse() for pose in parts["starts"].poses]
@@ -172,14 +185,17 @@ class PoseRefinementNode(LocalizingNode):
                 return
         else:
             retrieval = localizer.retrieval_from_ids(*retrieval_from_image(parts["starts"]))
+            predicted = tracking.predict(self.decision.last_map_from_odom, odom_from_base, base_from_cam)
 
         start = time.perf_counter()
         segmentation = segmentation_from_packed(packed_probabilities_from_image(probabilities_msg), None, LEVEL_STRIDES)
         camera = camera_from_camera_info(parts["camera_info"])
         timings["decode"] = time.perf_counter() - start
-        result = localizer.localize_segmentation(segmentation, camera, priors, timings, retrieval=retrieval)
+        if predicted is not None:
+            result = localizer.track_segmentation(segmentation, camera, predicted, timings, retrieval=retrieval)
+        else:
+            result = localizer.localize_segmentation(segmentation, camera, priors, timings, retrieval=retrieval)
 
-        odom_from_base, odometry_error = self.odometry(stamp_ns)
         self.decision.config = self.publish_config()
         decision = self.decision.decide(
             stamp_ns,
@@ -189,6 +205,9 @@ class PoseRefinementNode(LocalizingNode):
             odom_from_base=odom_from_base,
             odometry_error=odometry_error,
         )
+        thresholds = (self.decision.config.max_position_std, self.decision.config.max_yaw_std_deg)
+        tracking.update(predicted is not None, decision.published, decision.uncertainty, thresholds, result)
+        decision.tracking = tracking_mode(result)
         self.finish(decision, timings, received)
 
 

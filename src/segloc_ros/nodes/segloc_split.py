@@ -11,11 +11,17 @@ from __future__ import annotations
 
 from segloc.config import load_config
 from segloc.errors import SeglocError
+from segloc.localize.tracking import TrackingConfig
 from segloc.maps.package import MapPackage
 from segloc.methods.segloc.localizer import SegLocLocalizer, SegLocLocalizerConfig
 from segloc_ros.nodes.common import with_device
 
-__all__ = ["load_segloc_localizer"]
+__all__ = ["load_segloc_localizer", "load_tracking_config"]
+
+
+def load_tracking_config(config_path: str) -> TrackingConfig:
+    """The ``tracking:`` section of a segloc config file ('' = defaults)."""
+    return load_config(TrackingConfig, config_path or None, section="tracking")
 
 
 def load_segloc_localizer(package: MapPackage, config_path: str, device: str, with_network: bool) -> SegLocLocalizer:
