@@ -116,6 +116,7 @@ def localize_query(localizer: Localizer | LocalizationPipeline, dataset: Dataset
         info=estimate.info,
         timestamp=record.timestamp,
         time_s=elapsed,
+        covariance=estimate.covariance,
     )
 
 
