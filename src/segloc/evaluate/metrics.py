@@ -53,6 +53,15 @@ key                                 meaning
                                     result, the message of a SeglocError, or ``"unknown"``)
 ``queries_without_overlap``         names of the queries that see too few map points at their ground-truth pose
                                     (see :func:`segloc.evaluate.run.check_query_overlap`); null when not checked
+``num_with_covariance``             localized queries whose result carries a valid covariance (the next keys
+                                    are over these)
+``nees_mean``                       mean NEES (normalized estimation error squared, 6-DoF,
+                                    :func:`segloc.geometry.pose.normalized_estimation_error_squared`): 6 for a
+                                    covariance that fits the errors, larger when it is overconfident; null
+                                    without covariances
+``nees_median``                     median NEES (5.35 for a covariance that fits, the median of chi-square 6)
+``coverage_95``                     fraction of those queries whose true pose lies inside the 95 % ellipsoid
+                                    of the covariance (NEES <= chi2(6).ppf(0.95) = 12.59): 0.95 when it fits
 ==================================  =================================================================================
 
 Keys of each per-query record (:func:`per_query_records`, written to ``per_query.json``):
@@ -71,6 +80,15 @@ key                                 meaning
 ``failure_reason``                  why it failed (see ``failure_reasons`` above); null on success
 ``cam_from_world_gt``               ground truth ``{"quat_wxyz": [w, x, y, z], "translation": [x, y, z]}``
 ``cam_from_world_est``              the estimate in the same form; null if failed
+``nees``                            NEES of the estimate under its covariance (see ``nees_mean``); null when
+                                    failed or without covariance
+``inside_95``                       whether the true pose is inside the covariance's 95 % ellipsoid; null when
+                                    ``nees`` is
+``covariance``                      the estimate's (6, 6) covariance (:mod:`segloc.geometry.pose`) as nested lists;
+                                    null when failed or without covariance
+``position_std_m``                  square root of the largest eigenvalue of the position covariance, metres
+                                    (what the publishing gate compares with ``max_position_std``); null when
+                                    ``nees`` is
 ``info``                            the localizer's method-specific details, made JSON-safe (numpy arrays of more
                                     than 64 values are replaced by a short description)
 ==================================  =================================================================================
@@ -90,7 +108,9 @@ import numpy as np
 
 import segloc
 from segloc.errors import SeglocError
+from segloc.geometry.pose import CHI2_6DOF_95, normalized_estimation_error_squared
 from segloc.geometry.transforms import Rigid3, pose_error
+from segloc.localize.frames import pose_uncertainty
 
 METRICS_FORMAT = "segloc-metrics"
 METRICS_FORMAT_VERSION = 1
@@ -122,6 +142,9 @@ class QueryResult:
         timestamp: seconds, when the dataset has timestamps.
         time_s: wall-clock seconds of the ``localize`` call.
         failure_reason: why it failed; None on success.
+        covariance: (6, 6) covariance of the estimate (:mod:`segloc.geometry.pose`), or None.
+        nees: NEES of the estimate under ``covariance``; None without both (or when the
+            covariance is not positive definite).
     """
 
     name: str
@@ -135,6 +158,8 @@ class QueryResult:
     timestamp: float | None = None
     time_s: float = 0.0
     failure_reason: str | None = None
+    covariance: np.ndarray | None = None
+    nees: float | None = None
 
     @property
     def success(self) -> bool:
@@ -152,20 +177,30 @@ class QueryResult:
         timestamp: float | None = None,
         time_s: float = 0.0,
         failure_reason: str | None = None,
+        covariance: np.ndarray | None = None,
     ) -> QueryResult:
         """Build a result, computing the errors with :func:`segloc.geometry.pose_error`.
 
         A failed query (``cam_from_world_est`` None) gets infinite errors and a failure
-        reason (``info["failure_reason"]`` when not given, else ``"unknown"``).
+        reason (``info["failure_reason"]`` when not given, else ``"unknown"``). With a
+        ``covariance``, a localized query gets its NEES.
         """
         info = dict(info or {})
+        nees = None
         if cam_from_world_est is None:
             t_err, r_err = math.inf, math.inf
+            covariance = None
             if failure_reason is None:
                 failure_reason = str(info.get("failure_reason", "unknown"))
         else:
             t_err, r_err = pose_error(cam_from_world_est, cam_from_world_gt)
             failure_reason = None
+            if covariance is not None:
+                covariance = np.asarray(covariance, dtype=np.float64)
+                try:
+                    nees = normalized_estimation_error_squared(cam_from_world_est, cam_from_world_gt, covariance)
+                except SeglocError:  # not a valid covariance: the query counts as one without
+                    nees = None
         return cls(
             name=name,
             cam_from_world_gt=cam_from_world_gt,
@@ -178,6 +213,8 @@ class QueryResult:
             timestamp=timestamp,
             time_s=float(time_s),
             failure_reason=failure_reason,
+            covariance=covariance,
+            nees=nees,
         )
 
 
@@ -195,6 +232,24 @@ def recall_at(
     if len(t) == 0:
         return 0.0
     return float(np.mean((t <= max_translation_m) & (r <= max_rotation_deg)))
+
+
+def covariance_consistency(nees: Sequence[float]) -> dict[str, Any]:
+    """Mean and median NEES and 95 %-ellipsoid coverage of (N,) NEES values.
+
+    Returns:
+        ``{"num_with_covariance": N, "nees_mean", "nees_median", "coverage_95"}`` (the last three
+        None when N is 0); a covariance that fits the errors gives about 6, 5.35 and 0.95.
+    """
+    values = np.asarray(nees, dtype=np.float64).reshape(-1)
+    if len(values) == 0:
+        return {"num_with_covariance": 0, "nees_mean": None, "nees_median": None, "coverage_95": None}
+    return {
+        "num_with_covariance": len(values),
+        "nees_mean": float(np.mean(values)),
+        "nees_median": float(np.median(values)),
+        "coverage_95": float(np.mean(values <= CHI2_6DOF_95)),
+    }
 
 
 def peak_rss_bytes() -> int | None:
@@ -296,6 +351,7 @@ def summarize(
         "peak_python_memory_bytes": None if peak_python_memory_bytes is None else int(peak_python_memory_bytes),
         "failure_reasons": failure_reasons,
         "queries_without_overlap": None if queries_without_overlap is None else [str(n) for n in queries_without_overlap],
+        **covariance_consistency([r.nees for r in results if r.nees is not None]),
     }
 
 
@@ -320,6 +376,10 @@ def per_query_records(results: Sequence[QueryResult]) -> list[dict[str, Any]]:
             "failure_reason": r.failure_reason,
             "cam_from_world_gt": _pose_dict(r.cam_from_world_gt),
             "cam_from_world_est": _pose_dict(r.cam_from_world_est),
+            "covariance": None if r.covariance is None else to_json_safe(r.covariance),
+            "nees": to_json_safe(r.nees),
+            "inside_95": None if r.nees is None else bool(r.nees <= CHI2_6DOF_95),
+            "position_std_m": None if r.nees is None else pose_uncertainty(r.covariance)[0],
             "info": to_json_safe(r.info),
         }
         for r in results

@@ -345,6 +345,11 @@ def format_summary(metrics: dict[str, Any]) -> str:
     if metrics.get("peak_python_memory_bytes") is not None:
         memory += f", {format_bytes(metrics['peak_python_memory_bytes'])} traced Python allocations"
     lines.append(memory)
+    if metrics.get("num_with_covariance"):
+        lines.append(
+            f"covariance       NEES mean {metrics['nees_mean']:.2f} median {metrics['nees_median']:.2f} (6 fits)   "
+            f"95% ellipsoid holds the truth {100.0 * metrics['coverage_95']:.1f}% ({metrics['num_with_covariance']} queries)"
+        )
     if metrics.get("failure_reasons"):
         reasons = sorted(metrics["failure_reasons"].items(), key=lambda item: -item[1])
         lines.append("failures         " + "; ".join(f"{count}x {reason}" for reason, count in reasons[:3]))

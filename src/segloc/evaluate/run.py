@@ -166,6 +166,7 @@ def localize_query(
         info=estimate.info,
         timestamp=record.timestamp,
         time_s=elapsed,
+        covariance=estimate.covariance,
     )
 
 

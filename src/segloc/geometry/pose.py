@@ -6,6 +6,11 @@ the camera centre in the world frame (metres) and ``(rx, ry, rz)`` are a rotatio
 (radians) about the world axes applied on the left of ``world_from_cam``:
 ``world_from_cam' = (Exp(r) R_wc, c + dc)``. This is the order and meaning of ROS's pose
 covariance when the parent frame is the map.
+
+A covariance is checked against the truth with :func:`pose_perturbation` (the 6-vector that
+moves the estimate onto the truth in this convention) and :func:`normalized_estimation_error_squared`
+(NEES, ``e^T C^-1 e``: chi-square with 6 degrees of freedom, mean 6, when the errors follow the
+covariance).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 from segloc.config import check_options, option
 from segloc.errors import SeglocError
 from segloc.geometry.camera import Camera
-from segloc.geometry.transforms import Rigid3, axis_angle_to_matrix
+from segloc.geometry.transforms import Rigid3, axis_angle_to_matrix, matrix_to_axis_angle
 
 logger = logging.getLogger("segloc")
 
@@ -181,3 +186,45 @@ def pose_covariance(
         return None
     covariance = variance * np.linalg.inv(information)
     return 0.5 * (covariance + covariance.T)
+
+
+def pose_perturbation(cam_from_world_est: Rigid3, cam_from_world_gt: Rigid3) -> np.ndarray:
+    """The 6-vector ``(dx, dy, dz, rx, ry, rz)`` that moves the estimate onto the truth.
+
+    The inverse of :func:`perturb_world_from_cam`: ``perturb_world_from_cam(est, delta) == gt``
+    with ``dc = c_gt - c_est`` (camera centres in the world) and ``r = Log(R_wc_gt R_wc_est^T)``
+    (a rotation vector about the world axes). A covariance in the convention of this module is
+    the covariance of this vector.
+
+    Returns:
+        (6,) float64.
+    """
+    world_from_est, world_from_gt = cam_from_world_est.inverse(), cam_from_world_gt.inverse()
+    rotation = matrix_to_axis_angle(world_from_gt.rotation @ world_from_est.rotation.T)
+    return np.concatenate([world_from_gt.translation - world_from_est.translation, rotation])
+
+
+def normalized_estimation_error_squared(cam_from_world_est: Rigid3, cam_from_world_gt: Rigid3, covariance: np.ndarray) -> float:
+    """NEES ``e^T C^-1 e`` of an estimate with covariance ``C`` (6, 6) and error ``e = pose_perturbation(est, gt)``.
+
+    When the errors are drawn from ``C`` this is chi-square distributed with 6 degrees of
+    freedom (mean 6; below :data:`CHI2_6DOF_95` 95 % of the time); consistently larger values
+    mean an overconfident covariance.
+
+    Raises:
+        SeglocError: when ``covariance`` is not a finite symmetric positive definite (6, 6) matrix.
+    """
+    covariance = np.asarray(covariance, dtype=np.float64)
+    if covariance.shape != (6, 6) or not np.all(np.isfinite(covariance)):
+        raise SeglocError(f"expected a finite (6, 6) pose covariance, got shape {covariance.shape}")
+    try:
+        factor = np.linalg.cholesky(0.5 * (covariance + covariance.T))
+    except np.linalg.LinAlgError as exc:
+        raise SeglocError("the pose covariance is not positive definite: NEES is undefined") from exc
+    whitened = np.linalg.solve(factor, pose_perturbation(cam_from_world_est, cam_from_world_gt))
+    return float(whitened @ whitened)
+
+
+CHI2_6DOF_95 = 12.591587243743977
+"""The 95 % quantile of chi-square with 6 degrees of freedom: a true pose is inside the 95 %
+ellipsoid of a covariance when its NEES is at most this (``scipy.stats.chi2.ppf(0.95, 6)``)."""

@@ -12,6 +12,7 @@ from segloc.errors import SeglocError
 from segloc.evaluate import metrics as metrics_module
 from segloc.evaluate.metrics import THRESHOLDS, QueryResult, peak_rss_bytes, per_query_records, recall_at, summarize, to_json_safe
 from segloc.geometry import Rigid3, axis_angle_to_matrix
+from segloc.geometry.pose import perturb_world_from_cam
 
 
 def perturbed(cam_from_world: Rigid3, offset_m: float, angle_deg: float, direction=(1.0, 2.0, 2.0), axis=(0.0, 1.0, 0.0)) -> Rigid3:
@@ -148,3 +149,37 @@ def test_to_json_safe():
 def test_peak_rss():
     peak = peak_rss_bytes()
     assert peak is None or peak > 1 << 20  # a Python process with numpy uses more than 1 MiB
+
+
+def test_nees_and_coverage_per_query_and_aggregated():
+    gt = gt_pose(1)
+    covariance = np.diag([0.01, 0.01, 0.01, 1e-4, 1e-4, 1e-4])  # 10 cm and 0.57 deg standard deviations
+    inside = QueryResult.from_estimate("in.png", gt, perturb_world_from_cam(gt, np.array([-0.1, 0, 0, 0, 0, 0])), covariance=covariance)
+    outside = QueryResult.from_estimate("out.png", gt, perturb_world_from_cam(gt, np.array([0, 0, 0.5, 0, 0, 0])), covariance=covariance)
+    without = QueryResult.from_estimate("none.png", gt, gt)
+    failed = QueryResult.from_estimate("failed.png", gt, None, covariance=covariance)
+    assert inside.nees == pytest.approx(1.0, rel=1e-6) and outside.nees == pytest.approx(25.0, rel=1e-6)
+    assert without.nees is None and failed.nees is None
+    records = {r["name"]: r for r in per_query_records([inside, outside, without, failed])}
+    assert records["in.png"]["inside_95"] is True and records["out.png"]["inside_95"] is False
+    assert records["in.png"]["position_std_m"] == pytest.approx(0.1)
+    assert records["none.png"]["nees"] is None and records["none.png"]["inside_95"] is None
+    json.dumps(records, allow_nan=False)
+    metrics = summarize([inside, outside, without, failed])
+    assert metrics["num_with_covariance"] == 2
+    assert metrics["nees_mean"] == pytest.approx(13.0) and metrics["nees_median"] == pytest.approx(13.0)
+    assert metrics["coverage_95"] == pytest.approx(0.5)
+    assert summarize([without])["nees_mean"] is None and summarize([without])["coverage_95"] is None
+
+
+def test_coverage_of_draws_from_the_covariance():
+    rng = np.random.default_rng(5)
+    gt = gt_pose(2)
+    covariance = np.diag([0.04, 0.01, 0.02, 1e-4, 4e-4, 1e-4])
+    results = [
+        QueryResult.from_estimate(f"q{i}.png", gt, perturb_world_from_cam(gt, d), covariance=covariance)
+        for i, d in enumerate(rng.multivariate_normal(np.zeros(6), covariance, size=2000))
+    ]
+    metrics = summarize(results)
+    assert abs(metrics["nees_mean"] - 6.0) < 0.4 and abs(metrics["coverage_95"] - 0.95) < 0.02
+    assert abs(metrics["nees_median"] - 5.35) < 0.4

@@ -3,7 +3,14 @@ import pytest
 
 from segloc.errors import SeglocError
 from segloc.geometry import Camera, Rigid3, pose_error
-from segloc.geometry.pose import PnPConfig, estimate_absolute_pose, perturb_world_from_cam
+from segloc.geometry.pose import (
+    CHI2_6DOF_95,
+    PnPConfig,
+    estimate_absolute_pose,
+    normalized_estimation_error_squared,
+    perturb_world_from_cam,
+    pose_perturbation,
+)
 
 
 def make_scene(rng, camera, cam_from_world, count=300):
@@ -88,3 +95,57 @@ def test_covariance_floor_keeps_noise_free_estimates_honest():
     floored = estimate_absolute_pose(points2D, points3D, camera)
     tighter = estimate_absolute_pose(points2D, points3D, camera, PnPConfig(min_pixel_sigma=0.5))
     assert np.allclose(np.sqrt(np.diag(floored.covariance)), 2 * np.sqrt(np.diag(tighter.covariance)), rtol=1e-6)
+
+
+# --- NEES: the covariance checked against the truth ----------------------------------------
+
+
+def random_pose_covariance(rng: np.random.Generator) -> np.ndarray:
+    """A correlated (6, 6) covariance: centimetres to decimetres, and about a degree."""
+    basis = rng.normal(size=(6, 6))
+    scales = np.array([0.2, 0.05, 0.1, 0.02, 0.005, 0.01])
+    return (basis * scales) @ (basis * scales).T + np.diag(scales**2) * 0.1
+
+
+def test_pose_perturbation_inverts_perturb_world_from_cam():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        estimate = Rigid3(rng.normal(size=4), rng.normal(size=3) * 5)
+        delta = np.concatenate([rng.normal(size=3), rng.normal(size=3) * 0.5])
+        truth = perturb_world_from_cam(estimate, delta)
+        assert np.allclose(pose_perturbation(estimate, truth), delta, atol=1e-9)
+        t_err, _ = pose_error(estimate, truth)
+        assert np.isclose(t_err, np.linalg.norm(delta[:3]))
+
+
+def test_nees_of_errors_drawn_from_the_covariance_is_chi_square_6():
+    rng = np.random.default_rng(0)
+    estimate = Rigid3(rng.normal(size=4), np.array([4.0, -2.0, 10.0]))  # far from the origin: a wrong convention shows
+    covariance = random_pose_covariance(rng)
+    draws = rng.multivariate_normal(np.zeros(6), covariance, size=4000)
+    nees = np.array([normalized_estimation_error_squared(estimate, perturb_world_from_cam(estimate, d), covariance) for d in draws])
+    assert abs(nees.mean() - 6.0) < 0.3  # chi2(6): mean 6, standard error 0.055 over 4000 draws
+    assert abs(np.mean(nees <= CHI2_6DOF_95) - 0.95) < 0.015  # standard error 0.0034
+    # A covariance 4 times too small (the overconfidence this measures) is caught.
+    shrunk = np.array(
+        [normalized_estimation_error_squared(estimate, perturb_world_from_cam(estimate, d), covariance / 4) for d in draws[:500]]
+    )
+    assert shrunk.mean() > 20.0 and np.mean(shrunk <= CHI2_6DOF_95) < 0.6
+
+
+def test_nees_depends_on_the_perturbation_convention():
+    # The same error expressed in the camera's axes instead of the world's is not consistent.
+    estimate = Rigid3(np.array([0.5, 0.5, -0.5, 0.5]), np.array([1.0, 2.0, 3.0]))
+    covariance = np.diag([0.01, 0.01, 0.0001, 1e-6, 1e-6, 1e-6])  # uncertain in world x and y, sure in world z
+    along_world_z = perturb_world_from_cam(estimate, np.array([0.0, 0.0, 0.1, 0.0, 0.0, 0.0]))
+    along_world_x = perturb_world_from_cam(estimate, np.array([0.1, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    assert normalized_estimation_error_squared(estimate, along_world_z, covariance) == pytest.approx(100.0)
+    assert normalized_estimation_error_squared(estimate, along_world_x, covariance) == pytest.approx(1.0)
+
+
+def test_nees_rejects_a_bad_covariance():
+    pose = Rigid3.identity()
+    with pytest.raises(SeglocError, match="positive definite"):
+        normalized_estimation_error_squared(pose, pose, -np.eye(6))
+    with pytest.raises(SeglocError, match=r"\(6, 6\)"):
+        normalized_estimation_error_squared(pose, pose, np.eye(3))

@@ -245,8 +245,9 @@ def test_covariance_is_positive_definite_and_shrinks_with_more_points(room, case
     init = perturb(cam_from_world, 0.1, 2.0, np.random.default_rng(2))
     pick = np.random.default_rng(0).permutation(len(points3D))
     covariances = []
+    raw = LabelRefinementConfig(covariance="raw")  # points taken as independent: more points, smaller covariance
     for count in (400, 3000):
-        result = refine_pose_with_labels(levels, camera, points3D[pick[:count]], point_labels[pick[:count]], init)
+        result = refine_pose_with_labels(levels, camera, points3D[pick[:count]], point_labels[pick[:count]], init, raw)
         assert result.success, result.info()
         covariance = result.covariance
         assert covariance.shape == (6, 6) and np.allclose(covariance, covariance.T)
@@ -254,9 +255,53 @@ def test_covariance_is_positive_definite_and_shrinks_with_more_points(room, case
         covariances.append(covariance)
     assert np.trace(covariances[1][:3, :3]) < 0.5 * np.trace(covariances[0][:3, :3])
     assert np.trace(covariances[1][3:, 3:]) < 0.5 * np.trace(covariances[0][3:, 3:])
-    fixed = refine_pose_with_labels(levels, camera, points3D, point_labels, init, LabelRefinementConfig(residual_sigma=2.0))
-    scaled = refine_pose_with_labels(levels, camera, points3D, point_labels, init, LabelRefinementConfig(residual_sigma=1.0))
+    fixed = refine_pose_with_labels(
+        levels, camera, points3D, point_labels, init, LabelRefinementConfig(covariance="raw", residual_sigma=2.0)
+    )
+    scaled = refine_pose_with_labels(
+        levels, camera, points3D, point_labels, init, LabelRefinementConfig(covariance="raw", residual_sigma=1.0)
+    )
     assert np.allclose(fixed.covariance, 4.0 * scaled.covariance)
+
+
+def with_probability_errors(levels: list[np.ndarray], correlated: bool, rng: np.random.Generator) -> list[np.ndarray]:
+    """The maps times ``exp(field)`` per class, renormalised: a smooth field (errors shared by neighbouring pixels) or white noise."""
+    smooth = rng.normal(size=(levels[0].shape[0], 6, 8))
+    noisy = []
+    for level in levels:
+        level = np.asarray(level, dtype=np.float64)
+        if correlated:
+            field = torch.nn.functional.interpolate(torch.from_numpy(smooth)[None], size=level.shape[1:], mode="bilinear")[0].numpy()
+        else:
+            field = rng.normal(size=level.shape)
+        probabilities = level * np.exp(field) + 1e-3
+        noisy.append((probabilities / probabilities.sum(axis=0, keepdims=True)).astype(np.float32))
+    return noisy
+
+
+def test_calibrated_covariance_grows_with_correlated_errors(room, cases):
+    _, camera, _ = room
+    cam_from_world, levels, points3D, point_labels = cases[QUERIES[1]]
+    init = perturb(cam_from_world, 0.1, 2.0, np.random.default_rng(2))
+    ratios = {}
+    for correlated in (True, False):
+        noisy = with_probability_errors(levels, correlated, np.random.default_rng(1))
+        results = {
+            model: refine_pose_with_labels(noisy, camera, points3D, point_labels, init, LabelRefinementConfig(covariance=model))
+            for model in ("raw", "calibrated")
+        }
+        assert all(r.success for r in results.values()), {m: r.info() for m, r in results.items()}
+        assert np.allclose(results["raw"].cam_from_world.matrix(), results["calibrated"].cam_from_world.matrix())  # same estimate
+        calibrated = results["calibrated"].covariance
+        assert np.allclose(calibrated, calibrated.T) and np.all(np.linalg.eigvalsh(calibrated) > 0)
+        ratios[correlated] = np.trace(calibrated[:3, :3]) / np.trace(results["raw"].covariance[:3, :3])
+    # Errors shared by neighbouring points: the sandwich over image blocks is several times the raw covariance,
+    # and clearly more so than with independent errors per pixel.
+    assert ratios[True] > 3.0
+    assert ratios[True] > 2.0 * ratios[False]
+    scaled = refine_pose_with_labels(levels, camera, points3D, point_labels, init, LabelRefinementConfig(covariance_scale=3.0))
+    unit = refine_pose_with_labels(levels, camera, points3D, point_labels, init, LabelRefinementConfig(covariance_scale=1.0))
+    assert np.allclose(scaled.covariance, 3.0 * unit.covariance)
 
 
 # --- top-k labels -------------------------------------------------------------------------
@@ -360,7 +405,9 @@ def test_bad_inputs(room, cases):
 
 
 def test_config_is_strict():
-    config = config_from_dict(LabelRefinementConfig, {"levels": [1, 2, 3], "loss": "huber", "loss_scale": 2, "residual_sigma": 0.5})
+    config = config_from_dict(
+        LabelRefinementConfig, {"levels": [1, 2, 3], "loss": "huber", "loss_scale": 2, "covariance": "raw", "residual_sigma": 0.5}
+    )
     assert config.levels == (1, 2, 3) and config.loss == "huber" and config.loss_scale == 2.0
     with pytest.raises(SeglocError, match="unknown option"):
         config_from_dict(LabelRefinementConfig, {"iterations": 5})
@@ -372,3 +419,10 @@ def test_config_is_strict():
         LabelRefinementConfig(min_points=3)
     with pytest.raises(SeglocError, match="unknown gradients"):
         LabelRefinementConfig(gradients="sobel")
+    with pytest.raises(SeglocError, match="unknown covariance 'sandwich'"):
+        LabelRefinementConfig(covariance="sandwich")
+    with pytest.raises(SeglocError, match="residual_sigma sets the scale of the raw covariance"):
+        LabelRefinementConfig(residual_sigma=0.5)
+    for bad in ({"covariance_scale": 0.0}, {"covariance_block_size": 0.0}, {"covariance_block_size": 1.5}, {"covariance_min_blocks": 6}):
+        with pytest.raises(SeglocError, match=next(iter(bad))):
+            LabelRefinementConfig(**bad)
