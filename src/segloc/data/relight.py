@@ -94,14 +94,10 @@ class RelightConfig:
 RELIGHT_PRESETS: dict[str, RelightConfig] = {
     # Blue hour, about 1.7 stops darker than the day photograph: a bluish sky light, diffuse
     # shading, the camera at 3x gain, a slightly open lens and a handheld 1/30 s.
-    "dusk": RelightConfig(
-        exposure=0.1, gain=3.0, contrast=0.7, white_balance=(0.85, 0.97, 1.25), defocus_blur=0.7, motion_blur=2.0
-    ),
+    "dusk": RelightConfig(exposure=0.1, gain=3.0, contrast=0.7, white_balance=(0.85, 0.97, 1.25), defocus_blur=0.7, motion_blur=2.0),
     # Street lamps, about 3.3 stops darker: sodium / warm-white light, strong diffuse flattening,
     # 5x gain on 2 % of the day's light, a wide-open lens and a longer exposure.
-    "night": RelightConfig(
-        exposure=0.02, gain=5.0, contrast=0.5, white_balance=(1.3, 0.95, 0.55), defocus_blur=1.2, motion_blur=4.0
-    ),
+    "night": RelightConfig(exposure=0.02, gain=5.0, contrast=0.5, white_balance=(1.3, 0.95, 0.55), defocus_blur=1.2, motion_blur=4.0),
 }
 """Named low-light conditions: ``dusk`` and ``night`` (the day photograph is the input)."""
 
