@@ -186,7 +186,7 @@ def measure_row(args: argparse.Namespace, dataset: Path, maps: dict[str, Path], 
     results = {}
     for index, (column, map_dir) in enumerate(maps.items()):
         options = None if column == REFERENCE_METHOD else localize
-        results[column] = evaluate(args, f"{index}_{map_dir.name}", map_dir, dataset, work, options)
+        results[column] = evaluate(args, f"{index}_{map_dir.name}", map_dir, dataset, work, options, reuse=args.reuse)
     return results
 
 
@@ -300,6 +300,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--work", type=Path, default=Path("outputs/segloc_conditions"), help="folder for datasets, maps, evaluations (reused)"
     )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read the evaluations an earlier run left in WORK (same map, dataset and options) instead of running them again",
+    )
     parser.add_argument("-o", "--output", type=Path, help="JSON output (default WORK/segloc_conditions.json)")
     parser.add_argument("--markdown", type=Path, help="Markdown tables (default WORK/segloc_conditions.md)")
     args = parser.parse_args(argv)
@@ -365,6 +370,17 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[{time.perf_counter() - start:6.0f} s] {scene} {condition}", file=sys.stderr, flush=True)
             methods = measure_row(args, dataset, maps_by_fingerprint[fingerprint], config, work / "evaluations" / f"{scene}_{condition}")
             rows.append({"scene": scene, "condition": condition, "kind": kind, "dataset": str(dataset), "methods": methods})
+            write_report(args, work, checkpoints, build_seconds, rows, time.perf_counter() - start)
+    tables = write_report(args, work, checkpoints, build_seconds, rows, time.perf_counter() - start)
+    print(tables)
+    print(f"wrote {args.output or work / 'segloc_conditions.json'} and {args.markdown or work / 'segloc_conditions.md'}")
+
+
+def write_report(
+    args: argparse.Namespace, work: Path, checkpoints: dict[str, Path], build_seconds: dict, rows: list[dict], seconds: float
+) -> str:
+    """Write the JSON report and the Markdown tables of the rows measured so far (atomically); returns the tables."""
+    from segloc.fileio import atomic_write
 
     report = {
         "threads": args.threads,
@@ -372,15 +388,14 @@ def main(argv: list[str] | None = None) -> None:
         "config": {"real": str(args.config), "synthetic": str(args.synthetic_config) if args.synthetic_config else None},
         "synthetic": {"size": list(args.size), "num_mapping": args.num_mapping, "num_query": args.num_query, "seed": args.seed},
         "map_build_s": build_seconds,
-        "total_s": round(time.perf_counter() - start, 1),
+        "total_s": round(seconds, 1),
         "rows": rows,
     }
     tables = markdown_tables(rows)
-    print(tables)
     output, markdown = args.output or work / "segloc_conditions.json", args.markdown or work / "segloc_conditions.md"
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    markdown.write_text(tables)
-    print(f"wrote {output} and {markdown}")
+    atomic_write(output, lambda path: path.write_text(json.dumps(report, indent=2) + "\n"))
+    atomic_write(markdown, lambda path: path.write_text(tables))
+    return tables
 
 
 if __name__ == "__main__":
