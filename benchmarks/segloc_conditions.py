@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from localization import SEGLOC, run  # noqa: E402
 from segloc_table import REFERENCE_METHOD, SEGLOC_METHOD, THRESHOLDS, build_map, checkpoint_sha256, evaluate, open_map, write_config  # noqa: E402
@@ -78,12 +80,19 @@ def resolve_checkpoints(names: list[str]) -> dict[str, Path]:
 
 
 def mapping_fingerprint(dataset: Path) -> str:
-    """SHA-256 over ``mapping.txt`` and the bytes of its images: equal for datasets that share their mapping images."""
+    """SHA-256 over the mapping records (names, poses, cameras) and the bytes of their images: equal for datasets that share their mapping images."""
     from segloc.data.dataset import read_dataset
 
-    digest = hashlib.sha256((dataset / "mapping.txt").read_bytes())
+    digest = hashlib.sha256()
     for record in read_dataset(dataset, check_images=False).mapping:
-        digest.update(record.name.encode())
+        pose = np.round(np.concatenate([record.cam_from_world.quat_wxyz, record.cam_from_world.translation]), 8) + 0.0
+        camera = (
+            record.camera.model,
+            record.camera.width,
+            record.camera.height,
+            np.round(np.asarray(record.camera.params, float), 6).tolist(),
+        )
+        digest.update(f"{record.name} {pose.tolist()} {camera}".encode())  # rounded: a copied list is re-normalised when read
         digest.update(hashlib.sha256((dataset / "images" / record.name).read_bytes()).digest())
     return digest.hexdigest()
 
