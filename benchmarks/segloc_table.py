@@ -223,11 +223,15 @@ def build_maps(args: argparse.Namespace, dataset: Path, work: Path, user_config:
 # --- evaluation ---------------------------------------------------------------------------------
 
 
-def evaluate(args: argparse.Namespace, name: str, map_dir: Path, dataset: Path, work: Path, localize: dict | None) -> dict:
+def evaluate(
+    args: argparse.Namespace, name: str, map_dir: Path, dataset: Path, work: Path, localize: dict | None, reuse: bool = False
+) -> dict:
     """Evaluate one map in a subprocess with its method's localizer (the map's manifest names it); a summary with map sizes.
 
     ``localize``: the method's ``localize:`` options (None: its defaults). SegLoc maps are
-    evaluated with the ground-truth segmenter under ``--oracle``.
+    evaluated with the ground-truth segmenter under ``--oracle``. ``reuse``: read the metrics
+    of an earlier evaluation in ``work`` under the same name, ``localize`` options and query
+    limit instead of running it again (the caller makes ``name`` identify map and dataset).
     """
     from segloc.maps.core import read_core
     from segloc.methods.segloc.layer import MODEL_LAYER, SEGLOC_LAYER
@@ -235,14 +239,21 @@ def evaluate(args: argparse.Namespace, name: str, map_dir: Path, dataset: Path, 
     out = work / f"eval_{name}"
     limit = ["--limit", str(args.limit)] if args.limit else []
     package = open_map(map_dir)
+    options = {"localize": localize, "limit": args.limit}
+    stamp = work / f"options_{name}.json"
+    done = reuse and (out / "metrics.json").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == options
     config = None if localize is None else write_config(work / f"localize_{name}.yaml", {"localize": localize})
-    if args.oracle and package.method == SEGLOC_METHOD:
+    stamp.unlink(missing_ok=True)
+    if done:
+        pass
+    elif args.oracle and package.method == SEGLOC_METHOD:
         run(
             [sys.executable, __file__, "oracle-worker", "evaluate", str(map_dir), str(dataset), str(out), str(config), str(args.limit or 0)]
         )
     else:
         extra = [] if config is None else ["--config", str(config)]
         run([*SEGLOC, "-q", "evaluate", str(map_dir), str(dataset), "-o", str(out), "--no-progress", *limit, *extra])
+    stamp.write_text(json.dumps(options))
     metrics = json.loads((out / "metrics.json").read_text())
     summary = {key: metrics.get(key) for key in (*KEYS, *EXTRA_KEYS)}
     num_points = read_core(package).num_points

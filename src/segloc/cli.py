@@ -5,6 +5,7 @@
     segloc demo                                   synthetic scene -> map -> evaluation, prints metrics
     segloc synth -o DATASET                       render a synthetic scene (dataset folder, rosbag2)
     segloc convert {bag,colmap,kapture} ... -o DATASET
+    segloc dataset relight DATASET --condition dusk|night -o OUT   (low-light variant of the queries)
     segloc map build DATASET --method reference -o MAP
     segloc map info MAP
     segloc localize MAP --dataset DATASET         (or --image FILE --camera "MODEL W H params...")
@@ -109,6 +110,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
         root = kapture_to_dataset(args.source, args.query, args.output, overwrite=args.overwrite)
     print(f"wrote dataset {root}")
+    return 0
+
+
+def cmd_dataset_relight(args: argparse.Namespace) -> int:
+    from segloc.config import config_section
+    from segloc.data.relight import relight_config, relight_dataset
+
+    config = relight_config(args.condition, config_section(args.config, "relight"), seed=args.seed)
+    start = time.perf_counter()
+    root = relight_dataset(args.dataset, args.output, config, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"wrote dataset {root} ({args.condition} queries) in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -362,6 +374,7 @@ def add_bag_read_arguments(p: argparse.ArgumentParser, prefix: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from segloc import __version__
+    from segloc.data.relight import RELIGHT_PRESETS
     from segloc.data.synthetic import APPEARANCE_PRESETS, CONDITIONS, MIN_IMAGE_SIZE, SCENES
     from segloc.demo import DEFAULT_DEMO_METHODS, DEFAULT_DEMO_OUTPUT, DEMO_SIZE
     from segloc.methods import available_methods
@@ -450,6 +463,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the dataset folder if it exists (only a dataset folder)")
     common(p)
     p.set_defaults(func=cmd_convert)
+
+    datasets = commands.add_parser("dataset", help="derive dataset folders from others").add_subparsers(
+        dest="dataset_command", required=True, metavar="ACTION"
+    )
+    p = datasets.add_parser(
+        "relight",
+        help="copy a dataset with its query photographs turned to dusk or night (linear light, exposure, colour cast, "
+        "sensor noise, blur); mapping images and poses unchanged",
+    )
+    p.add_argument("dataset", type=Path, help="dataset folder to read (never modified)")
+    p.add_argument("--condition", required=True, choices=list(RELIGHT_PRESETS), help="low-light condition of the queries")
+    p.add_argument("-o", "--output", type=Path, required=True, help="dataset folder to write")
+    p.add_argument("--seed", type=int, help="seed of the sensor noise (default 0, or the config's)")
+    p.add_argument("--config", type=Path, help="YAML file with a 'relight' section (RelightConfig options overriding the preset)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output if it is a dataset folder")
+    common(p)
+    p.set_defaults(func=cmd_dataset_relight)
 
     maps = commands.add_parser("map", help="build and inspect map packages").add_subparsers(
         dest="map_command", required=True, metavar="ACTION"

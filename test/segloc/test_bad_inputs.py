@@ -225,6 +225,12 @@ CASES = [
     Case("nan-max-error", "localize {map} --dataset {ds} --config {tmp}/c.yaml", "localize.pnp.max_error_px must be a finite number, got nan", write("c.yaml", "localize:\n  pnp:\n    max_error_px: .nan\n")),
     Case("negative-max-error", "localize {map} --dataset {ds} --config {tmp}/c.yaml", "localize.pnp.max_error_px must be > 0, got -3.0", write("c.yaml", "localize:\n  pnp:\n    max_error_px: -3\n")),
     Case("infinite-synth-frame-rate", "synth -o {tmp}/new --config {tmp}/c.yaml", "synth.frame_rate must be a finite number", write("c.yaml", "synth:\n  frame_rate: .inf\n")),
+    Case("relight-over-its-dataset", "dataset relight {ds} --condition dusk -o {ds} --overwrite", "is the dataset folder"),
+    Case("relight-over-an-existing-folder-without-overwrite", "dataset relight {ds} --condition dusk -o {map}", "exists already; pass --overwrite"),
+    Case("relight-unknown-condition", "dataset relight {ds} --condition dawn -o {tmp}/new", "argument --condition: invalid choice: 'dawn'"),
+    Case("relight-exposure-above-1", "dataset relight {ds} --condition night -o {tmp}/new --config {tmp}/c.yaml", "relight.exposure must be > 0 and <= 1, got 2.0", write("c.yaml", "relight:\n  exposure: 2\n")),
+    Case("relight-unknown-option", "dataset relight {ds} --condition night -o {tmp}/new --config {tmp}/c.yaml", "relight: unknown option(s) iso", write("c.yaml", "relight:\n  iso: 800\n")),
+    Case("relight-without-queries", "dataset relight {ds} --condition dusk -o {tmp}/new", "no query images", write("ds/query.txt", "# none\n")),
     Case("synth-1x1", "synth -o {tmp}/new --size 1x1", "image size 1x1 is too small: the smallest is 64x48"),
     Case("map-info-object-array", "map info {map}", "points3D.npz could not be read: points3D.npy holds objects", object_array_in_map),
     # Messages that were a traceback or named the wrong thing.

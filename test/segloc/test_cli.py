@@ -43,6 +43,7 @@ def test_help_everywhere():
         ["synth", "--help"],
         ["localize", "--help"],
         ["convert", "--help"],
+        ["dataset", "relight", "--help"],
     ):
         result = subprocess.run([sys.executable, "-m", "segloc.cli", *argv], capture_output=True, text=True)
         assert result.returncode == 0 and "usage: segloc" in result.stdout

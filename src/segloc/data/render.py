@@ -403,22 +403,47 @@ def shade_hits(prepared: PreparedScene, camera: Camera, cam_from_world: Rigid3, 
     return color.reshape(h, w, 3), labels.reshape(h, w)
 
 
+def apply_blur(color: np.ndarray, defocus_sigma: float, motion_length: float) -> np.ndarray:
+    """Defocus (Gaussian, sigma in pixels) then horizontal motion blur (box of ``motion_length`` pixels) of a float image (H, W[, C]).
+
+    Returns a float32 image of the same shape; 0 switches a blur off (a motion blur shorter
+    than one pixel is none).
+    """
+    color = np.asarray(color, np.float32)
+    if defocus_sigma > 0:
+        color = cv2.GaussianBlur(color, (0, 0), defocus_sigma)
+    if motion_length >= 1:
+        length = int(round(motion_length))
+        kernel = np.full((1, length), 1.0 / length, np.float32)
+        color = cv2.filter2D(color, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    return color
+
+
+def add_sensor_noise(signal: np.ndarray, shot_noise: float, read_noise: float, rng: np.random.Generator) -> np.ndarray:
+    """Signal-dependent shot noise and signal-independent read noise on a linear sensor signal (H, W[, C]).
+
+    The standard deviation at a pixel of level ``s`` is ``sqrt(shot_noise * max(s, 0) + read_noise**2)``
+    (Poisson photon noise in its Gaussian approximation plus read noise), in the units of
+    ``signal``: with ``signal`` in levels of a full scale ``F`` whose full well holds ``N``
+    electrons, ``shot_noise = F / N`` and ``read_noise = read_electrons * F / N``. Returns float32,
+    unclipped; the draws come from ``rng`` (shot noise first, then read noise).
+    """
+    signal = np.asarray(signal, np.float32)
+    if shot_noise > 0:
+        signal = signal + np.sqrt(np.float32(shot_noise) * np.maximum(signal, 0)) * rng.standard_normal(signal.shape, np.float32)
+    if read_noise > 0:
+        signal = signal + np.float32(read_noise) * rng.standard_normal(signal.shape, np.float32)
+    return signal
+
+
 def apply_sensor_effects(color: np.ndarray, appearance: AppearanceConfig, rng: np.random.Generator) -> np.ndarray:
     """Vignetting, blur and noise on a float image (H, W, 3) in 8-bit levels; returns uint8."""
     h, w = color.shape[:2]
     if appearance.vignetting > 0:
         yy, xx = np.meshgrid(np.linspace(-1, 1, h, dtype=np.float32), np.linspace(-1, 1, w, dtype=np.float32), indexing="ij")
         color = color * (1.0 - np.float32(appearance.vignetting) * 0.5 * (xx * xx + yy * yy))[..., None]
-    if appearance.defocus_blur > 0:
-        color = cv2.GaussianBlur(color, (0, 0), appearance.defocus_blur)
-    if appearance.motion_blur >= 1:
-        length = int(round(appearance.motion_blur))
-        kernel = np.full((1, length), 1.0 / length, np.float32)
-        color = cv2.filter2D(color, -1, kernel, borderType=cv2.BORDER_REFLECT)
-    if appearance.shot_noise > 0:
-        color = color + np.sqrt(np.float32(appearance.shot_noise) * np.maximum(color, 0)) * rng.standard_normal(color.shape, np.float32)
-    if appearance.noise_std > 0:
-        color = color + np.float32(appearance.noise_std) * rng.standard_normal(color.shape, np.float32)
+    color = apply_blur(color, appearance.defocus_blur, appearance.motion_blur)
+    color = add_sensor_noise(color, appearance.shot_noise, appearance.noise_std, rng)
     return np.clip(color + 0.5, 0, 255).astype(np.uint8)
 
 
