@@ -289,7 +289,8 @@ def test_pose_refinement_node(scene, client, start_nodes, one_torch_thread):
 
 
 def test_pose_refinement_node_from_retrieval(scene, client, start_nodes, one_torch_thread):
-    """prior_input retrieval (the default): the split chain's refinement equals the one-process localizer's, pose for pose; staleness."""
+    """prior_input retrieval (the default): the split chain's refinement equals the one-process localizer's, pose for pose
+    (tracking from odometry included, as the pipeline does it); staleness."""
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
     from sensor_msgs.msg import CameraInfo, Image
@@ -297,6 +298,7 @@ def test_pose_refinement_node_from_retrieval(scene, client, start_nodes, one_tor
     from tf2_msgs.msg import TFMessage
 
     from segloc.localize.pipeline import PublishDecision
+    from segloc.localize.tracking import TrackingState, tracking_mode
     from segloc.methods.segloc.localizer import SegLocLocalizer
     from segloc.methods.segloc.packing import probabilities_image_fields, retrieval_image_fields, segmentation_from_packed
     from segloc_ros.conversions import camera_info_msg_from_camera, pose_and_covariance_from_msg, raw_image_msg
@@ -317,7 +319,8 @@ def test_pose_refinement_node_from_retrieval(scene, client, start_nodes, one_tor
 
     localizer = SegLocLocalizer.from_map(scene.map_a, with_network=False)
     decision = PublishDecision()
-    agreed = 0
+    tracking = TrackingState(tracks=True)  # the node's default tracking config
+    agreed, modes = 0, []
     for frame in scene.frames[:4]:
         segmentation = segmentation_from_packed(frame.probabilities, frame.descriptor[None, :])
         retrieval = localizer.retrieval(segmentation.descriptor)  # what retrieval_node computes and sends
@@ -328,8 +331,17 @@ def test_pose_refinement_node_from_retrieval(scene, client, start_nodes, one_tor
         pubs["probabilities"].publish(raw_image_msg(info.header, probabilities_image_fields(frame.probabilities)))
         pubs["retrieval"].publish(raw_image_msg(info.header, retrieval_image_fields(retrieval.image_ids, retrieval.similarities)))
         client.wait_for(lambda count=count: len(localized) > count, 60, f"segloc/localized for {frame.name}" + process.log())
-        # The one-process localizer (retrieval on the descriptor, then refinement) on the same segmentation.
-        want = decision.decide(frame.stamp_ns, localizer.localize_segmentation(segmentation, scene.camera), scene.base_from_cam)
+        # The one-process localizer on the same segmentation: tracking from the pose odometry predicts once a confident
+        # pose was published, else retrieval on the descriptor, then refinement.
+        predicted = tracking.predict(decision.last_map_from_odom, frame.odom_from_base, scene.base_from_cam)
+        if predicted is not None:
+            result = localizer.track_segmentation(segmentation, scene.camera, predicted, {})
+        else:
+            result = localizer.localize_segmentation(segmentation, scene.camera)
+        want = decision.decide(frame.stamp_ns, result, scene.base_from_cam, odom_from_base=frame.odom_from_base)
+        thresholds = (decision.config.max_position_std, decision.config.max_yaw_std_deg)
+        tracking.update(predicted is not None, want.published, want.uncertainty, thresholds, result)
+        modes.append(tracking_mode(result))
         find = lambda frame=frame: next((p for p in poses if stamp_ns(p.header) == frame.stamp_ns), None)  # noqa: E731
         got = client.wait_for(find, 10, "pose") if want.published else find()
         assert (got is not None) == want.published, (frame.name, want.message)
@@ -339,6 +351,7 @@ def test_pose_refinement_node_from_retrieval(scene, client, start_nodes, one_tor
             assert np.allclose(covariance, want.covariance, rtol=1e-9, atol=1e-15)
             agreed += 1
     assert agreed >= 2, "the oracle should localize most frames"
+    assert "tracked" in modes, modes  # the chain tracked (and still agreed with the library)
 
     # The upstream stops (segmentation_node or the camera died): segloc/localized goes False with a WARN, within seconds.
     diagnostics = client.collect(DiagnosticArray, "/diagnostics", 100)
