@@ -5,7 +5,15 @@ Geometric augmentations (resize, random crop, random rescale) are composed into 
 convention (the centre of the top-left pixel is (0.5, 0.5), the image spans
 ``[0, width] x [0, height]``): ``q = A[:, :2] @ p + A[:, 2]``. The image is warped with it and
 the correspondence points are transformed with it; points that leave the output image are
-flagged. Photometric augmentations (colour jitter, blur, greyscale) change pixels only.
+flagged. Photometric augmentations (colour jitter, blur, a low-light camera, greyscale, noise)
+change pixels only.
+
+The low-light camera (:func:`low_light_camera`) imitates how a camera records dusk and night:
+the scene gets less light (an exposure drop of ``2^-stops``), a colour cast (white balance
+gains: sodium or tungsten lamps are warm, twilight is blue), the sensor adds signal-dependent
+shot noise and read noise to the few photons it gets, the camera's gain brings part of the
+brightness back (amplifying the noise) and a tone curve (gamma) finishes the image. All of it
+runs in linear light: the 8-bit sRGB image is linearised first and encoded again at the end.
 
 The geometric pipeline, for a source image of ``W x H``:
 
@@ -60,6 +68,22 @@ class AugmentConfig:
             (dark, noisy, blurred); without clean targets, noise and strong blur collapse the
             classes. The runs: ``docs/experiments/segloc_training.md``.
         noise_std: range of the noise's standard deviation (fraction of the full range, 1.0).
+        motion_blur_probability: probability of a linear motion blur (long exposures of a moving
+            camera at dusk and night), after the Gaussian blur.
+        motion_blur_length: range of its length (output pixels), direction uniform.
+        low_light_probability: probability of the low-light camera (module documentation).
+        exposure_stops: range of the exposure drop in stops (the light is divided by 2^stops).
+        gain_recovery: range of the fraction of the lost stops the camera's gain restores
+            (0: the image stays dark; 1: full brightness, with all the noise amplified).
+        white_balance: largest colour cast, as a log gain: red and blue are scaled by
+            ``exp(+-t)`` (t uniform in ``[-white_balance, white_balance]``: warm or cool) and
+            green by ``exp(u)``, u in ``[-white_balance / 4, white_balance / 4]`` (tint).
+        shot_noise: range of the shot noise scale ``a`` (log-uniform): variance ``a * x`` at
+            linear signal x (x in [0, 1] after the exposure drop; ``a`` is the inverse of the
+            full-well photon count).
+        read_noise: range of the read noise standard deviation (linear light, log-uniform).
+        gamma: range of the final tone-curve exponent applied to the encoded image (``x^gamma``;
+            > 1 darkens the mid-tones, < 1 lifts them).
         seed: base seed of the training-set random streams (see ``SegLocTrainingSet``).
     """
 
@@ -76,6 +100,15 @@ class AugmentConfig:
     greyscale_probability: float = 0.1
     noise_probability: float = 0.4
     noise_std: tuple[float, float] = (0.01, 0.06)
+    motion_blur_probability: float = 0.1
+    motion_blur_length: tuple[float, float] = (3.0, 9.0)
+    low_light_probability: float = 0.3
+    exposure_stops: tuple[float, float] = (1.0, 5.0)
+    gain_recovery: tuple[float, float] = (0.0, 1.0)
+    white_balance: float = 0.4
+    shot_noise: tuple[float, float] = (1e-4, 2e-3)
+    read_noise: tuple[float, float] = (2e-4, 3e-3)
+    gamma: tuple[float, float] = (0.8, 1.25)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -87,7 +120,19 @@ class AugmentConfig:
             ("crop_scale", self.crop_scale, 0.0, 1.0),
             ("rescale", self.rescale, 0.0, math.inf),
             ("blur_sigma", self.blur_sigma, 0.0, math.inf),
+            ("motion_blur_length", self.motion_blur_length, 0.0, math.inf),
+            ("shot_noise", self.shot_noise, 0.0, 1.0),
+            ("read_noise", self.read_noise, 0.0, 1.0),
+            ("gamma", self.gamma, 0.0, math.inf),
         ]
+        for name, bounds, low, high in (
+            ("exposure_stops", self.exposure_stops, 0.0, 16.0),
+            ("gain_recovery", self.gain_recovery, 0.0, 1.0),
+        ):
+            if len(bounds) != 2 or not (low <= bounds[0] <= bounds[1] <= high):
+                raise SeglocError(f"{name} must be a (min, max) range with {low} <= min <= max <= {high}, got {bounds}")
+        if not 0 <= self.white_balance <= 2:
+            raise SeglocError(f"white_balance must be a log gain in [0, 2], got {self.white_balance}")
         if len(self.noise_std) != 2 or not (0.0 <= self.noise_std[0] <= self.noise_std[1] <= 1.0):
             raise SeglocError(f"noise_std must be a (min, max) range with 0 <= min <= max <= 1, got {self.noise_std}")
         for name, bounds, low, high in checks:
@@ -98,7 +143,7 @@ class AugmentConfig:
                 raise SeglocError(f"{name} must be non-negative, got {getattr(self, name)}")
         if not 0 <= self.hue <= 0.5:
             raise SeglocError(f"hue must be in [0, 0.5] (fraction of the hue circle), got {self.hue}")
-        for name in ("blur_probability", "greyscale_probability", "noise_probability"):
+        for name in ("blur_probability", "greyscale_probability", "noise_probability", "motion_blur_probability", "low_light_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 raise SeglocError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
 
@@ -206,8 +251,61 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return image @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+def srgb_to_linear(image: np.ndarray) -> np.ndarray:
+    """Linear light of sRGB-encoded values in [0, 1] (IEC 61966-2-1); same shape, float32."""
+    image = np.clip(image, 0.0, 1.0)
+    return np.where(image <= 0.04045, image / 12.92, ((image + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(image: np.ndarray) -> np.ndarray:
+    """sRGB encoding of linear values (clipped to [0, 1]); same shape, float32."""
+    image = np.clip(image, 0.0, 1.0)
+    return np.where(image <= 0.0031308, image * 12.92, 1.055 * image ** (1 / 2.4) - 0.055).astype(np.float32)
+
+
+def _uniform_log(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    return float(math.exp(rng.uniform(math.log(bounds[0]), math.log(bounds[1]))))
+
+
+def low_light_camera(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Record an (H, W, 3) float32 sRGB image in [0, 1] as a camera would at dusk or night (module documentation).
+
+    In linear light: exposure drop ``2^-stops``, white-balance gains, Poisson-Gaussian sensor
+    noise (variance ``a x + b^2`` at signal x), then the camera gain ``2^(stops * recovery)``;
+    encoded to sRGB and raised to ``gamma``. Every parameter is drawn from ``rng`` in the
+    ranges of ``config``.
+
+    Returns:
+        (H, W, 3) float32 in [0, 1].
+    """
+    stops = rng.uniform(*config.exposure_stops)
+    recovery = rng.uniform(*config.gain_recovery)
+    cast, tint = rng.uniform(-1.0, 1.0, size=2) * config.white_balance
+    shot, read = _uniform_log(rng, config.shot_noise), _uniform_log(rng, config.read_noise)
+    gamma = _uniform_log(rng, config.gamma)
+    gains = np.exp(np.array([cast, tint / 4.0, -cast], dtype=np.float32))
+    signal = srgb_to_linear(image) * gains * np.float32(2.0**-stops)
+    variance = shot * np.clip(signal, 0.0, None) + read**2
+    signal = signal + np.sqrt(variance).astype(np.float32) * rng.standard_normal(signal.shape, dtype=np.float32)
+    signal = signal * np.float32(2.0 ** (stops * recovery))
+    return linear_to_srgb(signal) ** np.float32(gamma)
+
+
+def _motion_blur(image: np.ndarray, length: float, angle: float) -> np.ndarray:
+    """Blur an (H, W, 3) image along a line of ``length`` pixels at ``angle`` radians (normalised kernel)."""
+    size = 2 * math.ceil(length / 2) + 1
+    kernel = np.zeros((size, size), np.float32)
+    centre, half = size // 2, length / 2
+    steps = max(2, 4 * size)
+    for t in np.linspace(-half, half, steps):
+        kernel[int(round(centre + t * math.sin(angle))), int(round(centre + t * math.cos(angle)))] += 1.0
+    return cv2.filter2D(image, -1, kernel / kernel.sum(), borderType=cv2.BORDER_REFLECT_101)
+
+
 def photometric_augment(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Colour jitter (random order), blur, greyscale and sensor noise on an (H, W, 3) float32 RGB image in [0, 1].
+    """Colour jitter (random order), blur, motion blur, low-light camera, greyscale and sensor noise.
+
+    On an (H, W, 3) float32 RGB image in [0, 1]; each step is drawn with its probability.
 
     Returns a new (H, W, 3) float32 image in [0, 1]; pixels do not move.
     """
@@ -238,6 +336,10 @@ def photometric_augment(image: np.ndarray, config: AugmentConfig, rng: np.random
     if blur:
         size = 2 * math.ceil(3 * sigma) + 1
         image = cv2.GaussianBlur(image, (size, size), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
+    if rng.random() < config.motion_blur_probability:
+        image = _motion_blur(image, rng.uniform(*config.motion_blur_length), rng.uniform(0.0, math.pi))
+    if rng.random() < config.low_light_probability:
+        image = low_light_camera(image, config, rng)
     if rng.random() < config.greyscale_probability:
         image = np.repeat(_grey(image)[..., None], 3, axis=2)
     noise, std = rng.random() < config.noise_probability, rng.uniform(*config.noise_std)
@@ -253,6 +355,7 @@ def augment_image(
     config: AugmentConfig,
     rng: np.random.Generator | None,
     train: bool = True,
+    clean_source: np.ndarray | None = None,
 ) -> AugmentedImage:
     """Geometric and photometric augmentation of an image and its correspondence points.
 
@@ -263,6 +366,10 @@ def augment_image(
         rng: random generator (unused when ``train`` is False).
         train: random augmentation; otherwise only the deterministic resize (and centred fit to
             ``output_size``), without photometric changes.
+        clean_source: optional (H, W, 3) uint8 image of the same view under another condition
+            (same size, same pose: e.g. the day image of a night one); the clean view is warped
+            from it with the same geometry, so the pseudo-targets of a night view are those of
+            its day view. None: the clean view is ``image`` without photometric changes.
 
     Returns:
         The augmented image (float32 in [0, 1]), the transformed points with their ``inside``
@@ -272,8 +379,14 @@ def augment_image(
     if image.ndim != 3 or image.shape[2] != 3:
         raise SeglocError(f"augment_image expects an (H, W, 3) RGB image, got shape {image.shape}")
     affine, output_size = sample_affine((image.shape[1], image.shape[0]), config, rng, train)
-    warped = warp_image(image, affine, output_size)
-    clean = warped.astype(np.float32) / 255.0 if warped.dtype == np.uint8 else warped.astype(np.float32)
-    pixels = photometric_augment(clean, config, rng) if train else clean
+    if clean_source is not None and np.shape(clean_source) != image.shape:
+        raise SeglocError(f"clean_source must have the image's shape {image.shape}, got {np.shape(clean_source)}")
+
+    def to_float(warped: np.ndarray) -> np.ndarray:
+        return warped.astype(np.float32) / 255.0 if warped.dtype == np.uint8 else warped.astype(np.float32)
+
+    view = to_float(warp_image(image, affine, output_size))
+    pixels = photometric_augment(view, config, rng) if train else view
+    clean = view if clean_source is None else to_float(warp_image(np.asarray(clean_source), affine, output_size))
     moved, inside = transform_points(points, affine, output_size)
     return AugmentedImage(pixels, moved, inside, affine, clean)

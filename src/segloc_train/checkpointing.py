@@ -195,12 +195,24 @@ def _series(records: Sequence[dict[str, Any]], x_key: str, term: str) -> tuple[l
 
 
 def plot_loss_curves(path: str | Path, history: LossHistory, title: str = "SegLoc training") -> Path:
-    """Plot the total loss and each term per step (left) and per epoch (right) into a PNG.
+    """Plot the total loss and each term per step (left) and per epoch (middle) into a PNG.
 
-    Per-step curves are drawn faintly with a running mean over ~5% of the steps on top.
+    Per-step curves are drawn faintly with a running mean over ~5% of the steps on top. When
+    the epochs carry class-usage diagnostics (``classes_used``, ``class_perplexity``) a third
+    panel (right) plots them per epoch: a falling curve is a collapse of the classes.
     """
-    figure = new_figure(11.0, 4.2)
-    step_axes, epoch_axes = figure.subplots(1, 2)
+    usage = any("classes_used" in record for record in history.epochs)
+    figure = new_figure(16.0 if usage else 11.0, 4.2)
+    panels = figure.subplots(1, 3 if usage else 2)
+    step_axes, epoch_axes = panels[0], panels[1]
+    if usage:
+        for key, label, color in (("classes_used", "classes in use", "tab:blue"), ("class_perplexity", "perplexity", "tab:orange")):
+            epochs, values = _series(history.epochs, "epoch", key)
+            panels[2].plot([e + 1 for e in epochs], values, marker="o", color=color, linewidth=1.6, label=label)
+        panels[2].set(xlabel="epoch", ylabel="classes", title="class usage (epoch-end scan)")
+        panels[2].set_ylim(bottom=0)
+        panels[2].grid(alpha=0.3)
+        panels[2].legend(fontsize=8)
     colors = dict(zip(LOSS_TERMS, ("black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")))
     window = max(1, len(history.steps) // 20)
     for term in LOSS_TERMS:

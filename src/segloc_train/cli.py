@@ -2,7 +2,7 @@
 
 ::
 
-    segloc train segloc DATASET -o OUT [--config YAML] [--preset cpu_demo|paper] [--map MAP]
+    segloc train segloc DATASET [DATASET ...] -o OUT [--config YAML] [--init CHECKPOINT|general] [--preset cpu_demo|paper] [--map MAP]
                         [--epochs N] [--steps-per-epoch N] [--time-budget S] [--resume]
                         [--device cpu|cuda] [--threads N] [--no-progress]
 
@@ -40,6 +40,7 @@ def _segloc_config(args: argparse.Namespace):
         "time_budget_s": args.time_budget,
         "device": args.device,
         "threads": args.threads,
+        "init_checkpoint": args.init,
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
     try:
@@ -67,7 +68,7 @@ def cmd_train_segloc(args: argparse.Namespace) -> int:
     config = _segloc_config(args)
     start = time.perf_counter()
     checkpoint = train_segloc(
-        args.dataset, args.output, config, core_map=args.map, resume=args.resume, progress=not args.no_progress, on_epoch=_print_epoch
+        args.datasets, args.output, config, core_map=args.map, resume=args.resume, progress=not args.no_progress, on_epoch=_print_epoch
     )
     print(f"wrote checkpoint {checkpoint} in {time.perf_counter() - start:.1f} s (config, losses and curves in {args.output})")
     return 0
@@ -93,11 +94,24 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
             "OUT/loss_curves.png, OUT/prototypes.safetensors and OUT/resume/."
         ),
     )
-    p.add_argument("dataset", type=Path, help="dataset folder (images/, mapping.txt)")
+    p.add_argument(
+        "datasets",
+        type=Path,
+        nargs="+",
+        metavar="DATASET",
+        help="dataset folder(s) (images/, mapping.txt); several: one network for all, batches mixed across them; folders with "
+        "the same mapping images (names, poses) under other conditions are paired across conditions",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder of the training run")
     p.add_argument("--config", type=Path, help="YAML config with a 'train' section (optionally 'preset: NAME' plus options)")
     p.add_argument("--preset", help="cpu_demo (default; about 15 min on two idle cores for a 150-image scene) or paper (GPU-scale)")
     p.add_argument("--map", type=Path, help="map package built from DATASET whose core gives the training pairs (default: build it)")
+    p.add_argument(
+        "--init",
+        metavar="CHECKPOINT",
+        help="start from this checkpoint folder, a shipped network's name, or 'general' (the shipped general network) "
+        "instead of the ImageNet encoder: per-place fine-tuning",
+    )
     p.add_argument("--epochs", type=int, help="total number of epochs (with --resume: train up to this many)")
     p.add_argument("--steps-per-epoch", type=int, help="at most this many steps per epoch")
     p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop cleanly after this much wall time (setup included)")

@@ -13,6 +13,14 @@ When triplets (:func:`segloc_train.mining.mine_triplets`, recomputed each epoch 
 adds the positive and negative images of A's triplet (or of B's, swapping A and B, when A has
 none); ``has_triplet`` is False (and the extra images are zeros) when neither has one.
 
+Condition variants (``variant_roots``): dataset folders holding the same mapping images (names,
+cameras, poses) rendered or recorded under other conditions (night, another season, another
+day). Each image of a training sample is then drawn from the dataset or any variant (uniformly;
+A and B independently, so a pair may cross conditions), and its clean view, which the
+pseudo-targets come from, is always the dataset's own image: the network learns to give a
+pixel the class of the same pixel in the reference condition. The correspondences come from the
+geometry (the map core's points), which the variants share.
+
 Randomness: sample ``index`` of epoch ``epoch`` uses ``numpy.random.default_rng([seed, epoch,
 index])``, so a sample is the same whatever the worker or the order it is loaded in. Call
 :meth:`SegLocTrainingSet.set_epoch` before each epoch (with persistent DataLoader workers the
@@ -74,6 +82,7 @@ class SegLocTrainingSet(Dataset):
         triplets: Sequence[Triplet] | None = None,
         train: bool = True,
         clean_views: bool = False,
+        variant_roots: Sequence[str | Path] = (),
     ) -> None:
         """
         Args:
@@ -85,6 +94,8 @@ class SegLocTrainingSet(Dataset):
             triplets: anchor / positive / negative map image ids (see :meth:`set_triplets`).
             train: random augmentation; False: deterministic resize only.
             clean_views: add ``clean_a`` and ``clean_b`` to each sample.
+            variant_roots: dataset folders with the same mapping images under other conditions
+                (module documentation); used only with ``train``.
         """
         self.root = Path(root)
         self.core = core
@@ -93,6 +104,7 @@ class SegLocTrainingSet(Dataset):
         self.max_correspondences = max_correspondences
         self.train = train
         self.clean_views = clean_views
+        self.variant_roots = [Path(v) for v in variant_roots]
         self.epoch = 0
         if max_correspondences is not None and max_correspondences < 1:
             raise SeglocError(f"max_correspondences must be at least 1 or None, got {max_correspondences}")
@@ -125,9 +137,9 @@ class SegLocTrainingSet(Dataset):
                 raise SeglocError(f"triplet {tuple(triplet)} refers to images outside the map's {num_images}")
             self.triplets[anchor] = Triplet(anchor, positive, negative)
 
-    def _load(self, image_id: int) -> np.ndarray:
+    def _load(self, image_id: int, root: Path | None = None) -> np.ndarray:
         record = self.core.images[image_id]
-        image = load_image(self.root / "images" / record.name)
+        image = load_image((root or self.root) / "images" / record.name)
         if (image.shape[1], image.shape[0]) != (record.camera.width, record.camera.height):
             raise SeglocError(
                 f"image {record.name} is {image.shape[1]}x{image.shape[0]} but its camera in the map is "
@@ -136,7 +148,13 @@ class SegLocTrainingSet(Dataset):
         return image
 
     def _augment(self, image_id: int, points: np.ndarray, rng: np.random.Generator) -> AugmentedImage:
-        return augment_image(self._load(image_id), points, self.augment, rng, train=self.train)
+        image = self._load(image_id)
+        if self.train and self.variant_roots:
+            choice = int(rng.integers(len(self.variant_roots) + 1))
+            if choice > 0:
+                variant = self._load(image_id, self.variant_roots[choice - 1])
+                return augment_image(variant, points, self.augment, rng, train=True, clean_source=image)
+        return augment_image(image, points, self.augment, rng, train=self.train)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self.pairs):

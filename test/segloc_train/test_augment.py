@@ -5,7 +5,17 @@ import numpy as np
 import pytest
 
 from segloc.errors import SeglocError
-from segloc_train.augment import AugmentConfig, augment_image, photometric_augment, sample_affine, transform_points, warp_image
+from segloc_train.augment import (
+    AugmentConfig,
+    augment_image,
+    linear_to_srgb,
+    low_light_camera,
+    photometric_augment,
+    sample_affine,
+    srgb_to_linear,
+    transform_points,
+    warp_image,
+)
 
 GEOMETRY_ONLY = {
     "brightness": 0.0,
@@ -15,6 +25,8 @@ GEOMETRY_ONLY = {
     "blur_probability": 0.0,
     "greyscale_probability": 0.0,
     "noise_probability": 0.0,
+    "motion_blur_probability": 0.0,
+    "low_light_probability": 0.0,
 }
 
 
@@ -132,11 +144,9 @@ def test_the_clean_view_has_the_geometry_without_the_photometry():
 
 def test_photometric_operations():
     image = smooth_texture().astype(np.float32) / 255.0
-    grey = photometric_augment(image, AugmentConfig(greyscale_probability=1.0, blur_probability=0.0), np.random.default_rng(0))
+    grey = photometric_augment(image, AugmentConfig(**{**GEOMETRY_ONLY, "greyscale_probability": 1.0}), np.random.default_rng(0))
     assert np.allclose(grey[..., 0], grey[..., 1]) and np.allclose(grey[..., 1], grey[..., 2])
-    still = AugmentConfig(
-        brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, blur_probability=0.0, greyscale_probability=0.0, noise_probability=0.0
-    )
+    still = AugmentConfig(**GEOMETRY_ONLY)
     np.testing.assert_allclose(photometric_augment(image, still, np.random.default_rng(0)), image, atol=1e-6)
     blurred = photometric_augment(
         image, AugmentConfig(**{**GEOMETRY_ONLY, "blur_probability": 1.0, "blur_sigma": (2.0, 2.0)}), np.random.default_rng(0)
@@ -186,3 +196,78 @@ def test_bad_options():
         augment_image(np.zeros((10, 10), np.uint8), np.zeros((0, 2)), AugmentConfig(), np.random.default_rng(0))
     with pytest.raises(SeglocError, match="random generator"):
         augment_image(np.zeros((10, 10, 3), np.uint8), np.zeros((0, 2)), AugmentConfig(), None)
+
+
+def test_srgb_round_trip():
+    values = np.linspace(0.0, 1.0, 101, dtype=np.float32)
+    np.testing.assert_allclose(linear_to_srgb(srgb_to_linear(values)), values, atol=1e-5)
+    assert srgb_to_linear(np.float32(0.5)) == pytest.approx(0.214, abs=1e-3)  # mid grey is a fifth of the light
+
+
+LOW_LIGHT_ONLY = {**GEOMETRY_ONLY, "low_light_probability": 1.0}
+
+
+def test_low_light_darkens_and_adds_signal_dependent_noise():
+    flat = np.full((120, 160, 3), 0.6, np.float32)
+    # No gain recovery, neutral white balance and gamma: only the exposure drop and the noise.
+    dark = AugmentConfig(
+        **{**LOW_LIGHT_ONLY, "exposure_stops": (3.0, 3.0), "gain_recovery": (0.0, 0.0), "white_balance": 0.0, "gamma": (1.0, 1.0)}
+    )
+    result = low_light_camera(flat, dark, np.random.default_rng(0))
+    assert result.dtype == np.float32 and result.shape == flat.shape
+    assert 0.0 <= result.min() and result.max() <= 1.0
+    expected = linear_to_srgb(srgb_to_linear(np.float32(0.6)) / 8.0)  # three stops: an eighth of the light
+    assert abs(float(result.mean()) - float(expected)) < 0.02
+    # Restoring the brightness with gain amplifies the noise: a brighter, noisier image than a day exposure.
+    recovered = AugmentConfig(**{**dark.__dict__, "gain_recovery": (1.0, 1.0)})
+    bright = low_light_camera(flat, recovered, np.random.default_rng(0))
+    assert abs(float(bright.mean()) - 0.6) < 0.05
+    day = AugmentConfig(**{**recovered.__dict__, "exposure_stops": (0.0, 0.0)})
+    assert bright.std() > 2.0 * low_light_camera(flat, day, np.random.default_rng(0)).std()
+    # Shot noise grows with the signal: in linear light a brighter patch is noisier.
+    ramp = np.concatenate([np.full((60, 160, 3), 0.2, np.float32), np.full((60, 160, 3), 0.9, np.float32)])
+    shot_only = AugmentConfig(**{**recovered.__dict__, "read_noise": (1e-6, 1e-6), "shot_noise": (1e-3, 1e-3)})
+    linear = srgb_to_linear(low_light_camera(ramp, shot_only, np.random.default_rng(1)))
+    assert linear[60:].std() > 1.5 * linear[:60].std()
+
+
+def test_white_balance_gives_a_colour_cast():
+    grey = np.full((40, 40, 3), 0.5, np.float32)
+    config = AugmentConfig(
+        **{**LOW_LIGHT_ONLY, "exposure_stops": (0.0, 0.0), "shot_noise": (1e-9, 1e-9), "read_noise": (1e-9, 1e-9), "white_balance": 0.6}
+    )
+    casts = [low_light_camera(grey, config, np.random.default_rng(seed)).mean(axis=(0, 1)) for seed in range(20)]
+    red_minus_blue = np.array([c[0] - c[2] for c in casts])
+    assert red_minus_blue.max() > 0.05 and red_minus_blue.min() < -0.05  # warm and cool casts both occur
+
+
+def test_photometric_augment_is_deterministic_in_range_and_keeps_shape():
+    image = smooth_texture().astype(np.float32) / 255.0
+    config = AugmentConfig(low_light_probability=1.0, motion_blur_probability=1.0)
+    first = photometric_augment(image, config, np.random.default_rng(5))
+    assert first.dtype == np.float32 and first.shape == image.shape
+    assert 0.0 <= first.min() and first.max() <= 1.0
+    np.testing.assert_array_equal(first, photometric_augment(image, config, np.random.default_rng(5)))
+    assert not np.array_equal(first, photometric_augment(image, config, np.random.default_rng(6)))
+
+
+def test_motion_blur_smooths_along_its_direction():
+    stripes = np.zeros((64, 64, 3), np.float32)
+    stripes[:, ::4] = 1.0  # vertical stripes: a vertical blur keeps them, another direction smears them
+    config = AugmentConfig(**{**GEOMETRY_ONLY, "motion_blur_probability": 1.0, "motion_blur_length": (7.0, 7.0)})
+    blurred = [photometric_augment(stripes, config, np.random.default_rng(seed)) for seed in range(8)]
+    assert min(np.abs(np.diff(b, axis=1)).mean() for b in blurred) < np.abs(np.diff(stripes, axis=1)).mean()
+    assert all(abs(float(b.mean()) - float(stripes.mean())) < 0.02 for b in blurred)  # the kernel keeps the brightness
+
+
+def test_bad_low_light_options_are_refused():
+    for options, match in (
+        ({"exposure_stops": (3.0, 1.0)}, "exposure_stops"),
+        ({"gain_recovery": (0.0, 1.5)}, "gain_recovery"),
+        ({"white_balance": -0.1}, "white_balance"),
+        ({"shot_noise": (0.0, 0.1)}, "shot_noise"),
+        ({"gamma": (1.2, 0.8)}, "gamma"),
+        ({"low_light_probability": 1.5}, "low_light_probability"),
+    ):
+        with pytest.raises(SeglocError, match=match):
+            AugmentConfig(**options)

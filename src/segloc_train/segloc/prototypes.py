@@ -508,3 +508,74 @@ def target_distribution(probabilities: Tensor, frequencies: Tensor | None = None
     shape = (1, -1) + (1,) * (q.dim() - 2)
     weights = q.pow(power) / frequencies.to(q).clamp_min(1e-12).view(shape)
     return weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-30)
+
+
+def sinkhorn_targets(log_potentials: Tensor, iterations: int = 3, class_prior: Tensor | None = None) -> Tensor:
+    """Balanced soft assignment of N pixels to K classes (Sinkhorn-Knopp equipartition, as in SwAV).
+
+    Finds ``Q = diag(u) exp(S) diag(v)`` whose rows sum to 1 (each pixel is one unit of mass)
+    and whose columns approach ``N * prior_k`` (each class receives its share of the pixels),
+    by alternating column and row normalisations (Caron et al., "Unsupervised Learning of
+    Visual Features by Contrasting Cluster Assignments", NeurIPS 2020; Cuturi 2013). ``S`` is
+    the score divided by the entropic regularisation epsilon: the caller passes
+    ``scores / epsilon``; a smaller epsilon gives sharper assignments. A few iterations (SwAV:
+    3) balance the classes approximately; the last step normalises the rows, so every pixel's
+    target is a distribution. Computed in the log domain (no overflow for large scores). No
+    gradient flows.
+
+    Args:
+        log_potentials: (N, K) scores over epsilon, e.g. ``log p / epsilon`` or ``cos / epsilon``.
+        iterations: number of (column, row) normalisation rounds, >= 1.
+        class_prior: optional (K,) target class proportions (positive, normalised here);
+            None: uniform (equipartition).
+
+    Returns:
+        (N, K) targets, rows summing to 1, column sums near ``N * prior``.
+    """
+    if log_potentials.dim() != 2 or log_potentials.shape[0] == 0:
+        raise SeglocError(f"log_potentials must be a non-empty (N, K) tensor, got shape {tuple(log_potentials.shape)}")
+    if iterations < 1:
+        raise SeglocError(f"sinkhorn iterations must be at least 1, got {iterations}")
+    count, num_classes = log_potentials.shape
+    with torch.no_grad():
+        log_q = log_potentials.detach().float()
+        if class_prior is None:
+            log_prior = log_q.new_full((num_classes,), -math.log(num_classes))
+        else:
+            if class_prior.shape != (num_classes,) or not bool((class_prior > 0).all()):
+                raise SeglocError(f"class_prior must be ({num_classes},) positive proportions, got {tuple(class_prior.shape)}")
+            prior = class_prior.detach().to(log_q)
+            log_prior = torch.log(prior / prior.sum())
+        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True)  # rows sum to 1 from the start
+        for _ in range(iterations):
+            log_q = log_q + (log_prior + math.log(count) - torch.logsumexp(log_q, dim=0))[None, :]  # columns: N * prior
+            log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True)  # rows: 1
+        return log_q.exp()
+
+
+def class_usage(label_counts: Tensor, min_fraction: float) -> dict[str, float]:
+    """How many classes a label map uses: diagnostics of collapse.
+
+    Args:
+        label_counts: (K,) number of pixels labelled with each class (e.g. over every mapping image).
+        min_fraction: a class is *in use* when it holds at least this fraction of the pixels.
+
+    Returns:
+        ``classes_used`` (classes at or above ``min_fraction``), ``classes_present`` (any pixel),
+        ``class_entropy`` (nats, of the label histogram) and ``class_perplexity`` (its
+        exponential: the number of equally used classes with the same entropy; K when uniform,
+        1 when collapsed to one class).
+    """
+    counts = label_counts.detach().double().flatten()
+    total = float(counts.sum())
+    if total <= 0:
+        raise SeglocError("class_usage: no labelled pixels")
+    shares = counts / total
+    nonzero = shares[shares > 0]
+    entropy = float(-(nonzero * nonzero.log()).sum())
+    return {
+        "classes_used": int((shares >= min_fraction).sum()),
+        "classes_present": int((counts > 0).sum()),
+        "class_entropy": entropy,
+        "class_perplexity": math.exp(entropy),
+    }

@@ -5,7 +5,10 @@ scene's mapping images: K classes emerge from clustering, and the network learns
 corresponding pixels of overlapping images the same class. :func:`train_segloc` chains:
 
 1. **Map core**: read from a map package (``core_map``) or built from the dataset's mapping
-   images (SIFT + known-pose triangulation, :func:`segloc.maps.build.build_core`).
+   images (SIFT + known-pose triangulation, :func:`segloc.maps.build.build_core`). Several
+   datasets train one network: each place has its own core and pairs, and every batch is drawn
+   from all of them; datasets with the same mapping records under other conditions are
+   condition variants of one place, paired across conditions (:func:`group_condition_variants`).
 2. **Pairs**: mapping-image pairs with 2D-2D correspondences (:func:`segloc_train.pairs.mine_pairs`).
 3. **Network**: :class:`~segloc.models.segmentation.SegmentationNet` (``config.network``).
 4. **Initial prototypes**: a scan of the mapping images (below); K-means (or mean shift) of
@@ -44,6 +47,9 @@ Choices, and where they depart from the paper's wording:
   epoch). Targets taken from the network being trained move with it (features pull targets
   that pull features) and leave only a few classes in use; with the snapshot the number of
   classes in use grows over the epochs (the runs: ``docs/experiments/segloc_training.md``).
+  With ``targets: sinkhorn`` the targets of each batch are instead a Sinkhorn-Knopp
+  equipartition of its pixels over the K classes (SwAV), of the prototype similarities in the
+  first epoch and of ``log p / sinkhorn_epsilon`` afterwards: every batch must use every class.
   The finest-level targets are resized to every level, so all four levels learn the same K
   classes: the ones the map stores (argmax of the finest probabilities).
 - **Epoch-end scan.** One no-grad pass (eval mode) over all mapping images at the training
@@ -51,7 +57,9 @@ Choices, and where they depart from the paper's wording:
   next epoch), ``prototype_features_per_image`` sampled finest features per image with the
   network's own labels (prototype k becomes the mean feature of the pixels labelled k, so
   prototypes follow the classes the map uses; then the concentrations), and the cluster
-  frequencies. A scan with a fixed network is used instead of features gathered during the
+  frequencies, and the class usage of the epoch (:func:`~segloc_train.segloc.prototypes.class_usage`
+  of the argmax labels of every finest pixel: classes in use, entropy, perplexity; logged,
+  written to ``losses.json`` and plotted beside the loss curves). A scan with a fixed network is used instead of features gathered during the
   epoch, which come from a network that changed over the epoch; it costs one forward per
   mapping image.
 - **L_MS batch.** Each step forwards images A and B of every pair (positives of each other:
@@ -108,7 +116,7 @@ import numpy as np
 import torch
 import yaml
 from torch import Tensor
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import ConcatDataset, DataLoader, RandomSampler
 from tqdm import tqdm
 
 from segloc.config import config_from_dict, config_section, config_to_dict
@@ -117,7 +125,7 @@ from segloc.errors import SeglocError
 from segloc.maps.build import CoreConfig, build_core
 from segloc.maps.core import MapCore, read_core
 from segloc.maps.package import MapPackage
-from segloc.models.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
+from segloc.models.checkpoint import SHIPPED_CHECKPOINTS, load_checkpoint, read_checkpoint_info, save_checkpoint, shipped_checkpoint
 from segloc.models.segmentation import (
     LEVEL_STRIDES,
     SEGMENTATION_PRESETS,
@@ -152,10 +160,12 @@ from segloc_train.pairs import ImagePair, PairMiningConfig, mine_pairs
 from segloc_train.segloc.losses import SegLocLossConfig, segloc_loss
 from segloc_train.segloc.prototypes import (
     assign_to_prototypes,
+    class_usage,
     cluster_concentrations,
     init_prototypes,
     pseudo_targets_from_prototypes,
     sample_feature_vectors,
+    sinkhorn_targets,
     target_distribution,
     update_prototypes,
 )
@@ -167,6 +177,11 @@ LEVEL_ALIGNMENT = 32
 """Training images are sized in multiples of the coarsest stride, so every level covers the image exactly."""
 SCAN_BATCH_SIZE = 8
 """Mapping images per forward in the epoch-end scan."""
+GENERAL_CHECKPOINT = "segloc_general"
+"""The shipped network ``init_checkpoint: general`` (``--init general``) names: one trained across
+many places and conditions (``benchmarks/train_general.py``), the start of per-place fine-tuning."""
+TARGET_METHODS = ("sinkhorn", "dec")
+"""Pseudo-target methods (``SegLocTrainConfig.targets``)."""
 
 
 def _default_network() -> SegmentationNetConfig:
@@ -208,7 +223,8 @@ class SegLocTrainConfig:
         prototype_momentum: weight of the old prototypes in each epoch's update, in [0, 1).
         meanshift_bandwidth: mean-shift radius; None estimates it.
         init_checkpoint: optional SegLoc checkpoint folder (e.g. a network trained on another
-            scene) whose weights start the training instead of the ImageNet encoder and a
+            scene), the name of a shipped one (``SHIPPED_CHECKPOINTS``) or ``general`` (the
+            shipped general network, :data:`GENERAL_CHECKPOINT`), whose weights start the training instead of the ImageNet encoder and a
             random decoder; its config must equal ``network`` (``pretrained`` aside). The
             initial prototypes are clustered from its features as usual.
         semantic_checkpoint: optional checkpoint folder of a pretrained semantic segmentation
@@ -216,7 +232,28 @@ class SegLocTrainConfig:
             argmax of its finest logits is the meta-class of each pixel, and the initial
             clustering runs per meta-class. None: one global clustering.
         pseudo_target_temperature: temperature of the first epoch's prototype-similarity targets.
+        targets: how the pseudo-targets balance the classes: ``"dec"`` (the default) the DEC
+            target distribution with the previous scan's cluster frequencies, or ``"sinkhorn"``
+            a Sinkhorn-Knopp equipartition of each batch's pixels over the K classes (SwAV). On
+            castle with 28 pairs DEC collapsed to 3 classes and Sinkhorn reached 61 of 100 in
+            120 steps: use Sinkhorn for real scenes. DEC stays the default because the shipped
+            networks were trained with it (``docs/experiments/segloc_training.md``).
         target_power: sharpening power of the DEC target distribution (2 in DEC).
+        sinkhorn_epsilon: entropic regularisation of the Sinkhorn targets after the first
+            epoch: their scores are ``log p / epsilon`` of the reference network's finest
+            probabilities p (0.5 sharpens like DEC's power 2). In the first epoch the scores are
+            the prototype similarities over ``pseudo_target_temperature``.
+        sinkhorn_iterations: Sinkhorn-Knopp rounds per batch (SwAV: 3).
+        sinkhorn_prior: class proportions the Sinkhorn targets balance towards: ``"uniform"``
+            (equipartition) or ``"scan"`` (half the previous scan's cluster frequencies, half
+            uniform: classes may differ in size but none is starved).
+        sinkhorn_hard: one-hot targets at the argmax of the balanced assignment (as in
+            self-labelling, Asano et al. 2020) instead of the soft assignment (measured on
+            castle: not better, ``docs/experiments/segloc_training.md``).
+        class_usage_min_share: a class counts as *in use* (``classes_used`` in the logs,
+            ``losses.json`` and the checkpoint) when the epoch-end scan labels at least
+            ``class_usage_min_share / K`` of the mapping pixels with it (0.1: a tenth of a
+            uniform share).
         clean_targets: compute the pseudo-targets from images A and B before their photometric
             augmentation (same crop and scale), so that colour jitter, blur and noise teach
             invariance instead of corrupting the targets. False: from the augmented images, as
@@ -251,7 +288,13 @@ class SegLocTrainConfig:
     init_checkpoint: str | None = None
     semantic_checkpoint: str | None = None
     pseudo_target_temperature: float = 0.1
+    targets: str = "dec"
     target_power: float = 2.0
+    sinkhorn_epsilon: float = 0.5
+    sinkhorn_iterations: int = 3
+    sinkhorn_prior: str = "uniform"
+    sinkhorn_hard: bool = False
+    class_usage_min_share: float = 0.1
     clean_targets: bool = True
     num_workers: int = 0
     seed: int = 0
@@ -286,6 +329,16 @@ class SegLocTrainConfig:
             raise SeglocError(
                 f"train config: pseudo_target_temperature and target_power must be positive, got {self.pseudo_target_temperature}, {self.target_power}"
             )
+        if self.targets not in TARGET_METHODS:
+            raise SeglocError(f"train config: targets must be one of {', '.join(TARGET_METHODS)}, got {self.targets!r}")
+        if self.sinkhorn_prior not in ("uniform", "scan"):
+            raise SeglocError(f"train config: sinkhorn_prior must be 'uniform' or 'scan', got {self.sinkhorn_prior!r}")
+        if not self.sinkhorn_epsilon > 0 or self.sinkhorn_iterations < 1:
+            raise SeglocError(
+                f"train config: sinkhorn_epsilon must be > 0 and sinkhorn_iterations >= 1, got {self.sinkhorn_epsilon}, {self.sinkhorn_iterations}"
+            )
+        if not 0 < self.class_usage_min_share <= 1:
+            raise SeglocError(f"train config: class_usage_min_share must be in (0, 1], got {self.class_usage_min_share}")
         if self.num_workers < 0 or (self.threads is not None and self.threads < 1):
             raise SeglocError(f"train config: num_workers must be >= 0 and threads >= 1 or null, got {self.num_workers}, {self.threads}")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
@@ -420,6 +473,49 @@ def _load_core(dataset_dir: Path, config: SegLocTrainConfig, core_map: Path | No
     return build_core(dataset, config.core, progress).core
 
 
+@dataclass
+class TrainingPlace:
+    """One place of a training run: a dataset, its condition variants, its map core and pairs.
+
+    Attributes:
+        root: the dataset folder whose images give the clean views and the epoch-end scan.
+        variants: dataset folders with the same mapping records under other conditions.
+        core: the map core of ``root`` (the pairs' correspondences).
+        pairs: the training pairs.
+    """
+
+    root: Path
+    variants: list[Path]
+    core: MapCore
+    pairs: list[ImagePair]
+
+
+def group_condition_variants(dataset_dirs: Sequence[str | Path]) -> list[tuple[Path, list[Path]]]:
+    """Group dataset folders into places: folders whose mapping records are identical (image
+    names, cameras and ``cam_from_world`` to 1e-6) are condition variants of the first of them.
+
+    A synthetic scene rendered with the same ``SynthConfig`` but another ``mapping_appearance``
+    (``segloc synth --mapping-appearance NAME``) gives such a variant: the trajectory depends on the
+    scene, the seed and the path options only.
+
+    Returns:
+        ``(root, variants)`` per place, in the order of first appearance.
+    """
+    places: list[tuple[Path, list[Path], list[Any]]] = []
+    for path in dict.fromkeys(Path(d) for d in dataset_dirs):
+        records = read_dataset(path).mapping
+        for _root, variants, reference in places:
+            if len(reference) == len(records) and all(
+                a.name == b.name and a.camera == b.camera and np.allclose(a.cam_from_world.matrix(), b.cam_from_world.matrix(), atol=1e-6)
+                for a, b in zip(reference, records)
+            ):
+                variants.append(path)
+                break
+        else:
+            places.append((path, [], records))
+    return [(root, variants) for root, variants, _ in places]
+
+
 def _mine_training_pairs(core: MapCore, config: SegLocTrainConfig, progress: bool) -> list[ImagePair]:
     pairs = mine_pairs(core, config.pairs, progress=progress)
     if not pairs:
@@ -432,6 +528,29 @@ def _mine_training_pairs(core: MapCore, config: SegLocTrainConfig, progress: boo
     counts = [pair.num_correspondences for pair in pairs]
     logger.info("%d training pairs, %d to %d correspondences (median %d)", len(pairs), min(counts), max(counts), int(np.median(counts)))
     return pairs
+
+
+def resolve_init_checkpoint(name: str | Path) -> Path:
+    """The checkpoint folder of ``init_checkpoint``: an existing folder, a shipped network's name, or
+    ``general`` (:data:`GENERAL_CHECKPOINT`), all resolved through ``SHIPPED_CHECKPOINTS``.
+
+    Raises:
+        SeglocError: no such folder or shipped network, or the general network is not shipped.
+    """
+    path = Path(name)
+    if path.is_dir():
+        return path
+    shipped = GENERAL_CHECKPOINT if str(name) == "general" else str(name)
+    if shipped in SHIPPED_CHECKPOINTS:
+        return shipped_checkpoint(shipped)
+    if shipped == GENERAL_CHECKPOINT:
+        raise SeglocError(
+            f"the general SegLoc network ({GENERAL_CHECKPOINT}) is not shipped with this version of segloc; train one "
+            f"(benchmarks/train_general.py) and pass its checkpoint folder, or one of: {', '.join(SHIPPED_CHECKPOINTS)}"
+        )
+    raise SeglocError(
+        f"init checkpoint {name!r} is neither a checkpoint folder nor a shipped network ({', '.join(SHIPPED_CHECKPOINTS)}, general)"
+    )
 
 
 def _device(name: str) -> torch.device:
@@ -459,6 +578,7 @@ class MappingScan:
         labels: (I * S,) long, the network's class (argmax of the finest probabilities) there.
         image_ids: (I * S,) long map image id of each sampled feature.
         frequencies: (K,) soft cluster frequencies summed over every finest-level pixel.
+        label_counts: (K,) finest-level pixels labelled with each class (argmax), over every image.
         meta_labels: (I * S,) long meta-classes from the semantic model, or None.
     """
 
@@ -467,6 +587,7 @@ class MappingScan:
     labels: Tensor
     image_ids: Tensor
     frequencies: Tensor
+    label_counts: Tensor
     meta_labels: Tensor | None
 
 
@@ -508,6 +629,7 @@ def scan_mapping_images(
     num_classes = model.config.num_classes
     descriptors, features, labels, image_ids, meta_labels = [], [], [], [], []
     frequencies = torch.zeros(num_classes, dtype=torch.float64)
+    label_counts = torch.zeros(num_classes, dtype=torch.int64)
     num_images = len(core.images)
     for start in tqdm(range(0, num_images, SCAN_BATCH_SIZE), desc="scan", unit="batch", disable=not progress, leave=False):
         ids = list(range(start, min(start + SCAN_BATCH_SIZE, num_images)))
@@ -516,6 +638,7 @@ def scan_mapping_images(
         probabilities = class_probabilities(output.logits[-1])  # (B, K, H/4, W/4)
         descriptors.append(global_descriptor(probabilities, grid=config.loss.descriptor_grid).cpu())
         frequencies += probabilities.sum(dim=(0, 2, 3)).double().cpu()
+        label_counts += torch.bincount(probabilities.argmax(dim=1).flatten(), minlength=num_classes).cpu()
         finest = output.features[-1]
         channels = [finest, probabilities.argmax(dim=1, keepdim=True).to(finest.dtype)]
         if semantic_model is not None:
@@ -537,7 +660,37 @@ def scan_mapping_images(
         torch.cat(labels),
         torch.cat(image_ids),
         frequencies.float(),
+        label_counts,
         torch.cat(meta_labels) if meta_labels else None,
+    )
+
+
+def scan_places(
+    model: SegmentationNet,
+    places: Sequence[TrainingPlace],
+    config: SegLocTrainConfig,
+    device: torch.device,
+    generator: torch.Generator,
+    semantic_model: torch.nn.Module | None = None,
+    progress: bool = False,
+) -> MappingScan:
+    """:func:`scan_mapping_images` of every place's own mapping images, concatenated.
+
+    Image ids run over the places in order (place p's ids are offset by the images of the
+    places before it); frequencies and label counts are summed.
+    """
+    scans = [scan_mapping_images(model, place.root, place.core, config, device, generator, semantic_model, progress) for place in places]
+    if len(scans) == 1:
+        return scans[0]
+    offsets = np.cumsum([0] + [len(place.core.images) for place in places[:-1]])
+    return MappingScan(
+        torch.cat([scan.descriptors for scan in scans]),
+        torch.cat([scan.features for scan in scans]),
+        torch.cat([scan.labels for scan in scans]),
+        torch.cat([scan.image_ids + int(offset) for scan, offset in zip(scans, offsets)]),
+        torch.stack([scan.frequencies for scan in scans]).sum(dim=0),
+        torch.stack([scan.label_counts for scan in scans]).sum(dim=0),
+        torch.cat([scan.meta_labels for scan in scans]) if scans[0].meta_labels is not None else None,
     )
 
 
@@ -572,14 +725,37 @@ def pseudo_targets(
 ) -> Tensor:
     """Soft pseudo-targets (B, K, H/4, W/4) from the finest level of the reference network's output.
 
-    First epoch: prototype similarity ``softmax_k(cos(v, c_k) / pseudo_target_temperature)`` of
-    the features; afterwards: the DEC target distribution of the class probabilities with
-    dataset-level ``frequencies`` (K,).
+    The scores: in the first epoch the prototype similarities ``cos(v, c_k) /
+    pseudo_target_temperature`` of the features, afterwards the class probabilities p.
+
+    - ``targets: sinkhorn``: a Sinkhorn-Knopp equipartition of all B * H/4 * W/4 pixels over
+      the K classes (:func:`~segloc_train.segloc.prototypes.sinkhorn_targets`) of the
+      similarities, or of ``log p / sinkhorn_epsilon``; with ``sinkhorn_prior: scan`` towards
+      half the dataset-level ``frequencies`` (K,) and half uniform; one-hot at its argmax with
+      ``sinkhorn_hard``.
+    - ``targets: dec``: ``softmax_k`` of the similarities, or the DEC target distribution of p
+      with the dataset-level ``frequencies``.
     """
+    if config.targets == "dec":
+        if first_epoch:
+            return pseudo_targets_from_prototypes(reference.features[-1].detach(), prototypes, temperature=config.pseudo_target_temperature)
+        probabilities = class_probabilities(reference.logits[-1].detach())
+        return target_distribution(probabilities, frequencies, power=config.target_power)
     if first_epoch:
-        return pseudo_targets_from_prototypes(reference.features[-1].detach(), prototypes, temperature=config.pseudo_target_temperature)
-    probabilities = class_probabilities(reference.logits[-1].detach())
-    return target_distribution(probabilities, frequencies, power=config.target_power)
+        features = torch.nn.functional.normalize(reference.features[-1].detach(), dim=1)
+        scores = torch.einsum("bdhw,kd->bkhw", features, torch.nn.functional.normalize(prototypes.to(features), dim=1))
+        scores = scores / config.pseudo_target_temperature
+    else:
+        scores = torch.log_softmax(reference.logits[-1].detach().float(), dim=1) / config.sinkhorn_epsilon
+    batch, num_classes, height, width = scores.shape
+    prior = None
+    if config.sinkhorn_prior == "scan" and frequencies is not None and float(frequencies.sum()) > 0:
+        prior = 0.5 * frequencies.float() / frequencies.float().sum() + 0.5 / num_classes
+    flat = scores.permute(0, 2, 3, 1).reshape(-1, num_classes)
+    balanced = sinkhorn_targets(flat, config.sinkhorn_iterations, prior)
+    if config.sinkhorn_hard:
+        balanced = torch.nn.functional.one_hot(balanced.argmax(dim=1), num_classes).to(balanced.dtype)
+    return balanced.reshape(batch, height, width, num_classes).permute(0, 3, 1, 2).contiguous()
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -616,11 +792,9 @@ def training_step(
     count = batch["image_a"].shape[0]
     target_images = torch.cat([batch["clean_a"], batch["clean_b"]]) if "clean_a" in batch else pair_images
     with torch.no_grad():
-        reference_a, reference_b = _split(reference_model(target_images), [count, count])
-    targets = (
-        pseudo_targets(reference_a, first_epoch, prototypes, frequencies, config),
-        pseudo_targets(reference_b, first_epoch, prototypes, frequencies, config),
-    )
+        reference = reference_model(target_images)
+    # One call over A and B: the Sinkhorn targets balance the classes over the whole batch.
+    targets = tuple(pseudo_targets(reference, first_epoch, prototypes, frequencies, config).split([count, count]))
     images = [pair_images]
     negatives = None
     if "has_triplet" in batch and config.loss.weight_ms > 0 and bool(batch["has_triplet"].any()):
@@ -671,7 +845,7 @@ def _epoch_means(records: Sequence[dict[str, float]]) -> dict[str, float]:
 
 
 def train_segloc(
-    dataset_dir: str | Path,
+    dataset_dir: str | Path | Sequence[str | Path],
     output_dir: str | Path,
     config: SegLocTrainConfig | None = None,
     core_map: str | Path | None = None,
@@ -682,16 +856,20 @@ def train_segloc(
     """Train a SegLoc segmentation network on a dataset's mapping images (module documentation).
 
     Args:
-        dataset_dir: the dataset folder (``images/``, ``mapping.txt``).
+        dataset_dir: the dataset folder (``images/``, ``mapping.txt``), or several: each place
+            gives its own pairs and every batch is drawn from all of them; folders with the same
+            mapping records are condition variants of one place (:func:`group_condition_variants`,
+            :class:`~segloc_train.dataset.SegLocTrainingSet`).
         output_dir: where the checkpoint, config, losses and resume state go (created).
         config: training options; None: the defaults (``cpu_demo``), or with ``resume`` the
             run's own ``config.yaml``.
         core_map: a map package built from ``dataset_dir`` whose core layer (points and
-            observations) gives the pairs; None: build the core here.
+            observations) gives the pairs (one place only); None: build the cores here.
         resume: continue the run in ``output_dir`` from its last save, up to ``config.epochs``.
         progress: show progress bars.
         on_epoch: called after each epoch with its summary (``epoch`` 1-based, ``epochs``,
-            ``steps``, ``seconds``, the mean ``total`` and terms, ``classes_used``, ``stopped``);
+            ``steps``, ``seconds``, the mean ``total`` and terms, the class usage of the epoch-end
+            scan (``classes_used``, ``classes_present``, ``class_entropy``, ``class_perplexity``), ``stopped``);
             it replaces the per-epoch INFO log line (which then goes to DEBUG).
 
     Returns:
@@ -703,7 +881,10 @@ def train_segloc(
             resume state that does not fit; a diverging loss.
     """
     start_time = time.perf_counter()
-    dataset_dir, output_dir = Path(dataset_dir), Path(output_dir)
+    dataset_dirs = [Path(dataset_dir)] if isinstance(dataset_dir, (str, Path)) else [Path(d) for d in dataset_dir]
+    output_dir = Path(output_dir)
+    if not dataset_dirs:
+        raise SeglocError("train_segloc: no dataset folder given")
     if config is None:
         config = load_train_config(output_dir / CONFIG_FILE) if resume and (output_dir / CONFIG_FILE).is_file() else SegLocTrainConfig()
     state = TrainingState(TRAINER_NAME, seed=config.seed)
@@ -724,13 +905,13 @@ def train_segloc(
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        return _train(dataset_dir, output_dir, config, core_map, state, resume, device, progress, on_epoch, start_time)
+        return _train(dataset_dirs, output_dir, config, core_map, state, resume, device, progress, on_epoch, start_time)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _train(
-    dataset_dir: Path,
+    dataset_dirs: list[Path],
     output_dir: Path,
     config: SegLocTrainConfig,
     core_map: str | Path | None,
@@ -741,9 +922,17 @@ def _train(
     on_epoch: Callable[[dict[str, Any]], None] | None,
     start_time: float,
 ) -> Path:
-    core = _load_core(dataset_dir, config, Path(core_map) if core_map is not None else None, progress)
-    config = resolve_image_size(config, core)
-    pairs = _mine_training_pairs(core, config, progress)
+    grouped = group_condition_variants(dataset_dirs)
+    if core_map is not None and len(grouped) > 1:
+        raise SeglocError(f"a map package (--map) gives the pairs of one place, but {len(grouped)} places were given; omit --map")
+    places = []
+    for root, variants in grouped:
+        core = _load_core(root, config, Path(core_map) if core_map is not None else None, progress)
+        config = resolve_image_size(config, core)
+        places.append(TrainingPlace(root, variants, core, _mine_training_pairs(core, config, progress)))
+        if variants:
+            logger.info("%s: condition variants %s", root, ", ".join(str(v) for v in variants))
+    dataset_name = places[0].root.name if len(places) == 1 else f"{len(places)} places"
     output_dir.mkdir(parents=True, exist_ok=True)
     write_train_config(output_dir / CONFIG_FILE, config)
     logger.info("SegLoc training config: %s", config_to_dict(config))
@@ -766,8 +955,9 @@ def _train(
         history.truncate(state.epochs_done)
     elif config.init_checkpoint is not None:
         expected = {k: v for k, v in config_to_dict(config.network).items() if k != "pretrained"}
-        model.load_state_dict(load_checkpoint(config.init_checkpoint, expected=expected).state_dict())
-        logger.info("initial weights from %s", config.init_checkpoint)
+        init_path = resolve_init_checkpoint(config.init_checkpoint)
+        model.load_state_dict(load_checkpoint(init_path, expected=expected).state_dict())
+        logger.info("initial weights from %s", init_path)
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     semantic_model = _load_semantic_model(config, device)
@@ -777,27 +967,44 @@ def _train(
         saved = read_tensors(output_dir / PROTOTYPES_FILE)
         prototypes, concentrations = saved["prototypes"], saved["concentrations"]
         frequencies, descriptors = saved["cluster_frequencies"], saved["global_descriptors"]
+        if descriptors.shape[0] != sum(len(place.core.images) for place in places):
+            raise SeglocError(f"cannot resume {output_dir}: it was trained on other datasets (another number of mapping images)")
         logger.info("resuming %s after epoch %d (%d steps)", output_dir, state.epochs_done, state.steps_done)
     else:
         generator = torch.Generator().manual_seed(_epoch_seed(config.seed, 0, 4))
-        scan = scan_mapping_images(model, dataset_dir, core, config, device, generator, semantic_model, progress)
+        scan = scan_places(model, places, config, device, generator, semantic_model, progress)
         prototypes, concentrations = initial_prototypes(scan, config, config.network.num_classes)
         frequencies, descriptors = scan.frequencies, scan.descriptors
     del semantic_model
 
-    training_set = SegLocTrainingSet(dataset_dir, core, pairs, config.augment, config.max_correspondences, clean_views=config.clean_targets)
-    centers, axes = camera_centers_and_axes(core.images)
-    steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
+    training_sets = [
+        SegLocTrainingSet(
+            place.root,
+            place.core,
+            place.pairs,
+            config.augment,
+            config.max_correspondences,
+            clean_views=config.clean_targets,
+            variant_roots=place.variants,
+        )
+        for place in places
+    ]
+    training_set = ConcatDataset(training_sets)  # the random sampler mixes the places in every batch
+    cameras = [camera_centers_and_axes(place.core.images) for place in places]
+    image_counts = [len(place.core.images) for place in places]
+    steps_per_epoch = math.ceil(len(training_set) / config.batch_size)
     if config.steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
     checkpoint = checkpoint_dir
     for epoch in range(state.epochs_done, config.epochs):
         epoch_start = time.perf_counter()
-        training_set.set_epoch(epoch)
+        for place_set in training_sets:
+            place_set.set_epoch(epoch)
         if config.loss.weight_ms > 0:
             rng = np.random.default_rng([config.seed, epoch, 1])
-            triplets = mine_triplets(centers, descriptors, config.mining, rng, axes)
-            training_set.set_triplets(triplets if triplets else None)
+            for place_set, (centers, axes), place_descriptors in zip(training_sets, cameras, descriptors.split(image_counts)):
+                triplets = mine_triplets(centers, place_descriptors, config.mining, rng, axes)
+                place_set.set_triplets(triplets)  # possibly none: every place's samples then carry the triplet keys
         sampler = RandomSampler(training_set, generator=torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, 0)))
         loader = DataLoader(
             training_set,
@@ -841,21 +1048,22 @@ def _train(
         del reference_model
 
         generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, 3))
-        scan = scan_mapping_images(model, dataset_dir, core, config, device, generator, None, progress)
+        scan = scan_places(model, places, config, device, generator, None, progress)
         prototypes = update_prototypes(scan.features, scan.labels, config.network.num_classes, prototypes.cpu(), config.prototype_momentum)
         concentrations = cluster_concentrations(scan.features, scan.labels, prototypes)
         frequencies, descriptors = scan.frequencies, scan.descriptors
-        used = int(torch.unique(scan.labels).numel())
+        usage = class_usage(scan.label_counts, config.class_usage_min_share / config.network.num_classes)
+        used = usage["classes_used"]
 
         seconds = time.perf_counter() - epoch_start
         state.epochs_done, state.train_seconds = epoch + 1, state.train_seconds + seconds
-        summary = {"epoch": epoch, "steps": len(records), "seconds": seconds, **_epoch_means(records)}
+        summary = {"epoch": epoch, "steps": len(records), "seconds": seconds, **_epoch_means(records), **usage}
         history.steps.extend(records)
         history.epochs.append(summary)
         write_loss_history(output_dir / LOSSES_FILE, history)
         last = stopped or epoch + 1 == config.epochs
         if last or (epoch + 1) % config.checkpoint_every == 0:
-            plot_loss_curves(output_dir / LOSS_CURVES_FILE, history, title=f"SegLoc training: {dataset_dir.name}")
+            plot_loss_curves(output_dir / LOSS_CURVES_FILE, history, title=f"SegLoc training: {dataset_name}")
             state.stopped = stopped or ("completed" if epoch + 1 == config.epochs else "")
             metadata = {
                 "trainer": TRAINER_NAME,
@@ -864,8 +1072,10 @@ def _train(
                 "num_classes": config.network.num_classes,
                 "classes_used": used,
                 "image_size": list(config.augment.output_size),
-                "dataset": str(dataset_dir),
-                "losses": {k: v for k, v in summary.items() if k not in ("epoch", "steps", "seconds")},
+                "dataset": str(places[0].root) if len(places) == 1 else [str(place.root) for place in places],
+                "condition_variants": [str(v) for place in places for v in place.variants],
+                "losses": {k: v for k, v in summary.items() if k not in ("epoch", "steps", "seconds", *usage)},
+                "class_perplexity": usage["class_perplexity"],
                 "train_seconds": state.train_seconds,
                 "stopped": state.stopped,
                 "prototypes_file": PROTOTYPES_FILE,
@@ -884,7 +1094,7 @@ def _train(
             save_training_state(output_dir, state, optimizer)
         terms = " ".join(f"{key} {summary[key]:.3f}" for key in ("ce", "cc", "pc", "pf", "ms") if key in summary)
         (logger.debug if on_epoch is not None else logger.info)(
-            "epoch %d/%d: loss %.4f (%s), %d steps, %.1f s, %d of %d classes in use",
+            "epoch %d/%d: loss %.4f (%s), %d steps, %.1f s, %d of %d classes in use (perplexity %.1f)",
             epoch + 1,
             config.epochs,
             summary["total"],
@@ -893,9 +1103,10 @@ def _train(
             seconds,
             used,
             config.network.num_classes,
+            usage["class_perplexity"],
         )
         if on_epoch is not None:
-            on_epoch({**summary, "epoch": epoch + 1, "epochs": config.epochs, "classes_used": used, "stopped": stopped})
+            on_epoch({**summary, "epoch": epoch + 1, "epochs": config.epochs, "stopped": stopped})
         if stopped:
             logger.info("time budget of %.0f s used up: stopped after epoch %d (resume with --resume)", config.time_budget_s, epoch + 1)
             break

@@ -9,11 +9,13 @@ import torch.nn.functional as F
 from segloc.errors import SeglocError
 from segloc_train.segloc.prototypes import (
     assign_to_prototypes,
+    class_usage,
     cluster_concentrations,
     cluster_frequencies,
     init_prototypes,
     pseudo_targets_from_prototypes,
     sample_feature_vectors,
+    sinkhorn_targets,
     split_clusters,
     target_distribution,
     update_prototypes,
@@ -157,3 +159,49 @@ def test_sample_feature_vectors():
     assert subset.shape == (30, 5)
     all_vectors = maps[0].flatten(1).T
     assert all(any(torch.equal(v, w) for w in all_vectors) for v in subset[:10])
+
+
+def test_sinkhorn_balances_a_collapsed_assignment():
+    # Scores that send 90 % of the pixels to class 0: the argmax would use few of the K classes.
+    generator = torch.Generator().manual_seed(0)
+    count, num_classes = 4000, 20
+    scores = torch.randn(count, num_classes, generator=generator)
+    scores[: int(0.9 * count), 0] += 4.0
+    targets = sinkhorn_targets(scores / 0.5, iterations=10)
+    assert targets.shape == (count, num_classes)
+    assert (targets >= 0).all()
+    torch.testing.assert_close(targets.sum(dim=1), torch.ones(count))  # each pixel a distribution
+    columns = targets.sum(dim=0) / count
+    assert (columns - 1.0 / num_classes).abs().max() < 0.1 / num_classes  # marginals near uniform
+    assert len(torch.unique(targets.argmax(dim=1))) == num_classes
+    # The unbalanced softmax keeps most of the mass on class 0.
+    assert torch.softmax(scores / 0.5, dim=1).sum(dim=0)[0] / count > 0.5
+
+
+def test_sinkhorn_follows_a_class_prior_and_handles_large_scores():
+    scores = torch.randn(3000, 4, generator=torch.Generator().manual_seed(1))
+    prior = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    targets = sinkhorn_targets(scores / 0.5, iterations=20, class_prior=prior * 7.0)  # the prior is normalised
+    torch.testing.assert_close(targets.sum(dim=1), torch.ones(3000))
+    torch.testing.assert_close(targets.sum(dim=0) / 3000, prior, atol=0.02, rtol=0.0)
+    huge = sinkhorn_targets(scores * 1000.0)  # exp(scores) would overflow outside the log domain
+    assert torch.isfinite(huge).all()
+    torch.testing.assert_close(huge.sum(dim=1), torch.ones(3000))
+    with pytest.raises(SeglocError, match="class_prior"):
+        sinkhorn_targets(scores, class_prior=torch.tensor([1.0, 0.0, 1.0, 1.0]))
+    with pytest.raises(SeglocError, match="iterations"):
+        sinkhorn_targets(scores, iterations=0)
+    with pytest.raises(SeglocError, match="non-empty"):
+        sinkhorn_targets(torch.zeros(0, 4))
+
+
+def test_class_usage_counts_entropy_and_perplexity():
+    uniform = class_usage(torch.full((10,), 50), min_fraction=0.05)
+    assert uniform["classes_used"] == uniform["classes_present"] == 10
+    assert uniform["class_perplexity"] == pytest.approx(10.0)
+    assert uniform["class_entropy"] == pytest.approx(math.log(10))
+    skewed = class_usage(torch.tensor([970, 20, 10, 0]), min_fraction=0.015)
+    assert skewed["classes_used"] == 2 and skewed["classes_present"] == 3
+    assert 1.0 < skewed["class_perplexity"] < 1.3
+    with pytest.raises(SeglocError, match="no labelled"):
+        class_usage(torch.zeros(5), 0.1)
