@@ -53,6 +53,12 @@ key                                 meaning
                                     result, the message of a SeglocError, or ``"unknown"``)
 ``queries_without_overlap``         names of the queries that see too few map points at their ground-truth pose
                                     (see :func:`segloc.evaluate.run.check_query_overlap`); null when not checked
+``derived_options``                 the ``localize:`` options the localizer derived from the map because the config
+                                    left them null (its ``derived_options``, e.g. SegLoc's
+                                    ``refinement.max_translation_change``), name -> value; null when none
+``map_scale``                       the map's scale the localizer measured (its ``map_scale``,
+                                    :class:`segloc.maps.scale.MapScale`: ``image_spacing``, ``scene_depth``,
+                                    ``extent`` in metres, ``num_images``, ``num_points``); null when it has none
 ==================================  =================================================================================
 
 Keys of each per-query record (:func:`per_query_records`, written to ``per_query.json``):
