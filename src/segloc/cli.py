@@ -142,18 +142,28 @@ def cmd_map_build(args: argparse.Namespace) -> int:
 
 
 def cmd_map_info(args: argparse.Namespace) -> int:
+    from segloc.config import config_section
     from segloc.maps.core import read_core
     from segloc.maps.package import MapPackage
+    from segloc.maps.scale import map_scale
+    from segloc.methods import available_methods, get_method
 
     package = MapPackage.open(args.map, verify_checksums=not args.no_verify)
     package.check_contents()  # every array as the readers open it (no pickles), every JSON file
-    read_core(package)  # the core's shapes and ids, as every localizer reads them
+    core = read_core(package)  # the core's shapes and ids, as every localizer reads them
     manifest = package.manifest
     print(f"map {package.path}: method {package.method}, frame {package.frame_id}, format version {manifest['format_version']}")
     print(f"created: {json.dumps(manifest.get('created', {}).get('time'))} by segloc {manifest.get('created', {}).get('segloc_version')}")
     for layer, info in package.layers.items():
         print(f"  layer {layer:<12} {package.bytes([layer]):>12} bytes  {info.get('description', '')}")
     print(f"  total              {package.bytes():>12} bytes")
+    print(f"scale: {map_scale(core).describe()}")
+    if package.method in available_methods():
+        method = get_method(package.method)
+        derived = method.derived_options(package, method.localize_config(config_section(args.config, "localize")))
+        if derived:
+            shown = ", ".join(f"{name} {value:g}" for name, value in derived.items())
+            print(f"derived localize options{' (the rest set by ' + str(args.config) + ')' if args.config else ''}: {shown}")
     print("valid: " + ("checksums match, " if not args.no_verify else "") + "every file reads")
     return 0
 
@@ -492,9 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the map if it exists (only a map package)")
     common(p)
     p.set_defaults(func=cmd_map_build)
-    p = maps.add_parser("info", help="validate a map and print its layers and sizes")
+    p = maps.add_parser("info", help="validate a map and print its layers, sizes, scale and the localize options derived from it")
     p.add_argument("map", type=Path)
     p.add_argument("--no-verify", action="store_true", help="skip the checksum verification")
+    p.add_argument("--config", type=Path, help="YAML file whose 'localize' options are set (the rest are derived from the map)")
     p.set_defaults(func=cmd_map_info)
 
     p = commands.add_parser("localize", help="localize images against a map")

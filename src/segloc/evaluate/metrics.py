@@ -62,6 +62,12 @@ key                                 meaning
 ``nees_median``                     median NEES (5.35 for a covariance that fits, the median of chi-square 6)
 ``coverage_95``                     fraction of those queries whose true pose lies inside the 95 % ellipsoid
                                     of the covariance (NEES <= chi2(6).ppf(0.95) = 12.59): 0.95 when it fits
+``derived_options``                 the ``localize:`` options the localizer derived from the map because the config
+                                    left them null (its ``derived_options``, e.g. SegLoc's
+                                    ``refinement.max_translation_change``), name -> value; null when none
+``map_scale``                       the map's scale the localizer measured (its ``map_scale``,
+                                    :class:`segloc.maps.scale.MapScale`: ``image_spacing``, ``scene_depth``,
+                                    ``extent`` in metres, ``num_images``, ``num_points``); null when it has none
 ==================================  =================================================================================
 
 Keys of each per-query record (:func:`per_query_records`, written to ``per_query.json``):

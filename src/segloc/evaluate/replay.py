@@ -55,7 +55,7 @@ from segloc.data.rosbag import (
 from segloc.errors import SeglocError
 from segloc.evaluate.metrics import THRESHOLDS, QueryResult, peak_rss_bytes, summarize
 from segloc.evaluate.report import format_summary, write_report
-from segloc.evaluate.run import QueryOdometry, as_pipeline, localize_query, overlap_or_raise
+from segloc.evaluate.run import QueryOdometry, as_pipeline, localize_query, overlap_or_raise, scale_entries
 from segloc.fileio import check_output
 from segloc.geometry.transforms import Rigid3
 from segloc.localize.frames import camera_pose_from_base, pose_uncertainty
@@ -312,6 +312,7 @@ def evaluate_bag(
             progress=progress,
             extra={
                 "replay": {"mode": "offline", "bag": str(bag)},
+                **scale_entries(localizer),
                 **({"tracking": localizer.tracking.describe()} if odometry is not None else {}),
                 **(extra or {}),
             },

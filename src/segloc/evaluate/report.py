@@ -355,6 +355,8 @@ def format_summary(metrics: dict[str, Any]) -> str:
         lines.append("failures         " + "; ".join(f"{count}x {reason}" for reason, count in reasons[:3]))
     if metrics.get("queries_without_overlap"):
         lines.append(f"no map overlap   {len(metrics['queries_without_overlap'])} queries see too few map points")
+    if metrics.get("derived_options"):
+        lines.append("derived options  " + ", ".join(f"{name} {value:g}" for name, value in metrics["derived_options"].items()))
     return "\n".join(lines)
 
 

@@ -123,6 +123,19 @@ def as_pipeline(localizer: Localizer | LocalizationPipeline) -> LocalizationPipe
     return localizer if isinstance(localizer, LocalizationPipeline) else LocalizationPipeline(localizer)
 
 
+def scale_entries(localizer: Localizer | LocalizationPipeline) -> dict[str, Any]:
+    """The metrics entries ``derived_options`` and ``map_scale`` of a localizer (see :mod:`segloc.evaluate.metrics`).
+
+    A localizer that derives options from its map's scale says so in its optional
+    ``derived_options`` (dict) and ``map_scale`` (:class:`segloc.maps.scale.MapScale`)
+    attributes; both entries are None for one that has neither.
+    """
+    localizer = as_pipeline(localizer).localizer
+    derived = getattr(localizer, "derived_options", None)
+    scale = getattr(localizer, "map_scale", None)
+    return {"derived_options": dict(derived) if derived else None, "map_scale": scale.as_dict() if scale is not None else None}
+
+
 def localize_query(
     localizer: Localizer | LocalizationPipeline, dataset: Dataset, record: ImageRecord, odometry: QueryOdometry | None = None
 ) -> QueryResult:
@@ -271,6 +284,7 @@ def evaluate_localizer(
     )
     if odometry is not None:
         metrics["tracking"] = pipeline.tracking.describe()
+    metrics.update(scale_entries(pipeline))
     metrics.update(extra or {})
     if mapping_centers is None:
         mapping_centers = [r.cam_from_world.center for r in dataset.mapping]

@@ -187,6 +187,13 @@ class Method(ABC):
     def load_localizer(self, package: MapPackage, config: Any) -> Localizer:
         """The localizer over an opened map package, with a :attr:`localize_config_class` instance."""
 
+    def derived_options(self, package: MapPackage, config: Any) -> dict[str, float]:
+        """The ``localize:`` options the localizer would derive from this map with ``config`` (name -> value).
+
+        For ``segloc map info``; the default, for methods that derive nothing from the map, is {}.
+        """
+        return {}
+
     # --- segloc demo ------------------------------------------------------------------------
     def demo_map_config(self, context: DemoContext) -> dict[str, Any]:
         """``map:`` options for ``segloc demo`` on its scene (default: none, the method's defaults)."""

@@ -64,6 +64,14 @@ class SegLocMethod(Method):
 
         return SegLocLocalizer.from_map(package, config)
 
+    def derived_options(self, package, config: Any) -> dict[str, float]:
+        """The options :class:`SegLocLocalizer` derives from the map's scale with ``config`` (see :mod:`.defaults`)."""
+        from segloc.maps.core import read_core
+        from segloc.maps.scale import map_scale
+        from segloc.methods.segloc.defaults import derive_scale_options
+
+        return derive_scale_options(config, map_scale(read_core(package)))[1]
+
     def demo_map_config(self, context: DemoContext) -> dict[str, Any]:
         """The demo's network: ``--checkpoint``, a fresh training run (``--train``), or the shipped one."""
         return {"checkpoint": str(Path(demo_checkpoint(context)).resolve())}

@@ -49,6 +49,8 @@ from segloc.geometry.transforms import Rigid3
 from segloc.localize.base import LocalizationResult
 from segloc.maps.core import MapCore, read_core
 from segloc.maps.package import MapPackage
+from segloc.maps.scale import map_scale
+from segloc.methods.segloc.defaults import derive_scale_options
 from segloc.methods.segloc.layer import SegLocLayer, read_segloc_layer, read_segloc_model
 from segloc.methods.segloc.refine import LabelRefinementConfig, RefinementResult, refine_pose_with_labels
 from segloc.models.segmenter import DESCRIPTOR_GRID, NetworkSegmenter, Segmentation, Segmenter
@@ -110,7 +112,8 @@ class SegLocLocalizerConfig:
         approximation: the first pose: ``top1`` (the best image's) or ``weighted`` (average of
             the retrieved poses within ``weighted_max_distance`` of the best one, weighted by
             similarity; rotations by the weighted quaternion mean).
-        weighted_max_distance: see ``approximation`` (metres).
+        weighted_max_distance: see ``approximation`` (metres); None (the default): derived from
+            the map (:mod:`segloc.methods.segloc.defaults`), as are the other null options in metres.
         weighted_max_angle_deg: see ``approximation`` (degrees between optical axes).
         refine: run the label-based refinement; False returns the approximation ("retrieval only").
         refinement: options of :func:`segloc.methods.segloc.refine.refine_pose_with_labels`.
@@ -132,7 +135,7 @@ class SegLocLocalizerConfig:
         temperature: softmax temperature for queries; None for the map's.
         device: torch device of the embedded network.
         prior_radius: with a prior, the points of the mapping images within this distance of
-            it (metres) ...
+            it (metres; None: derived from the map) ...
         prior_max_angle_deg: ... whose optical axes differ by at most this angle are used;
             when none qualifies, every map point in the prior's frustum is.
         seed: seed of the point subsampling (results are deterministic).
@@ -141,7 +144,7 @@ class SegLocLocalizerConfig:
 
     num_retrieved: int = option(5, ge=1)
     approximation: str = "top1"
-    weighted_max_distance: float = option(2.0, ge=0)
+    weighted_max_distance: float | None = option(None, ge=0, note="null: derived from the map")
     weighted_max_angle_deg: float = option(30.0, ge=0, le=180)
     refine: bool = True
     refinement: LabelRefinementConfig = field(default_factory=LabelRefinementConfig)
@@ -153,7 +156,7 @@ class SegLocLocalizerConfig:
     inference_max_edge: int | None = option(None, ge=0, note="0: the image size, null: the map's")
     temperature: float | None = option(None, gt=0, note="null: the map's")
     device: str = "cpu"
-    prior_radius: float = option(3.0, ge=0)
+    prior_radius: float | None = option(None, ge=0, note="null: derived from the map")
     prior_max_angle_deg: float = option(60.0, ge=0, le=180)
     seed: int = option(0, ge=0)
     tracking: SegLocTrackingConfig = field(default_factory=SegLocTrackingConfig)
@@ -266,17 +269,33 @@ class _SegmentationsFromElsewhere:
 class SegLocLocalizer:
     """Localizes images against a SegLoc map (layers ``core``, ``segloc``, ``segloc_model``).
 
+    The options in metres the config leaves null are derived from the map's scale
+    (:func:`segloc.methods.segloc.defaults.derive_scale_options`) and logged once.
+
     Args:
         core: the map core.
         layer: the ``segloc`` layer (labels, descriptors).
         segmenter: the query segmenter; it must give the map's K classes and descriptor size.
         config: localization options.
+
+    Attributes:
+        config: the options used: the given ones with every derived option filled in.
+        map_scale: the map's :class:`segloc.maps.scale.MapScale`.
+        derived_options: the options derived from it, ``{name under localize: value}``.
     """
 
     method = "segloc"
 
     def __init__(self, core: MapCore, layer: SegLocLayer, segmenter: Segmenter, config: SegLocLocalizerConfig | None = None):
-        self.config = config = config or SegLocLocalizerConfig()
+        self.map_scale = map_scale(core)
+        config, self.derived_options = derive_scale_options(config or SegLocLocalizerConfig(), self.map_scale)
+        self.config = config
+        if self.derived_options:
+            logger.info(
+                "segloc localizer: options derived from the map's scale (%s): %s",
+                self.map_scale.describe(),
+                ", ".join(f"{name} {value:g}" for name, value in self.derived_options.items()),
+            )
         self.core = core
         self.layer = layer
         self.segmenter = segmenter

@@ -69,7 +69,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -90,6 +90,7 @@ __all__ = [
     "LevelHistory",
     "RefinementResult",
     "refine_pose_with_labels",
+    "scale_refinement_options",
 ]
 
 LOSSES = ("cauchy", "huber", "none")
@@ -141,16 +142,20 @@ class LabelRefinementConfig:
             all the columns given.
         border_margin_px: a projection must be at least this many pixels of the level inside
             the outermost pixel centres to count.
-        min_depth: minimum depth along the optical axis (metres) of a point that counts.
+        min_depth: minimum depth along the optical axis (metres) of a point that counts; None
+            (the default): derived from the scene's depth (:func:`scale_refinement_options`).
         min_step_rotation: a level converges when an accepted step rotates less than this
             (radians) and translates less than ``min_step_translation``.
-        min_step_translation: see ``min_step_rotation`` (metres).
+        min_step_translation: see ``min_step_rotation`` (metres); None (the default): derived
+            from the scene's depth (:func:`scale_refinement_options`).
         min_relative_cost_change: a level converges when an accepted step lowers the
             objective by less than this fraction.
         min_points: fewer points in view at the start of a level or at the final pose is a
             failure (``too_few_points``); a step leaving fewer in view is rejected.
         max_translation_change: a camera centre moving farther than this (metres) from the
-            initial one is a failure (``diverged``).
+            initial one is a failure (``diverged``); None (the default): derived from the map
+            by the SegLoc localizer (:mod:`segloc.methods.segloc.defaults`), or from the
+            scene's depth when the refinement runs alone (:func:`scale_refinement_options`).
         max_rotation_change_deg: a rotation farther than this (degrees) from the initial one is
             a failure (``diverged``).
         max_final_residual: a median residual ``-log p`` of the points in view at the final
@@ -187,12 +192,12 @@ class LabelRefinementConfig:
     probability_floor: float = option(1e-4, gt=0, lt=1)
     top_k: int = option(0, ge=0, note="0: all labels")
     border_margin_px: float = option(1.0, ge=0)
-    min_depth: float = option(0.05, ge=0)
+    min_depth: float | None = option(None, ge=0, note="null: derived from the scene's depth")
     min_step_rotation: float = option(1e-5, ge=0)
-    min_step_translation: float = option(1e-4, ge=0)
+    min_step_translation: float | None = option(None, ge=0, note="null: derived from the scene's depth")
     min_relative_cost_change: float = option(1e-6, ge=0)
     min_points: int = option(30, ge=6, note="a pose has 6 degrees of freedom")
-    max_translation_change: float = option(2.0, gt=0)
+    max_translation_change: float | None = option(None, gt=0, note="null: derived from the map or the scene's depth")
     max_rotation_change_deg: float = option(30.0, gt=0)
     max_final_residual: float = option(2.0, gt=0)
     min_relative_decrease: float = option(0.0, ge=0, lt=1, note="0: no check")
@@ -222,6 +227,43 @@ class LabelRefinementConfig:
                 "label refinement: need lambda_min <= lambda_init <= lambda_max, "
                 f"got {self.lambda_min}, {self.lambda_init}, {self.lambda_max}"
             )
+
+
+#: ``min_depth`` as a fraction of the scene depth: 5 cm for a room seen 2.5 m away, the value
+#: that worked there (a near plane well in front of every surface the camera maps).
+NEAR_PLANE_DEPTHS = 0.02
+#: ``min_step_translation`` as a fraction of the scene depth: 0.1 mm for a room seen 2.5 m away
+#: (the value that worked there); a camera step this small moves the points' projections by
+#: about 4e-5 radians, below a hundredth of a pixel at any image size the network sees.
+STEP_DEPTHS = 4e-5
+#: ``max_translation_change`` as a fraction of the scene depth ``d`` (the SegLoc localizer takes
+#: at least 1.5 mapping-image spacings, :mod:`segloc.methods.segloc.defaults`). A camera moved
+#: sideways by 0.7 d shares half of its view at depth d with where it was (a 70 degree field of
+#: view is 1.4 d wide there): a start farther than that from the true pose hardly sees the same
+#: points, so a refinement that moves farther has left the basin it started in. In the demo
+#: room (d = 2.9 m) this gives the 2 m set by hand before; 0.4 d (1.17 m) failed a query whose
+#: refinement wandered 1.2 m on its way from a start 0.66 m off to the true pose.
+MOVE_DEPTHS = 0.7
+
+
+def scale_refinement_options(config: LabelRefinementConfig, scene_depth: float) -> LabelRefinementConfig:
+    """``config`` with its null scale-dependent options derived from ``scene_depth`` (metres); set ones are kept.
+
+    ``min_depth = NEAR_PLANE_DEPTHS d``, ``min_step_translation = STEP_DEPTHS d`` and
+    ``max_translation_change = MOVE_DEPTHS d`` (3 significant digits). The SegLoc localizer
+    derives ``max_translation_change`` from the map first (it also depends on the spacing of
+    the mapping images, :mod:`segloc.methods.segloc.defaults`); :func:`refine_pose_with_labels`
+    calls this with the median depth of the points at the initial pose when it is given a
+    config with null options.
+
+    Raises:
+        SeglocError: a scene depth that is not a positive number.
+    """
+    if not (math.isfinite(scene_depth) and scene_depth > 0):
+        raise SeglocError(f"the scene depth must be a positive number of metres, got {scene_depth}")
+    values = {"min_depth": NEAR_PLANE_DEPTHS, "min_step_translation": STEP_DEPTHS, "max_translation_change": MOVE_DEPTHS}
+    changes = {name: float(f"{fraction * scene_depth:.3g}") for name, fraction in values.items() if getattr(config, name) is None}
+    return replace(config, **changes) if changes else config
 
 
 @dataclass
@@ -762,6 +804,8 @@ def refine_pose_with_labels(
         raise SeglocError(f"config.levels {list(config.levels)} refers to level(s) {bad}, but class_probabilities has {len(maps)} level(s)")
     level_indices = tuple(i % len(maps) for i in level_indices)
 
+    if None in (config.min_depth, config.min_step_translation, config.max_translation_change):
+        config = scale_refinement_options(config, _scene_depth(points3D, cam_from_world_init))
     problem = _Problem(points3D, labels, weights, config)
     world_from_cam = cam_from_world_init.inverse()
     rotation_init, center_init = world_from_cam.rotation, world_from_cam.translation.copy()
@@ -809,6 +853,17 @@ def refine_pose_with_labels(
     if failure is not None:
         logger.debug("label refinement failed (%s): %d points in view, median residual %.3f", failure, num_used, median_residual)
     return RefinementResult(cam_from_world, failure is None, failure, covariance, num_used, cost, median_residual, history)
+
+
+def _scene_depth(points3D: np.ndarray, cam_from_world: Rigid3) -> float:
+    """Median depth (metres) of the points (N, 3) in front of the camera; their median distance when none is (1 m without points)."""
+    points_cam = cam_from_world.transform_points(points3D)
+    in_front = points_cam[points_cam[:, 2] > 0, 2]
+    if len(in_front):
+        return float(np.median(in_front))
+    distances = np.linalg.norm(points_cam, axis=1)
+    distances = distances[distances > 0]
+    return float(np.median(distances)) if len(distances) else 1.0
 
 
 def _mean_cost(evaluation: _Evaluation) -> float:
