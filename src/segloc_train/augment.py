@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from segloc.data.relight import linear_to_srgb, srgb_to_linear  # one sRGB transfer function for relighting and augmentation
 from segloc.errors import SeglocError
 
 
@@ -249,18 +250,6 @@ def warp_image(image: np.ndarray, affine: np.ndarray, output_size: tuple[int, in
 def _grey(image: np.ndarray) -> np.ndarray:
     """(H, W) luma of an (H, W, 3) RGB float image (ITU-R 601 weights)."""
     return image @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-def srgb_to_linear(image: np.ndarray) -> np.ndarray:
-    """Linear light of sRGB-encoded values in [0, 1] (IEC 61966-2-1); same shape, float32."""
-    image = np.clip(image, 0.0, 1.0)
-    return np.where(image <= 0.04045, image / 12.92, ((image + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-def linear_to_srgb(image: np.ndarray) -> np.ndarray:
-    """sRGB encoding of linear values (clipped to [0, 1]); same shape, float32."""
-    image = np.clip(image, 0.0, 1.0)
-    return np.where(image <= 0.0031308, image * 12.92, 1.055 * image ** (1 / 2.4) - 0.055).astype(np.float32)
 
 
 def _uniform_log(rng: np.random.Generator, bounds: tuple[float, float]) -> float:

@@ -113,8 +113,8 @@ def relight_config(condition: str, values: dict[str, Any] | None = None, seed: i
 
 
 def srgb_to_linear(image: np.ndarray) -> np.ndarray:
-    """sRGB-encoded values in [0, 1] (any shape) to linear light (IEC 61966-2-1), float32."""
-    x = np.asarray(image, np.float32)
+    """sRGB-encoded values in [0, 1] (any shape; clipped) to linear light (IEC 61966-2-1), float32."""
+    x = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
     return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
 
