@@ -482,13 +482,18 @@ class SegLocLocalizer:
             cost of each start's refinement or None where it failed),
             ``failure_reason`` (None on success).
         """
+        segmentation, timings = self._segment_for(image, camera)
+        return self.localize_segmentation(segmentation, camera, prior, timings)
+
+    def _segment_for(self, image: np.ndarray, camera: Camera) -> tuple[Segmentation, dict[str, float]]:
+        """The segmentation of an (H, W, 3) image that must fit ``camera``, and ``{"segment": seconds}``."""
         image = np.asarray(image)
         if image.ndim < 2 or (image.shape[1], image.shape[0]) != (camera.width, camera.height):
             raise SeglocError(f"image of shape {image.shape} does not match the camera size {camera.width}x{camera.height}")
         start = time.perf_counter()
         segmentation = self.segment(image)
         timings = {"segment": time.perf_counter() - start}
-        return self.localize_segmentation(segmentation, camera, prior, timings)
+        return segmentation, timings
 
     def localize_segmentation(
         self,
@@ -558,12 +563,7 @@ class SegLocLocalizer:
         ``track`` (the tracked refinement with its point selection), and after a failed
         tracking those of a relocalization (``retrieve``, ``approximate``, ``refine``).
         """
-        image = np.asarray(image)
-        if image.ndim < 2 or (image.shape[1], image.shape[0]) != (camera.width, camera.height):
-            raise SeglocError(f"image of shape {image.shape} does not match the camera size {camera.width}x{camera.height}")
-        start = time.perf_counter()
-        segmentation = self.segment(image)
-        timings = {"segment": time.perf_counter() - start}
+        segmentation, timings = self._segment_for(image, camera)
         return self.track_segmentation(segmentation, camera, predicted, timings)
 
     def track_segmentation(
