@@ -42,6 +42,8 @@ class PnPConfig:
         min_pixel_sigma: floor of the reprojection noise used for the covariance, pixels. The
             noise estimated from the inlier residuals ignores correlated errors (calibration,
             keypoint bias) and makes the covariance overconfident with thousands of inliers.
+        random_seed: RANSAC's seed: the same correspondences give the same pose, in every
+            process and run (live and offline agree); -1 draws a new seed each call.
     """
 
     max_error_px: float = option(12.0, gt=0)
@@ -51,6 +53,7 @@ class PnPConfig:
     max_iterations: int = option(100000, ge=1)
     refine: bool = True
     min_pixel_sigma: float = option(1.0, ge=0)
+    random_seed: int = option(0, ge=-1, note="-1: a new seed each call")
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -117,6 +120,7 @@ def estimate_absolute_pose(
     options.ransac.confidence = config.confidence
     options.ransac.max_num_trials = config.max_iterations
     options.ransac.min_num_trials = min(options.ransac.min_num_trials, config.max_iterations)
+    options.ransac.random_seed = config.random_seed
     pc_camera = camera.to_pycolmap()
     if config.refine:
         result = pycolmap.estimate_and_refine_absolute_pose(points2D, points3D, pc_camera, options)

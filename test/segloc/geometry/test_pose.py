@@ -149,3 +149,18 @@ def test_nees_rejects_a_bad_covariance():
         normalized_estimation_error_squared(pose, pose, -np.eye(6))
     with pytest.raises(SeglocError, match=r"\(6, 6\)"):
         normalized_estimation_error_squared(pose, pose, np.eye(3))
+
+
+def test_pnp_is_repeatable_with_its_seed():
+    """The same noisy correspondences with outliers give the same pose call after call (live and offline agree)."""
+    rng = np.random.default_rng(3)
+    camera = Camera("PINHOLE", 640, 480, (500, 500, 320, 240))
+    cam_from_world = Rigid3(rng.normal(size=4), rng.normal(size=3))
+    points2D, points3D = make_scene(rng, camera, cam_from_world, count=300)
+    points2D = points2D + rng.normal(scale=1.5, size=points2D.shape)
+    points2D[rng.choice(len(points2D), 120, replace=False)] = rng.uniform([0, 0], [640, 480], size=(120, 2))
+    first, second = (estimate_absolute_pose(points2D, points3D, camera, PnPConfig(max_error_px=4.0)) for _ in range(2))
+    assert first.num_inliers == second.num_inliers
+    np.testing.assert_allclose(first.cam_from_world.matrix(), second.cam_from_world.matrix(), atol=1e-9)
+    with pytest.raises(SeglocError, match="random_seed"):
+        PnPConfig(random_seed=-2)

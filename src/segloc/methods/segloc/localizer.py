@@ -88,14 +88,15 @@ class SegLocTrackingConfig:
         max_points: at most this many points (null: ``localize.max_points``).
         max_translation_change: the tracked pose may move at most this far from the
             prediction (metres; at most ``refinement.max_translation_change``): farther is a
-            failed tracking, and the frame relocalizes.
+            failed tracking, and the frame relocalizes. Null: derived from the map's scale
+            (:mod:`segloc.methods.segloc.defaults`).
         max_rotation_change_deg: the same for the rotation (degrees).
     """
 
     levels: tuple[int, ...] = (-2, -1)
     num_iterations: int = option(20, ge=1)
     max_points: int | None = option(2000, ge=6, note="null: localize.max_points")
-    max_translation_change: float = option(0.5, gt=0)
+    max_translation_change: float | None = option(None, gt=0, note="null: derived from the map")
     max_rotation_change_deg: float = option(10.0, gt=0)
 
     def __post_init__(self) -> None:

@@ -21,7 +21,7 @@ from segloc.maps.core import MapCore
 from segloc.maps.scale import image_spacing, map_scale
 from segloc.methods.segloc.defaults import derive_scale_options
 from segloc.methods.segloc.layer import SegLocLayer
-from segloc.methods.segloc.localizer import SegLocLocalizer, SegLocLocalizerConfig
+from segloc.methods.segloc.localizer import SegLocLocalizer, SegLocLocalizerConfig, SegLocTrackingConfig
 from segloc.methods.segloc.refine import LabelRefinementConfig, scale_refinement_options
 
 NUM_MAPPING = 40
@@ -31,6 +31,7 @@ SCALE_OPTIONS = (
     "refinement.max_translation_change",
     "refinement.min_depth",
     "refinement.min_step_translation",
+    "tracking.max_translation_change",
 )
 
 
@@ -87,6 +88,7 @@ def test_derived_options_scale_with_the_place(cores):
         assert set(values) == set(SCALE_OPTIONS)
         assert config.weighted_max_distance == values["weighted_max_distance"] and config.prior_radius == values["prior_radius"]
         assert config.refinement.max_translation_change == values["refinement.max_translation_change"]
+        assert config.tracking.max_translation_change == values["tracking.max_translation_change"]
     room, street = derived["room"][1], derived["street"][1]
     spacing_ratio = map_scale(cores["street"]).image_spacing / map_scale(cores["room"]).image_spacing
     # the approximation radius follows the spacing of the mapping images
@@ -95,6 +97,7 @@ def test_derived_options_scale_with_the_place(cores):
     assert 1.4 < room["refinement.max_translation_change"] < 2.8
     assert room["prior_radius"] == pytest.approx(1.5 * room["refinement.max_translation_change"], rel=0.01)
     assert 0.03 < room["refinement.min_depth"] < 0.08
+    assert 0.3 < room["tracking.max_translation_change"] < 0.8  # 0.5 m by hand before
     for name in SCALE_OPTIONS:
         assert street[name] > room[name], name
 
@@ -107,7 +110,8 @@ def test_explicit_values_win(cores):
     resolved, derived = derive_scale_options(config, scale)
     assert (resolved.weighted_max_distance, resolved.prior_radius) == (2.0, 3.0)
     assert (resolved.refinement.max_translation_change, resolved.refinement.min_depth) == (0.5, 0.1)
-    assert set(derived) == {"refinement.min_step_translation"}
+    assert set(derived) == {"refinement.min_step_translation", "tracking.max_translation_change"}
+    assert resolved.tracking.max_translation_change == pytest.approx(0.25 * 0.5)  # follows the explicit move
     # the prior radius derived from an explicit move follows it
     resolved, derived = derive_scale_options(SegLocLocalizerConfig(refinement=LabelRefinementConfig(max_translation_change=4.0)), scale)
     assert derived["prior_radius"] == pytest.approx(6.0)
@@ -115,6 +119,7 @@ def test_explicit_values_win(cores):
         weighted_max_distance=1.0,
         prior_radius=1.0,
         refinement=LabelRefinementConfig(max_translation_change=1.0, min_depth=0.05, min_step_translation=1e-4),
+        tracking=SegLocTrackingConfig(max_translation_change=0.3),
     )
     assert derive_scale_options(everything, scale) == (everything, {})
 
