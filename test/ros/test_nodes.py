@@ -86,6 +86,13 @@ def odometry_tf(frame: harness.QueryFrame):
     return tf_message([transform_stamped_msg(frame.odom_from_base, frame.stamp_ns, "odom", "base_link")])
 
 
+def pipeline_qos():
+    """The QoS of the topics between the segloc nodes (imported here: rclpy only inside tests)."""
+    from segloc_ros.nodes.common import PIPELINE_QOS
+
+    return PIPELINE_QOS
+
+
 def tf_static_qos():
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -131,9 +138,9 @@ def test_pose_refinement_node(scene, client, start_nodes, one_torch_thread):
     tf_out = client.collect(TFMessage, "/tf", 100)
     diagnostics = client.collect(DiagnosticArray, "/diagnostics", 100)
     pubs = {
-        "probabilities": client.publisher(Image, "/segloc/probabilities"),
-        "camera_info": client.publisher(CameraInfo, "/segloc/camera_info"),
-        "priors": client.publisher(PoseArray, "/segloc/pose_priors"),
+        "probabilities": client.publisher(Image, "/segloc/probabilities", pipeline_qos()),
+        "camera_info": client.publisher(CameraInfo, "/segloc/camera_info", pipeline_qos()),
+        "priors": client.publisher(PoseArray, "/segloc/pose_priors", pipeline_qos()),
         "initialpose": client.publisher(PoseWithCovarianceStamped, "/initialpose"),
         "tf": client.publisher(TFMessage, "/tf", 100),
     }
@@ -307,9 +314,9 @@ def test_pose_refinement_node_from_retrieval(scene, client, start_nodes, one_tor
     poses = client.collect(PoseWithCovarianceStamped, "/pose", 50)
     localized = client.collect(Bool, "/segloc/localized", 50)
     pubs = {
-        "probabilities": client.publisher(Image, "/segloc/probabilities"),
-        "camera_info": client.publisher(CameraInfo, "/segloc/camera_info"),
-        "retrieval": client.publisher(Image, "/segloc/retrieval"),
+        "probabilities": client.publisher(Image, "/segloc/probabilities", pipeline_qos()),
+        "camera_info": client.publisher(CameraInfo, "/segloc/camera_info", pipeline_qos()),
+        "retrieval": client.publisher(Image, "/segloc/retrieval", pipeline_qos()),
         "tf": client.publisher(TFMessage, "/tf", 100),
     }
     client.publisher(TFMessage, "/tf_static", tf_static_qos()).publish(static_camera_tf(scene, scene.frames[0].stamp_ns))
@@ -392,9 +399,9 @@ def test_pose_refinement_node_with_an_odometry_topic(scene, client, start_nodes,
     localized = client.collect(Bool, "/segloc/localized", 10)
     tf_out = client.collect(TFMessage, "/tf", 20)
     pubs = {
-        "probabilities": client.publisher(Image, "/segloc/probabilities"),
-        "camera_info": client.publisher(CameraInfo, "/segloc/camera_info"),
-        "priors": client.publisher(PoseArray, "/segloc/pose_priors"),
+        "probabilities": client.publisher(Image, "/segloc/probabilities", pipeline_qos()),
+        "camera_info": client.publisher(CameraInfo, "/segloc/camera_info", pipeline_qos()),
+        "priors": client.publisher(PoseArray, "/segloc/pose_priors"),  # any node, default (volatile) QoS
         "odom": client.publisher(Odometry, "/odom", 100),
     }
     client.publisher(TFMessage, "/tf_static", tf_static_qos()).publish(static_camera_tf(scene, scene.frames[0].stamp_ns))
@@ -513,6 +520,9 @@ def test_segmentation_node(scene, client, start_nodes, one_torch_thread):
     assert all(torch.allclose(a, b, atol=2e-3) for a, b in zip(levels, reference.probabilities))
     assert np.allclose(descriptor, reference.descriptor, atol=1e-5)
     assert np.mean(labels == reference.probabilities[-1].argmax(0).numpy()) > 0.98
+    # A downstream node discovered after the frame was published (DDS discovery on a busy machine) still gets it.
+    late = client.collect(Image, "/segloc/descriptor", pipeline_qos())
+    client.wait_for(lambda: any(stamp_ns(m.header) == frame.stamp_ns for m in late), 10, "the frame on a late subscription")
 
     # 3. Unsupported encodings: a diagnostic ERROR naming the encoding, the frame skipped.
     for encoding, channels, size in (("32FC1", 1, 4), ("bgra16", 4, 2)):
@@ -567,7 +577,7 @@ def test_lifecycle_transitions(scene, client, start_nodes, one_torch_thread):
     priors = client.collect(PoseArray, "/segloc/pose_priors")
     retrievals = client.collect(Image, "/segloc/retrieval")
     diagnostics = client.collect(DiagnosticArray, "/diagnostics", 100)
-    descriptor_pub = client.publisher(Image, "/segloc/descriptor")
+    descriptor_pub = client.publisher(Image, "/segloc/descriptor", pipeline_qos())
     wait_state(client, process, RETRIEVAL, "unconfigured")
 
     def descriptor_msg(frame):

@@ -59,6 +59,7 @@ logger = logging.getLogger("segloc")
 
 __all__ = [
     "PIPELINE_QOS",
+    "PRIORS_QOS",
     "SENSOR_QOS",
     "STATE_QOS",
     "TF_QOS",
@@ -73,8 +74,14 @@ __all__ = [
 
 #: Camera inputs: best effort, keeps up with reliable and best-effort drivers alike.
 SENSOR_QOS = qos_profile_sensor_data
-#: Between the segloc nodes: reliable, so that large fragmented messages are resent, not lost.
-PIPELINE_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+#: Between the segloc nodes: reliable, so that large fragmented messages are resent, not lost; transient
+#: local, so that a downstream node whose subscription is discovered late (a busy machine at start-up: DDS
+#: discovery can take seconds) or that restarts still gets the last few frames instead of losing them.
+#: A publisher into these topics must offer transient local durability too (rclpy warns of the mismatch).
+PIPELINE_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+#: pose_refinement_node's ``segloc/pose_priors`` input, which any node may publish: volatile, so that it matches
+#: volatile and transient-local publishers alike.
+PRIORS_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 #: Outputs whose last value matters to late subscribers (pose, localized), as AMCL's pose.
 STATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 #: /tf as tf2_ros broadcasts and listens.

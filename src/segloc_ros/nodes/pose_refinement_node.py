@@ -45,7 +45,7 @@ from segloc.methods.segloc.packing import packed_probabilities_from_image, retri
 from segloc.models.segmentation import LEVEL_STRIDES
 from segloc_ros.conversions import camera_from_camera_info, rigid_from_pose_msg, stamp_to_ns
 from segloc_ros.nodes.buffers import NS_PER_S, StampMatcher
-from segloc_ros.nodes.common import PIPELINE_QOS, LoadedMap, run_nodes
+from segloc_ros.nodes.common import PIPELINE_QOS, PRIORS_QOS, LoadedMap, run_nodes
 from segloc_ros.nodes.localizing import LocalizingNode
 from segloc_ros.nodes.params import POSE_REFINEMENT_NODE, POSE_REFINEMENT_PARAMETERS
 from segloc_ros.nodes.segloc_split import load_segloc_localizer, load_tracking_config
@@ -86,15 +86,15 @@ class PoseRefinementNode(LocalizingNode):
     def create_inputs(self) -> None:
         group = self.input_group
 
-        def subscribe(msg_type: Any, topic: str, callback: Any) -> None:
-            self._inputs.append(self.create_subscription(msg_type, topic, callback, PIPELINE_QOS, callback_group=group))
+        def subscribe(msg_type: Any, topic: str, callback: Any, qos: Any = PIPELINE_QOS) -> None:
+            self._inputs.append(self.create_subscription(msg_type, topic, callback, qos, callback_group=group))
 
         subscribe(Image, "segloc/probabilities", self._on_probabilities)
         subscribe(CameraInfo, "segloc/camera_info", self._on_camera_info)
         if self.param("prior_input") == "retrieval":
             subscribe(Image, "segloc/retrieval", self._on_retrieval)
-        else:
-            subscribe(PoseArray, "segloc/pose_priors", self._on_priors)
+        else:  # priors from any source: a volatile subscription matches volatile and transient-local publishers alike
+            subscribe(PoseArray, "segloc/pose_priors", self._on_priors, PRIORS_QOS)
         self.create_localizing_inputs()
 
     def destroy_inputs(self) -> None:
