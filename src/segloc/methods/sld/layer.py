@@ -12,10 +12,12 @@ Layers and files:
 - ``sld_model/weights.npz``: the network's state dict (float arrays only, read with
   ``allow_pickle=False``); ``sld_model/model.json``: its registry name and config.
 
-The network is trained for the landmarks of one selection (``segloc train sld``, which writes a
-checkpoint whose metadata holds the landmark positions); :func:`build_sld_map` takes that
-checkpoint, builds (or reuses) the core of the dataset's mapping images for the cameras, and
-writes the map.
+The network is trained for the landmarks of one selection (``segloc train sld``, which builds
+the core, selects the landmarks and writes a checkpoint whose metadata holds their positions);
+:func:`build_sld_map` takes that checkpoint and the dataset's mapping cameras and writes the map.
+It needs no core build of its own: the landmarks come from the checkpoint and the cameras from
+``mapping.txt`` (a shared core build, given by ``segloc demo``, is only checked to be of the same
+images).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ import numpy as np
 import yaml
 
 from segloc.config import config_from_dict, config_to_dict
-from segloc.data.dataset import Dataset
+from segloc.data.dataset import Dataset, ImageRecord
 from segloc.errors import SeglocError
 from segloc.maps.build import CoreBuild, CoreConfig, core_for
 from segloc.maps.core import MapCore, core_checksum, write_core
@@ -50,7 +53,9 @@ class SldMapConfig:
     """Options of :func:`build_sld_map` (the ``map:`` section of a config file).
 
     Attributes:
-        core: the shared geometry (:class:`segloc.maps.build.CoreConfig`); gives the mapping cameras.
+        core: the shared geometry (:class:`segloc.maps.build.CoreConfig`): the map builder needs none
+            (the training run built it to select the landmarks); kept for the shared core builds of
+            ``segloc demo`` and the map's ``frame_id``.
         checkpoint: the landmark network's checkpoint folder (``RUN/checkpoint`` of ``segloc
             train sld DATASET -o RUN``); its metadata holds the landmarks it was trained for.
         model_dtype: precision of the network's weights in the map, ``float32`` or ``float16``.
@@ -84,10 +89,10 @@ class SldLayer:
     meta: dict[str, Any]
 
 
-def landmark_core(core: MapCore, positions: np.ndarray) -> MapCore:
-    """The map's core: ``core``'s images with the landmarks as its only points (no observations)."""
+def landmark_core(images: Sequence[ImageRecord], positions: np.ndarray) -> MapCore:
+    """The map's core: the mapping images with the landmarks as its only points (no observations)."""
     empty = np.zeros(0, np.int32)
-    return MapCore(list(core.images), positions, np.zeros(len(positions), np.float32), empty, empty, np.zeros((0, 2), np.float32))
+    return MapCore(list(images), positions, np.zeros(len(positions), np.float32), empty, empty, np.zeros((0, 2), np.float32))
 
 
 def write_sld_layer(writer: MapWriter, positions: np.ndarray, scores: np.ndarray, meta: dict[str, Any]) -> None:
@@ -213,7 +218,9 @@ def build_sld_map(
     model = load_checkpoint(config.checkpoint)
     logger.info("building an sld map of %s with %d landmarks from %s", dataset.root, len(landmarks["positions"]), info.path)
     logger.debug("map options:\n%s", yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    built = core_for(dataset, config.core, progress, core)
+    if core is not None:  # a shared build: check it is of these images; its points are not used
+        core_for(dataset, config.core, progress, core)
+    statistics: dict[str, Any] = {"num_images": len(dataset.mapping), "num_landmarks": len(landmarks["positions"]), "seconds": {}}
     start = time.perf_counter()
     meta = {
         "max_edge": int(landmarks["max_edge"]),
@@ -223,12 +230,10 @@ def build_sld_map(
     }
     created: dict[str, Any] = {"source": str(Path(dataset.root).resolve()), "config": config_to_dict(config)}
     with MapWriter(output, method="sld", frame_id=config.core.frame_id, overwrite=overwrite, created=created) as writer:
-        write_core(writer, landmark_core(built.core, landmarks["positions"]))
+        write_core(writer, landmark_core(dataset.mapping, landmarks["positions"]))
         write_sld_layer(writer, landmarks["positions"], landmarks["scores"], meta)
         write_sld_model(writer, model, config.model_dtype, {"checkpoint": meta["checkpoint"], "trainer": info.metadata.get("trainer")})
-        built.statistics["seconds"]["sld"] = time.perf_counter() - start
-        seconds = {k: round(v, 3) for k, v in built.statistics["seconds"].items()}
-        training = info.metadata.get("train_seconds")
-        writer.set_metadata(statistics={**built.statistics, "seconds": seconds, "training_seconds": training})
+        statistics["seconds"]["sld"] = round(time.perf_counter() - start, 3)
+        writer.set_metadata(statistics={**statistics, "training_seconds": info.metadata.get("train_seconds")})
         writer.commit()
     return output
