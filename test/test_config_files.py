@@ -18,6 +18,17 @@ def test_reference_yaml_matches_the_defaults():
     assert load_config(ReferenceLocalizerConfig, path, section="localize") == ReferenceLocalizerConfig()
 
 
+def test_sld_yaml_matches_the_defaults():
+    from segloc.methods.sld.layer import SldMapConfig
+    from segloc.methods.sld.localizer import SldLocalizerConfig
+    from segloc_train.sld.train_sld import load_train_config, train_config
+
+    path = CONFIG_DIR / "sld.yaml"
+    assert load_config(SldMapConfig, path, section="map") == SldMapConfig()
+    assert load_config(SldLocalizerConfig, path, section="localize") == SldLocalizerConfig()
+    assert load_train_config(path) == train_config("cpu_demo")
+
+
 def test_synth_yaml_is_the_demo_scene():
     from segloc.data.synthetic import SynthConfig, synth_config
     from segloc.demo import DEMO_SIZE

@@ -2,6 +2,8 @@
 
 ::
 
+    segloc train sld DATASET -o OUT [--config YAML] [--preset cpu_demo|paper] [--epochs N] [--steps-per-epoch N]
+                     [--time-budget S] [--resume] [--device cpu|cuda] [--threads N] [--no-progress]
     segloc train segloc DATASET [DATASET ...] -o OUT [--config YAML] [--init CHECKPOINT|general] [--preset cpu_demo|paper] [--map MAP]
                         [--epochs N] [--steps-per-epoch N] [--time-budget S] [--resume]
                         [--device cpu|cuda] [--threads N] [--no-progress]
@@ -120,4 +122,65 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train_segloc)
+    add_sld_parser(trainers)
     return train
+
+
+def cmd_train_sld(args: argparse.Namespace) -> int:
+    """``segloc train sld``: select the landmarks and train the landmark network; prints one line per epoch."""
+    import time
+
+    from segloc_train.checkpointing import CONFIG_FILE
+    from segloc_train.sld.train_sld import load_train_config, train_config, train_sld
+
+    if args.config is not None and args.preset is not None:
+        raise SeglocError("give either --config or --preset; a config file's 'train' section can name a preset itself")
+    if args.config is not None:
+        config = load_train_config(args.config)
+    elif args.resume and args.preset is None and (args.output / CONFIG_FILE).is_file():
+        config = load_train_config(args.output / CONFIG_FILE)
+    else:
+        config = train_config(args.preset or "cpu_demo")
+    overrides = {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "time_budget_s": args.time_budget}
+    overrides.update(device=args.device, threads=args.threads)
+    config = dataclasses.replace(config, **{key: value for key, value in overrides.items() if value is not None})
+
+    def print_epoch(summary: dict) -> None:
+        note = ", stopped: time budget used up" if summary.get("stopped") == "time_budget" else ""
+        print(
+            f"epoch {summary['epoch'] + 1}/{summary['epochs']}: loss {summary['loss']:.5f}, held-out recall {summary['recall']:.3f}, "
+            f"median error {summary['median_px_error']:.2f} px, {summary['steps']} steps, {summary['seconds']:.1f} s{note}",
+            flush=True,
+        )
+
+    start = time.perf_counter()
+    checkpoint = train_sld(args.dataset, args.output, config, resume=args.resume, progress=not args.no_progress, on_epoch=print_epoch)
+    print(f"wrote checkpoint {checkpoint} in {time.perf_counter() - start:.1f} s (config, losses and curves in {args.output})")
+    return 0
+
+
+def add_sld_parser(trainers: argparse._SubParsersAction) -> None:
+    """Add ``segloc train sld`` to the ``train`` command's subparsers."""
+    p = trainers.add_parser(
+        "sld",
+        help="train the SLD* scene landmark network (landmark selection, visibility, heatmap regression) on a dataset",
+        description=(
+            "Select DATASET's scene landmarks and train the SLD* landmark network on its mapping images. Writes OUT/checkpoint "
+            "(the best network on the held-out images, with its landmarks; pass it as map: checkpoint: to `segloc map build "
+            "--method sld`), OUT/config.yaml, OUT/losses.json, OUT/curves.png, OUT/landmarks.json and OUT/resume/."
+        ),
+    )
+    p.add_argument("dataset", type=Path, metavar="DATASET", help="dataset folder (images/, mapping.txt[, depth/])")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder of the training run")
+    p.add_argument("--config", type=Path, help="YAML config with a 'train' section (optionally 'preset: NAME' plus options)")
+    p.add_argument(
+        "--preset", help="cpu_demo (default; 100 landmarks, one network, minutes on a CPU) or paper (1000 landmarks, 8 x 125, GPU)"
+    )
+    p.add_argument("--epochs", type=int, help="total number of epochs (with --resume: train up to this many)")
+    p.add_argument("--steps-per-epoch", type=int, help="steps per epoch")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop cleanly after this much wall time (setup included)")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT from its last save")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train_sld)

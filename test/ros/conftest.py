@@ -121,6 +121,21 @@ def client(ros_env):
 
 
 @pytest.fixture(scope="session")
+def sld_map(scene) -> Path:
+    """An SLD* map of the scene: a tiny landmark network trained for a few steps (the node test checks the plumbing, not accuracy)."""
+    from segloc.data.dataset import read_dataset
+    from segloc.methods import get_method
+    from segloc_train.sld.train_sld import train_config, train_sld
+
+    small = {"landmarks": {"num_landmarks": 24}, "fuse_channels": 16, "head_channels": 8, "patch_size": [96, 80], "batch_size": 2}
+    config = train_config("cpu_demo", {**small, "core": {"pairs": {"num_neighbors": 5}}, "epochs": 1, "steps_per_epoch": 3, "threads": 1})
+    checkpoint = train_sld(scene.root / "dataset", scene.root / "train_sld", config, progress=False)
+    method = get_method("sld")
+    map_config = method.map_config({"core": {"pairs": {"num_neighbors": 5}}, "checkpoint": str(checkpoint)})
+    return method.build_map(read_dataset(scene.root / "dataset"), scene.root / "map_sld", map_config, progress=False)
+
+
+@pytest.fixture(scope="session")
 def reference_map(scene) -> Path:
     """A reference (SIFT) map of the scene's mapping images, built once through the method registry."""
     from segloc.data.dataset import read_dataset

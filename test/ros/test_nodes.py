@@ -703,8 +703,8 @@ def test_localization_container(scene, client, start_nodes):
 # --- localizer_node: any method's whole pipeline in one process ----------------------------------
 
 
-@pytest.mark.parametrize("method", ["reference", "segloc"])
-def test_localizer_node(method, scene, reference_map, client, start_nodes, one_torch_thread):
+@pytest.mark.parametrize("method", ["reference", "segloc", "sld"])
+def test_localizer_node(method, scene, reference_map, client, start_nodes, one_torch_thread, request):
     """Images in, the library pipeline's poses out (same code, same numbers), map -> odom, the lost signal, map swaps."""
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -719,7 +719,7 @@ def test_localizer_node(method, scene, reference_map, client, start_nodes, one_t
     from segloc.methods import get_method
     from segloc_ros.conversions import camera_info_msg_from_camera, pose_and_covariance_from_msg, rigid_from_transform_stamped_msg
 
-    map_path = reference_map if method == "reference" else scene.map_a
+    map_path = {"reference": reference_map, "segloc": scene.map_a}.get(method) or request.getfixturevalue(f"{method}_map")
     tolerance = 0.25
     parameters = harness.node_parameters(scene, map_path=str(map_path), transform_tolerance=tolerance, lost_frames_error=2)
     process = start_nodes(MODULES[LOCALIZER], {LOCALIZER: parameters}, f"localizer_{method}")
@@ -837,7 +837,7 @@ def test_localizer_node(method, scene, reference_map, client, start_nodes, one_t
         10,
         lambda: "diagnostic values" + harness.describe_statuses(diagnostics, LOCALIZER),
     )
-    assert harness.status_values(status)["method"] in ("segloc", "reference")
+    assert harness.status_values(status)["method"] in ("segloc", "reference", "sld")
 
 
 def test_localizer_node_runs_a_plugin_method(scene, client, ros_env, tmp_path, one_torch_thread):

@@ -68,6 +68,7 @@ TRAINER_ENTRY_POINT_GROUP = "segloc.trainers"
 BUILTIN_METHODS: dict[str, str] = {
     "reference": "segloc.methods.reference",
     "segloc": "segloc.methods.segloc",
+    "sld": "segloc.methods.sld",
 }
 
 #: What a localizer does with ``localize(..., prior=cam_from_world)``: ``none`` ignores it,

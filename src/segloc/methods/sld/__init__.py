@@ -1,0 +1,55 @@
+"""SLD*: scene landmark detection (Do et al., CVPR 2022 / 3DV 2024); the map is a network plus landmark positions.
+
+- :mod:`~segloc.methods.sld.landmarks`: landmark selection on the core's triangulated points and
+  the visibility labels of the mapping images;
+- :mod:`~segloc.methods.sld.heatmaps`: Gaussian target heatmaps and sub-pixel peaks;
+- :mod:`~segloc.methods.sld.layer`: the map (``SldMapConfig``, the ``sld`` and ``sld_model``
+  layers, :func:`~segloc.methods.sld.layer.build_sld_map`);
+- :mod:`~segloc.methods.sld.localizer`: :class:`SldLocalizer` and its config.
+
+The network (:mod:`segloc.models.landmarks`) is trained by ``segloc train sld`` (``segloc_train.sld``).
+The map holds no image, descriptor or point cloud: the mapping cameras, the landmarks' 3D
+positions and the network's weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from segloc.methods.registry import Method
+
+__all__ = ["METHOD", "SldMethod"]
+
+
+class SldMethod(Method):
+    """The registry entry of SLD*."""
+
+    name = "sld"
+    description = "SLD*: scene landmark heatmaps from a CNN ensemble, PnP + RANSAC; the map is the network and L landmark positions"
+    prior_use = "restricts"
+
+    @property
+    def map_config_class(self) -> type:  # type: ignore[override]
+        from segloc.methods.sld.layer import SldMapConfig
+
+        return SldMapConfig
+
+    @property
+    def localize_config_class(self) -> type:  # type: ignore[override]
+        from segloc.methods.sld.localizer import SldLocalizerConfig
+
+        return SldLocalizerConfig
+
+    def build_map(self, dataset, output: Path, config: Any, *, overwrite: bool = False, progress: bool = True, core=None) -> Path:
+        from segloc.methods.sld.layer import build_sld_map
+
+        return build_sld_map(dataset, output, config, overwrite=overwrite, progress=progress, core=core)
+
+    def load_localizer(self, package, config: Any):
+        from segloc.methods.sld.localizer import SldLocalizer
+
+        return SldLocalizer.from_map(package, config)
+
+
+METHOD = SldMethod()

@@ -1,0 +1,163 @@
+"""SLD* training on a toy synthetic scene: labels agree with the depth, steps lower the loss, the run writes
+its checkpoint, curves and resume state, and the map built from it holds no image data and localizes."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from segloc.data.dataset import read_dataset
+from segloc.data.synthetic import generate_scene, synth_config
+from segloc.errors import SeglocError
+from segloc.evaluate.run import evaluate_map
+from segloc.maps.build import build_core
+from segloc.maps.core import read_core
+from segloc.maps.package import MapPackage
+from segloc.methods import get_method
+from segloc.methods.sld.heatmaps import gaussian_targets
+from segloc.methods.sld.landmarks import UNKNOWN, VISIBLE, LandmarkConfig, select_landmarks, visibility_labels
+from segloc.methods.sld.layer import SldMapConfig, build_sld_map, read_sld_layer
+from segloc.models.landmarks import LandmarkEnsemble, LandmarkNetConfig
+from segloc_train.sld.train_sld import (
+    LandmarkImages,
+    depth_loader,
+    masked_heatmap_loss,
+    sample_patch,
+    train_config,
+    train_sld,
+)
+
+FAST_CORE = {"pairs": {"num_neighbors": 5}}
+TINY = {
+    "core": FAST_CORE,
+    "landmarks": {"num_landmarks": 24},
+    "num_networks": 2,
+    "fuse_channels": 16,
+    "head_channels": 8,
+    "max_edge": 160,
+    "patch_size": [96, 80],
+    "batch_size": 2,
+    "holdout_every": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sld")
+    config = synth_config("room", num_mapping=12, num_query=3, width=160, height=120, seed=2)
+    dataset = read_dataset(generate_scene(config, root / "dataset", progress=False))
+    return dataset, root
+
+
+@pytest.fixture(scope="module")
+def labelled(toy):
+    dataset, _ = toy
+    core = build_core(dataset, train_config("cpu_demo", TINY).core, progress=False).core
+    selection = select_landmarks(core, LandmarkConfig(num_landmarks=24))
+    return core, selection, visibility_labels(core, selection, depth_loader(dataset))
+
+
+def test_visibility_labels_agree_with_the_synthetic_depth(toy, labelled):
+    dataset, _ = toy
+    core, selection, labels = labelled
+    depth_of = depth_loader(dataset)
+    assert labels.shape == (12, 24) and (labels == VISIBLE).sum() > 0
+    checked = agreeing = 0
+    for image_id, image in enumerate(core.images):
+        depth = depth_of(image_id)
+        points, z, inside = image.camera.world_to_image(image.cam_from_world, selection.positions)
+        for landmark in np.flatnonzero(inside):
+            surface = depth[int(points[landmark, 1]), int(points[landmark, 0])]
+            if labels[image_id, landmark] == VISIBLE:
+                checked += 1
+                agreeing += abs(surface - z[landmark]) <= max(0.05 * z[landmark], 0.03)
+            elif labels[image_id, landmark] == 0:  # not visible inside the image: something is in front (or it faces away)
+                assert surface < z[landmark] + 1e-6 or surface == 0
+    assert agreeing >= 0.9 * checked  # observed ones are visible whatever the depth says; they agree with it
+    assert (labels == UNKNOWN).mean() < 0.2
+
+
+def test_training_steps_lower_the_loss(toy, labelled):
+    dataset, _ = toy
+    core, selection, labels = labelled
+    import cv2
+
+    images = [dataset.load_image(r.name) for r in dataset.mapping]
+    points = [r.camera.world_to_image(r.cam_from_world, selection.positions)[0].astype(np.float32) for r in dataset.mapping]
+    data = LandmarkImages(images, points, labels, np.arange(12), np.zeros(0, np.int64))
+    config = train_config("cpu_demo", {**TINY, "photometric_probability": 0.0})
+    rng = np.random.default_rng(0)
+    batch = [sample_patch(data, i, config, rng) for i in range(4)]
+    assert all(b[0].shape == (80, 96, 3) for b in batch) and cv2 is not None
+    torch.manual_seed(0)
+    model = LandmarkEnsemble(LandmarkNetConfig(24, 2, fuse_channels=16, head_channels=8, pretrained=True)).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    x = torch.from_numpy(np.stack([b[0] for b in batch])).permute(0, 3, 1, 2)
+    p, v, k = (torch.from_numpy(np.stack([b[i] for b in batch])) for i in (1, 2, 3))
+    losses = []
+    for _ in range(15):
+        heatmaps = model(x)
+        loss = masked_heatmap_loss(heatmaps, gaussian_targets(p, v, heatmaps.shape[-2:], 8, 1.0), k, 50.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:2])
+
+
+def _image_like(array: np.ndarray) -> bool:
+    if array.ndim == 3 and (array.shape[-1] in (1, 3, 4) or array.shape[0] in (1, 3, 4)):
+        spatial = array.shape[:2] if array.shape[-1] in (1, 3, 4) else array.shape[1:]
+        return min(spatial) >= 16
+    return array.ndim == 2 and array.dtype == np.uint8 and min(array.shape) >= 16
+
+
+def test_train_build_map_and_localize(toy, tmp_path):
+    dataset, _ = toy
+    config = train_config("cpu_demo", {**TINY, "epochs": 2, "steps_per_epoch": 2})
+    checkpoint = train_sld(dataset.root, tmp_path / "run", config, progress=False)
+    for name in ("checkpoint/manifest.json", "curves.png", "losses.json", "config.yaml", "resume/state.json", "landmarks.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    history = json.loads((tmp_path / "run" / "losses.json").read_text())
+    assert len(history["epochs"]) == 2 and len(history["steps"]) == 4
+    with pytest.raises(SeglocError, match="--resume"):
+        train_sld(dataset.root, tmp_path / "run", config, progress=False)
+    resumed = train_sld(
+        dataset.root, tmp_path / "run", train_config("cpu_demo", {**TINY, "epochs": 3, "steps_per_epoch": 2}), resume=True, progress=False
+    )
+    assert len(json.loads((tmp_path / "run" / "losses.json").read_text())["epochs"]) == 3 and resumed == checkpoint
+
+    with pytest.raises(SeglocError, match="segloc train sld"):
+        build_sld_map(dataset, tmp_path / "nomap", SldMapConfig(core=FAST_CORE), progress=False)
+    method = get_method("sld")
+    map_config = method.map_config({"core": FAST_CORE, "checkpoint": str(checkpoint)})
+    package = MapPackage.open(method.build_map(dataset, tmp_path / "map", map_config, progress=False))
+    assert package.method == "sld" and set(package.layers) == {"core", "sld", "sld_model"}
+    layer = read_sld_layer(package)
+    core = read_core(package)
+    np.testing.assert_allclose(core.points3D, layer.positions)
+    assert core.num_points == 24 and core.num_observations == 0  # the landmarks are the only points
+
+    # the map holds no image, no descriptor and no point cloud beyond the landmarks
+    state_dict = method.load_localizer(package, method.localize_config()).model.state_dict()
+    allowed = {"core/points3D.npz": {"points3D", "point_errors", "observation_point_ids", "observation_image_ids", "observation_xy"},
+               "sld/landmarks.npz": {"positions", "scores"}}  # fmt: skip
+    for rel in sorted(p.relative_to(package.path).as_posix() for p in package.path.rglob("*") if p.is_file()):
+        data = (package.path / rel).read_bytes()
+        assert not data.startswith((b"\x89PNG", b"\xff\xd8\xff")), rel
+        if rel.endswith(".json"):
+            assert len(data) < 64 * 1024, rel
+            continue
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            if rel == "sld_model/weights.npz":
+                assert set(arrays.files) == set(state_dict)
+                continue
+            assert set(arrays.files) == allowed[rel], rel
+            for key in arrays.files:
+                assert len(arrays[key]) <= 24 and not _image_like(arrays[key]), f"{rel}:{key}"
+
+    metrics = evaluate_map(package.path, dataset, tmp_path / "eval", progress=False)
+    assert metrics["num_queries"] == 3
+    assert {"detect", "pose"} <= set(metrics["time_per_stage_s"])
