@@ -195,8 +195,16 @@ def _image_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def cmd_localize(args: argparse.Namespace) -> int:
+def _localize_config(method, args: argparse.Namespace):
+    """The method's ``localize:`` options from ``--config``, with ``--backend``, ``--threads`` and ``--device`` applied."""
     from segloc.config import config_section
+    from segloc.runtime.session import with_runtime
+
+    config = method.localize_config(config_section(args.config, "localize"))
+    return with_runtime(config, args.device, args.backend, args.threads)
+
+
+def cmd_localize(args: argparse.Namespace) -> int:
     from segloc.data.dataset import ImageRecord, format_image_line, load_image, read_dataset
     from segloc.fileio import check_output
     from segloc.maps.package import MapPackage
@@ -212,7 +220,7 @@ def cmd_localize(args: argparse.Namespace) -> int:
         check_output(args.output, "file", inputs=inputs, what="poses file")
     package = MapPackage.open(args.map)
     method = get_method(args.method or package.method)
-    localizer = method.load_localizer(package, method.localize_config(config_section(args.config, "localize")))
+    localizer = method.load_localizer(package, _localize_config(method, args))
     jobs = []  # (name in the poses file, name in messages, image loader, camera)
     if args.dataset is not None:
         dataset = read_dataset(args.dataset)
@@ -276,7 +284,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     method = get_method(args.method or package.method)
     bag_config = bag_read_config_from_args(args) if bag is not None else None
     dataset = read_dataset(args.dataset, require_query=True) if args.dataset is not None else None
-    localizer = method.load_localizer(package, method.localize_config(config_section(args.config, "localize")))
+    localizer = method.load_localizer(package, _localize_config(method, args))
     tracking = config_from_dict(TrackingConfig, config_section(args.config, "tracking"), "tracking")
     if args.no_tracking:
         tracking.enabled = False
@@ -347,6 +355,74 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """ONNX export of a map's or a checkpoint's networks, checked against torch; with tensorrt, the engine built into the cache."""
+    import tempfile
+
+    from segloc.data.dataset import load_image
+    from segloc.fileio import check_output
+    from segloc.maps.package import MapPackage, is_map_package
+    from segloc.methods import get_method
+    from segloc.models.checkpoint import load_checkpoint, read_checkpoint_info
+    from segloc.models.export import add_onnx_layer, export_network
+    from segloc.runtime.session import RuntimeConfig, resolve_backend
+
+    device = args.device or ("cuda" if args.backend == "tensorrt" else "cpu")
+    runtime = RuntimeConfig(
+        args.backend, args.threads, "fp16" if args.fp16 else "fp32", cache_dir=str(args.cache_dir) if args.cache_dir else None
+    )
+    resolve_backend(args.backend, device)  # tensorrt without the package or a GPU: say so before the export
+    package = MapPackage.open(args.source) if is_map_package(args.source) else None
+    if package is not None:
+        networks = get_method(package.method).networks(package)
+        if not networks:
+            raise SeglocError(f"map {args.source} ({package.method}) runs no network: nothing to export")
+    else:
+        model = load_checkpoint(args.source)
+        trained = read_checkpoint_info(args.source).metadata.get("image_size")
+        networks = {"network": (model, tuple(trained) if trained else (640, 480))}
+        if args.output is None:
+            raise SeglocError(f"{args.source} is a checkpoint: give -o FILE.onnx (only a map can hold its export)")
+    if args.output is not None:
+        if len(networks) > 1:
+            raise SeglocError(f"the map runs {len(networks)} networks: export them into the map (no -o)")
+        check_output(
+            args.output, "file", inputs=[(args.source, "the map or checkpoint"), (args.check_image, "the check image")], what="ONNX file"
+        )
+    image = load_image(args.check_image) if args.check_image is not None else None
+    for name, (model, size) in networks.items():
+        size = tuple(args.size or size)
+        with tempfile.TemporaryDirectory() as scratch:
+            onnx_path = export_network(model, args.output or Path(scratch) / f"{name}.onnx", size)
+            print(f"{name}: exported {onnx_path} at {size[0]}x{size[1]} (dynamic H, W), outputs checked against torch")
+            if image is not None:
+                print(f"{name}: {args.check_image}: {_backend_difference(model, onnx_path, image, max(size), runtime, device)}")
+            if args.backend == "tensorrt":
+                from segloc.models.export import segmentation_session
+
+                session = segmentation_session(model, runtime, device, onnx_path, size)
+                if session.status.level != "ok":
+                    raise SeglocError(session.status.message)
+                print(f"{name}: {session.status.message} (cache {runtime.cache_path / 'engines'})")
+            if package is not None and args.output is None:
+                stored = add_onnx_layer(package.path, model, onnx_path)
+                print(f"{name}: stored in the map as {stored.relative_to(package.path)} (with its checksum)")
+                package = MapPackage.open(package.path)
+    return 0
+
+
+def _backend_difference(model, onnx_path: Path, image, max_edge: int, runtime, device: str) -> str:
+    """The largest difference of class probabilities between torch and ``runtime``'s backend on one real image."""
+    from segloc.models.segmenter import NetworkSegmenter
+
+    reference = NetworkSegmenter(model, max_edge, device)(image)
+    got = NetworkSegmenter(model, max_edge, device, runtime=runtime, onnx_path=onnx_path)(image)
+    worst = max(float((a - b).abs().max()) for a, b in zip(reference.probabilities, got.probabilities))
+    return (
+        f"max abs difference of the class probabilities, {got.input_size[0]}x{got.input_size[1]}, torch vs {runtime.backend}: {worst:.2e}"
+    )
+
+
 # --- parser ------------------------------------------------------------------------------
 
 
@@ -388,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     from segloc.data.synthetic import APPEARANCE_PRESETS, CONDITIONS, MIN_IMAGE_SIZE, SCENES
     from segloc.demo import DEFAULT_DEMO_METHODS, DEFAULT_DEMO_OUTPUT, DEMO_SIZE
     from segloc.methods import available_methods
+    from segloc.runtime.session import BACKEND_CHOICES
 
     conditions = ", ".join(CONDITIONS)
     presets = ", ".join(APPEARANCE_PRESETS)
@@ -396,6 +473,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def runtime_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--backend",
+            choices=BACKEND_CHOICES,
+            help="inference backend of the method's networks (default: the config's runtime.backend, torch); "
+            "auto: tensorrt, else onnxruntime, else torch",
+        )
+        p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: the config's; 0: its default)")
+        p.add_argument("--device", help="torch device of the networks: cpu, cuda, cuda:N (default: the config's)")
 
     def common(p: argparse.ArgumentParser, progress: bool = True) -> None:
         if progress:
@@ -508,6 +595,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="YAML file whose 'localize' options are set (the rest are derived from the map)")
     p.set_defaults(func=cmd_map_info)
 
+    p = commands.add_parser(
+        "export",
+        help="export a map's (or a checkpoint's) networks to ONNX, checked against torch; store it in the map; build TensorRT engines",
+    )
+    p.add_argument("source", type=Path, help="a map package (its networks; the ONNX goes into its 'onnx' layer) or a checkpoint folder")
+    p.add_argument(
+        "--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime", help="tensorrt also builds the engine into the cache"
+    )
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument(
+        "--fp16", dest="fp16", action="store_true", default=True, help="TensorRT fp16 engine (default, where the GPU supports it)"
+    )
+    precision.add_argument("--fp32", dest="fp16", action="store_false", help="TensorRT fp32 engine")
+    p.add_argument("-o", "--output", type=Path, help="write the ONNX file here instead of into the map (required for a checkpoint)")
+    p.add_argument(
+        "--size", type=_size, help="WIDTHxHEIGHT of the check input and TensorRT's optimum (default: the map's largest query size)"
+    )
+    p.add_argument("--check-image", type=Path, help="a real image: print the probability difference between torch and the backend on it")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda for tensorrt, else cpu)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
+    p.add_argument("--cache-dir", type=Path, help="engine cache (default $SEGLOC_CACHE or ~/.cache/segloc)")
+    p.set_defaults(func=cmd_export)
+
     p = commands.add_parser("localize", help="localize images against a map")
     p.add_argument("map", type=Path)
     p.add_argument("--method", help="method (default: the map's)")
@@ -517,6 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", type=Path, nargs="+", help="image files (with --camera)")
     p.add_argument("--camera", help="'MODEL width height params...' for --image, e.g. 'PINHOLE 640 480 500 500 320 240'")
     p.add_argument("--config", type=Path, help="YAML config with a 'localize' section")
+    runtime_options(p)
     p.add_argument(
         "-o",
         "--output",
@@ -536,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for metrics.json, trajectories and plots")
     p.add_argument("--config", type=Path, help="YAML config with a 'localize' section (and a 'bag' section for --bag)")
     p.add_argument("--limit", type=int, help="only the first N queries")
+    runtime_options(p)
     p.add_argument(
         "--no-tracking",
         action="store_true",

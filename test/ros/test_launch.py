@@ -166,7 +166,7 @@ def test_localize_launch_starts_the_nodes_and_stops_them(scene, launch_file, ros
     ("arguments", "reason"),
     [
         ({"composition": "maybe"}, "launch argument composition must be true or false, got 'maybe'"),
-        ({"backend": "tensorrt"}, "backend 'tensorrt' is not available; available backends: torch"),
+        ({"backend": "tensorflow"}, "backend 'tensorflow' is not available; available backends: torch, onnxruntime, tensorrt, auto"),
     ],
 )
 def test_a_bad_launch_argument_stops_the_launch_before_any_process(launch_file, arguments, reason):

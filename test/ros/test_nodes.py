@@ -16,6 +16,7 @@ Each test gets its own ROS domain (conftest.ros_env) and stops its processes.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -892,3 +893,78 @@ def test_localizer_node_runs_a_plugin_method(scene, client, ros_env, tmp_path, o
     finally:
         code = process.stop()
     assert code == 0, process.log()
+
+
+# --- inference backends (segmentation_node) -------------------------------------------------------
+
+
+@pytest.mark.slow  # exports the scene's network to ONNX (tens of seconds on a busy machine)
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None,
+    reason="backend onnxruntime needs onnxruntime and onnxscript (ONNX export)",
+)
+def test_segmentation_node_backend_parameter(scene, client, start_nodes, tmp_path, one_torch_thread):
+    """backend onnxruntime runs the network through ONNX Runtime (same outputs as the library's torch);
+    backend tensorrt where TensorRT cannot run falls back to ONNX Runtime with an ERROR diagnostic, not a crash."""
+    import torch
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_srvs.srv import Trigger
+
+    from segloc.localize.ingest import CameraIngest
+    from segloc.maps.package import MapPackage
+    from segloc.methods.segloc.layer import read_segloc_model
+    from segloc.methods.segloc.localizer import SegLocLocalizer
+    from segloc.methods.segloc.packing import packed_probabilities_from_image, unpack_probabilities
+    from segloc.models.export import segmentation_onnx
+    from segloc_ros.conversions import camera_info_msg_from_camera
+
+    # The export, done offline as `segloc export` would: the node's configure then only loads it
+    # (an export at configure takes tens of seconds on a busy machine, with the node unresponsive).
+    segmentation_onnx(read_segloc_model(MapPackage.open(scene.map_a)), tmp_path / "cache", (128, 96))
+    config = tmp_path / "segloc.yaml"
+    config.write_text(f"localize:\n  runtime:\n    cache_dir: {tmp_path / 'cache'}\n")
+    parameters = harness.node_parameters(scene, max_edge=128, backend="onnxruntime", config_path=str(config))
+    process = start_nodes(MODULES[SEGMENTATION], {SEGMENTATION: parameters}, "segmentation")
+    probabilities = client.collect(Image, "/segloc/probabilities")
+    diagnostics = client.collect(DiagnosticArray, "/diagnostics", 100)
+    image_pub = client.publisher(Image, "/image")
+    info_pub = client.publisher(CameraInfo, "/camera_info")
+    wait_state(client, process, SEGMENTATION, "active")
+    client.wait_subscribers(image_pub)
+    status = client.wait_for(
+        lambda: next(
+            (s for s in harness.diagnostic_statuses(diagnostics, SEGMENTATION) if harness.status_values(s).get("inference_backend")), None
+        ),
+        20,
+        "a status with the inference backend",
+    )
+    assert harness.status_values(status)["inference_backend"] == "onnxruntime" and harness.status_level(status) == OK
+
+    frame = scene.frames[0]
+    got = None
+    deadline = time.monotonic() + 60
+    while got is None and time.monotonic() < deadline:
+        info_pub.publish(camera_info_msg_from_camera(scene.camera, frame.stamp_ns, CAMERA_FRAME))
+        time.sleep(0.2)
+        image_pub.publish(rgb_image(frame))
+        time.sleep(0.5)
+        got = next((m for m in client.snapshot(probabilities) if stamp_ns(m.header) == frame.stamp_ns), None)
+    assert got is not None, "no probabilities from the onnxruntime backend" + process.log()
+    levels = unpack_probabilities(packed_probabilities_from_image(got))
+    image, _ = CameraIngest(128)(frame.image, scene.camera)
+    reference = SegLocLocalizer.from_map(scene.map_a).segment(image)  # torch
+    assert all(torch.allclose(a, b, atol=2e-3) for a, b in zip(levels, reference.probabilities))
+
+    if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
+        return  # the fallback below needs a machine where TensorRT cannot run
+    seen = len(client.snapshot(diagnostics))
+    results = client.set_parameters(SEGMENTATION, {"backend": "tensorrt"})
+    assert results[0].successful, results[0].reason
+    response = client.call(Trigger, f"/{SEGMENTATION}/reload_map", Trigger.Request())
+    assert response.success, response.message
+    status = client.wait_for(lambda: harness.find_status(diagnostics, SEGMENTATION, ERROR, "TensorRT unavailable", seen), 20, "ERROR")
+    values = harness.status_values(status)
+    assert values["inference_backend"] == "onnxruntime" and values["backend"] == "tensorrt"
+    assert "running on onnxruntime instead" in status.message
+    assert client.lifecycle_state(SEGMENTATION) == "active" and process.alive()

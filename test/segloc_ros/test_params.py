@@ -18,7 +18,8 @@ def test_every_parameter_is_described_once_and_its_default_passes_its_check(node
 
 def test_parameter_checks():
     specs = {spec.name: spec for spec in node_info("pose_refinement_node").parameters}
-    assert "available backends: " + ", ".join(AVAILABLE_BACKENDS) in check_parameter(specs["backend"], "tensorrt")
+    assert "available backends: torch, onnxruntime, tensorrt, auto" in check_parameter(specs["backend"], "tensorflow")
+    assert all(check_parameter(specs["backend"], backend) is None for backend in AVAILABLE_BACKENDS)
     assert "must be >= 1" in check_parameter(specs["queue_size"], 0)
     assert "must be > 0" in check_parameter(specs["max_position_std"], 0.0)
     assert "takes a float" in check_parameter(specs["max_position_std"], 1)

@@ -43,6 +43,7 @@ from segloc.localize.base import LocalizationResult, Localizer
 from segloc.localize.frames import base_covariance_from_camera, base_pose_from_camera, map_from_odom, pose_is_confident, pose_uncertainty
 from segloc.localize.ingest import CameraIngest
 from segloc.localize.tracking import Tracker, TrackingConfig, TrackingState, tracking_mode
+from segloc.runtime.session import SessionStatus, inference_statuses
 
 logger = logging.getLogger("segloc")
 
@@ -329,6 +330,10 @@ class LocalizationPipeline:
 
     def _publish_thresholds(self) -> tuple[float, float]:
         return self.decision.config.max_position_std, self.decision.config.max_yaw_std_deg
+
+    def inference_status(self) -> list[SessionStatus]:
+        """How the localizer's networks run (:func:`segloc.runtime.session.inference_statuses`)."""
+        return inference_statuses(self.localizer)
 
     def describe(self) -> dict[str, Any]:
         """A summary for logs and diagnostics."""

@@ -8,6 +8,7 @@ Layout::
       core/points3D.npz      the 3D points and their observations (see segloc.maps.core)
       <layer>/<name>.npz     arrays of one method (reference features, SegLoc labels, ...)
       <layer>/<name>.json    small structured data of one method
+      onnx/<network>.onnx    optional ONNX exports of the map's networks (segloc.models.export)
 
 Every file is listed in the manifest with its SHA-256 and size; :meth:`MapPackage.open`
 rejects a map whose format version is not :data:`FORMAT_VERSION` or whose checksums fail.
@@ -224,8 +225,21 @@ class MapPackage:
                     self.read_arrays(layer, Path(rel).stem)
                 elif suffix == ".json":
                     self.read_json(layer, Path(rel).stem)
+                elif suffix == ".onnx":
+                    self.check_onnx(rel)
                 else:
-                    raise SeglocError(f"map {self.path}: {rel} is neither .npz nor .json, which the map format does not store")
+                    raise SeglocError(f"map {self.path}: {rel} is neither .npz, .json nor .onnx, which the map format does not store")
+
+    def check_onnx(self, rel: str) -> None:
+        """An ONNX graph (a protobuf: data, not code) must parse; checked with the onnx package where it is installed."""
+        try:
+            import onnx
+        except ImportError:
+            return
+        try:
+            onnx.load_model(str(self.path / rel), load_external_data=False)
+        except Exception as exc:  # protobuf's DecodeError and friends
+            raise SeglocError(f"map file {self.path / rel} is not a valid ONNX graph: {exc}") from None
 
     def bytes(self, layers: list[str] | None = None) -> int:
         """Bytes on disk of the listed files (of ``layers`` only, when given)."""
@@ -336,6 +350,12 @@ class MapWriter:
         """Store a JSON-serialisable value as ``layer/name.json``."""
         rel, target = self._target(layer, name, ".json")
         target.write_text(json.dumps(value, indent=1))
+        self._register(layer, rel, description)
+
+    def add_file(self, layer: str, name: str, suffix: str, data: bytes, description: str | None = None) -> None:
+        """Store raw bytes as ``layer/name<suffix>`` (an ONNX graph: never code that runs on load)."""
+        rel, target = self._target(layer, name, suffix)
+        target.write_bytes(data)
         self._register(layer, rel, description)
 
     def remove_layer(self, layer: str) -> None:

@@ -195,6 +195,13 @@ class Method(ABC):
         """
         return {}
 
+    def networks(self, package: MapPackage) -> dict[str, tuple[Any, tuple[int, int]]]:
+        """The networks a map of this method runs, for ``segloc export MAP``: name -> (torch module, (width, height) input size).
+
+        The default, for methods whose maps carry no network, is {}.
+        """
+        return {}
+
     # --- segloc demo ------------------------------------------------------------------------
     def demo_map_config(self, context: DemoContext) -> dict[str, Any]:
         """``map:`` options for ``segloc demo`` on its scene (default: none, the method's defaults)."""

@@ -10,7 +10,8 @@ wraps a :class:`segloc.models.segmentation.SegmentationNet`:
    so that every level covers exactly the whole image; the aspect ratio changes by at most a
    few percent and both axes are scaled separately, as :meth:`segloc.geometry.Camera.scaled`
    does);
-2. the network runs in eval mode without gradients;
+2. the network runs in eval mode without gradients, through an inference session of the
+   configured backend (torch, ONNX Runtime or TensorRT: :mod:`segloc.runtime`);
 3. the logits of each level become probabilities (softmax with a temperature), and the
    finest level is pooled into the global descriptor
    (:func:`segloc.models.segmentation.global_descriptor`).
@@ -42,6 +43,7 @@ from torch import Tensor, nn
 
 from segloc.errors import SeglocError
 from segloc.models.segmentation import class_probabilities, global_descriptor
+from segloc.runtime.session import RuntimeConfig
 
 logger = logging.getLogger("segloc")
 
@@ -135,6 +137,13 @@ class NetworkSegmenter:
         device: torch device to run on (``cpu``, ``cuda``).
         temperature: softmax temperature of the class probabilities (< 1 sharpens).
         descriptor_grid: pyramid of the global descriptor.
+        runtime: the inference backend (:class:`segloc.runtime.session.RuntimeConfig`); None: torch.
+        onnx_path: the network's ONNX export (a map's ``onnx`` layer) for the ONNX Runtime
+            and TensorRT backends; None: exported once and cached (:func:`segloc.models.export.segmentation_onnx`).
+
+    Attributes:
+        session: the :class:`segloc.runtime.session.InferenceSession` that runs the network;
+            ``session.status`` says which backend runs it and why (a TensorRT fallback is an error).
 
     Example:
         >>> segmenter = NetworkSegmenter.from_checkpoint("checkpoints/segloc", inference_max_edge=640)  # doctest: +SKIP
@@ -150,7 +159,11 @@ class NetworkSegmenter:
         device: str | torch.device = "cpu",
         temperature: float = 1.0,
         descriptor_grid: Sequence[int] = DESCRIPTOR_GRID,
+        runtime: RuntimeConfig | None = None,
+        onnx_path: str | Path | None = None,
     ):
+        from segloc.models.export import segmentation_output_names, segmentation_session
+
         if temperature <= 0:
             raise SeglocError(f"the softmax temperature must be positive, got {temperature}")
         if inference_max_edge is not None and inference_max_edge < 0:
@@ -164,6 +177,10 @@ class NetworkSegmenter:
         self.num_classes = int(getattr(config, "num_classes", 0))
         if self.num_classes < 2:
             raise SeglocError(f"{type(model).__name__} does not say its number of classes (config.num_classes)")
+        self.runtime = runtime or RuntimeConfig()
+        self.output_names = segmentation_output_names(model)
+        largest = inference_size(4, 3, inference_max_edge) if inference_max_edge else (1024, 768)
+        self.session = segmentation_session(self.model, self.runtime, str(self.device), onnx_path, largest)
 
     @classmethod
     def from_checkpoint(
@@ -173,11 +190,12 @@ class NetworkSegmenter:
         device: str | torch.device = "cpu",
         temperature: float = 1.0,
         descriptor_grid: Sequence[int] = DESCRIPTOR_GRID,
+        runtime: RuntimeConfig | None = None,
     ) -> NetworkSegmenter:
         """Load the network of a checkpoint folder (:func:`segloc.models.checkpoint.load_checkpoint`)."""
         from segloc.models.checkpoint import load_checkpoint
 
-        return cls(load_checkpoint(path), inference_max_edge, device, temperature, descriptor_grid)
+        return cls(load_checkpoint(path), inference_max_edge, device, temperature, descriptor_grid, runtime)
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray) -> Segmentation:
@@ -189,8 +207,8 @@ class NetworkSegmenter:
             interpolation = cv2.INTER_AREA if size[0] < width else cv2.INTER_LINEAR
             image = cv2.resize(image, size, interpolation=interpolation)
         batch = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
-        output = self.model(batch, with_features=False)
-        levels = class_probabilities(list(output.logits), self.temperature)
+        logits = self.session.run({"image": batch})
+        levels = class_probabilities([logits[name] for name in self.output_names], self.temperature)
         descriptor = global_descriptor(levels[-1], self.descriptor_grid)[0]
         probabilities = [level[0].float().cpu() for level in levels]
         if probabilities[0].shape[0] != self.num_classes:

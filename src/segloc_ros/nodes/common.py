@@ -50,6 +50,7 @@ from std_srvs.srv import Trigger
 
 from segloc.errors import SeglocError
 from segloc.maps.package import MapPackage
+from segloc.runtime.session import SessionStatus, inference_statuses
 from segloc_ros.conversions import diagnostic_array_msg, diagnostic_status_msg
 from segloc_ros.nodes.buffers import FrameWorker, StageTimes
 from segloc_ros.nodes.executor import NodeExecutor
@@ -69,7 +70,6 @@ __all__ = [
     "forward_library_logging",
     "open_map",
     "run_nodes",
-    "with_device",
 ]
 
 #: Camera inputs: best effort, keeps up with reliable and best-effort drivers alike.
@@ -108,6 +108,13 @@ class LoadedMap:
     localizer: Any
     frame_id: str
     method: str = ""
+    inference: list[SessionStatus] = dataclasses.field(default_factory=list)
+
+    @property
+    def inference_problem(self) -> str | None:
+        """Why a network does not run on the backend asked for (a TensorRT fallback), or None."""
+        problems = [status.message for status in self.inference if status.level != "ok"]
+        return "; ".join(problems) or None
 
 
 def open_map(map_path: str) -> MapPackage:
@@ -121,13 +128,6 @@ def open_map(map_path: str) -> MapPackage:
     if not Path(map_path).is_dir():
         raise SeglocError(f"map {map_path} does not exist (map_path must be a map package folder)")
     return MapPackage.open(map_path)
-
-
-def with_device(config: Any, device: str) -> Any:
-    """``config`` with its ``device`` field set to the node's ``device`` parameter (unchanged when it has none)."""
-    if dataclasses.is_dataclass(config) and any(f.name == "device" for f in dataclasses.fields(config)):
-        return dataclasses.replace(config, device=device)
-    return config
 
 
 class _RosLogHandler(logging.Handler):
@@ -270,7 +270,10 @@ class SeglocNode(LifecycleNode):
         """Load a map (not yet in service); raises on any problem."""
         package = open_map(map_path)
         config_path = self.param("config_path") if config_path is None else config_path
-        loaded = LoadedMap(str(map_path), self.make_localizer(package, config_path), package.frame_id, package.method)
+        localizer = self.make_localizer(package, config_path)
+        loaded = LoadedMap(str(map_path), localizer, package.frame_id, package.method, inference_statuses(localizer))
+        if loaded.inference_problem:
+            self.get_logger().error(loaded.inference_problem)
         if loaded.frame_id != self._map_frame():
             self.get_logger().warning(
                 f"map {map_path} has its poses in frame {loaded.frame_id!r}; they are published in {self._map_frame()!r}"
@@ -479,14 +482,21 @@ class SeglocNode(LifecycleNode):
     def status(self) -> tuple[str, str]:
         """The node's level and message: the latest report, with a failed map reload kept at ERROR until a map loads.
 
+        A network running on a fallback backend (a TensorRT engine that did not load) keeps the
+        node at ERROR while that map is in service: it runs, slower than configured.
+
         A failed reload leaves the old map in service, so frames still succeed; their "ok" must
         not hide that the requested map is not the one in service.
         """
         with self._status_lock:
             level, message = self._status
             if self._map_problem is not None and self._map_problem != message:
-                return "error", f"{self._map_problem}; {message}"
-            return level, message
+                level, message = "error", f"{self._map_problem}; {message}"
+        loaded = self.current_map
+        problem = loaded.inference_problem if loaded is not None else None
+        if problem is not None and problem not in message:
+            level, message = "error", f"{problem}; {message}"
+        return level, message
 
     def publish_diagnostics(self, reset_timings: bool = True) -> None:
         """Publish the node's status on /diagnostics."""
@@ -497,6 +507,8 @@ class SeglocNode(LifecycleNode):
             "state": self._state,
             "map_path": loaded.path if loaded else "",
             "backend": self.param("backend"),
+            "inference_backend": ", ".join(status.backend for status in loaded.inference) if loaded else "",
+            "inference": "; ".join(status.message for status in loaded.inference) if loaded else "",
             "device": self.param("device"),
             "frames_received": worker.received if worker else 0,
             "frames_processed": worker.processed if worker else 0,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from segloc.runtime.session import BACKEND_CHOICES
+
 __all__ = [
     "AVAILABLE_BACKENDS",
     "COMMON_PARAMETERS",
@@ -34,8 +36,9 @@ RETRIEVAL_NODE = "retrieval_node"
 POSE_REFINEMENT_NODE = "pose_refinement_node"
 LOCALIZER_NODE = "localizer_node"
 
-#: Inference backends the nodes can run the segmentation network with.
-AVAILABLE_BACKENDS: tuple[str, ...] = ("torch",)
+#: Inference backends the nodes can run the segmentation network with (auto: tensorrt where it
+#: imports and CUDA is present, else onnxruntime where it imports, else torch; segloc.runtime).
+AVAILABLE_BACKENDS: tuple[str, ...] = BACKEND_CHOICES
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
 
@@ -94,9 +97,17 @@ COMMON_PARAMETERS: tuple[ParameterSpec, ...] = (
         "",
         "segloc YAML config whose 'localize:' section sets the localizer options ('' = defaults); on configure and map reload.",
     ),
-    ParameterSpec("backend", "torch", "inference backend (on configure)", choices=AVAILABLE_BACKENDS),
+    ParameterSpec(
+        "backend",
+        "torch",
+        "inference backend of the network: torch, onnxruntime, tensorrt (falls back to onnxruntime with an error "
+        "diagnostic when no engine loads) or auto (on configure)",
+        choices=AVAILABLE_BACKENDS,
+    ),
     ParameterSpec("device", "cpu", "torch device of the network: cpu, cuda, cuda:1, ... (on configure)"),
-    ParameterSpec("threads", 0, "torch CPU threads of the process, 0 = torch's default (on configure)", minimum=0),
+    ParameterSpec(
+        "threads", 0, "torch CPU threads of the process and ONNX Runtime intra-op threads, 0 = their defaults (on configure)", minimum=0
+    ),
     ParameterSpec("queue_size", 2, "frames waiting for the worker; when full the oldest is dropped and counted (on configure)", minimum=1),
     ParameterSpec("autostart", True, "configure and activate at start-up (false: wait for lifecycle transitions)"),
     ParameterSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages (errors are also sent at once)", positive=True),

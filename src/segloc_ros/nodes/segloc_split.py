@@ -14,7 +14,7 @@ from segloc.errors import SeglocError
 from segloc.localize.tracking import TrackingConfig
 from segloc.maps.package import MapPackage
 from segloc.methods.segloc.localizer import SegLocLocalizer, SegLocLocalizerConfig
-from segloc_ros.nodes.common import with_device
+from segloc.runtime.session import with_runtime
 
 __all__ = ["load_segloc_localizer", "load_tracking_config"]
 
@@ -24,7 +24,9 @@ def load_tracking_config(config_path: str) -> TrackingConfig:
     return load_config(TrackingConfig, config_path or None, section="tracking")
 
 
-def load_segloc_localizer(package: MapPackage, config_path: str, device: str, with_network: bool) -> SegLocLocalizer:
+def load_segloc_localizer(
+    package: MapPackage, config_path: str, device: str, with_network: bool, backend: str = "torch", threads: int = 0
+) -> SegLocLocalizer:
     """The SegLoc localizer of a split node.
 
     Args:
@@ -32,6 +34,7 @@ def load_segloc_localizer(package: MapPackage, config_path: str, device: str, wi
         config_path: a segloc config file whose ``localize:`` section sets the options ('' = defaults).
         device: the node's ``device`` parameter.
         with_network: load the embedded network (segmentation_node only).
+        backend, threads: the node's ``backend`` and ``threads`` parameters (the network's runtime).
 
     Raises:
         SeglocError: a map of another method (run it with localizer_node), or a bad config.
@@ -41,4 +44,4 @@ def load_segloc_localizer(package: MapPackage, config_path: str, device: str, wi
             f"map {package.path} is a {package.method!r} map: the split nodes run SegLoc; localize with it through localizer_node"
         )
     config = load_config(SegLocLocalizerConfig, config_path or None, section="localize")
-    return SegLocLocalizer.from_map(package, with_device(config, device), with_network=with_network)
+    return SegLocLocalizer.from_map(package, with_runtime(config, device, backend, threads), with_network=with_network)

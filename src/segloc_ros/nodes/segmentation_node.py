@@ -62,7 +62,7 @@ class SegmentationNode(CameraInputs, SeglocNode):
         self._outputs: dict[str, Any] = {}
 
     def make_localizer(self, package: MapPackage, config_path: str) -> Any:
-        return load_segloc_localizer(package, config_path, self.param("device"), with_network=True)
+        return load_segloc_localizer(package, config_path, self.param("device"), True, self.param("backend"), self.param("threads"))
 
     # --- interfaces -------------------------------------------------------------------------
     def create_outputs(self) -> None:

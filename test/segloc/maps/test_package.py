@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 
@@ -117,6 +118,32 @@ def test_check_contents_reads_every_file_as_the_readers_do(tmp_path):
     (tmp_path / "map" / "core" / "images.json").write_text("{")
     with pytest.raises(SeglocError, match="images.json is corrupt"):
         MapPackage(package.path, package.manifest).read_json("core", "images")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="checking an ONNX graph needs the onnx package")
+def test_onnx_files_are_stored_with_checksums_and_must_parse(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    package = write_map(tmp_path / "map")
+    with MapWriter(package.path, package.method, base=package) as writer:
+        writer.add_file("onnx", "relu", ".onnx", helper.make_model(graph).SerializeToString())
+        package = writer.commit()
+    package = MapPackage.open(package.path)
+    assert package.manifest["files"]["onnx/relu.onnx"]["bytes"] == (package.path / "onnx" / "relu.onnx").stat().st_size
+    package.check_contents()
+    assert onnx.load_model(str(package.file_path("onnx", "relu"))).graph.node[0].op_type == "Relu"
+    with MapWriter(package.path, package.method, base=package) as writer:
+        writer.add_file("onnx", "broken", ".onnx", b"not a protobuf")
+        package = writer.commit()
+    with pytest.raises(SeglocError, match="broken.onnx is not a valid ONNX graph"):
+        package.check_contents()
 
 
 def test_overwrite_replaces_only_a_map(tmp_path):

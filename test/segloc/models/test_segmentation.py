@@ -205,27 +205,6 @@ def test_forward_is_capturable_by_torch_export():
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("onnxscript") is None or importlib.util.find_spec("onnxruntime") is None,
-    reason="ONNX export needs onnxscript and onnxruntime (checked torch.export only)",
-)
-def test_onnx_export_matches_torch(tmp_path):
-    import onnxruntime
-
-    net = small_net().eval()
-    image = torch.rand(1, 3, 64, 96)
-    path = tmp_path / "segmentation.onnx"
-    torch.onnx.export(net, (image,), path, dynamo=True, input_names=["image"], verbose=False)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs = session.run(None, {session.get_inputs()[0].name: image.numpy()})
-    with torch.no_grad():
-        expected = net(image)
-    assert len(outputs) == 8  # four feature maps, then four logits
-    for a, b in zip(expected.features + expected.logits, outputs):
-        torch.testing.assert_close(a, torch.from_numpy(b), atol=1e-4, rtol=1e-4)
-
-
 @NEEDS_WEIGHTS
 def test_pretrained_encoder_loads_imagenet_weights():
     net = SegmentationNet(segmentation_config("cpu", **{**SMALL, "pretrained": True})).eval()

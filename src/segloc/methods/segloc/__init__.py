@@ -72,6 +72,15 @@ class SegLocMethod(Method):
 
         return derive_scale_options(config, map_scale(read_core(package)))[1]
 
+    def networks(self, package) -> dict[str, tuple[Any, tuple[int, int]]]:
+        """The embedded segmentation network at the map's largest query input size (``segmentation``: (net, (W, H)))."""
+        from segloc.methods.segloc.layer import SEGLOC_LAYER, read_segloc_model
+
+        meta = package.read_json(SEGLOC_LAYER, "meta") if package.has_layer(SEGLOC_LAYER) else {}
+        sizes = [tuple(int(v) for v in size.split("x")) for size in meta.get("inference_sizes") or []]
+        size = max(sizes, key=lambda wh: wh[0] * wh[1]) if sizes else (640, 480)
+        return {"segmentation": (read_segloc_model(package), size)}
+
     def demo_map_config(self, context: DemoContext) -> dict[str, Any]:
         """The demo's network: ``--checkpoint``, a fresh training run (``--train``), or the shipped one."""
         return {"checkpoint": str(Path(demo_checkpoint(context)).resolve())}

@@ -28,6 +28,8 @@ Files::
                                   core_points_sha256, statistics
     segloc_model/weights.npz      the network's state dict (float32 or float16 floats)
     segloc_model/model.json       registry name, config, source checkpoint, weights dtype
+    onnx/segmentation.onnx        optional (``segloc export MAP``): the network's ONNX export
+    onnx/segmentation_export.json the SHA-256 of the weights it was exported from, input/output names
 
 :func:`relabel_segloc_map` derives the top-1 or top-k variants from a map that holds more
 (the full distribution, or a larger k) without segmenting again.
@@ -53,6 +55,7 @@ from segloc.errors import SeglocError
 from segloc.maps.build import CoreBuild, CoreConfig, core_for
 from segloc.maps.core import MapCore, core_checksum, write_core
 from segloc.maps.package import MapPackage, MapWriter, check_map_output
+from segloc.runtime.session import RuntimeConfig
 
 if TYPE_CHECKING:
     from segloc.models.segmenter import Segmenter
@@ -96,6 +99,7 @@ class SegLocMapConfig:
             own size. A network segments best at the scale it was trained at.
         temperature: softmax temperature of the class probabilities.
         device: torch device for the segmentation (``cpu``, ``cuda``).
+        runtime: the inference backend of the segmentation (:class:`segloc.runtime.RuntimeConfig`).
         store: what each 3D point keeps: ``top1`` (the argmax label), ``topk`` (the ``top_k``
             most probable labels and their mean probabilities) or ``full`` (the K-class
             distribution); see :data:`STORE_MODES`.
@@ -111,6 +115,7 @@ class SegLocMapConfig:
     inference_max_edge: int | None = option(None, ge=0, note="0: the images' own size, null: the training size")
     temperature: float = option(1.0, gt=0)
     device: str = "cpu"
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     store: str = "top1"
     top_k: int = option(3, ge=1)
     embed_model: bool = True
@@ -120,6 +125,8 @@ class SegLocMapConfig:
     def __post_init__(self) -> None:
         if isinstance(self.core, dict):
             self.core = config_from_dict(CoreConfig, self.core, "map.core")
+        if isinstance(self.runtime, dict):
+            self.runtime = config_from_dict(RuntimeConfig, self.runtime, "map.runtime")
         check_options(self)
         if self.store not in STORE_MODES:
             raise SeglocError(f"segloc map: unknown store {self.store!r}; valid values are: {', '.join(STORE_MODES)}")
@@ -503,7 +510,7 @@ def _segmenter_from_config(config: SegLocMapConfig):
         logger.info(
             "segloc map: segmenting at %s (the checkpoint's training size)", f"longer side {max_edge} px" if max_edge else "the image size"
         )
-    return NetworkSegmenter.from_checkpoint(checkpoint, max_edge, config.device, config.temperature)
+    return NetworkSegmenter.from_checkpoint(checkpoint, max_edge, config.device, config.temperature, runtime=config.runtime)
 
 
 def build_segloc_map(

@@ -53,7 +53,9 @@ from segloc.maps.scale import map_scale
 from segloc.methods.segloc.defaults import derive_scale_options
 from segloc.methods.segloc.layer import SegLocLayer, read_segloc_layer, read_segloc_model
 from segloc.methods.segloc.refine import LabelRefinementConfig, RefinementResult, refine_pose_with_labels
+from segloc.models.export import read_onnx_layer
 from segloc.models.segmenter import DESCRIPTOR_GRID, NetworkSegmenter, Segmentation, Segmenter
+from segloc.runtime.session import RuntimeConfig, SessionStatus
 
 logger = logging.getLogger("segloc")
 
@@ -135,6 +137,9 @@ class SegLocLocalizerConfig:
         inference_max_edge: network input size for queries; None for the map's.
         temperature: softmax temperature for queries; None for the map's.
         device: torch device of the embedded network.
+        runtime: its inference backend (``torch``, ``onnxruntime``, ``tensorrt``, ``auto``),
+            threads and engine cache (:class:`segloc.runtime.RuntimeConfig`); the ONNX backends
+            use the map's ``onnx`` layer when it has one (``segloc export MAP``).
         prior_radius: with a prior, the points of the mapping images within this distance of
             it (metres; None: derived from the map) ...
         prior_max_angle_deg: ... whose optical axes differ by at most this angle are used;
@@ -157,6 +162,7 @@ class SegLocLocalizerConfig:
     inference_max_edge: int | None = option(None, ge=0, note="0: the image size, null: the map's")
     temperature: float | None = option(None, gt=0, note="null: the map's")
     device: str = "cpu"
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     prior_radius: float | None = option(None, ge=0, note="null: derived from the map")
     prior_max_angle_deg: float = option(60.0, ge=0, le=180)
     seed: int = option(0, ge=0)
@@ -342,7 +348,9 @@ class SegLocLocalizer:
             max_edge = config.inference_max_edge if config.inference_max_edge is not None else meta.get("inference_max_edge")
             temperature = config.temperature if config.temperature is not None else (meta.get("temperature") or 1.0)
             grid = meta.get("descriptor_grid") or DESCRIPTOR_GRID
-            segmenter = NetworkSegmenter(read_segloc_model(package), max_edge, config.device, temperature, grid)
+            model = read_segloc_model(package)
+            onnx_path = read_onnx_layer(package, model) if config.runtime.backend != "torch" else None
+            segmenter = NetworkSegmenter(model, max_edge, config.device, temperature, grid, config.runtime, onnx_path)
         logger.info(
             "segloc localizer: map %s with %d images, %d points (store %s, K = %d)",
             package.path,
@@ -352,6 +360,11 @@ class SegLocLocalizer:
             layer.num_classes,
         )
         return cls(core, layer, segmenter, config)
+
+    def inference_status(self) -> list[SessionStatus]:
+        """How the segmentation network runs (backend, engine cache, fallback); [] without a network here."""
+        session = getattr(self.segmenter, "session", None)
+        return [session.status] if session is not None else []
 
     # --- stages -------------------------------------------------------------------------
     def retrieve(self, descriptor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
