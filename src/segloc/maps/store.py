@@ -208,6 +208,7 @@ class MapStore:
     def version_numbers(self) -> list[int]:
         """The published version numbers, ascending."""
         self._check_format(create=False)
+        self.fs.invalidate_cache(self._path("versions"))  # object-store filesystems cache listings; other publishers add versions
         try:
             names = self.fs.ls(self._path("versions"), detail=False)
         except FileNotFoundError:

@@ -35,7 +35,9 @@ def scene(tmp_path_factory):
     good = build_reference_map(dataset, root / "good", map_config, progress=False)
     rng = np.random.default_rng(0)
     bad_dataset = read_dataset(
-        write_dataset(root / "bad_dataset", [wrong_poses(r, rng) for r in dataset.mapping], dataset.query, source_image_dir=dataset.image_dir)
+        write_dataset(
+            root / "bad_dataset", [wrong_poses(r, rng) for r in dataset.mapping], dataset.query, source_image_dir=dataset.image_dir
+        )
     )
     bad = build_reference_map(bad_dataset, root / "bad", map_config, progress=False)
     return root, dataset, good, bad

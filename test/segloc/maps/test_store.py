@@ -26,16 +26,38 @@ def make_map(path: Path, seed: int, method: str = "reference") -> Path:
     return path
 
 
-@pytest.fixture(params=["local", "memory"])
-def store_url(request, tmp_path):
-    if request.param == "local":
-        yield str(tmp_path / "store")
-        return
-    url = f"memory://segloc-test-{uuid.uuid4().hex}"
-    yield url
-    import fsspec
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server (moto) on a local port, and the storage options that reach it (skipped without moto and s3fs)."""
+    pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'segloc[fleet-s3]')")
+    server_module = pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install 'segloc[fleet-s3]')")
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing"}
+    import s3fs
 
-    fsspec.filesystem("memory").rm(url.removeprefix("memory://"), recursive=True)
+    s3fs.S3FileSystem(**options).mkdir("fleet")
+    yield options
+    server.stop()
+
+
+def store_spec(kind: str, tmp_path: Path, request) -> tuple[str, dict]:
+    """``(url, storage_options)`` of a new empty store on a local disk, fsspec's memory filesystem or the S3 server."""
+    if kind == "local":
+        return str(tmp_path / "store"), {}
+    if kind == "memory":
+        url = f"memory://segloc-test-{uuid.uuid4().hex}"
+        import fsspec
+
+        request.addfinalizer(lambda: fsspec.filesystem("memory").rm(url.removeprefix("memory://"), recursive=True))
+        return url, {}
+    return f"s3://fleet/{uuid.uuid4().hex}/site", request.getfixturevalue("s3_server")
+
+
+@pytest.fixture(params=["local", "memory", "s3"])
+def store_url(request, tmp_path):
+    return store_spec(request.param, tmp_path, request)
 
 
 def map_bytes(path: Path) -> dict[str, bytes]:
@@ -43,7 +65,7 @@ def map_bytes(path: Path) -> dict[str, bytes]:
 
 
 def test_publish_pull_rollback(store_url, tmp_path):
-    store = MapStore(store_url)
+    store = MapStore(*store_url)
     assert store.version_numbers() == [] and store.latest() is None
     v1 = store.publish(make_map(tmp_path / "m1", 1))
     v2 = store.publish(make_map(tmp_path / "m2", 2), validation={"accepted": True})
@@ -79,7 +101,7 @@ def test_identical_content_is_stored_once(tmp_path):
 
 
 def test_corrupt_object_never_reaches_the_output(store_url, tmp_path):
-    store = MapStore(store_url)
+    store = MapStore(*store_url)
     store.publish(make_map(tmp_path / "m1", 1))
     store.pull(tmp_path / "robot")
     v2 = store.publish(make_map(tmp_path / "m2", 2))
@@ -115,16 +137,16 @@ def test_unreachable_store_is_a_clear_error(tmp_path):
         MapStore("nosuchprotocol://x").versions()
 
 
-@pytest.mark.parametrize("url_kind", ["local", "memory"])
-def test_concurrent_publishers_one_wins_per_version(url_kind, tmp_path):
-    url = str(tmp_path / "store") if url_kind == "local" else f"memory://segloc-race-{uuid.uuid4().hex}"
-    store = MapStore(url)
+@pytest.mark.parametrize("kind", ["local", "memory", "s3"])
+def test_concurrent_publishers_one_wins_per_version(kind, tmp_path, request):
+    url, options = store_spec(kind, tmp_path, request)
+    store = MapStore(url, options)
     store.publish(make_map(tmp_path / "base", 0))
     maps = [make_map(tmp_path / f"m{i}", i + 1) for i in range(6)]
 
     def publish(path):
         try:
-            return MapStore(url).publish(path).version
+            return MapStore(url, options).publish(path).version
         except VersionTaken:
             return None
 
