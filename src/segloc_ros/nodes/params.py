@@ -17,6 +17,8 @@ __all__ = [
     "LOCALIZER_NODE",
     "LOCALIZER_PARAMETERS",
     "LOCALIZING_PARAMETERS",
+    "MAP_MANAGER_NODE",
+    "MAP_MANAGER_PARAMETERS",
     "POSE_REFINEMENT_NODE",
     "POSE_REFINEMENT_PARAMETERS",
     "PRIOR_INPUTS",
@@ -33,6 +35,7 @@ SEGMENTATION_NODE = "segmentation_node"
 RETRIEVAL_NODE = "retrieval_node"
 POSE_REFINEMENT_NODE = "pose_refinement_node"
 LOCALIZER_NODE = "localizer_node"
+MAP_MANAGER_NODE = "map_manager"
 
 #: Inference backends the nodes can run the segmentation network with.
 AVAILABLE_BACKENDS: tuple[str, ...] = ("torch",)
@@ -198,4 +201,30 @@ LOCALIZER_PARAMETERS: tuple[ParameterSpec, ...] = (
         "longest side (pixels) images are shrunk to before the method sees them; 0 = what the method works at (on configure)",
         minimum=0,
     ),
+)
+
+#: map_manager (segloc_ros.nodes.map_manager_node): follows a fleet map store; it loads no map itself.
+MAP_MANAGER_PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("store", "", "fleet map store: a folder or an fsspec URL (s3://bucket/maps/site with s3fs) (on configure)"),
+    ParameterSpec(
+        "cache_dir",
+        "",
+        "local folder the versions are pulled into (CACHE/v000003); '' = $ROS_HOME/segloc_maps (~/.ros/segloc_maps) (on configure)",
+    ),
+    ParameterSpec(
+        "localizer_nodes",
+        LOCALIZER_NODE,
+        "comma-separated names of the nodes whose map_path is set to a new version (e.g. "
+        "segmentation_node,retrieval_node,pose_refinement_node for the split pipeline) (on configure)",
+    ),
+    ParameterSpec("poll_period", 30.0, "seconds between two looks at the store's latest version", positive=True),
+    ParameterSpec("keep_versions", 2, "versions kept in cache_dir, the one in service included; older pulls are removed", minimum=1),
+    ParameterSpec(
+        "set_timeout",
+        120.0,
+        "seconds a localizer node may take to answer the map_path change (it loads the map first)",
+        positive=True,
+    ),
+    ParameterSpec("autostart", True, "configure and activate at start-up (false: wait for lifecycle transitions)"),
+    ParameterSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages (errors are also sent at once)", positive=True),
 )
