@@ -110,17 +110,6 @@ class MapManagerNode(SeglocNode):
         self.report("ok", "active")
         return TransitionCallbackReturn.SUCCESS
 
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self._state = "inactive"
-        self.report("ok", "inactive")
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        self.report("ok", "unconfigured")
-        return TransitionCallbackReturn.SUCCESS
-
     def _stop_processing(self) -> None:
         if self._version_subscription is not None:
             self.destroy_subscription(self._version_subscription)

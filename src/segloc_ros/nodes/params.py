@@ -225,6 +225,5 @@ MAP_MANAGER_PARAMETERS: tuple[ParameterSpec, ...] = (
         "seconds a localizer node may take to answer the map_path change (it loads the map first)",
         positive=True,
     ),
-    ParameterSpec("autostart", True, "configure and activate at start-up (false: wait for lifecycle transitions)"),
-    ParameterSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages (errors are also sent at once)", positive=True),
+    *(spec for spec in COMMON_PARAMETERS if spec.name in ("autostart", "diagnostics_period")),
 )
