@@ -29,8 +29,8 @@ def make_map(path: Path, seed: int, method: str = "reference") -> Path:
 @pytest.fixture(scope="session")
 def s3_server():
     """An S3-compatible server (moto) on a local port, and the storage options that reach it (skipped without moto and s3fs)."""
-    pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'segloc[fleet-s3]')")
-    server_module = pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install 'segloc[fleet-s3]')")
+    pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'segloc_ros[fleet-s3]')")
+    server_module = pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install 'segloc_ros[fleet-s3]')")
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
