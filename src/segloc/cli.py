@@ -193,6 +193,12 @@ def cmd_map_publish(args: argparse.Namespace) -> int:
         print(report["summary"])
         if not report["accepted"]:
             raise SeglocError(f"the validation gate refused {args.map}: {report['reason']}")
+        latest = store.latest()
+        if latest != report["baseline_version"]:
+            raise SeglocError(
+                f"the latest version of {args.store} became {latest} while the gate compared with {report['baseline_version']}: "
+                "publish again (the gate runs against the new latest)"
+            )
     record = store.publish(args.map, validation=report)
     print(
         f"published {args.map} as version {record.version} of {args.store} (parent {record.parent}, content {record.content_hash[:12]}, {record.bytes} bytes)"
