@@ -182,7 +182,10 @@ class MapStore:
         try:
             self.fs.mv(tmp, path)
         except BaseException:
-            self.fs.rm(tmp)
+            try:
+                self.fs.rm(tmp)
+            except OSError:  # already gone, or the store out of reach: the original error says more
+                pass
             raise
 
     def _check_format(self, create: bool) -> None:
