@@ -69,3 +69,9 @@ def test_outdoor_yaml_loads():
     localize = load_config(SegLocLocalizerConfig, path, section="localize")
     # its distances are derived from the map (null), as config/segloc.yaml's
     assert (localize.approximation, localize.weighted_max_distance, localize.refinement.max_translation_change) == ("weighted", None, None)
+
+
+def test_fleet_yaml_matches_the_defaults():
+    from segloc.maps.gate import GateConfig
+
+    assert load_config(GateConfig, CONFIG_DIR / "fleet.yaml", section="gate") == GateConfig()

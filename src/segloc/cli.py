@@ -8,6 +8,10 @@
     segloc dataset relight DATASET --condition dusk|night -o OUT   (low-light variant of the queries)
     segloc map build DATASET --method reference -o MAP
     segloc map info MAP
+    segloc map publish MAP STORE [--gate-dataset DATASET ...]   (STORE: a folder or an fsspec URL)
+    segloc map versions STORE
+    segloc map pull STORE [--version N] -o DIR
+    segloc map rollback STORE N
     segloc localize MAP --dataset DATASET         (or --image FILE --camera "MODEL W H params...")
     segloc evaluate MAP DATASET --method reference -o OUT
     segloc evaluate MAP --bag BAG --pose-topic /ground_truth/pose -o OUT   (every image of a rosbag2)
@@ -165,6 +169,79 @@ def cmd_map_info(args: argparse.Namespace) -> int:
             shown = ", ".join(f"{name} {value:g}" for name, value in derived.items())
             print(f"derived localize options{' (the rest set by ' + str(args.config) + ')' if args.config else ''}: {shown}")
     print("valid: " + ("checksums match, " if not args.no_verify else "") + "every file reads")
+    return 0
+
+
+def cmd_map_publish(args: argparse.Namespace) -> int:
+    from segloc.maps.store import MapStore
+
+    store = MapStore(args.store)
+    report = None
+    if args.gate_dataset:
+        from segloc.config import config_section
+        from segloc.maps.gate import gate_config, validate_candidate
+
+        config = gate_config(config_section(args.config, "gate"))
+        report = validate_candidate(
+            args.map,
+            store,
+            args.gate_dataset,
+            config,
+            localize_values=config_section(args.config, "localize"),
+            progress=not args.no_progress,
+        )
+        print(report["summary"])
+        if not report["accepted"]:
+            raise SeglocError(f"the validation gate refused {args.map}: {report['reason']}")
+        latest = store.latest()
+        if latest != report["baseline_version"]:
+            raise SeglocError(
+                f"the latest version of {args.store} became {latest} while the gate compared with {report['baseline_version']}: "
+                "publish again (the gate runs against the new latest)"
+            )
+    record = store.publish(args.map, validation=report)
+    print(
+        f"published {args.map} as version {record.version} of {args.store} (parent {record.parent}, content {record.content_hash[:12]}, {record.bytes} bytes)"
+    )
+    return 0
+
+
+def cmd_map_versions(args: argparse.Namespace) -> int:
+    from segloc.maps.store import MapStore
+
+    store = MapStore(args.store)
+    latest = store.latest()
+    records = store.versions()
+    if not records:
+        print(f"map store {args.store}: no published version")
+        return 0
+    print(f"{'':2}{'version':>7} {'parent':>6}  {'created':<25} {'bytes':>10}  {'content':<12}  gate")
+    for record in records:
+        validation = record.validation
+        gate = "-" if validation is None else ("accepted" if validation.get("accepted") else "refused")
+        parent = "-" if record.parent is None else str(record.parent)
+        mark = "* " if record.version == latest else "  "
+        print(
+            f"{mark}{record.version:>7} {parent:>6}  {record.created.get('time', '?'):<25} {record.bytes:>10}  {record.content_hash[:12]}  {gate}"
+        )
+    print(f"latest: version {latest} (marked *)")
+    return 0
+
+
+def cmd_map_pull(args: argparse.Namespace) -> int:
+    from segloc.maps.store import MapStore
+
+    store = MapStore(args.store)
+    path = store.pull(args.output, version=args.version, overwrite=args.overwrite)
+    print(f"pulled version {args.version if args.version is not None else store.latest()} of {args.store} into {path} (checksums match)")
+    return 0
+
+
+def cmd_map_rollback(args: argparse.Namespace) -> int:
+    from segloc.maps.store import MapStore
+
+    record = MapStore(args.store).rollback(args.version)
+    print(f"latest of {args.store} is version {record.version} (content {record.content_hash[:12]})")
     return 0
 
 
@@ -594,6 +671,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the checksum verification")
     p.add_argument("--config", type=Path, help="YAML file whose 'localize' options are set (the rest are derived from the map)")
     p.set_defaults(func=cmd_map_info)
+    store_help = "map store: a folder, or an fsspec URL (memory://..., s3://bucket/path with s3fs)"
+    p = maps.add_parser(
+        "publish",
+        help="publish a map as the next version of a map store (after the validation gate, with --gate-dataset) and make it the latest",
+    )
+    p.add_argument("map", type=Path)
+    p.add_argument("store", help=store_help)
+    p.add_argument(
+        "--gate-dataset",
+        type=Path,
+        action="append",
+        default=[],
+        help="dataset folder whose queries the map must localize at least as well as the store's latest (repeatable: the "
+        "newest recording and earlier ones); without it the version is published with no validation report",
+    )
+    p.add_argument("--config", type=Path, help="YAML file with a 'gate' section (GateConfig) and a 'localize' section")
+    common(p)
+    p.set_defaults(func=cmd_map_publish)
+    p = maps.add_parser("versions", help="list the versions of a map store")
+    p.add_argument("store", help=store_help)
+    p.set_defaults(func=cmd_map_versions)
+    p = maps.add_parser("pull", help="download a version of a map store into a map folder (checksums checked, renamed into place)")
+    p.add_argument("store", help=store_help)
+    p.add_argument("--version", type=int, help="version number (default: the latest)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="map folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace the map if it exists (only a map package)")
+    p.set_defaults(func=cmd_map_pull)
+    p = maps.add_parser("rollback", help="make a published version the latest again")
+    p.add_argument("store", help=store_help)
+    p.add_argument("version", type=int)
+    p.set_defaults(func=cmd_map_rollback)
 
     p = commands.add_parser(
         "export",

@@ -18,7 +18,10 @@ Arguments (``ros2 launch segloc_ros localize.launch.py --show-args``):
   whole pipeline of the map's method, any registered method, in one process), ``auto`` (the
   default) ``split`` for a SegLoc map (or no map argument) and ``single`` for any other;
 - ``composition``: with ``split``, ``true`` runs the three nodes in one
-  ``localization_container`` process, ``false`` (default) as three processes.
+  ``localization_container`` process, ``false`` (default) as three processes;
+- ``map_store``: a fleet map store (folder or fsspec URL); when set, ``map_manager`` runs too
+  and keeps the launched localizer nodes on the store's version (``localizer_nodes`` set to
+  them); empty (default): no manager.
 
 Fast DDS gets the large shared-memory profile ``config/fastdds_shm.xml``
 (``FASTRTPS_DEFAULT_PROFILES_FILE``), without which most camera images between processes are lost.
@@ -35,6 +38,7 @@ from segloc_ros.nodes.params import AVAILABLE_BACKENDS
 
 __all__ = [
     "CONTAINER_EXECUTABLE",
+    "MAP_MANAGER",
     "NODE_EXECUTABLES",
     "PACKAGE",
     "SINGLE",
@@ -56,6 +60,8 @@ PACKAGE = "segloc_ros"
 NODE_EXECUTABLES: dict[str, str] = {node.name: node.executable for node in COMPOSED_NODES}
 #: The node of ``pipeline:=single``: any method's whole pipeline in one process.
 SINGLE = node_info("localizer_node")
+#: The node that keeps the localizers on a fleet map store's version (``map_store`` argument).
+MAP_MANAGER = node_info("map_manager")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -105,6 +111,9 @@ def launch_arguments(share_dir: str | Path) -> list[LaunchArgument]:
         ),
         LaunchArgument(
             "composition", "false", "with split, true: the three nodes in one localization_container process; false: three processes"
+        ),
+        LaunchArgument(
+            "map_store", "", "fleet map store (folder or fsspec URL): map_manager keeps the localizer nodes on its version; empty: none"
         ),
     ]
 
@@ -182,7 +191,17 @@ def node_launches(values: dict[str, str]) -> list[NodeLaunch]:
     parameters = [values["params_file"], parameter_overrides(values["map"], values["use_sim_time"], values["backend"])]
     topics = remappings(values["image"], values["camera_info"])
     if pipeline_kind(values.get("pipeline", "auto"), values["map"]) == "single":
-        return [NodeLaunch(SINGLE.executable, SINGLE.name, parameters, topics)]
-    if _flag("composition", values["composition"]):
-        return [NodeLaunch(CONTAINER_EXECUTABLE, None, parameters, topics)]
-    return [NodeLaunch(executable, name, parameters, topics) for name, executable in NODE_EXECUTABLES.items()]
+        launches, localizers = [NodeLaunch(SINGLE.executable, SINGLE.name, parameters, topics)], [SINGLE.name]
+    elif _flag("composition", values["composition"]):
+        launches, localizers = [NodeLaunch(CONTAINER_EXECUTABLE, None, parameters, topics)], list(NODE_EXECUTABLES)
+    else:
+        launches = [NodeLaunch(executable, name, parameters, topics) for name, executable in NODE_EXECUTABLES.items()]
+        localizers = list(NODE_EXECUTABLES)
+    if values.get("map_store"):
+        manager_overrides = {
+            "store": values["map_store"],
+            "localizer_nodes": ",".join(localizers),
+            "use_sim_time": _flag("use_sim_time", values["use_sim_time"]),
+        }
+        launches.append(NodeLaunch(MAP_MANAGER.executable, MAP_MANAGER.name, [values["params_file"], manager_overrides]))
+    return launches

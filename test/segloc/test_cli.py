@@ -44,6 +44,10 @@ def test_help_everywhere():
         ["localize", "--help"],
         ["convert", "--help"],
         ["dataset", "relight", "--help"],
+        ["map", "publish", "--help"],
+        ["map", "versions", "--help"],
+        ["map", "pull", "--help"],
+        ["map", "rollback", "--help"],
     ):
         result = subprocess.run([sys.executable, "-m", "segloc.cli", *argv], capture_output=True, text=True)
         assert result.returncode == 0 and "usage: segloc" in result.stdout

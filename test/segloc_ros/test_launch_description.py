@@ -51,3 +51,13 @@ def test_the_pipeline_follows_the_map(tmp_path):
     assert single.parameters[0] == f"{SHARE}/config/segloc_ros.yaml" and single.parameters[1]["map_path"] == reference_map
     with pytest.raises(ValueError, match="pipeline must be auto, split or single"):
         node_launches(values(map=segloc_map, pipeline="both"))
+
+
+def test_a_map_store_adds_the_map_manager_for_the_launched_localizers(tmp_path):
+    reference_map = write_map(tmp_path / "b", "reference")
+    assert all(p.name != "map_manager" for p in node_launches(values(map=reference_map)))  # no store: no manager
+    *_, manager = node_launches(values(map=reference_map, map_store="s3://fleet/site"))
+    assert (manager.executable, manager.name) == ("map_manager", "map_manager")
+    assert manager.parameters[1]["store"] == "s3://fleet/site" and manager.parameters[1]["localizer_nodes"] == "localizer_node"
+    *_, manager = node_launches(values(map_store="/maps/store", composition="true"))
+    assert manager.parameters[1]["localizer_nodes"] == ",".join(node.name for node in COMPOSED_NODES)

@@ -18,6 +18,8 @@ SegLoc's split deployment runs the same stages in three processes::
 - :mod:`segloc_ros.nodes.retrieval_node`: the most similar mapping images (and pose priors);
 - :mod:`segloc_ros.nodes.pose_refinement_node`: label-based pose refinement from the retrieval
   (or pose priors, or ``initialpose``), then the publishing decision;
+- :mod:`segloc_ros.nodes.map_manager_node` (``map_manager``): follows a fleet map store and
+  swaps new versions into the localizer nodes through their ``map_path`` parameter;
 - :mod:`segloc_ros.composition`: the three in one process (``localization_container``).
 
 Shared pieces: :mod:`~segloc_ros.nodes.common` (the lifecycle base: parameters, diagnostics,
@@ -47,6 +49,8 @@ from typing import Any
 from segloc_ros.nodes.params import (
     LOCALIZER_NODE,
     LOCALIZER_PARAMETERS,
+    MAP_MANAGER_NODE,
+    MAP_MANAGER_PARAMETERS,
     POSE_REFINEMENT_NODE,
     POSE_REFINEMENT_PARAMETERS,
     RETRIEVAL_NODE,
@@ -81,6 +85,8 @@ class NodeInfo:
         parameters: what it declares (:mod:`segloc_ros.nodes.params`).
         composed: one of the split SegLoc pipeline: started one process each by the launch file
             and the replay launcher, or together in ``localization_container`` (composition).
+        serves_map: it loads a map and takes the common parameters (``map_path``, ``backend``, ...);
+            false for map_manager, which sets the others' ``map_path``.
     """
 
     name: str
@@ -89,6 +95,7 @@ class NodeInfo:
     class_name: str
     parameters: tuple[ParameterSpec, ...]
     composed: bool = False
+    serves_map: bool = True
 
     @property
     def entry_point(self) -> str:
@@ -104,7 +111,7 @@ class NodeInfo:
         return {spec.name: spec.default for spec in self.parameters}
 
 
-#: Every node of the package: SegLoc's split pipeline in its order, then localizer_node (any method, one process).
+#: Every node of the package: SegLoc's split pipeline in its order, localizer_node (any method, one process), map_manager.
 NODES: tuple[NodeInfo, ...] = (
     NodeInfo(
         SEGMENTATION_NODE,
@@ -124,6 +131,14 @@ NODES: tuple[NodeInfo, ...] = (
         composed=True,
     ),
     NodeInfo(LOCALIZER_NODE, "localizer_node", "segloc_ros.nodes.localizer_node", "LocalizerNode", LOCALIZER_PARAMETERS),
+    NodeInfo(
+        MAP_MANAGER_NODE,
+        "map_manager",
+        "segloc_ros.nodes.map_manager_node",
+        "MapManagerNode",
+        MAP_MANAGER_PARAMETERS,
+        serves_map=False,
+    ),
 )
 #: The split pipeline: the nodes localization_container runs in one process.
 COMPOSED_NODES: tuple[NodeInfo, ...] = tuple(node for node in NODES if node.composed)

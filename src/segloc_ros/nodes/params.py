@@ -19,6 +19,8 @@ __all__ = [
     "LOCALIZER_NODE",
     "LOCALIZER_PARAMETERS",
     "LOCALIZING_PARAMETERS",
+    "MAP_MANAGER_NODE",
+    "MAP_MANAGER_PARAMETERS",
     "POSE_REFINEMENT_NODE",
     "POSE_REFINEMENT_PARAMETERS",
     "PRIOR_INPUTS",
@@ -35,6 +37,7 @@ SEGMENTATION_NODE = "segmentation_node"
 RETRIEVAL_NODE = "retrieval_node"
 POSE_REFINEMENT_NODE = "pose_refinement_node"
 LOCALIZER_NODE = "localizer_node"
+MAP_MANAGER_NODE = "map_manager"
 
 #: Inference backends the nodes can run the segmentation network with (auto: tensorrt where it
 #: imports and CUDA is present, else onnxruntime where it imports, else torch; segloc.runtime).
@@ -209,4 +212,29 @@ LOCALIZER_PARAMETERS: tuple[ParameterSpec, ...] = (
         "longest side (pixels) images are shrunk to before the method sees them; 0 = what the method works at (on configure)",
         minimum=0,
     ),
+)
+
+#: map_manager (segloc_ros.nodes.map_manager_node): follows a fleet map store; it loads no map itself.
+MAP_MANAGER_PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("store", "", "fleet map store: a folder or an fsspec URL (s3://bucket/maps/site with s3fs) (on configure)"),
+    ParameterSpec(
+        "cache_dir",
+        "",
+        "local folder the versions are pulled into (CACHE/v000003); '' = $ROS_HOME/segloc_maps (~/.ros/segloc_maps) (on configure)",
+    ),
+    ParameterSpec(
+        "localizer_nodes",
+        LOCALIZER_NODE,
+        "comma-separated names of the nodes whose map_path is set to a new version (e.g. "
+        "segmentation_node,retrieval_node,pose_refinement_node for the split pipeline) (on configure)",
+    ),
+    ParameterSpec("poll_period", 30.0, "seconds between two looks at the store's latest version", positive=True),
+    ParameterSpec("keep_versions", 2, "versions kept in cache_dir, the one in service included; older pulls are removed", minimum=1),
+    ParameterSpec(
+        "set_timeout",
+        120.0,
+        "seconds a localizer node may take to answer the map_path change (it loads the map first)",
+        positive=True,
+    ),
+    *(spec for spec in COMMON_PARAMETERS if spec.name in ("autostart", "diagnostics_period")),
 )
