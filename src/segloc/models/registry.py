@@ -24,6 +24,7 @@ from segloc.errors import SeglocError
 
 MODELS: dict[str, str] = {
     "segmentation": "segloc.models.segmentation:SegmentationNet",
+    "inversion_unet": "segloc.models.inversion:InversionUNet",
 }
 
 
