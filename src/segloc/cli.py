@@ -145,6 +145,31 @@ def cmd_map_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    import torch
+
+    from segloc.config import config_from_dict
+    from segloc.evaluate.audit import AUDIT_PRESETS, AuditConfig, run_audit
+
+    values = dict(AUDIT_PRESETS[args.preset])
+    for key in ("steps", "max_edge", "time_budget_s", "max_images", "seed"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    values["strong"] = args.strong
+    config = config_from_dict(AuditConfig, values, "audit")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    report = run_audit(args.map, args.dataset, args.output, config, args.train_data or None, progress=not args.no_progress)
+    total = report["total"]
+    print(
+        f"audit of {args.map} ({report['method']}, {report['variant']} attacker, {total['images']} images): "
+        f"SSIM {total['ssim']:.3f}, PSNR {total['psnr']:.2f} dB, MAE {total['mae']:.3f}, perceptual {total['perceptual']:.3f} "
+        f"in {time.perf_counter() - start:.0f} s; {args.output / 'audit.json'}, {args.output / 'contact_sheet.png'}"
+    )
+    return 0
+
+
 def cmd_map_info(args: argparse.Namespace) -> int:
     from segloc.config import config_section
     from segloc.maps.core import read_core
@@ -725,6 +750,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     p.add_argument("--cache-dir", type=Path, help="engine cache (default $SEGLOC_CACHE or ~/.cache/segloc)")
     p.set_defaults(func=cmd_export)
+
+    p = commands.add_parser(
+        "audit", help="privacy audit: train an inversion attacker on other places and measure how much of the mapping images it recovers"
+    )
+    p.add_argument("map", type=Path)
+    p.add_argument("dataset", type=Path, help="the dataset folder the map was built from (its mapping images are scored)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="report folder (audit.json, contact_sheet.png, attacker/)")
+    p.add_argument(
+        "--train-data",
+        type=Path,
+        action="append",
+        help="dataset folder of another place with depth maps (repeatable; default: synthetic scenes rendered into OUTPUT)",
+    )
+    p.add_argument("--strong", action="store_true", help="stronger attacker: also train on the audited dataset's query images")
+    p.add_argument("--preset", default="cpu", choices=["cpu", "full"], help="attacker size and training length (default cpu: minutes)")
+    p.add_argument("--steps", type=int, help="training steps (replaces the preset's)")
+    p.add_argument("--max-edge", type=int, help="longer side of the attacker's images (replaces the preset's)")
+    p.add_argument("--time-budget", dest="time_budget_s", type=float, help="stop training after this many seconds")
+    p.add_argument("--max-images", type=int, help="score at most this many mapping images")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    common(p)
+    p.set_defaults(func=cmd_audit)
 
     p = commands.add_parser("localize", help="localize images against a map")
     p.add_argument("map", type=Path)

@@ -421,3 +421,16 @@ def core_for(dataset: Dataset, config: CoreConfig, progress: bool, core: CoreBui
     if [image.name for image in core.core.images] != [record.name for record in dataset.mapping]:
         raise SeglocError(f"the core given to the map builder is not that of {dataset.root}'s mapping images")
     return core.copy()
+
+
+def core_sift_config(package: Any) -> SiftConfig:
+    """The SIFT options a map's core was built with (``created.config.core.sift`` of its manifest; the defaults if absent).
+
+    Args:
+        package: an opened :class:`segloc.maps.package.MapPackage`.
+    """
+    from segloc.config import config_from_dict
+
+    created = package.manifest.get("created", {})
+    values = ((created.get("config") or {}).get("core") or {}).get("sift")
+    return config_from_dict(SiftConfig, values, where=f"{package.path} manifest created.config.core.sift")

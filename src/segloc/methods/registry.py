@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
+
 from segloc.errors import SeglocError
 
 if TYPE_CHECKING:
@@ -48,10 +50,12 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "PRIOR_USES",
     "TRAINER_ENTRY_POINT_GROUP",
+    "AttackSurface",
     "DemoContext",
     "DemoRun",
     "Method",
     "available_methods",
+    "geometry_attack_surface",
     "get_method",
     "load_trainer",
     "register_method",
@@ -113,6 +117,56 @@ class DemoContext:
     train_epochs: int = 10
     checkpoint: Path | None = None
     progress: bool = True
+
+
+@dataclass(frozen=True)
+class AttackSurface:
+    """What an inversion attacker gets from a map file (``segloc audit``, :mod:`segloc.evaluate.audit`).
+
+    The attacker projects the core's 3D points into each mapping camera and rasterises, at each
+    projection, the attributes the map stores for that observation; it learns to invert them on
+    images of other places, where it computes the same attributes with what the map holds
+    (the map's SIFT options, the map's own network).
+
+    Attributes:
+        description: one line for ``audit.json``: what the map holds per point.
+        observation_attributes: (M, C) float32 attributes of each core observation (a per-point
+            attribute repeated over its observations); C may be 0 (geometry only).
+        features: ``features(image) -> (points2D (N, 2), attributes (N, C))``: keypoints of an
+            (H, W, 3) uint8 RGB image of another place, COLMAP pixel convention, with the same
+            C attributes the map would store for them (the attacker's training inputs).
+    """
+
+    description: str
+    observation_attributes: np.ndarray
+    features: Any
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.observation_attributes.shape[1])
+
+
+def geometry_attack_surface(package: MapPackage) -> AttackSurface:
+    """The attack surface of the ``core`` layer alone: projected 3D points (depth, validity), no attribute channel.
+
+    SIFT keypoints (the map's core options) stand for the points of another place's images.
+    """
+    from segloc.features.sift import extract_sift
+    from segloc.maps.build import core_sift_config
+    from segloc.maps.core import read_core
+
+    core = read_core(package)
+    sift = core_sift_config(package)
+
+    def features(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keypoints = extract_sift(image, sift).keypoints
+        return keypoints, np.zeros((len(keypoints), 0), np.float32)
+
+    return AttackSurface(
+        "core only: 3D points and their observations, no per-point appearance",
+        np.zeros((core.num_observations, 0), np.float32),
+        features,
+    )
 
 
 class Method(ABC):
@@ -201,6 +255,17 @@ class Method(ABC):
         The default, for methods whose maps carry no network, is {}.
         """
         return {}
+
+    def attack_surface(self, package: MapPackage) -> AttackSurface:
+        """What an inversion attacker gets from this method's map (``segloc audit``).
+
+        The default is the ``core`` layer alone (:func:`geometry_attack_surface`): 3D points with
+        their depth in each mapping camera and no attribute channel. That is the whole attack
+        surface of a map without per-point appearance, e.g. SLD's (network weights only; its
+        core holds the points the evaluator uses). A method whose map stores something per 3D
+        point or observation (descriptors, labels) overrides this and returns those attributes.
+        """
+        return geometry_attack_surface(package)
 
     # --- segloc demo ------------------------------------------------------------------------
     def demo_map_config(self, context: DemoContext) -> dict[str, Any]:

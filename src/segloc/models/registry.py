@@ -25,6 +25,7 @@ from segloc.errors import SeglocError
 MODELS: dict[str, str] = {
     "segmentation": "segloc.models.segmentation:SegmentationNet",
     "landmarks": "segloc.models.landmarks:LandmarkEnsemble",
+    "inversion_unet": "segloc.models.inversion:InversionUNet",
 }
 
 

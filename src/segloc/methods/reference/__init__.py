@@ -47,5 +47,11 @@ class ReferenceMethod(Method):
 
         return ReferenceLocalizer.from_map(package, config)
 
+    def attack_surface(self, package):
+        """The SIFT descriptor of every core observation (128 channels): what InvSfM inverts."""
+        from segloc.methods.reference.layer import reference_attack_surface
+
+        return reference_attack_surface(package)
+
 
 METHOD = ReferenceMethod()

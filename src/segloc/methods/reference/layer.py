@@ -105,6 +105,35 @@ def read_reference_layer(package: MapPackage, core: MapCore) -> ReferenceLayer:
     return ReferenceLayer(descriptors, config_from_dict(SiftConfig, meta.get("sift"), where=f"{package.path} reference/meta.json sift"))
 
 
+#: Scale of the SIFT values in the attacker's input channels (OpenCV's descriptors are at most 255).
+SIFT_ATTACK_SCALE = 1.0 / 64.0
+
+
+def reference_attack_surface(package: MapPackage) -> Any:
+    """What the reference map gives an inversion attacker: the (M, 128) SIFT descriptors of the core observations.
+
+    Returns:
+        a :class:`segloc.methods.registry.AttackSurface` whose training features are SIFT with
+        the map's own options (descriptors scaled by :data:`SIFT_ATTACK_SCALE`).
+    """
+    from segloc.features.sift import extract_sift
+    from segloc.maps.core import read_core
+    from segloc.methods.registry import AttackSurface
+
+    core = read_core(package)
+    layer = read_reference_layer(package, core)
+
+    def features(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        extracted = extract_sift(image, layer.sift)
+        return extracted.keypoints, extracted.descriptors.astype(np.float32) * SIFT_ATTACK_SCALE
+
+    return AttackSurface(
+        "SIFT descriptor (128 values) of every observation of every 3D point",
+        layer.descriptors.astype(np.float32) * SIFT_ATTACK_SCALE,
+        features,
+    )
+
+
 def write_vlad_layer(writer: MapWriter, vocabulary: np.ndarray, global_descriptors: np.ndarray) -> None:
     """Add the ``vlad`` layer: vocabulary (K, 128) and VLAD vectors (I, K * 128), one per mapping image."""
     writer.add_arrays(

@@ -64,6 +64,12 @@ class SegLocMethod(Method):
 
         return SegLocLocalizer.from_map(package, config)
 
+    def attack_surface(self, package):
+        """The label distribution of every 3D point as stored (one-hot top-1, top-k weights or full; K channels)."""
+        from segloc.methods.segloc.layer import segloc_attack_surface
+
+        return segloc_attack_surface(package)
+
     def derived_options(self, package, config: Any) -> dict[str, float]:
         """The options :class:`SegLocLocalizer` derives from the map's scale with ``config`` (see :mod:`.defaults`)."""
         from segloc.maps.core import read_core

@@ -74,6 +74,8 @@ __all__ = [
     "read_segloc_model",
     "relabel_segloc_map",
     "sample_probabilities",
+    "segloc_attack_surface",
+    "stored_distribution",
     "write_segloc_layer",
     "write_segloc_model",
 ]
@@ -425,6 +427,68 @@ def read_segloc_layer(package: MapPackage, core: MapCore | None = None) -> SegLo
     if probabilities is not None and probabilities.shape != (num_points, num_classes):
         raise SeglocError(f"{where}: point_probabilities has shape {probabilities.shape}, expected ({num_points}, {num_classes})")
     return SegLocLayer(point_labels.astype(np.int64), topk_labels, topk_weights, probabilities, descriptors.astype(np.float32), meta)
+
+
+def stored_distribution(probabilities: np.ndarray, store: str, top_k: int) -> np.ndarray:
+    """What a map with ``store`` keeps of class distributions (N, K), as (N, K) float32: one-hot, top-k weights or all."""
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    if store == "full":
+        return probabilities
+    k = 1 if store == "top1" else top_k
+    labels, weights = top_k_of_distribution(probabilities, k)
+    kept = np.zeros_like(probabilities)
+    rows = np.arange(len(probabilities))[:, None]
+    kept[rows, labels] = 1.0 if store == "top1" else weights
+    return kept
+
+
+def segloc_attack_surface(package: MapPackage) -> Any:
+    """What a SegLoc map gives an inversion attacker: each 3D point's labels as stored, K channels.
+
+    A top-1 map gives a one-hot vector per point, a top-k map the k mean probabilities at their
+    labels, a full map the distribution. The attacker makes its training inputs with the network
+    embedded in the map (layer ``segloc_model``): SIFT keypoints (the core's options) of another
+    place's image, labelled as :func:`build_segloc_map` would.
+
+    Returns:
+        a :class:`segloc.methods.registry.AttackSurface`.
+    """
+    from segloc.features.sift import extract_sift
+    from segloc.maps.build import core_sift_config
+    from segloc.maps.core import read_core
+    from segloc.methods.registry import AttackSurface
+    from segloc.models.segmenter import NetworkSegmenter
+
+    core = read_core(package)
+    layer = read_segloc_layer(package, core)
+    top_k = int(layer.meta.get("top_k") or 1)
+    if layer.probabilities is not None:
+        point_attributes = layer.probabilities.astype(np.float32)
+    else:
+        labels, weights = layer.labels()
+        point_attributes = np.zeros((core.num_points, layer.num_classes), np.float32)
+        if weights is None:
+            point_attributes[np.arange(core.num_points), labels] = 1.0
+        else:
+            point_attributes[np.arange(core.num_points)[:, None], labels] = weights
+    sift = core_sift_config(package)
+    segmenter = None
+
+    def features(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal segmenter
+        if segmenter is None:  # the network is read on first use: the audit of the map's own points does not need it
+            meta = layer.meta
+            segmenter = NetworkSegmenter(read_segloc_model(package), meta.get("inference_max_edge"), "cpu", meta.get("temperature") or 1.0)
+        keypoints = extract_sift(image, sift).keypoints
+        finest = segmenter(image).probabilities[-1].numpy()
+        sampled = sample_probabilities(finest, keypoints, (image.shape[1], image.shape[0]))
+        return keypoints, stored_distribution(sampled, layer.store, top_k)
+
+    return AttackSurface(
+        f"SegLoc labels of every 3D point (store {layer.store}, K = {layer.num_classes})",
+        point_attributes[core.observation_point_ids],
+        features,
+    )
 
 
 # --- the embedded network -----------------------------------------------------------------

@@ -15,6 +15,7 @@ from segloc.data.synthetic import LABELS, generate_scene, synth_config
 from segloc.errors import SeglocError
 from segloc.maps.core import read_core
 from segloc.maps.package import MapPackage
+from segloc.methods import get_method
 from segloc.methods.segloc.layer import (
     MODEL_LAYER,
     SEGLOC_LAYER,
@@ -25,6 +26,7 @@ from segloc.methods.segloc.layer import (
     read_segloc_model,
     relabel_segloc_map,
     sample_probabilities,
+    stored_distribution,
 )
 from segloc.models import SegmentationNet, save_checkpoint, segmentation_config
 from segloc.models.segmenter import NetworkSegmenter, Segmentation
@@ -269,3 +271,23 @@ def test_layer_of_another_core_is_rejected(room, tmp_path):
         read_segloc_layer(MapPackage.open(tmp_path / "map"))
     with pytest.raises(SeglocError, match="has no 'segloc' layer"):
         read_segloc_layer(MapPackage(package.path, {**package.manifest, "layers": {}}))
+
+
+def test_stored_distribution_keeps_what_each_store_mode_keeps():
+    probabilities = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]], np.float32)
+    np.testing.assert_array_equal(stored_distribution(probabilities, "top1", 1), [[0, 1, 0], [1, 0, 0]])
+    np.testing.assert_allclose(stored_distribution(probabilities, "topk", 2), [[0, 0.6, 0.3], [0.5, 0, 0.3]])
+    np.testing.assert_allclose(stored_distribution(probabilities, "full", 3), probabilities)
+
+
+def test_attack_surface_is_the_stored_labels_of_each_observation(room):
+    """The audit's attacker gets the point distributions the map stores, and makes the same from other images with the map's network."""
+    dataset, _, package, _ = room
+    core = read_core(package)
+    surface = get_method("segloc").attack_surface(package)
+    layer = read_segloc_layer(package, core)
+    assert surface.num_channels == NUM_CLASSES and "store full" in surface.description
+    np.testing.assert_allclose(surface.observation_attributes, layer.probabilities[core.observation_point_ids].astype(np.float32))
+    keypoints, attributes = surface.features(dataset.load_image(dataset.mapping[0].name))
+    assert len(keypoints) > 10 and attributes.shape == (len(keypoints), NUM_CLASSES)
+    np.testing.assert_allclose(attributes.sum(axis=1), 1.0, atol=1e-3)
