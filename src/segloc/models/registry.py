@@ -24,6 +24,7 @@ from segloc.errors import SeglocError
 
 MODELS: dict[str, str] = {
     "segmentation": "segloc.models.segmentation:SegmentationNet",
+    "netvlad": "segloc.models.netvlad:NetVlad",
 }
 
 
