@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -338,3 +339,38 @@ class PcaWhitening:
                 f"inconsistent PCA-whitening arrays: mean {mean.shape}, components {components.shape}, variances {variances.shape}"
             )
         return cls(mean, components, variances, float(arrays["eps"]))
+
+
+@torch.no_grad()
+def describe_images(
+    model: NetVlad, images: Sequence[np.ndarray], max_edge: int | None, device: str | torch.device = "cpu", batch_size: int = 8
+) -> np.ndarray:
+    """Global descriptors (N, K * D) of uint8 RGB images (H, W, 3), each resized so its longer side is ``max_edge``.
+
+    The sizes follow :func:`segloc.models.segmenter.inference_size` (multiples of 32); images of
+    one size are batched.
+    """
+    import cv2
+
+    from segloc.models.segmenter import check_image, inference_size
+
+    model = model.to(device).eval()
+    out = np.zeros((len(images), model.dimension), np.float32)
+    pending: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+
+    def flush(size: tuple[int, int]) -> None:
+        items = pending.pop(size)
+        batch = torch.from_numpy(np.stack([image for _, image in items])).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+        out[[index for index, _ in items]] = model(batch).descriptor.float().cpu().numpy()
+
+    for index, image in enumerate(images):
+        image = check_image(image)
+        size = inference_size(image.shape[1], image.shape[0], max_edge)
+        if size != (image.shape[1], image.shape[0]):
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if size[0] < image.shape[1] else cv2.INTER_LINEAR)
+        pending.setdefault(size, []).append((index, image))
+        if len(pending[size]) >= batch_size:
+            flush(size)
+    for size in list(pending):
+        flush(size)
+    return out

@@ -105,3 +105,16 @@ def test_search_returns_the_largest_inner_products():
     np.testing.assert_array_equal(indices, np.argsort(-brute, axis=1)[:, :3])
     np.testing.assert_allclose(scores, np.sort(brute, axis=1)[:, ::-1][:, :3], rtol=1e-5)
     assert search_inner_product(queries, database, 100)[0].shape == (5, 40)
+
+
+def test_describe_images_batches_by_size_and_matches_the_network():
+    from segloc.models.netvlad import describe_images
+
+    net = NetVlad(NetVladConfig(pretrained=False, num_clusters=4)).eval()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size=shape, dtype=np.uint8) for shape in ((64, 96, 3), (96, 64, 3), (64, 96, 3))]
+    described = describe_images(net, images, max_edge=96, batch_size=2)
+    assert described.shape == (3, net.dimension)
+    with torch.no_grad():
+        alone = net(torch.from_numpy(images[1]).permute(2, 0, 1)[None].float() / 255.0).descriptor[0].numpy()
+    np.testing.assert_allclose(described[1], alone, atol=1e-5)
