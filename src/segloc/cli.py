@@ -141,6 +141,21 @@ def cmd_map_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_map_add_sfrs(args: argparse.Namespace) -> int:
+    from segloc.data.dataset import read_dataset
+    from segloc.maps.package import check_map_output
+    from segloc.maps.sfrs import SfrsLayerConfig, add_sfrs_layer
+
+    dataset = read_dataset(args.dataset)
+    if args.output.resolve() != args.map.resolve():
+        check_map_output(args.output, args.overwrite, [*dataset.inputs(), (args.map, "the map")])
+    config = SfrsLayerConfig(str(args.checkpoint), args.whitening_dim, args.max_edge)
+    start = time.perf_counter()
+    add_sfrs_layer(args.map, dataset, config, args.output, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"wrote map {args.output} with an sfrs layer in {time.perf_counter() - start:.1f} s (use it with localize.retrieval: sfrs)")
+    return 0
+
+
 def cmd_map_info(args: argparse.Namespace) -> int:
     from segloc.config import config_section
     from segloc.maps.core import read_core
@@ -160,7 +175,11 @@ def cmd_map_info(args: argparse.Namespace) -> int:
     print(f"scale: {map_scale(core).describe()}")
     if package.method in available_methods():
         method = get_method(package.method)
-        derived = method.derived_options(package, method.localize_config(config_section(args.config, "localize")))
+        from segloc.localize.retrieval import split_retrieval_option
+
+        derived = method.derived_options(
+            package, method.localize_config(split_retrieval_option(config_section(args.config, "localize"))[1])
+        )
         if derived:
             shown = ", ".join(f"{name} {value:g}" for name, value in derived.items())
             print(f"derived localize options{' (the rest set by ' + str(args.config) + ')' if args.config else ''}: {shown}")
@@ -212,7 +231,9 @@ def cmd_localize(args: argparse.Namespace) -> int:
         check_output(args.output, "file", inputs=inputs, what="poses file")
     package = MapPackage.open(args.map)
     method = get_method(args.method or package.method)
-    localizer = method.load_localizer(package, method.localize_config(config_section(args.config, "localize")))
+    from segloc.localize.retrieval import load_localizer
+
+    localizer = load_localizer(method, package, config_section(args.config, "localize"))
     jobs = []  # (name in the poses file, name in messages, image loader, camera)
     if args.dataset is not None:
         dataset = read_dataset(args.dataset)
@@ -276,7 +297,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     method = get_method(args.method or package.method)
     bag_config = bag_read_config_from_args(args) if bag is not None else None
     dataset = read_dataset(args.dataset, require_query=True) if args.dataset is not None else None
-    localizer = method.load_localizer(package, method.localize_config(config_section(args.config, "localize")))
+    from segloc.localize.retrieval import load_localizer
+
+    localizer = load_localizer(method, package, config_section(args.config, "localize"))
     tracking = config_from_dict(TrackingConfig, config_section(args.config, "tracking"), "tracking")
     if args.no_tracking:
         tracking.enabled = False
@@ -502,6 +525,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the map if it exists (only a map package)")
     common(p)
     p.set_defaults(func=cmd_map_build)
+    p = maps.add_parser("add-sfrs", help="write a copy of a map with an sfrs retrieval layer (NetVLAD of the mapping images)")
+    p.add_argument("map", type=Path)
+    p.add_argument("dataset", type=Path, help="the dataset the map was built from")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a netvlad checkpoint (segloc train sfrs: RUN/generation_G/checkpoint)")
+    p.add_argument("--whitening-dim", type=int, default=0, help="PCA-whitening dimension learnt on the mapping images (0: none)")
+    p.add_argument("--max-edge", type=int, help="network input size (default: the checkpoint's training size)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="map folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace the output map if it exists (only a map package)")
+    common(p)
+    p.set_defaults(func=cmd_map_add_sfrs)
     p = maps.add_parser("info", help="validate a map and print its layers, sizes, scale and the localize options derived from it")
     p.add_argument("map", type=Path)
     p.add_argument("--no-verify", action="store_true", help="skip the checksum verification")
