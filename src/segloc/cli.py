@@ -271,6 +271,25 @@ def cmd_localize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_retrieval_only(args: argparse.Namespace, package) -> int:
+    """``segloc evaluate MAP DATASET --retrieval-only``: recall@1/5/10 of the map's sfrs layer."""
+    from segloc.data.dataset import read_dataset
+    from segloc.evaluate.retrieval import evaluate_retrieval
+
+    if args.dataset is None:
+        raise SeglocError("--retrieval-only evaluates a DATASET's queries; it does not read bags")
+    dataset = read_dataset(args.dataset, require_query=True)
+    metrics = evaluate_retrieval(
+        package, dataset, args.output, args.retrieval_distance, args.retrieval_angle, progress=not args.no_progress, limit=args.limit
+    )
+    recalls = ", ".join(f"{k} {100 * v:.0f}%" for k, v in metrics["recall"].items())
+    thresholds = metrics["thresholds"]
+    print(
+        f"sfrs retrieval, {metrics['num_queries']} queries (within {thresholds['max_distance_m']:.2f} m, {thresholds['max_angle_deg']:g} deg): {recalls}"
+    )
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from segloc.config import config_from_dict, config_section
     from segloc.data.dataset import read_dataset
@@ -294,6 +313,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     inputs = [(args.map, "the map"), (args.dataset, "the dataset folder"), (bag, "the bag"), (args.config, "the config file")]
     check_output(args.output, "folder", inputs=inputs, what="report folder")
     package = MapPackage.open(args.map)
+    if args.retrieval_only:
+        return _evaluate_retrieval_only(args, package)
     method = get_method(args.method or package.method)
     bag_config = bag_read_config_from_args(args) if bag is not None else None
     dataset = read_dataset(args.dataset, require_query=True) if args.dataset is not None else None
@@ -569,6 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for metrics.json, trajectories and plots")
     p.add_argument("--config", type=Path, help="YAML config with a 'localize' section (and a 'bag' section for --bag)")
     p.add_argument("--limit", type=int, help="only the first N queries")
+    p.add_argument("--retrieval-only", action="store_true", help="recall@1/5/10 of the map's sfrs retrieval layer (no localization)")
+    p.add_argument("--retrieval-distance", type=float, help="metres: a retrieved image within it sees the place (default 6 image spacings)")
+    p.add_argument("--retrieval-angle", type=float, default=30.0, help="degrees between optical axes for a retrieved image to count")
     p.add_argument(
         "--no-tracking",
         action="store_true",

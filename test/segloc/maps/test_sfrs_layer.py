@@ -94,3 +94,16 @@ def test_cli_adds_the_layer_and_evaluates_with_it(room, tmp_path, capsys):
     assert main(["evaluate", str(out), str(dataset.root), "-o", str(tmp_path / "eval"), "--config", str(config), "--no-progress"]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["num_localized"] == len(dataset.query) and "sfrs_retrieve" in metrics["time_per_stage_s"]
+
+
+def test_retrieval_only_evaluation_writes_recalls_and_thresholds(room, tmp_path, capsys):
+    from segloc.cli import main
+
+    dataset, map_path, checkpoint = room
+    out = add_sfrs_layer(map_path, dataset, SfrsLayerConfig(str(checkpoint)), tmp_path / "map_sfrs", progress=False)
+    argv = ["evaluate", str(out), str(dataset.root), "-o", str(tmp_path / "r"), "--retrieval-only", "--retrieval-distance", "0.6"]
+    assert main([*argv, "--no-progress"]) == 0
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert set(metrics["recall"]) == {"R@1", "R@5", "R@10"} and metrics["thresholds"] == {"max_distance_m": 0.6, "max_angle_deg": 30.0}
+    assert metrics["recall"]["R@1"] <= metrics["recall"]["R@5"] <= metrics["recall"]["R@10"] and metrics["num_queries"] == 4
+    assert "sfrs retrieval, 4 queries" in capsys.readouterr().out
