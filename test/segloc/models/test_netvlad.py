@@ -1,5 +1,7 @@
 """NetVLAD: normalisation, order invariance, region sums, k-means initialisation, whitening, search, checkpoints."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -96,7 +98,10 @@ def test_pca_whitening_round_trip():
         PcaWhitening.fit(data, 30)
 
 
-def test_search_returns_the_largest_inner_products():
+@pytest.mark.parametrize("backend", ["installed", "numpy"])
+def test_search_returns_the_largest_inner_products(backend, monkeypatch):
+    if backend == "numpy":
+        monkeypatch.setitem(sys.modules, "faiss", None)  # the import fails: the numpy path
     rng = np.random.default_rng(0)
     database = rng.normal(size=(40, 8)).astype(np.float32)
     queries = rng.normal(size=(5, 8)).astype(np.float32)
