@@ -40,7 +40,6 @@ them); only the last ``network.trainable_blocks`` blocks and NetVLAD learn.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import time
@@ -78,6 +77,7 @@ from segloc_train.checkpointing import (
     save_training_state,
     write_loss_history,
 )
+from segloc_train.loop import epoch_seed, merge_options, training_device
 from segloc_train.mining import MiningConfig, RetrievalSample, camera_centers_and_axes, mine_retrieval_samples, pose_candidates
 
 logger = logging.getLogger("segloc")
@@ -227,13 +227,6 @@ SFRS_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
-
-
 def sfrs_config_from_dict(values: dict[str, Any] | None, where: str = "train") -> SfrsTrainConfig:
     """A config from a YAML ``train`` section: an optional ``preset`` (``cpu``, ``paper``) plus overrides (strict)."""
     if values is not None and not isinstance(values, dict):
@@ -242,8 +235,8 @@ def sfrs_config_from_dict(values: dict[str, Any] | None, where: str = "train") -
     preset = values.pop("preset", "cpu")
     if preset not in SFRS_PRESETS:
         raise SeglocError(f"{where}: unknown preset {preset!r}; available presets: {', '.join(SFRS_PRESETS)}")
-    defaults = _merge(config_to_dict(SfrsTrainConfig()), SFRS_PRESETS[preset])
-    return config_from_dict(SfrsTrainConfig, _merge(defaults, values), where=where)
+    defaults = merge_options(config_to_dict(SfrsTrainConfig()), SFRS_PRESETS[preset])
+    return config_from_dict(SfrsTrainConfig, merge_options(defaults, values), where=where)
 
 
 def load_sfrs_config(path: str | Path) -> SfrsTrainConfig:
@@ -495,16 +488,6 @@ def collate_samples(
     }
 
 
-def _device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SeglocError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return torch.device(name)
-
-
-def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-
-
 def train_sfrs(
     dataset_dirs: str | Path | Sequence[str | Path],
     output_dir: str | Path,
@@ -542,7 +525,7 @@ def train_sfrs(
             return generation_dir(output_dir, config.generations - 1) / CHECKPOINT_DIR
     elif (output_dir / CHECKPOINT_DIR).exists():
         raise SeglocError(f"{output_dir} already holds a training run; pass --resume to continue it, or choose another output folder")
-    device = _device(config.device)
+    device = training_device(config.device)
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -597,7 +580,7 @@ def _train(
         if generation > 0 and teacher is None:
             teacher = load_checkpoint(generation_dir(output_dir, generation - 1) / CHECKPOINT_DIR).to(device).eval()
         epoch_start = time.perf_counter()
-        rng = np.random.default_rng(_epoch_seed(config.seed, epoch, 0))
+        rng = np.random.default_rng(epoch_seed(config.seed, epoch, 0))
         descriptors = describe_places(model, images, device, progress)
         recall = training_recall(images, descriptors)
         batches = []
