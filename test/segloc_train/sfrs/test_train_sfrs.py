@@ -1,6 +1,7 @@
 """SFRS training: the losses, one step lowering them, presets, and a tiny run with its outputs and resume."""
 
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -132,3 +133,15 @@ def test_tiny_run_writes_a_checkpoint_per_generation_and_resumes(scene, tmp_path
     assert resumed == generation_dir(run, 2) / "checkpoint"
     net = load_checkpoint(resumed)
     assert net(torch.rand(1, 3, 64, 96)).descriptor.shape == (1, net.dimension)
+
+
+def test_time_budget_stops_cleanly_and_resume_continues(scene, tmp_path):
+    config = sfrs_config_from_dict(
+        {"generations": 2, "epochs_per_generation": 2, "steps_per_epoch": 2, "kmeans_images": 8, "augment": {"resize_max_edge": 96}}
+    )
+    run = tmp_path / "run"
+    checkpoint = train_sfrs(scene, run, dataclasses.replace(config, time_budget_s=1e-3), progress=False)
+    assert checkpoint == run / "checkpoint" and not generation_dir(run, 0).exists()  # generation 0 is not over
+    state = json.loads((run / "resume" / "state.json").read_text())
+    assert state["stopped"] == "time_budget" and state["epochs_done"] == 1 and state["steps_done"] == 1
+    assert train_sfrs(scene, run, config, resume=True, progress=False) == generation_dir(run, 1) / "checkpoint"
