@@ -69,7 +69,7 @@ def test_sfrs_retrieval_gives_the_method_its_prior(room, tmp_path):
     assert result.success, result.info
     assert list(result.timings)[0] == "sfrs_retrieve" and len(result.info["sfrs_retrieved"]) == 5
     assert pose_error(result.cam_from_world, record.cam_from_world)[0] < 0.05
-    metrics = evaluate_map(package, dataset, tmp_path / "eval", localize={"retrieval": "sfrs"}, progress=False)
+    metrics = evaluate_map(package, dataset, tmp_path / "eval", localize={"retrieval": "sfrs", "prior_radius": 1.0}, progress=False)
     assert metrics["num_localized"] == len(dataset.query)
     assert "sfrs_retrieve" in json.loads((tmp_path / "eval" / "metrics.json").read_text())["time_per_stage_s"]
     assert split_retrieval_option({"num_candidates": 3}) == ("method", {"num_candidates": 3})
@@ -88,7 +88,7 @@ def test_cli_adds_the_layer_and_evaluates_with_it(room, tmp_path, capsys):
         main(["map", "add-sfrs", str(map_path), str(dataset.root), "--checkpoint", str(checkpoint), "-o", str(out), "--no-progress"]) == 0
     )
     config = tmp_path / "sfrs.yaml"
-    config.write_text("localize:\n  retrieval: sfrs\n")
+    config.write_text("localize:\n  retrieval: sfrs\n  prior_radius: 1.0\n")
     assert main(["map", "info", str(out), "--config", str(config)]) == 0
     assert "layer sfrs" in capsys.readouterr().out
     assert main(["evaluate", str(out), str(dataset.root), "-o", str(tmp_path / "eval"), "--config", str(config), "--no-progress"]) == 0
