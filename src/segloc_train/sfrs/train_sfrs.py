@@ -18,8 +18,9 @@ labels of the paper) over several *generations*:
    the median spacing of the mapping images (:func:`segloc.maps.scale.image_spacing`), so one
    config fits a room (8 cm between images) and a street (66 cm).
 4. **Generation 0**: the image-level loss on (query, best positive, hard negatives): SARE with
-   independent negatives (``loss: sare_ind``, as OpenIBL trains SFRS; per negative
-   ``softplus(d(q, p)^2 - d(q, n)^2)``) or a triplet margin loss (``loss: triplet``).
+   independent negatives (``loss: sare_ind``; per negative ``softplus(d(q, p)^2 - d(q, n)^2)``;
+   SFRS's baseline is SARE) or a triplet margin loss (``loss: triplet``). The temperatures and
+   loss weight default to values recalled from OpenIBL, not checked against its scripts here.
 5. **Generations >= 1**: the network of the previous generation, frozen, is the teacher. Each
    of the query's ``num_positives`` best positives is split into its eight regions (2 x 2
    quarters and 4 halves, plus the whole image: 9 descriptors each); the hardest negative
@@ -27,7 +28,7 @@ labels of the paper) over several *generations*:
    similarities of the query to these ``9 P + 1`` descriptors, through a softmax at the
    generation's temperature ``temperatures[g]``, are the soft targets of the student's same
    similarities (cross-entropy): ``L = L_image + soft_weight * L_soft``. A generation starts
-   from the previous one's weights (the paper's networks are initialised that way too).
+   from the previous one's weights (this project's choice, to save CPU time; not checked against OpenIBL).
 6. **Outputs** (:mod:`segloc_train.checkpointing` formats): ``RUN/generation_G/checkpoint``
    at the end of each generation, ``RUN/checkpoint`` (the last save, for ``--resume``),
    ``config.yaml``, ``losses.json``, ``loss_curves.png`` and ``resume/``. Each epoch also
