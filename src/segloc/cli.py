@@ -170,6 +170,21 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_map_add_sfrs(args: argparse.Namespace) -> int:
+    from segloc.data.dataset import read_dataset
+    from segloc.maps.package import check_map_output
+    from segloc.maps.sfrs import SfrsLayerConfig, add_sfrs_layer
+
+    dataset = read_dataset(args.dataset)
+    if args.output.resolve() != args.map.resolve():
+        check_map_output(args.output, args.overwrite, [*dataset.inputs(), (args.map, "the map")])
+    config = SfrsLayerConfig(str(args.checkpoint), args.whitening_dim, args.max_edge)
+    start = time.perf_counter()
+    add_sfrs_layer(args.map, dataset, config, args.output, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"wrote map {args.output} with an sfrs layer in {time.perf_counter() - start:.1f} s (use it with localize.retrieval: sfrs)")
+    return 0
+
+
 def cmd_map_info(args: argparse.Namespace) -> int:
     from segloc.config import config_section
     from segloc.maps.core import read_core
@@ -189,7 +204,11 @@ def cmd_map_info(args: argparse.Namespace) -> int:
     print(f"scale: {map_scale(core).describe()}")
     if package.method in available_methods():
         method = get_method(package.method)
-        derived = method.derived_options(package, method.localize_config(config_section(args.config, "localize")))
+        from segloc.localize.retrieval import split_retrieval_option
+
+        derived = method.derived_options(
+            package, method.localize_config(split_retrieval_option(config_section(args.config, "localize"))[1])
+        )
         if derived:
             shown = ", ".join(f"{name} {value:g}" for name, value in derived.items())
             print(f"derived localize options{' (the rest set by ' + str(args.config) + ')' if args.config else ''}: {shown}")
@@ -297,13 +316,12 @@ def _image_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def _localize_config(method, args: argparse.Namespace):
-    """The method's ``localize:`` options from ``--config``, with ``--backend``, ``--threads`` and ``--device`` applied."""
+def _load_localizer(method, package, args: argparse.Namespace):
+    """The method's localizer with the ``localize:`` options of ``--config`` (``retrieval`` included) and ``--backend``, ``--threads``, ``--device``."""
     from segloc.config import config_section
-    from segloc.runtime.session import with_runtime
+    from segloc.localize.retrieval import load_localizer
 
-    config = method.localize_config(config_section(args.config, "localize"))
-    return with_runtime(config, args.device, args.backend, args.threads)
+    return load_localizer(method, package, config_section(args.config, "localize"), args.device, args.backend, args.threads)
 
 
 def cmd_localize(args: argparse.Namespace) -> int:
@@ -322,7 +340,7 @@ def cmd_localize(args: argparse.Namespace) -> int:
         check_output(args.output, "file", inputs=inputs, what="poses file")
     package = MapPackage.open(args.map)
     method = get_method(args.method or package.method)
-    localizer = method.load_localizer(package, _localize_config(method, args))
+    localizer = _load_localizer(method, package, args)
     jobs = []  # (name in the poses file, name in messages, image loader, camera)
     if args.dataset is not None:
         dataset = read_dataset(args.dataset)
@@ -360,6 +378,25 @@ def cmd_localize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_retrieval_only(args: argparse.Namespace, package) -> int:
+    """``segloc evaluate MAP DATASET --retrieval-only``: recall@1/5/10 of the map's sfrs layer."""
+    from segloc.data.dataset import read_dataset
+    from segloc.evaluate.retrieval import evaluate_retrieval
+
+    if args.dataset is None:
+        raise SeglocError("--retrieval-only evaluates a DATASET's queries; it does not read bags")
+    dataset = read_dataset(args.dataset, require_query=True)
+    metrics = evaluate_retrieval(
+        package, dataset, args.output, args.retrieval_distance, args.retrieval_angle, progress=not args.no_progress, limit=args.limit
+    )
+    recalls = ", ".join(f"{k} {100 * v:.0f}%" for k, v in metrics["recall"].items())
+    thresholds = metrics["thresholds"]
+    print(
+        f"sfrs retrieval, {metrics['num_queries']} queries (within {thresholds['max_distance_m']:.2f} m, {thresholds['max_angle_deg']:g} deg): {recalls}"
+    )
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from segloc.config import config_from_dict, config_section
     from segloc.data.dataset import read_dataset
@@ -383,10 +420,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     inputs = [(args.map, "the map"), (args.dataset, "the dataset folder"), (bag, "the bag"), (args.config, "the config file")]
     check_output(args.output, "folder", inputs=inputs, what="report folder")
     package = MapPackage.open(args.map)
+    if args.retrieval_only:
+        return _evaluate_retrieval_only(args, package)
     method = get_method(args.method or package.method)
     bag_config = bag_read_config_from_args(args) if bag is not None else None
     dataset = read_dataset(args.dataset, require_query=True) if args.dataset is not None else None
-    localizer = method.load_localizer(package, _localize_config(method, args))
+    localizer = _load_localizer(method, package, args)
     tracking = config_from_dict(TrackingConfig, config_section(args.config, "tracking"), "tracking")
     if args.no_tracking:
         tracking.enabled = False
@@ -691,6 +730,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the map if it exists (only a map package)")
     common(p)
     p.set_defaults(func=cmd_map_build)
+    p = maps.add_parser("add-sfrs", help="write a copy of a map with an sfrs retrieval layer (NetVLAD of the mapping images)")
+    p.add_argument("map", type=Path)
+    p.add_argument("dataset", type=Path, help="the dataset the map was built from")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a netvlad checkpoint (segloc train sfrs: RUN/generation_G/checkpoint)")
+    p.add_argument("--whitening-dim", type=int, default=0, help="PCA-whitening dimension learnt on the mapping images (0: none)")
+    p.add_argument("--max-edge", type=int, help="network input size (default: the checkpoint's training size)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="map folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace the output map if it exists (only a map package)")
+    common(p)
+    p.set_defaults(func=cmd_map_add_sfrs)
     p = maps.add_parser("info", help="validate a map and print its layers, sizes, scale and the localize options derived from it")
     p.add_argument("map", type=Path)
     p.add_argument("--no-verify", action="store_true", help="skip the checksum verification")
@@ -804,6 +853,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="YAML config with a 'localize' section (and a 'bag' section for --bag)")
     p.add_argument("--limit", type=int, help="only the first N queries")
     runtime_options(p)
+    p.add_argument("--retrieval-only", action="store_true", help="recall@1/5/10 of the map's sfrs retrieval layer (no localization)")
+    p.add_argument("--retrieval-distance", type=float, help="metres: a retrieved image within it sees the place (default 6 image spacings)")
+    p.add_argument("--retrieval-angle", type=float, default=30.0, help="degrees between optical axes for a retrieved image to count")
     p.add_argument(
         "--no-tracking",
         action="store_true",

@@ -194,8 +194,8 @@ def _series(records: Sequence[dict[str, Any]], x_key: str, term: str) -> tuple[l
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def plot_loss_curves(path: str | Path, history: LossHistory, title: str = "SegLoc training") -> Path:
-    """Plot the total loss and each term per step (left) and per epoch (middle) into a PNG.
+def plot_loss_curves(path: str | Path, history: LossHistory, title: str = "SegLoc training", terms: Sequence[str] = LOSS_TERMS) -> Path:
+    """Plot the total loss and each term (``terms``, the record keys to draw) per step (left) and per epoch (middle) into a PNG.
 
     Per-step curves are drawn faintly with a running mean over ~5% of the steps on top. When
     the epochs carry class-usage diagnostics (``classes_used``, ``class_perplexity``) a third
@@ -213,9 +213,9 @@ def plot_loss_curves(path: str | Path, history: LossHistory, title: str = "SegLo
         panels[2].set_ylim(bottom=0)
         panels[2].grid(alpha=0.3)
         panels[2].legend(fontsize=8)
-    colors = dict(zip(LOSS_TERMS, ("black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")))
+    colors = dict(zip(terms, ("black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")))
     window = max(1, len(history.steps) // 20)
-    for term in LOSS_TERMS:
+    for term in terms:
         steps, values = _series(history.steps, "step", term)
         if steps:
             step_axes.plot(steps, values, color=colors[term], alpha=0.25, linewidth=0.8)

@@ -7,6 +7,7 @@
     segloc train segloc DATASET [DATASET ...] -o OUT [--config YAML] [--init CHECKPOINT|general] [--preset cpu_demo|paper] [--map MAP]
                         [--epochs N] [--steps-per-epoch N] [--time-budget S] [--resume]
                         [--device cpu|cuda] [--threads N] [--no-progress]
+    segloc train sfrs DATASET [DATASET ...] -o RUN [--config YAML] [--preset cpu|paper] [--generations N] ...
 
 :func:`add_train_parser` adds the command to the ``segloc`` parser. The ``segloc`` package
 must not import ``segloc_train`` (nor torch) when it starts, so this module imports only
@@ -123,6 +124,9 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train_segloc)
     add_sld_parser(trainers)
+    from segloc_train.sfrs.cli import add_sfrs_parser
+
+    add_sfrs_parser(trainers)
     return train
 
 

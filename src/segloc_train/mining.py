@@ -117,6 +117,36 @@ def _pick(scores: np.ndarray, allowed: np.ndarray, hardest_first: float, k: int,
     return np.where(available > 0, choice, -1)
 
 
+def pose_candidates(
+    centers: np.ndarray, anchors: np.ndarray, config: MiningConfig, optical_axes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which images may be positives and negatives of each anchor, from the camera poses alone.
+
+    Args:
+        centers: (N, 3) camera centres in the world frame (metres).
+        anchors: (A,) indices of the anchor images.
+        config: the radii and angle limits.
+        optical_axes: (N, 3) unit optical axes; needed when ``config`` sets an angle limit.
+
+    Returns:
+        positives (A, N) and negatives (A, N) boolean masks (an anchor is neither of its own).
+    """
+    distances = cdist(centers[anchors], centers)
+    positives = distances <= config.positive_radius_m
+    positives[np.arange(len(anchors)), anchors] = False
+    negatives = distances > config.negative_radius_m
+    if config.max_positive_angle_deg is not None or config.min_negative_angle_deg is not None:
+        if optical_axes is None:
+            raise SeglocError("an angle limit is set in the mining config: pass optical_axes (N, 3)")
+        angles = np.degrees(np.arccos(np.clip(optical_axes[anchors] @ optical_axes.T, -1.0, 1.0)))
+        if config.max_positive_angle_deg is not None:
+            positives &= angles <= config.max_positive_angle_deg
+        if config.min_negative_angle_deg is not None:
+            negatives |= angles > config.min_negative_angle_deg
+            negatives[np.arange(len(anchors)), anchors] = False
+    return positives, negatives
+
+
 def mine_triplets(
     centers: np.ndarray,
     global_descriptors,
@@ -164,18 +194,8 @@ def mine_triplets(
     without_positive = without_negative = 0
     for start in range(0, num_images, config.chunk_size):
         anchors = np.arange(start, min(start + config.chunk_size, num_images))
-        distances = cdist(centers[anchors], centers)
         similarities = descriptors[anchors] @ descriptors.T
-        positives = distances <= config.positive_radius_m
-        positives[np.arange(len(anchors)), anchors] = False
-        negatives = distances > config.negative_radius_m
-        if use_angles:
-            angles = np.degrees(np.arccos(np.clip(optical_axes[anchors] @ optical_axes.T, -1.0, 1.0)))
-            if config.max_positive_angle_deg is not None:
-                positives &= angles <= config.max_positive_angle_deg
-            if config.min_negative_angle_deg is not None:
-                negatives |= angles > config.min_negative_angle_deg
-                negatives[np.arange(len(anchors)), anchors] = False
+        positives, negatives = pose_candidates(centers, anchors, config, optical_axes if use_angles else None)
         positive = _pick(similarities, positives, -1.0, config.num_hard_candidates, rng)
         negative = _pick(similarities, negatives, +1.0, config.num_hard_candidates, rng)
         without_positive += int(np.sum(positive < 0))
@@ -192,3 +212,65 @@ def mine_triplets(
         config.negative_radius_m,
     )
     return triplets
+
+
+class RetrievalSample(NamedTuple):
+    """One query of retrieval training: its best positives and hardest negatives (image indices).
+
+    Attributes:
+        query: the anchor image.
+        positives: the positives most similar to the query, most similar first.
+        negatives: the hardest negatives (most similar first) of a random pool.
+    """
+
+    query: int
+    positives: tuple[int, ...]
+    negatives: tuple[int, ...]
+
+
+def mine_retrieval_samples(
+    centers: np.ndarray,
+    global_descriptors,
+    config: MiningConfig,
+    num_positives: int,
+    num_negatives: int,
+    negative_pool: int,
+    rng: np.random.Generator,
+    optical_axes: np.ndarray | None = None,
+) -> list[RetrievalSample]:
+    """NetVLAD/SFRS-style mining: for every anchor, the ``num_positives`` positives most similar to it
+    (weak labels: a nearby pose does not guarantee the same view, the best-matching one is taken)
+    and the ``num_negatives`` most similar negatives among ``negative_pool`` drawn at random.
+
+    Positives and negatives come from :func:`pose_candidates` (``config``'s radii and angles);
+    the descriptors (N, D), recomputed by the trainer every epoch, rank them (cosine similarity).
+    Anchors without a positive or with fewer than ``num_negatives`` negatives are skipped.
+
+    Returns:
+        One :class:`RetrievalSample` per kept anchor.
+    """
+    centers = np.asarray(centers, dtype=np.float64)
+    descriptors = _as_numpy(global_descriptors)
+    if centers.ndim != 2 or centers.shape[1] != 3 or descriptors.ndim != 2 or len(descriptors) != len(centers):
+        raise SeglocError(
+            f"centers (N, 3) and global_descriptors (N, D) must describe the same images, got {centers.shape} and {descriptors.shape}"
+        )
+    if min(num_positives, num_negatives, negative_pool) < 1:
+        raise SeglocError("num_positives, num_negatives and negative_pool must be at least 1")
+    descriptors = descriptors / np.maximum(np.linalg.norm(descriptors, axis=1, keepdims=True), 1e-12)
+    samples: list[RetrievalSample] = []
+    for start in range(0, len(centers), config.chunk_size):
+        anchors = np.arange(start, min(start + config.chunk_size, len(centers)))
+        positives, negatives = pose_candidates(centers, anchors, config, optical_axes)
+        similarities = descriptors[anchors] @ descriptors.T
+        for row, anchor in enumerate(anchors):
+            candidates = np.flatnonzero(positives[row])
+            pool = np.flatnonzero(negatives[row])
+            if len(candidates) == 0 or len(pool) < num_negatives:
+                continue
+            pool = rng.choice(pool, size=min(negative_pool, len(pool)), replace=False)
+            best = candidates[np.argsort(-similarities[row, candidates], kind="stable")[:num_positives]]
+            hardest = pool[np.argsort(-similarities[row, pool], kind="stable")[:num_negatives]]
+            samples.append(RetrievalSample(int(anchor), tuple(int(i) for i in best), tuple(int(i) for i in hardest)))
+    logger.info("retrieval mining: %d of %d anchors kept", len(samples), len(centers))
+    return samples

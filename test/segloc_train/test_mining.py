@@ -118,3 +118,34 @@ def test_bad_inputs():
         mine_triplets(centers, descriptors[:-1], CONFIG)
     with pytest.raises(SeglocError, match="NaN"):
         mine_triplets(centers, np.full_like(descriptors, np.nan), CONFIG)
+
+
+def test_retrieval_samples_respect_the_distance_and_angle_thresholds():
+    from segloc_train.mining import mine_retrieval_samples, pose_candidates
+
+    rng = np.random.default_rng(3)
+    num = 200
+    centers = np.concatenate([rng.uniform(-10, 10, size=(num, 2)), np.zeros((num, 1))], axis=1)
+    yaw = rng.uniform(0, 2 * np.pi, num)
+    axes = np.stack([np.cos(yaw), np.sin(yaw), np.zeros(num)], axis=1)
+    descriptors = rng.normal(size=(num, 16))
+    config = MiningConfig(positive_radius_m=3.0, negative_radius_m=6.0, max_positive_angle_deg=40.0)
+    samples = mine_retrieval_samples(centers, descriptors, config, 3, 4, 50, np.random.default_rng(0), axes)
+    assert len(samples) > num // 2
+    unit = descriptors / np.linalg.norm(descriptors, axis=1, keepdims=True)
+    for sample in samples:
+        q = sample.query
+        assert 1 <= len(sample.positives) <= 3 and len(sample.negatives) == 4 and q not in sample.positives
+        for p in sample.positives:
+            assert np.linalg.norm(centers[p] - centers[q]) <= 3.0
+            assert np.degrees(np.arccos(np.clip(axes[p] @ axes[q], -1, 1))) <= 40.0 + 1e-9
+        for n in sample.negatives:
+            assert np.linalg.norm(centers[n] - centers[q]) > 6.0
+        # the positives are the most similar of all the pose-positives, best first
+        positives, _ = pose_candidates(centers, np.array([q]), config, axes)
+        allowed = np.flatnonzero(positives[0])
+        similarities = unit[list(sample.positives)] @ unit[q]
+        assert np.all(np.diff(similarities) <= 1e-9)
+        assert similarities[0] >= (unit[allowed] @ unit[q]).max() - 1e-9
+    with pytest.raises(SeglocError, match="optical_axes"):
+        mine_retrieval_samples(centers, descriptors, config, 3, 4, 50, np.random.default_rng(0))

@@ -326,7 +326,9 @@ def evaluate_map(
 
     package = map_path if isinstance(map_path, MapPackage) else MapPackage.open(map_path)
     method_entry = get_method(method or package.method)
-    localizer = method_entry.load_localizer(package, method_entry.localize_config(localize))
+    from segloc.localize.retrieval import load_localizer
+
+    localizer = load_localizer(method_entry, package, localize)
     summary = MapSummary.from_package(package)
     return evaluate_localizer(
         localizer,

@@ -150,3 +150,39 @@ def rank_by_similarity(query: np.ndarray, database: np.ndarray, num_results: int
     scores = database @ query
     order = np.argsort(-scores, kind="stable")[: max(0, int(num_results))]
     return order.astype(np.int64), scores[order]
+
+
+def search_inner_product(queries: np.ndarray, database: np.ndarray, num_results: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``num_results`` database rows of largest inner product with each query row.
+
+    Uses an exact faiss index (``IndexFlatIP``) when the optional ``faiss-cpu`` package is
+    installed (``pip install segloc_ros[retrieval]``), a numpy matrix product otherwise; both
+    give the same ranking.
+
+    Args:
+        queries: (Q, D) descriptors.
+        database: (N, D) descriptors.
+        num_results: results per query (at most N).
+
+    Returns:
+        indices (Q, R) int64, best first, and their inner products (Q, R) float32.
+    """
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    database = np.ascontiguousarray(database, dtype=np.float32)
+    if queries.ndim != 2 or database.ndim != 2 or queries.shape[1] != database.shape[1]:
+        raise SeglocError(f"descriptors of shape {queries.shape} cannot be searched in a database of shape {database.shape}")
+    count = max(0, min(int(num_results), len(database)))
+    if count == 0:
+        return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    if faiss is not None:
+        index = faiss.IndexFlatIP(database.shape[1])
+        index.add(database)
+        scores, indices = index.search(queries, count)
+        return indices.astype(np.int64), scores.astype(np.float32)
+    scores = queries @ database.T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :count]
+    return order.astype(np.int64), np.take_along_axis(scores, order, axis=1)

@@ -26,6 +26,7 @@ MODELS: dict[str, str] = {
     "segmentation": "segloc.models.segmentation:SegmentationNet",
     "landmarks": "segloc.models.landmarks:LandmarkEnsemble",
     "inversion_unet": "segloc.models.inversion:InversionUNet",
+    "netvlad": "segloc.models.netvlad:NetVlad",
 }
 
 

@@ -155,6 +155,7 @@ from segloc_train.checkpointing import (
     write_tensors,
 )
 from segloc_train.dataset import SegLocTrainingSet, collate_pairs
+from segloc_train.loop import epoch_seed, merge_options, training_device
 from segloc_train.mining import MiningConfig, camera_centers_and_axes, mine_triplets
 from segloc_train.pairs import ImagePair, PairMiningConfig, mine_pairs
 from segloc_train.segloc.losses import SegLocLossConfig, segloc_loss
@@ -377,17 +378,6 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict update: nested mappings are merged, other values replaced."""
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def train_config_from_dict(values: dict[str, Any] | None, where: str = "train") -> SegLocTrainConfig:
     """Build a config from a YAML ``train`` section: an optional ``preset`` plus overrides (strict).
 
@@ -407,8 +397,8 @@ def train_config_from_dict(values: dict[str, Any] | None, where: str = "train") 
         raise SeglocError(f"{where}: unknown preset {preset!r}; available presets: {', '.join(TRAIN_PRESETS)}")
     # Merge onto the defaults as a dict, so that a partial nested section (``augment: {blur_probability: 0.5}``)
     # keeps the trainer's defaults for the rest of it (resize_max_edge 320) rather than the section class's own.
-    defaults = _merge(config_to_dict(SegLocTrainConfig()), TRAIN_PRESETS[preset])
-    return config_from_dict(SegLocTrainConfig, _merge(defaults, values), where=where)
+    defaults = merge_options(config_to_dict(SegLocTrainConfig()), TRAIN_PRESETS[preset])
+    return config_from_dict(SegLocTrainConfig, merge_options(defaults, values), where=where)
 
 
 def train_config(preset: str = "cpu_demo", **overrides: Any) -> SegLocTrainConfig:
@@ -551,12 +541,6 @@ def resolve_init_checkpoint(name: str | Path) -> Path:
     raise SeglocError(
         f"init checkpoint {name!r} is neither a checkpoint folder nor a shipped network ({', '.join(SHIPPED_CHECKPOINTS)}, general)"
     )
-
-
-def _device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SeglocError(f"device {name!r} requested but CUDA is not available in this torch build or machine; use --device cpu")
-    return torch.device(name)
 
 
 def _load_semantic_model(config: SegLocTrainConfig, device: torch.device) -> torch.nn.Module | None:
@@ -825,11 +809,6 @@ def training_step(
 
 
 # --- the trainer -------------------------------------------------------------------------------
-def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    """A 63-bit seed for random stream ``stream`` of epoch ``epoch``."""
-    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-
-
 def _check_resume_config(output_dir: Path, config: SegLocTrainConfig) -> None:
     saved = load_train_config(output_dir / CONFIG_FILE)
     if config_to_dict(saved.network) != config_to_dict(config.network):
@@ -900,7 +879,7 @@ def train_segloc(
             return output_dir / CHECKPOINT_DIR
     elif (output_dir / CHECKPOINT_DIR).exists():
         raise SeglocError(f"{output_dir} already holds a training run; pass --resume to continue it, or choose another output folder")
-    device = _device(config.device)
+    device = training_device(config.device)
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -971,7 +950,7 @@ def _train(
             raise SeglocError(f"cannot resume {output_dir}: it was trained on other datasets (another number of mapping images)")
         logger.info("resuming %s after epoch %d (%d steps)", output_dir, state.epochs_done, state.steps_done)
     else:
-        generator = torch.Generator().manual_seed(_epoch_seed(config.seed, 0, 4))
+        generator = torch.Generator().manual_seed(epoch_seed(config.seed, 0, 4))
         scan = scan_places(model, places, config, device, generator, semantic_model, progress)
         prototypes, concentrations = initial_prototypes(scan, config, config.network.num_classes)
         frequencies, descriptors = scan.frequencies, scan.descriptors
@@ -1005,7 +984,7 @@ def _train(
             for place_set, (centers, axes), place_descriptors in zip(training_sets, cameras, descriptors.split(image_counts)):
                 triplets = mine_triplets(centers, place_descriptors, config.mining, rng, axes)
                 place_set.set_triplets(triplets)  # possibly none: every place's samples then carry the triplet keys
-        sampler = RandomSampler(training_set, generator=torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, 0)))
+        sampler = RandomSampler(training_set, generator=torch.Generator().manual_seed(epoch_seed(config.seed, epoch, 0)))
         loader = DataLoader(
             training_set,
             batch_size=config.batch_size,
@@ -1015,7 +994,7 @@ def _train(
             persistent_workers=False,
             pin_memory=device.type == "cuda",
         )
-        loss_generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, 2))
+        loss_generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch, 2))
         prototypes, concentrations = prototypes.to(device), concentrations.to(device)
         frequencies = frequencies.to(device)
         reference_model = copy.deepcopy(model).eval().requires_grad_(False)
@@ -1047,7 +1026,7 @@ def _train(
         bar.close()
         del reference_model
 
-        generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, 3))
+        generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch, 3))
         scan = scan_places(model, places, config, device, generator, None, progress)
         prototypes = update_prototypes(scan.features, scan.labels, config.network.num_classes, prototypes.cpu(), config.prototype_momentum)
         concentrations = cluster_concentrations(scan.features, scan.labels, prototypes)

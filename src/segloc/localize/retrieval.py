@@ -1,0 +1,105 @@
+"""Where a localizer's retrieval comes from: ``localize.retrieval: method | sfrs``, for every method.
+
+``retrieval`` is an option of the ``localize:`` section that no method's config holds: it is
+taken out here before the method reads its own options (:func:`load_localizer`, which the CLI
+and the evaluator call). With ``sfrs`` the map's ``sfrs`` layer (:mod:`segloc.maps.sfrs`)
+retrieves the most similar mapping image for each query, and its pose goes to the method as
+the pose prior, so the method's own prior handling decides what it means (SegLoc refines from
+it, the reference matches against the mapping images near it): no method is named here, and a
+method that ignores priors (``prior_use: none``) is refused. A prior the caller gives (odometry,
+``initialpose``) takes precedence over retrieval.
+
+Result: the method's result with ``timings["sfrs_retrieve"]`` first and ``info["sfrs_retrieved"]``
+(the mapping images, best first) and ``info["sfrs_similarities"]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+
+from segloc.errors import SeglocError
+from segloc.geometry.camera import Camera
+from segloc.geometry.transforms import Rigid3
+from segloc.localize.base import LocalizationResult, Localizer
+
+RETRIEVAL_OPTION = "retrieval"
+RETRIEVAL_SOURCES = ("method", "sfrs")
+SFRS_CANDIDATES = 5
+"""Mapping images the sfrs retrieval reports per query (the best one gives the prior)."""
+
+
+def split_retrieval_option(localize: dict[str, Any] | Any | None) -> tuple[str, dict[str, Any] | Any | None]:
+    """``(source, the rest of the section)`` of a ``localize:`` section; a config object is the method's own (source ``method``).
+
+    Raises:
+        SeglocError: an unknown source.
+    """
+    if not isinstance(localize, dict) or RETRIEVAL_OPTION not in localize:
+        return "method", localize
+    rest = dict(localize)
+    source = rest.pop(RETRIEVAL_OPTION)
+    if source not in RETRIEVAL_SOURCES:
+        raise SeglocError(f"localize.retrieval must be one of {', '.join(RETRIEVAL_SOURCES)}, got {source!r}")
+    return source, rest
+
+
+class RetrievalPriorLocalizer:
+    """A method's localizer whose prior, when none is given, is the pose of the best retrieved mapping image.
+
+    Other attributes (``method``, ``ingest_max_edge``, ``derived_options``, ...) are the
+    wrapped localizer's.
+    """
+
+    def __init__(self, localizer: Localizer, retriever, num_candidates: int = SFRS_CANDIDATES):
+        self.localizer, self.retriever, self.num_candidates = localizer, retriever, num_candidates
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.localizer, name)
+
+    def localize(self, image: np.ndarray, camera: Camera, prior: Rigid3 | None = None) -> LocalizationResult:
+        if prior is not None:
+            return self.localizer.localize(image, camera, prior)
+        start = time.perf_counter()
+        ids, similarities = self.retriever.retrieve(np.asarray(image), self.num_candidates)
+        seconds = time.perf_counter() - start
+        result = self.localizer.localize(image, camera, self.retriever.poses[int(ids[0])])
+        info = {
+            **result.info,
+            "sfrs_retrieved": [self.retriever.names[int(i)] for i in ids],
+            "sfrs_similarities": [round(float(s), 6) for s in similarities],
+        }
+        return dataclasses.replace(result, timings={"sfrs_retrieve": seconds, **result.timings}, info=info)
+
+
+def load_localizer(
+    method,
+    package,
+    localize: dict[str, Any] | Any | None = None,
+    device: str | None = None,
+    backend: str | None = None,
+    threads: int | None = None,
+) -> Localizer:
+    """The localizer of ``method`` (a :class:`segloc.methods.Method`) over an opened map, retrieval as ``localize`` says.
+
+    ``device``, ``backend`` and ``threads`` override the method's inference options
+    (:func:`segloc.runtime.session.with_runtime`; None keeps the config's).
+
+    Raises:
+        SeglocError: ``retrieval: sfrs`` for a method that ignores priors, or a map without the layer.
+    """
+    source, rest = split_retrieval_option(localize)
+    from segloc.runtime.session import with_runtime
+
+    config = with_runtime(method.localize_config(rest), device, backend, threads)
+    localizer = method.load_localizer(package, config)
+    if source == "method":
+        return localizer
+    if method.prior_use == "none":
+        raise SeglocError(f"localize.retrieval: sfrs gives a pose prior, but method {method.name!r} ignores priors (prior_use none)")
+    from segloc.maps.sfrs import SfrsRetriever
+
+    return RetrievalPriorLocalizer(localizer, SfrsRetriever.from_map(package))

@@ -1,0 +1,174 @@
+"""The ``sfrs`` map layer: SFRS/NetVLAD retrieval that any method's map can carry.
+
+Files of the layer:
+
+- ``sfrs/descriptors.npz``: ``descriptors`` (I, d) float32, one global descriptor per mapping
+  image in core image order (whitened when the layer has a whitening);
+- ``sfrs/whitening.npz`` (optional): the PCA-whitening learnt on the mapping images
+  (:class:`segloc.models.netvlad.PcaWhitening`);
+- ``sfrs/network.npz``: the NetVLAD state dict (arrays named by parameter; no pickles);
+- ``sfrs/meta.json``: the network config, the input size (``max_edge``), the checkpoint it came
+  from, the whitening dimension and ``core_points_sha256`` (the core it was built with).
+
+The descriptors are NetVLAD vectors of the mapping images: appearance summaries that a
+privacy-preserving map would not otherwise hold (whether they can be inverted is not measured
+here); a map without the layer holds none. :func:`add_sfrs_layer` writes a copy of a map with
+the layer; :class:`SfrsRetriever` serves it (``localize.retrieval: sfrs``, see
+:mod:`segloc.localize.retrieval`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from segloc.config import check_options, config_from_dict, config_to_dict, option
+from segloc.data.dataset import Dataset, load_image
+from segloc.errors import SeglocError
+from segloc.features.retrieval import search_inner_product
+from segloc.geometry.transforms import Rigid3
+from segloc.maps.core import core_checksum, read_core
+from segloc.maps.package import MapPackage, MapWriter
+from segloc.models.checkpoint import load_checkpoint, load_weights, read_checkpoint_info
+from segloc.models.netvlad import NetVlad, NetVladConfig, PcaWhitening, describe_images
+
+logger = logging.getLogger("segloc")
+
+SFRS_LAYER = "sfrs"
+
+
+@dataclass
+class SfrsLayerConfig:
+    """Options of :func:`add_sfrs_layer`.
+
+    Attributes:
+        checkpoint: a ``netvlad`` checkpoint folder (``segloc train sfrs``'s ``RUN/generation_G/checkpoint``).
+        whitening_dim: PCA-whitening dimension learnt on the mapping images; 0: none (raw
+            NetVLAD vectors; on 150 mapping images whitening lost recall in our runs).
+        max_edge: longer side of the network input; None: the checkpoint's training size.
+    """
+
+    checkpoint: str = ""
+    whitening_dim: int = option(0, ge=0, note="0: no whitening")
+    max_edge: int | None = option(None, ge=32)
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+def add_sfrs_layer(
+    map_path: str | Path, dataset: Dataset, config: SfrsLayerConfig, output: str | Path, overwrite: bool = False, progress: bool = True
+) -> Path:
+    """Write ``output``: the map at ``map_path`` plus an ``sfrs`` layer of ``dataset``'s mapping images.
+
+    Raises:
+        SeglocError: no checkpoint, not a NetVLAD checkpoint, mapping images that are not the
+            map's, ``output`` equal to the map without ``overwrite``.
+    """
+    if not config.checkpoint:
+        raise SeglocError("sfrs layer: give the NetVLAD checkpoint (checkpoint: RUN/generation_G/checkpoint)")
+    package = MapPackage.open(map_path)
+    if Path(output).resolve() == package.path.resolve() and not overwrite:
+        raise SeglocError(f"{output} is the input map; write the map with its sfrs layer elsewhere, or pass --overwrite to replace it")
+    core = read_core(package)
+    names = [image.name for image in core.images]
+    if names != [record.name for record in dataset.mapping]:
+        raise SeglocError(f"the dataset's mapping images are not those of map {map_path}; pass the dataset the map was built from")
+    info = read_checkpoint_info(config.checkpoint)
+    if info.model != "netvlad":
+        raise SeglocError(f"{config.checkpoint} holds a {info.model!r} network; the sfrs layer needs a netvlad checkpoint")
+    network = load_checkpoint(config.checkpoint)
+    max_edge = config.max_edge or int(max(info.metadata.get("image_size") or [640]))
+    images = [load_image(dataset.image_dir / name) for name in tqdm(names, desc="sfrs images", disable=not progress, leave=False)]
+    descriptors = describe_images(network, images, max_edge)
+    whitening = PcaWhitening.fit(descriptors, config.whitening_dim) if config.whitening_dim else None
+    if whitening is not None:
+        descriptors = whitening.whiten(descriptors)
+    with MapWriter(output, method=package.method, frame_id=package.frame_id, base=package, overwrite=overwrite) as writer:
+        writer.remove_layer(SFRS_LAYER)
+        writer.add_arrays(
+            SFRS_LAYER, "descriptors", description="SFRS/NetVLAD retrieval: one descriptor per mapping image", descriptors=descriptors
+        )
+        if whitening is not None:
+            writer.add_arrays(SFRS_LAYER, "whitening", **whitening.to_arrays())
+        writer.add_arrays(SFRS_LAYER, "network", **{k: v.detach().cpu().numpy() for k, v in network.state_dict().items()})
+        meta = {
+            "model_config": config_to_dict(network.config),
+            "max_edge": max_edge,
+            "checkpoint": str(config.checkpoint),
+            "whitening_dim": config.whitening_dim,
+            "core_points_sha256": core_checksum(writer.manifest["files"]),
+        }
+        writer.add_json(SFRS_LAYER, "meta", meta)
+        writer.commit()
+    logger.info("sfrs layer: %d mapping images, descriptors of dimension %d", len(names), descriptors.shape[1])
+    return Path(output)
+
+
+class SfrsRetriever:
+    """Retrieval from a map's ``sfrs`` layer: the mapping images most similar to a query image.
+
+    Attributes:
+        poses: ``cam_from_world`` of the mapping images (core order).
+        names: their names.
+    """
+
+    def __init__(
+        self,
+        network: NetVlad,
+        descriptors: np.ndarray,
+        whitening: PcaWhitening | None,
+        max_edge: int,
+        poses: list[Rigid3],
+        names: list[str],
+        device: str = "cpu",
+    ):
+        if len(descriptors) != len(poses):
+            raise SeglocError(f"the sfrs layer has {len(descriptors)} descriptors for {len(poses)} mapping images; rebuild it")
+        self.network, self.descriptors, self.whitening = network.to(device).eval(), np.asarray(descriptors, np.float32), whitening
+        self.max_edge, self.poses, self.names, self.device = max_edge, poses, names, device
+
+    @classmethod
+    def from_map(cls, package: MapPackage, device: str = "cpu") -> SfrsRetriever:
+        """Load the layer of an opened map.
+
+        Raises:
+            SeglocError: the map has no ``sfrs`` layer, or one built with another core.
+        """
+        if not package.has_layer(SFRS_LAYER):
+            raise SeglocError(
+                f"map {package.path} has no sfrs layer; add one with `segloc map add-sfrs MAP DATASET --checkpoint CKPT -o OUT`"
+            )
+        meta = package.read_json(SFRS_LAYER, "meta")
+        if meta.get("core_points_sha256") != core_checksum(package.manifest["files"]):
+            raise SeglocError(f"the sfrs layer of {package.path} was built for another core; rebuild it")
+        network = NetVlad(config_from_dict(NetVladConfig, {**meta["model_config"], "pretrained": False}, where="sfrs layer network"))
+        state = {k: torch.from_numpy(np.asarray(v)) for k, v in package.read_arrays(SFRS_LAYER, "network").items()}
+        load_weights(network, state, source=f"the sfrs layer of {package.path}")
+        whitening = PcaWhitening.from_arrays(package.read_arrays(SFRS_LAYER, "whitening")) if meta.get("whitening_dim") else None
+        core = read_core(package)
+        descriptors = package.read_arrays(SFRS_LAYER, "descriptors")["descriptors"]
+        return cls(
+            network,
+            descriptors,
+            whitening,
+            int(meta["max_edge"]),
+            [i.cam_from_world for i in core.images],
+            [i.name for i in core.images],
+            device,
+        )
+
+    def describe(self, image: np.ndarray) -> np.ndarray:
+        """The query's descriptor (d,) (whitened when the layer is)."""
+        descriptor = describe_images(self.network, [image], self.max_edge, self.device)
+        return (self.whitening.whiten(descriptor) if self.whitening is not None else descriptor)[0]
+
+    def retrieve(self, image: np.ndarray, num_results: int) -> tuple[np.ndarray, np.ndarray]:
+        """Mapping image ids (R,) best first and their similarities (R,) for an (H, W, 3) uint8 RGB image."""
+        ids, scores = search_inner_product(self.describe(image)[None], self.descriptors, num_results)
+        return ids[0], scores[0]

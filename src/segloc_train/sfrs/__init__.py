@@ -1,0 +1,1 @@
+"""SFRS training of the NetVLAD retrieval network (``segloc train sfrs``); see :mod:`segloc_train.sfrs.train_sfrs`."""

@@ -1,0 +1,85 @@
+"""``segloc train sfrs DATASET [DATASET ...] -o RUN``: the SFRS subcommand (imports only argparse at import time)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from segloc.errors import SeglocError
+
+
+def _config(args: argparse.Namespace):
+    from segloc_train.checkpointing import CONFIG_FILE
+    from segloc_train.sfrs.train_sfrs import load_sfrs_config, sfrs_config_from_dict
+
+    if args.config is not None:
+        if args.preset is not None:
+            raise SeglocError("give either --config or --preset; a config file's 'train' section can name a preset itself")
+        config = load_sfrs_config(args.config)
+    elif args.resume and args.preset is None and (args.output / CONFIG_FILE).is_file():
+        config = load_sfrs_config(args.output / CONFIG_FILE)
+    else:
+        config = sfrs_config_from_dict({"preset": args.preset or "cpu"}, where="--preset")
+    overrides = {
+        "generations": args.generations,
+        "epochs_per_generation": args.epochs_per_generation,
+        "steps_per_epoch": args.steps_per_epoch,
+        "time_budget_s": args.time_budget,
+        "device": args.device,
+        "threads": args.threads,
+    }
+    try:
+        return dataclasses.replace(config, **{key: value for key, value in overrides.items() if value is not None})
+    except (TypeError, SeglocError) as exc:
+        raise SeglocError(f"invalid command-line option: {exc}") from None
+
+
+def _print_epoch(summary: dict) -> None:
+    terms = " ".join(f"{key} {summary[key]:.3f}" for key in ("image", "soft", "recall_at_1") if key in summary)
+    note = ", stopped: time budget used up" if summary.get("stopped") == "time_budget" else ""
+    print(
+        f"generation {summary['generation']} epoch {summary['epoch']}/{summary['epochs']}: loss {summary['total']:.4f} ({terms}), "
+        f"{summary['steps']} steps, {summary['seconds']:.1f} s{note}",
+        flush=True,
+    )
+
+
+def cmd_train_sfrs(args: argparse.Namespace) -> int:
+    """Train NetVLAD with SFRS; prints one line per epoch and the checkpoint."""
+    import time
+
+    from segloc_train.sfrs.train_sfrs import train_sfrs
+
+    config = _config(args)
+    start = time.perf_counter()
+    checkpoint = train_sfrs(args.datasets, args.output, config, resume=args.resume, progress=not args.no_progress, on_epoch=_print_epoch)
+    print(f"wrote checkpoint {checkpoint} in {time.perf_counter() - start:.1f} s (per generation in {args.output}/generation_G)")
+    return 0
+
+
+def add_sfrs_parser(trainers: argparse._SubParsersAction) -> None:
+    """Add the ``sfrs`` subcommand to ``segloc train``'s subparsers."""
+    p = trainers.add_parser(
+        "sfrs",
+        help="train the NetVLAD retrieval network with SFRS (self-supervised region similarities) on posed images",
+        description=(
+            "Train NetVLAD (EfficientNet-Lite0 backbone) with SFRS on the posed images of DATASET(s): weak labels from the poses, "
+            "generation 0 with the image-level loss, later generations with the previous one's soft image-to-region "
+            "similarities. Writes RUN/generation_G/checkpoint per generation, RUN/checkpoint (last save), RUN/config.yaml, "
+            "RUN/losses.json, RUN/loss_curves.png and RUN/resume/."
+        ),
+    )
+    p.add_argument("datasets", type=Path, nargs="+", metavar="DATASET", help="dataset folder(s); each is one place, mined on its own")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder of the training run")
+    p.add_argument("--config", type=Path, help="YAML config with a 'train' section (optionally 'preset: NAME' plus options)")
+    p.add_argument("--preset", help="cpu (default; minutes on 2 cores for synthetic scenes) or paper (GPU)")
+    p.add_argument("--generations", type=int, help="number of generations (generation 0 included)")
+    p.add_argument("--epochs-per-generation", type=int, help="epochs of each generation")
+    p.add_argument("--steps-per-epoch", type=int, help="at most this many steps per epoch")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop cleanly after this much wall time (setup included)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN from its last save")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train_sfrs)
