@@ -584,7 +584,7 @@ def test_lifecycle_transitions(scene, client, start_nodes, one_torch_thread):
     def descriptor_msg(frame):
         return raw_image_msg(header_msg(frame.stamp_ns, CAMERA_FRAME), descriptor_image_fields(frame.descriptor))
 
-    results = client.set_parameters(RETRIEVAL, {"backend": "tensorrt"})
+    results = client.set_parameters(RETRIEVAL, {"backend": "tensorflow"})
     assert not results[0].successful and "available backends: torch" in results[0].reason
     # A missing map is accepted while unconfigured, and makes configure fail (the node stays up, unconfigured).
     assert client.set_parameters(RETRIEVAL, {"map_path": "/nonexistent/map"})[0].successful
@@ -893,6 +893,66 @@ def test_localizer_node_runs_a_plugin_method(scene, client, ros_env, tmp_path, o
     finally:
         code = process.stop()
     assert code == 0, process.log()
+
+
+def test_localizer_node_takes_its_prior_from_sfrs(scene, reference_map, client, start_nodes, tmp_path, one_torch_thread):
+    """localize.retrieval: sfrs in the node's config file: the prior of each frame comes from the map's sfrs layer, as offline."""
+    import numpy as np
+    import torch
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Bool
+    from tf2_msgs.msg import TFMessage
+
+    from segloc.config import config_section
+    from segloc.data.dataset import read_dataset
+    from segloc.geometry.transforms import pose_error
+    from segloc.localize.pipeline import LocalizationPipeline
+    from segloc.localize.retrieval import load_localizer
+    from segloc.maps.package import MapPackage
+    from segloc.maps.sfrs import SfrsLayerConfig, add_sfrs_layer
+    from segloc.methods import get_method
+    from segloc.models import save_checkpoint
+    from segloc.models.netvlad import NetVlad, NetVladConfig, sample_features
+    from segloc_ros.conversions import camera_info_msg_from_camera, pose_and_covariance_from_msg
+
+    dataset = read_dataset(scene.root / "dataset")
+    net = NetVlad(NetVladConfig(num_clusters=8)).eval()
+    with torch.no_grad():
+        images = np.stack([dataset.load_image(r.name) for r in dataset.mapping[::3]])
+        features = net.features(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0)
+        net.initialise_clusters(sample_features(features, 50, torch.Generator().manual_seed(0)))
+    checkpoint = save_checkpoint(net, tmp_path / "netvlad", metadata={"image_size": list(images.shape[2:0:-1])})
+    map_path = add_sfrs_layer(reference_map, dataset, SfrsLayerConfig(str(checkpoint)), tmp_path / "map_sfrs", progress=False)
+    config = tmp_path / "sfrs.yaml"
+    config.write_text("localize:\n  retrieval: sfrs\n  prior_radius: 1.0\n")
+
+    method = get_method("reference")
+    localizer = load_localizer(method, MapPackage.open(map_path), config_section(str(config), "localize"))
+    library = LocalizationPipeline(localizer, prior_use=method.prior_use, tracks=method.tracks)
+    parameters = harness.node_parameters(scene, map_path=str(map_path), config_path=str(config))
+    process = start_nodes(MODULES[LOCALIZER], {LOCALIZER: parameters}, "localizer_sfrs")
+    poses = client.collect(PoseWithCovarianceStamped, "/pose", 20)
+    localized = client.collect(Bool, "/segloc/localized", 20)
+    image_pub, info_pub = client.publisher(Image, "/image"), client.publisher(CameraInfo, "/camera_info")
+    tf_pub = client.publisher(TFMessage, "/tf", 100)
+    client.publisher(TFMessage, "/tf_static", tf_static_qos()).publish(static_camera_tf(scene, scene.frames[0].stamp_ns))
+    wait_state(client, process, LOCALIZER, "active")
+    for publisher in (image_pub, info_pub, tf_pub):
+        client.wait_subscribers(publisher)
+    for frame in scene.frames[:2]:
+        count = len(client.snapshot(localized))
+        tf_pub.publish(odometry_tf(frame))
+        info_pub.publish(camera_info_msg_from_camera(scene.camera, frame.stamp_ns, CAMERA_FRAME))
+        time.sleep(0.1)
+        image_pub.publish(rgb_image(frame))
+        client.wait_for(lambda count=count: len(localized) > count, 60, f"a verdict on {frame.name}" + process.log())
+        want = library.process(frame.image, scene.camera, frame.stamp_ns, scene.base_from_cam, odometry=(frame.odom_from_base, None))
+        assert want.published, want.message
+        assert "sfrs_retrieve" in want.result.timings and want.result.info["sfrs_retrieved"]
+        got = client.wait_for(lambda frame=frame: next((p for p in poses if stamp_ns(p.header) == frame.stamp_ns), None), 10, "pose")
+        assert max(pose_error(pose_and_covariance_from_msg(got)[0].inverse(), want.world_from_base.inverse())) < 1e-6
+    assert process.alive()
 
 
 # --- inference backends (segmentation_node) -------------------------------------------------------
