@@ -17,7 +17,9 @@ publishes ``pose``, ``/tf`` (``map -> odom``), ``segloc/localized`` and ``/diagn
 ``map_path`` changes and ``~/reload_map`` (:mod:`segloc_ros.nodes.common`).
 
 The method's ``localize:`` options come from the file that ``config_path`` names; ``device``,
-``backend`` and ``threads`` set the method's torch device and inference runtime where it has them. With a method that tracks (SegLoc), a frame
+``backend`` and ``threads`` set the method's torch device and inference runtime where it has them;
+``localize.retrieval: sfrs`` takes the prior of a frame without one from the map's ``sfrs``
+layer (:mod:`segloc.localize.retrieval`), as ``segloc evaluate`` does. With a method that tracks (SegLoc), a frame
 after a confident pose refines from the pose odometry predicts and relocalizes only when that
 fails (:mod:`segloc.localize.tracking`; the ``tracking:`` section of the same file, e.g.
 ``enabled: false``); the diagnostics say how each frame was localized (``last_frame_mode``)
@@ -35,10 +37,10 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from segloc.config import config_from_dict, config_section
 from segloc.errors import SeglocError
 from segloc.localize.pipeline import LocalizationPipeline
+from segloc.localize.retrieval import load_localizer
 from segloc.localize.tracking import TrackingConfig
 from segloc.maps.package import MapPackage
 from segloc.methods import get_method
-from segloc.runtime.session import with_runtime
 from segloc_ros.conversions import stamp_to_ns
 from segloc_ros.nodes.camera_input import CameraInputs
 from segloc_ros.nodes.common import LoadedMap, run_nodes
@@ -61,9 +63,8 @@ class LocalizerNode(CameraInputs, LocalizingNode):
     def make_localizer(self, package: MapPackage, config_path: str) -> LocalizationPipeline:
         """The pipeline of the map's method (or the ``method`` parameter's) over ``package``."""
         method = get_method(self.param("method") or package.method)
-        config = method.localize_config(config_section(config_path or None, "localize"))
-        config = with_runtime(config, self.param("device"), self.param("backend"), self.param("threads"))
-        localizer = method.load_localizer(package, config)
+        localize = config_section(config_path or None, "localize")
+        localizer = load_localizer(method, package, localize, self.param("device"), self.param("backend"), self.param("threads"))
         tracking = config_from_dict(TrackingConfig, config_section(config_path or None, "tracking"), "tracking")
         pipeline = LocalizationPipeline(
             localizer,
