@@ -151,6 +151,31 @@ def read_training_state(output_dir: str | Path) -> TrainingState:
         raise SeglocError(f"{path} is incomplete ({exc}); train again without --resume") from None
 
 
+def open_run(output_dir: str | Path, trainer: str, description: str, seed: int, resume: bool) -> TrainingState:
+    """The state a training run in ``output_dir`` starts from: a new one, or the saved one with ``resume``.
+
+    Args:
+        output_dir: the run's folder.
+        trainer: the trainer's name, recorded in the state (``segloc``, ``sfrs``).
+        description: how errors name such a run (``a SegLoc one``).
+        seed: the new run's seed.
+        resume: continue the run saved in ``output_dir``.
+
+    Raises:
+        SeglocError: nothing to resume, a saved run of another trainer, or a new run into a
+            folder that already holds one (never overwritten).
+    """
+    output_dir = Path(output_dir)
+    if resume:
+        state = read_training_state(output_dir)
+        if state.trainer != trainer:
+            raise SeglocError(f"cannot resume {output_dir}: it holds a {state.trainer!r} training run, not {description}")
+        return state
+    if (output_dir / CHECKPOINT_DIR).exists():
+        raise SeglocError(f"{output_dir} already holds a training run; pass --resume to continue it, or choose another output folder")
+    return TrainingState(trainer, seed=seed)
+
+
 def load_optimizer_state(output_dir: str | Path, optimizer: torch.optim.Optimizer) -> None:
     """Load ``resume/optimizer.pt`` into ``optimizer`` (``torch.load(..., weights_only=True)``).
 

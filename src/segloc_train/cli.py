@@ -18,25 +18,62 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from segloc.errors import SeglocError
 
 
-def _segloc_config(args: argparse.Namespace):
-    """The training config: ``--config``'s ``train`` section (or ``--preset``, or with ``--resume``
-    the run's own ``config.yaml``), then the command-line overrides."""
+def run_config(
+    args: argparse.Namespace, load: Callable[[Path], Any], preset: Callable[[str], Any], default_preset: str, overrides: dict[str, Any]
+) -> Any:
+    """A trainer's config from its command line.
+
+    ``--config``'s ``train`` section, or with ``--resume`` the run's own ``config.yaml``, or
+    ``--preset`` (``default_preset`` when none is given); then the ``overrides`` that are not
+    None replace the config's fields.
+
+    Args:
+        args: the parsed command line (``config``, ``preset``, ``resume``, ``output``).
+        load: reads a YAML file's ``train`` section into the trainer's config.
+        preset: the trainer's config for a preset name.
+        default_preset: the preset without ``--preset``.
+        overrides: config field -> command-line value (None: not given).
+
+    Raises:
+        SeglocError: both ``--config`` and ``--preset``, or an override of a wrong type or range.
+    """
     from segloc_train.checkpointing import CONFIG_FILE
-    from segloc_train.segloc.train_segloc import load_train_config, train_config
 
     if args.config is not None:
         if args.preset is not None:
             raise SeglocError("give either --config or --preset; a config file's 'train' section can name a preset itself")
-        config = load_train_config(args.config)
+        config = load(args.config)
     elif args.resume and args.preset is None and (args.output / CONFIG_FILE).is_file():
-        config = load_train_config(args.output / CONFIG_FILE)
+        config = load(args.output / CONFIG_FILE)
     else:
-        config = train_config(args.preset or "cpu_demo")
+        config = preset(args.preset or default_preset)
+    try:
+        return dataclasses.replace(config, **{key: value for key, value in overrides.items() if value is not None})
+    except (TypeError, SeglocError) as exc:  # replace() of a wrong type or a value out of range: a bad input
+        raise SeglocError(f"invalid command-line option: {exc}") from None
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options every trainer takes: steps, time budget, resume, device, threads, progress bars."""
+    p.add_argument("--steps-per-epoch", type=int, help="at most this many steps per epoch")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop cleanly after this much wall time (setup included)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the output folder from its last save")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _segloc_config(args: argparse.Namespace):
+    """The SegLoc trainer's config (:func:`run_config`)."""
+    from segloc_train.segloc.train_segloc import load_train_config, train_config
+
     overrides = {
         "epochs": args.epochs,
         "steps_per_epoch": args.steps_per_epoch,
@@ -45,11 +82,7 @@ def _segloc_config(args: argparse.Namespace):
         "threads": args.threads,
         "init_checkpoint": args.init,
     }
-    overrides = {key: value for key, value in overrides.items() if value is not None}
-    try:
-        return dataclasses.replace(config, **overrides)
-    except TypeError as exc:  # replace() of a wrong type: report it as a bad input
-        raise SeglocError(f"invalid command-line option: {exc}") from None
+    return run_config(args, load_train_config, train_config, "cpu_demo", overrides)
 
 
 def _print_epoch(summary: dict) -> None:
@@ -116,12 +149,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
         "instead of the ImageNet encoder: per-place fine-tuning",
     )
     p.add_argument("--epochs", type=int, help="total number of epochs (with --resume: train up to this many)")
-    p.add_argument("--steps-per-epoch", type=int, help="at most this many steps per epoch")
-    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop cleanly after this much wall time (setup included)")
-    p.add_argument("--resume", action="store_true", help="continue the run in OUT from its last save")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's, cpu)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_run_options(p)
     p.set_defaults(func=cmd_train_segloc)
     add_sld_parser(trainers)
     from segloc_train.sfrs.cli import add_sfrs_parser
@@ -134,20 +162,10 @@ def cmd_train_sld(args: argparse.Namespace) -> int:
     """``segloc train sld``: select the landmarks and train the landmark network; prints one line per epoch."""
     import time
 
-    from segloc_train.checkpointing import CONFIG_FILE
     from segloc_train.sld.train_sld import load_train_config, train_config, train_sld
 
-    if args.config is not None and args.preset is not None:
-        raise SeglocError("give either --config or --preset; a config file's 'train' section can name a preset itself")
-    if args.config is not None:
-        config = load_train_config(args.config)
-    elif args.resume and args.preset is None and (args.output / CONFIG_FILE).is_file():
-        config = load_train_config(args.output / CONFIG_FILE)
-    else:
-        config = train_config(args.preset or "cpu_demo")
     overrides = {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "time_budget_s": args.time_budget}
-    overrides.update(device=args.device, threads=args.threads)
-    config = dataclasses.replace(config, **{key: value for key, value in overrides.items() if value is not None})
+    config = run_config(args, load_train_config, train_config, "cpu_demo", {**overrides, "device": args.device, "threads": args.threads})
 
     def print_epoch(summary: dict) -> None:
         note = ", stopped: time budget used up" if summary.get("stopped") == "time_budget" else ""
@@ -181,10 +199,5 @@ def add_sld_parser(trainers: argparse._SubParsersAction) -> None:
         "--preset", help="cpu_demo (default; 100 landmarks, one network, minutes on a CPU) or paper (1000 landmarks, 8 x 125, GPU)"
     )
     p.add_argument("--epochs", type=int, help="total number of epochs (with --resume: train up to this many)")
-    p.add_argument("--steps-per-epoch", type=int, help="steps per epoch")
-    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop cleanly after this much wall time (setup included)")
-    p.add_argument("--resume", action="store_true", help="continue the run in OUT from its last save")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_run_options(p)
     p.set_defaults(func=cmd_train_sld)

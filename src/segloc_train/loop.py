@@ -1,8 +1,10 @@
-"""Small pieces every trainer's loop shares: the device, per-epoch seeds, preset merging."""
+"""Small pieces every trainer's loop shares: the device, torch threads, per-epoch seeds, preset merging."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,18 @@ def training_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SeglocError(f"device {name!r} requested but CUDA is not available in this torch build or machine; use --device cpu")
     return torch.device(name)
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch CPU threads (None or 0: torch's), then restore the previous count."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:

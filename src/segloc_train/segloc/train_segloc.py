@@ -146,16 +146,16 @@ from segloc_train.checkpointing import (
     LossHistory,
     TrainingState,
     load_optimizer_state,
+    open_run,
     plot_loss_curves,
     read_loss_history,
     read_tensors,
-    read_training_state,
     save_training_state,
     write_loss_history,
     write_tensors,
 )
 from segloc_train.dataset import SegLocTrainingSet, collate_pairs
-from segloc_train.loop import epoch_seed, merge_options, training_device
+from segloc_train.loop import epoch_seed, merge_options, torch_threads, training_device
 from segloc_train.mining import MiningConfig, camera_centers_and_axes, mine_triplets
 from segloc_train.pairs import ImagePair, PairMiningConfig, mine_pairs
 from segloc_train.segloc.losses import SegLocLossConfig, segloc_loss
@@ -866,27 +866,17 @@ def train_segloc(
         raise SeglocError("train_segloc: no dataset folder given")
     if config is None:
         config = load_train_config(output_dir / CONFIG_FILE) if resume and (output_dir / CONFIG_FILE).is_file() else SegLocTrainConfig()
-    state = TrainingState(TRAINER_NAME, seed=config.seed)
+    state = open_run(output_dir, TRAINER_NAME, "a SegLoc one", config.seed, resume)
     if resume:
-        state = read_training_state(output_dir)
         _check_resume_config(output_dir, config)
-        if state.trainer != TRAINER_NAME:
-            raise SeglocError(f"cannot resume {output_dir}: it holds a {state.trainer!r} training run, not a SegLoc one")
         if state.seed != config.seed:
             logger.warning("resuming with seed %d; the run started with seed %d", config.seed, state.seed)
         if state.epochs_done >= config.epochs:
             logger.info("%s already trained %d of %d epochs; nothing to do", output_dir, state.epochs_done, config.epochs)
             return output_dir / CHECKPOINT_DIR
-    elif (output_dir / CHECKPOINT_DIR).exists():
-        raise SeglocError(f"{output_dir} already holds a training run; pass --resume to continue it, or choose another output folder")
     device = training_device(config.device)
-    previous_threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         return _train(dataset_dirs, output_dir, config, core_map, state, resume, device, progress, on_epoch, start_time)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _train(

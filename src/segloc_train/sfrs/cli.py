@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
-from segloc.errors import SeglocError
+from segloc_train.cli import add_run_options, run_config
 
 
 def _config(args: argparse.Namespace):
-    from segloc_train.checkpointing import CONFIG_FILE
     from segloc_train.sfrs.train_sfrs import load_sfrs_config, sfrs_config_from_dict
 
-    if args.config is not None:
-        if args.preset is not None:
-            raise SeglocError("give either --config or --preset; a config file's 'train' section can name a preset itself")
-        config = load_sfrs_config(args.config)
-    elif args.resume and args.preset is None and (args.output / CONFIG_FILE).is_file():
-        config = load_sfrs_config(args.output / CONFIG_FILE)
-    else:
-        config = sfrs_config_from_dict({"preset": args.preset or "cpu"}, where="--preset")
     overrides = {
         "generations": args.generations,
         "epochs_per_generation": args.epochs_per_generation,
@@ -29,10 +19,7 @@ def _config(args: argparse.Namespace):
         "device": args.device,
         "threads": args.threads,
     }
-    try:
-        return dataclasses.replace(config, **{key: value for key, value in overrides.items() if value is not None})
-    except (TypeError, SeglocError) as exc:
-        raise SeglocError(f"invalid command-line option: {exc}") from None
+    return run_config(args, load_sfrs_config, lambda name: sfrs_config_from_dict({"preset": name}, where="--preset"), "cpu", overrides)
 
 
 def _print_epoch(summary: dict) -> None:
@@ -76,10 +63,5 @@ def add_sfrs_parser(trainers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", help="cpu (default; minutes on 2 cores for synthetic scenes) or paper (GPU)")
     p.add_argument("--generations", type=int, help="number of generations (generation 0 included)")
     p.add_argument("--epochs-per-generation", type=int, help="epochs of each generation")
-    p.add_argument("--steps-per-epoch", type=int, help="at most this many steps per epoch")
-    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop cleanly after this much wall time (setup included)")
-    p.add_argument("--resume", action="store_true", help="continue the run in RUN from its last save")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_run_options(p)
     p.set_defaults(func=cmd_train_sfrs)

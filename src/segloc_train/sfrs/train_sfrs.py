@@ -72,13 +72,13 @@ from segloc_train.checkpointing import (
     LossHistory,
     TrainingState,
     load_optimizer_state,
+    open_run,
     plot_loss_curves,
     read_loss_history,
-    read_training_state,
     save_training_state,
     write_loss_history,
 )
-from segloc_train.loop import epoch_seed, merge_options, training_device
+from segloc_train.loop import epoch_seed, merge_options, torch_threads, training_device
 from segloc_train.mining import MiningConfig, RetrievalSample, camera_centers_and_axes, mine_retrieval_samples, pose_candidates
 
 logger = logging.getLogger("segloc")
@@ -513,27 +513,17 @@ def train_sfrs(
         raise SeglocError("train_sfrs: no dataset folder given")
     if config is None:
         config = load_sfrs_config(output_dir / CONFIG_FILE) if resume and (output_dir / CONFIG_FILE).is_file() else SfrsTrainConfig()
-    state = TrainingState(TRAINER_NAME, seed=config.seed)
+    state = open_run(output_dir, TRAINER_NAME, "an SFRS one", config.seed, resume)
     if resume:
-        state = read_training_state(output_dir)
-        if state.trainer != TRAINER_NAME:
-            raise SeglocError(f"cannot resume {output_dir}: it holds a {state.trainer!r} training run, not an SFRS one")
         saved = load_sfrs_config(output_dir / CONFIG_FILE)
         if config_to_dict(saved.network) != config_to_dict(config.network):
             raise SeglocError(f"cannot resume {output_dir}: its network config differs; resume with --config {output_dir / CONFIG_FILE}")
         if state.epochs_done >= config.epochs:
             logger.info("%s already trained %d of %d epochs; nothing to do", output_dir, state.epochs_done, config.epochs)
             return generation_dir(output_dir, config.generations - 1) / CHECKPOINT_DIR
-    elif (output_dir / CHECKPOINT_DIR).exists():
-        raise SeglocError(f"{output_dir} already holds a training run; pass --resume to continue it, or choose another output folder")
     device = training_device(config.device)
-    previous_threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         return _train(dataset_dirs, output_dir, config, state, resume, device, progress, on_epoch, start_time)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _train(

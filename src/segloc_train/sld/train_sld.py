@@ -71,12 +71,14 @@ from segloc_train.checkpointing import (
     RESUME_DIR,
     TrainingState,
     load_optimizer_state,
-    read_training_state,
+    open_run,
     save_training_state,
 )
+from segloc_train.loop import torch_threads
 
 logger = logging.getLogger("segloc")
 
+TRAINER_NAME = "sld"
 HISTORY_FILE = "losses.json"
 CURVES_FILE = "curves.png"
 LAST_DIR = "last"
@@ -362,16 +364,34 @@ def train_sld(
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
-    """Train the landmark network of a dataset (module docstring); returns ``output_dir/checkpoint``."""
-    from tqdm import tqdm
+    """Train the landmark network of a dataset (module docstring); returns ``output_dir/checkpoint``.
 
+    Raises:
+        SeglocError: a new run into a non-empty folder, nothing to resume, a saved run of another trainer.
+    """
     config = config or SldTrainConfig()
     start_time = time.perf_counter()
     output = Path(output_dir)
     if output.exists() and any(output.iterdir()) and not resume:
         raise SeglocError(f"{output} exists and is not empty; pass --resume to continue its run or choose another folder")
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    state = open_run(output, TRAINER_NAME, "an SLD one", config.seed, resume)
+    with torch_threads(config.threads):
+        return _train(dataset_dir, output, config, state, resume, progress, on_epoch, start_time)
+
+
+def _train(
+    dataset_dir: str | Path,
+    output: Path,
+    config: SldTrainConfig,
+    state: TrainingState,
+    resume: bool,
+    progress: bool,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    start_time: float,
+) -> Path:
+    """The body of :func:`train_sld` once the run's folder and state are settled."""
+    from tqdm import tqdm
+
     output.mkdir(parents=True, exist_ok=True)
     dataset = read_dataset(dataset_dir)
     selection, data = build_training_data(dataset, config, progress)
@@ -380,10 +400,8 @@ def train_sld(
                                    fuse_channels=config.fuse_channels, head_channels=config.head_channels)  # fmt: skip
     model = LandmarkEnsemble(net_config).to(config.device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    state = TrainingState("sld", seed=config.seed)
     history: dict[str, list] = {"steps": [], "epochs": []}
-    if resume and (output / RESUME_DIR / "state.json").is_file():
-        state = read_training_state(output)
+    if resume:
         load_weights(model, read_state_dict(output / RESUME_DIR / LAST_DIR / WEIGHTS), source=f"{output / RESUME_DIR / LAST_DIR}")
         load_optimizer_state(output, optimizer)
         history = json.loads((output / HISTORY_FILE).read_text())
@@ -446,7 +464,7 @@ def train_sld(
         state.epochs_done = epoch + 1
         if metrics["recall"] > best or not (output / CHECKPOINT_DIR).is_dir():
             best = max(best, metrics["recall"])
-            metadata = {"trainer": "sld", "epoch": epoch + 1, "heldout": metrics, "train_seconds": round(state.train_seconds, 1),
+            metadata = {"trainer": TRAINER_NAME, "epoch": epoch + 1, "heldout": metrics, "train_seconds": round(state.train_seconds, 1),
                         LANDMARKS_METADATA: landmarks_meta}  # fmt: skip
             save_checkpoint(model, output / CHECKPOINT_DIR, metadata=metadata, overwrite=True)
         save_checkpoint(model, output / RESUME_DIR / LAST_DIR, metadata={"epoch": epoch + 1}, overwrite=True)
