@@ -505,7 +505,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from segloc.maps.package import MapPackage, is_map_package
     from segloc.methods import get_method
     from segloc.models.checkpoint import load_checkpoint, read_checkpoint_info
-    from segloc.models.export import add_onnx_layer, export_network
+    from segloc.models.export import add_onnx_layer, export_network, network_graph, network_session
     from segloc.runtime.session import RuntimeConfig, resolve_backend
 
     device = args.device or ("cuda" if args.backend == "tensorrt" else "cpu")
@@ -515,7 +515,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     resolve_backend(args.backend, device)  # tensorrt without the package or a GPU: say so before the export
     package = MapPackage.open(args.source) if is_map_package(args.source) else None
     if package is not None:
-        networks = get_method(package.method).networks(package)
+        from segloc.maps.sfrs import sfrs_networks
+
+        networks = {**get_method(package.method).networks(package), **sfrs_networks(package)}
         if not networks:
             raise SeglocError(f"map {args.source} ({package.method}) runs no network: nothing to export")
     else:
@@ -535,33 +537,40 @@ def cmd_export(args: argparse.Namespace) -> int:
         size = tuple(args.size or size)
         with tempfile.TemporaryDirectory() as scratch:
             onnx_path = export_network(model, args.output or Path(scratch) / f"{name}.onnx", size)
-            print(f"{name}: exported {onnx_path} at {size[0]}x{size[1]} (dynamic H, W), outputs checked against torch")
+            shape = "dynamic H, W" if network_graph(model).dynamic else "this size only"
+            print(f"{name}: exported {onnx_path} at {size[0]}x{size[1]} ({shape}), outputs checked against torch")
             if image is not None:
-                print(f"{name}: {args.check_image}: {_backend_difference(model, onnx_path, image, max(size), runtime, device)}")
+                print(f"{name}: {args.check_image}: {_backend_difference(model, onnx_path, image, size, runtime, device)}")
             if args.backend == "tensorrt":
-                from segloc.models.export import segmentation_session
-
-                session = segmentation_session(model, runtime, device, onnx_path, size)
+                session = network_session(model, runtime, device, onnx_path, size)
                 if session.status.level != "ok":
                     raise SeglocError(session.status.message)
                 print(f"{name}: {session.status.message} (cache {runtime.cache_path / 'engines'})")
             if package is not None and args.output is None:
-                stored = add_onnx_layer(package.path, model, onnx_path)
+                stored = add_onnx_layer(package.path, model, onnx_path, size)
                 print(f"{name}: stored in the map as {stored.relative_to(package.path)} (with its checksum)")
                 package = MapPackage.open(package.path)
     return 0
 
 
-def _backend_difference(model, onnx_path: Path, image, max_edge: int, runtime, device: str) -> str:
-    """The largest difference of class probabilities between torch and ``runtime``'s backend on one real image."""
-    from segloc.models.segmenter import NetworkSegmenter
+def _backend_difference(model, onnx_path: Path, image, size: tuple[int, int], runtime, device: str) -> str:
+    """The largest difference of the network's outputs between torch and ``runtime``'s backend on one real image, at ``size``."""
+    import cv2
+    import torch
 
-    reference = NetworkSegmenter(model, max_edge, device)(image)
-    got = NetworkSegmenter(model, max_edge, device, runtime=runtime, onnx_path=onnx_path)(image)
-    worst = max(float((a - b).abs().max()) for a, b in zip(reference.probabilities, got.probabilities))
-    return (
-        f"max abs difference of the class probabilities, {got.input_size[0]}x{got.input_size[1]}, torch vs {runtime.backend}: {worst:.2e}"
-    )
+    from segloc.models.export import network_graph, network_session
+    from segloc.models.segmenter import inference_size
+    from segloc.runtime.onnx import max_abs_difference
+    from segloc.runtime.session import RuntimeConfig
+
+    if network_graph(model).dynamic:
+        size = inference_size(image.shape[1], image.shape[0], max(size))
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    batch = torch.from_numpy(resized).permute(2, 0, 1)[None].float().div(255.0)
+    reference = network_session(model, RuntimeConfig("torch"), device, onnx_path, size).run({"image": batch})
+    got = network_session(model, runtime, device, onnx_path, size).run({"image": batch})
+    worst = max(max_abs_difference(reference, got).values())
+    return f"max abs difference of the outputs, {size[0]}x{size[1]}, torch vs {runtime.backend}: {worst:.2e}"
 
 
 # --- parser ------------------------------------------------------------------------------
@@ -794,7 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--size", type=_size, help="WIDTHxHEIGHT of the check input and TensorRT's optimum (default: the map's largest query size)"
     )
-    p.add_argument("--check-image", type=Path, help="a real image: print the probability difference between torch and the backend on it")
+    p.add_argument("--check-image", type=Path, help="a real image: print the largest output difference between torch and the backend on it")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda for tensorrt, else cpu)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     p.add_argument("--cache-dir", type=Path, help="engine cache (default $SEGLOC_CACHE or ~/.cache/segloc)")

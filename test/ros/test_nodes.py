@@ -976,12 +976,12 @@ def test_segmentation_node_backend_parameter(scene, client, start_nodes, tmp_pat
     from segloc.methods.segloc.layer import read_segloc_model
     from segloc.methods.segloc.localizer import SegLocLocalizer
     from segloc.methods.segloc.packing import packed_probabilities_from_image, unpack_probabilities
-    from segloc.models.export import segmentation_onnx
+    from segloc.models.export import network_onnx
     from segloc_ros.conversions import camera_info_msg_from_camera
 
     # The export, done offline as `segloc export` would: the node's configure then only loads it
     # (an export at configure takes tens of seconds on a busy machine, with the node unresponsive).
-    segmentation_onnx(read_segloc_model(MapPackage.open(scene.map_a)), tmp_path / "cache", (128, 96))
+    network_onnx(read_segloc_model(MapPackage.open(scene.map_a)), tmp_path / "cache", (128, 96))
     config = tmp_path / "segloc.yaml"
     config.write_text(f"localize:\n  runtime:\n    cache_dir: {tmp_path / 'cache'}\n")
     parameters = harness.node_parameters(scene, max_edge=128, backend="onnxruntime", config_path=str(config))

@@ -60,6 +60,12 @@ class RetrievalPriorLocalizer:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.localizer, name)
 
+    def inference_status(self) -> list:
+        """The method's network sessions, then the retrieval network's."""
+        from segloc.runtime.session import inference_statuses
+
+        return [*inference_statuses(self.localizer), *self.retriever.inference_status()]
+
     def localize(self, image: np.ndarray, camera: Camera, prior: Rigid3 | None = None) -> LocalizationResult:
         if prior is not None:
             return self.localizer.localize(image, camera, prior)
@@ -86,13 +92,15 @@ def load_localizer(
     """The localizer of ``method`` (a :class:`segloc.methods.Method`) over an opened map, retrieval as ``localize`` says.
 
     ``device``, ``backend`` and ``threads`` override the method's inference options
-    (:func:`segloc.runtime.session.with_runtime`; None keeps the config's).
+    (:func:`segloc.runtime.session.with_runtime`; None keeps the config's); the sfrs retrieval
+    network runs on the method's device and runtime, or for a method without a network on
+    ``device``, ``backend`` and ``threads`` alone (torch on the CPU by default).
 
     Raises:
         SeglocError: ``retrieval: sfrs`` for a method that ignores priors, or a map without the layer.
     """
     source, rest = split_retrieval_option(localize)
-    from segloc.runtime.session import with_runtime
+    from segloc.runtime.session import RuntimeConfig, with_runtime
 
     config = with_runtime(method.localize_config(rest), device, backend, threads)
     localizer = method.load_localizer(package, config)
@@ -102,4 +110,8 @@ def load_localizer(
         raise SeglocError(f"localize.retrieval: sfrs gives a pose prior, but method {method.name!r} ignores priors (prior_use none)")
     from segloc.maps.sfrs import SfrsRetriever
 
-    return RetrievalPriorLocalizer(localizer, SfrsRetriever.from_map(package))
+    runtime = getattr(config, "runtime", None)
+    if not isinstance(runtime, RuntimeConfig):  # a method without a network: the overrides alone
+        runtime = RuntimeConfig(backend or "torch", threads or 0)
+    retriever = SfrsRetriever.from_map(package, getattr(config, "device", None) or device or "cpu", runtime)
+    return RetrievalPriorLocalizer(localizer, retriever)

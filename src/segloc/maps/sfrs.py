@@ -35,7 +35,9 @@ from segloc.geometry.transforms import Rigid3
 from segloc.maps.core import core_checksum, read_core
 from segloc.maps.package import MapPackage, MapWriter
 from segloc.models.checkpoint import load_checkpoint, load_weights, read_checkpoint_info
+from segloc.models.export import read_onnx_layer
 from segloc.models.netvlad import NetVlad, NetVladConfig, PcaWhitening, describe_images
+from segloc.runtime.session import RuntimeConfig, SessionStatus
 
 logger = logging.getLogger("segloc")
 
@@ -59,6 +61,16 @@ class SfrsLayerConfig:
 
     def __post_init__(self) -> None:
         check_options(self)
+
+
+def sfrs_networks(package: MapPackage) -> dict[str, tuple[NetVlad, tuple[int, int]]]:
+    """The NetVLAD network of a map's ``sfrs`` layer at its input size (``netvlad``: (net, (W, H))), for ``segloc export``; {} without the layer."""
+    from segloc.models.segmenter import inference_size
+
+    if not package.has_layer(SFRS_LAYER):
+        return {}
+    retriever = SfrsRetriever.from_map(package)
+    return {"netvlad": (retriever.network, inference_size(4, 3, retriever.max_edge))}
 
 
 def add_sfrs_layer(
@@ -116,6 +128,8 @@ class SfrsRetriever:
     Attributes:
         poses: ``cam_from_world`` of the mapping images (core order).
         names: their names.
+        session: the :class:`segloc.runtime.session.InferenceSession` that runs the network
+            (the ``runtime`` backend; torch by default).
     """
 
     def __init__(
@@ -127,15 +141,27 @@ class SfrsRetriever:
         poses: list[Rigid3],
         names: list[str],
         device: str = "cpu",
+        runtime: RuntimeConfig | None = None,
+        onnx_path: str | Path | None = None,
     ):
+        from segloc.models.export import GRAPHS, network_session
+        from segloc.models.segmenter import inference_size
+
         if len(descriptors) != len(poses):
             raise SeglocError(f"the sfrs layer has {len(descriptors)} descriptors for {len(poses)} mapping images; rebuild it")
         self.network, self.descriptors, self.whitening = network.to(device).eval(), np.asarray(descriptors, np.float32), whitening
         self.max_edge, self.poses, self.names, self.device = max_edge, poses, names, device
+        self.session = network_session(
+            self.network, runtime or RuntimeConfig(), device, onnx_path, inference_size(4, 3, max_edge), GRAPHS["netvlad"]
+        )
+
+    def inference_status(self) -> list[SessionStatus]:
+        """How the NetVLAD network runs (backend, engine cache, fallback)."""
+        return [self.session.status]
 
     @classmethod
-    def from_map(cls, package: MapPackage, device: str = "cpu") -> SfrsRetriever:
-        """Load the layer of an opened map.
+    def from_map(cls, package: MapPackage, device: str = "cpu", runtime: RuntimeConfig | None = None) -> SfrsRetriever:
+        """Load the layer of an opened map; ``runtime`` picks the network's backend (the map's ``onnx`` layer is used when it holds the export).
 
         Raises:
             SeglocError: the map has no ``sfrs`` layer, or one built with another core.
@@ -153,6 +179,8 @@ class SfrsRetriever:
         whitening = PcaWhitening.from_arrays(package.read_arrays(SFRS_LAYER, "whitening")) if meta.get("whitening_dim") else None
         core = read_core(package)
         descriptors = package.read_arrays(SFRS_LAYER, "descriptors")["descriptors"]
+        runtime = runtime or RuntimeConfig()
+        onnx_path = read_onnx_layer(package, network) if runtime.backend != "torch" else None
         return cls(
             network,
             descriptors,
@@ -161,11 +189,13 @@ class SfrsRetriever:
             [i.cam_from_world for i in core.images],
             [i.name for i in core.images],
             device,
+            runtime,
+            onnx_path,
         )
 
     def describe(self, image: np.ndarray) -> np.ndarray:
         """The query's descriptor (d,) (whitened when the layer is)."""
-        descriptor = describe_images(self.network, [image], self.max_edge, self.device)
+        descriptor = describe_images(self.network, [image], self.max_edge, self.device, session=self.session)
         return (self.whitening.whiten(descriptor) if self.whitening is not None else descriptor)[0]
 
     def retrieve(self, image: np.ndarray, num_results: int) -> tuple[np.ndarray, np.ndarray]:

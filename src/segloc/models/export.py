@@ -1,11 +1,20 @@
 """The project's networks as ONNX graphs with named inputs and outputs, and their inference sessions.
 
-The segmentation network (:class:`segloc.models.segmentation.SegmentationNet`) is exported as
-:class:`SegmentationLogits`: input ``image`` (1, 3, H, W) RGB in [0, 1], outputs ``logits0`` ...
-``logits3`` (1, K, H / s_l, W / s_l), coarse to fine; H and W are dynamic multiples of 32 up to
-:data:`MAX_SIDE`. An exported file is cached under ``<cache>/onnx/<weights SHA-256>.onnx``
-(:func:`segmentation_onnx`), so a network is exported once per machine, or shipped inside
-the map (``segloc export MAP``: layer ``onnx``, :func:`add_onnx_layer`).
+Every registered network that runs at inference (:data:`GRAPHS`) takes one input, ``image``
+(1, 3, H, W) RGB in [0, 1], and has named outputs:
+
+- ``segmentation`` (:class:`SegmentationLogits`): ``logits0`` ... ``logits3``
+  (1, K, H / s_l, W / s_l), coarse to fine;
+- ``landmarks`` (:class:`LandmarkHeatmaps`, SLD*): ``heatmaps`` (1, L, ceil(H / 8), ceil(W / 8));
+- ``netvlad`` (:class:`NetVladDescriptor`, SFRS retrieval): ``descriptor`` (1, K * D).
+
+A network whose inputs are multiples of 32 (segmentation, NetVLAD) is exported once with H and
+W dynamic (multiples of 32 up to :data:`MAX_SIDE`). The EfficientNet-Lite encoders pad like
+TensorFlow's ``same``, which the exporter fixes for the example's size modulo 32, so a network
+that runs at other sizes (SLD*'s landmarks, at the map's image size) is exported per input size.
+An export is cached under ``<cache>/onnx/<name>-<weights SHA-256>[-WxH].onnx``
+(:func:`network_onnx`), so a network is exported once per machine, or shipped inside the map
+(``segloc export MAP``: layer ``onnx``, :func:`add_onnx_layer`).
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +37,29 @@ from segloc.runtime.session import InferenceSession, RuntimeConfig, create_sessi
 logger = logging.getLogger("segloc")
 
 __all__ = [
-    "EXPORTERS",
-    "ONNX_LAYER",
-    "add_onnx_layer",
-    "read_onnx_layer",
+    "GRAPHS",
     "MAX_SIDE",
-    "SEGMENTATION_INPUTS",
+    "NETWORK_INPUTS",
+    "ONNX_LAYER",
+    "LandmarkHeatmaps",
+    "NetVladDescriptor",
+    "NetworkGraph",
     "SegmentationLogits",
+    "add_onnx_layer",
     "export_network",
-    "export_segmentation_onnx",
-    "segmentation_onnx",
+    "network_graph",
+    "network_onnx",
+    "network_session",
+    "read_onnx_layer",
     "segmentation_output_names",
-    "segmentation_session",
     "weights_sha256",
 ]
 
-SEGMENTATION_INPUTS: tuple[str, ...] = ("image",)
+NETWORK_INPUTS: tuple[str, ...] = ("image",)
 ONNX_LAYER = "onnx"
-"""The map layer of ONNX exports: ``onnx/<model name>.onnx`` and ``onnx/<model name>_export.json`` (weights SHA-256, names)."""
+"""The map layer of ONNX exports: ``onnx/<model name>.onnx`` and ``onnx/<model name>_export.json`` (weights SHA-256, names, sizes)."""
 MAX_SIDE = 2048
-"""The largest image side the exported segmentation graph accepts (pixels)."""
+"""The largest image side a dynamic export accepts (pixels)."""
 SIZE_STEP = 32
 
 
@@ -77,70 +90,164 @@ def weights_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def export_segmentation_onnx(model: nn.Module, path: str | Path, size: tuple[int, int] = (640, 480), dynamic: bool = True) -> Path:
-    """Export the segmentation network to ``path``, checked against torch on a (1, 3, H, W) input of ``size`` (width, height).
+class LandmarkHeatmaps(nn.Module):
+    """The SLD* landmark ensemble's inference graph: ``image`` (B, 3, H, W) in [0, 1] -> ``heatmaps`` (B, L, h, w)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.model(image)
+
+
+class NetVladDescriptor(nn.Module):
+    """NetVLAD's inference graph: ``image`` (B, 3, H, W) in [0, 1] -> ``descriptor`` (B, K * D), L2-normalised."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.model(image).descriptor
+
+
+@dataclass(frozen=True)
+class NetworkGraph:
+    """How a registered network is exported and run by name.
+
+    Attributes:
+        graph: wraps the network in its inference graph (``image`` -> the outputs, in order).
+        outputs: the output names of a network.
+        dynamic: H and W dynamic multiples of 32 in one export; False: one export per input size.
+    """
+
+    graph: Callable[[nn.Module], nn.Module]
+    outputs: Callable[[nn.Module], tuple[str, ...]]
+    dynamic: bool = True
+
+
+#: The inference graph of each registered network that runs at inference (by registry name); a network that lands adds its own.
+GRAPHS: dict[str, NetworkGraph] = {
+    "segmentation": NetworkGraph(SegmentationLogits, segmentation_output_names),
+    "landmarks": NetworkGraph(LandmarkHeatmaps, lambda model: ("heatmaps",), dynamic=False),
+    "netvlad": NetworkGraph(NetVladDescriptor, lambda model: ("descriptor",)),
+}
+
+
+def network_graph(model: nn.Module) -> NetworkGraph:
+    """The :class:`NetworkGraph` of a registered network.
+
+    Raises:
+        SeglocError: a network without one.
+    """
+    from segloc.models.registry import model_name_of
+
+    name = model_name_of(model)
+    if name not in GRAPHS:
+        raise SeglocError(f"network {name!r} has no inference graph for ONNX export; exportable networks: {', '.join(GRAPHS)}")
+    return GRAPHS[name]
+
+
+def _check_size(model: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
+    width, height = (int(v) for v in size)
+    if network_graph(model).dynamic and (width % SIZE_STEP or height % SIZE_STEP):
+        raise SeglocError(f"the export of a dynamic-size network needs a size in multiples of {SIZE_STEP}, got {width}x{height}")
+    if min(width, height) < 1 or max(width, height) > MAX_SIDE:
+        raise SeglocError(f"an export size must lie between 1 and {MAX_SIDE} pixels per side, got {width}x{height}")
+    return width, height
+
+
+def export_network(model: nn.Module, path: str | Path, size: tuple[int, int] = (640, 480)) -> Path:
+    """Export a registered network to ``path``, checked against torch on a (1, 3, H, W) input of ``size`` (width, height).
 
     Args:
-        model: a :class:`segloc.models.segmentation.SegmentationNet` (put in eval mode, on the CPU).
-        size: the example input's (width, height), multiples of 32: a real size the map uses.
-        dynamic: H and W dynamic (multiples of 32 up to :data:`MAX_SIDE`); False: fixed at ``size``.
+        model: a network of :data:`GRAPHS` (put in eval mode, on the CPU).
+        size: the example input's (width, height): a real size the map uses (multiples of 32
+            for a dynamic network, whose H and W then vary in multiples of 32 up to
+            :data:`MAX_SIDE`; a per-size network is exported at exactly this size).
+
+    Raises:
+        SeglocError: a network without a graph, a bad size, or an export that differs from torch.
     """
-    width, height = size
-    generator = torch.Generator().manual_seed(0)
-    image = torch.rand(1, 3, height, width, generator=generator)
+    spec = network_graph(model)
+    width, height = _check_size(model, size)
+    image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     axes = {
         "image": {2: DynamicAxis("h32", SIZE_STEP, 1, MAX_SIDE // SIZE_STEP), 3: DynamicAxis("w32", SIZE_STEP, 1, MAX_SIDE // SIZE_STEP)}
     }
-    graph = SegmentationLogits(model.cpu().eval())
-    return export_onnx(graph, (image,), path, SEGMENTATION_INPUTS, segmentation_output_names(model), axes if dynamic else None)
+    graph = spec.graph(model.cpu().eval())
+    return export_onnx(graph, (image,), path, NETWORK_INPUTS, spec.outputs(model), axes if spec.dynamic else None)
 
 
-def segmentation_onnx(model: nn.Module, cache_dir: str | Path, size: tuple[int, int] = (640, 480)) -> Path:
-    """The cached ONNX export of ``model`` (exported now when the cache lacks it): ``<cache_dir>/onnx/<weights SHA-256>.onnx``."""
-    path = Path(cache_dir).expanduser() / "onnx" / f"segmentation-{weights_sha256(model)[:32]}.onnx"
+def network_onnx(model: nn.Module, cache_dir: str | Path, size: tuple[int, int] = (640, 480)) -> Path:
+    """The cached ONNX export of ``model`` (exported now when the cache lacks it).
+
+    The file is ``<cache_dir>/onnx/<name>-<weights SHA-256>.onnx``, with ``-WxH`` for a network
+    exported per input size.
+    """
+    from segloc.models.registry import model_name_of
+
+    suffix = "" if network_graph(model).dynamic else f"-{int(size[0])}x{int(size[1])}"
+    path = Path(cache_dir).expanduser() / "onnx" / f"{model_name_of(model)}-{weights_sha256(model)[:32]}{suffix}.onnx"
     if not path.is_file():
-        export_segmentation_onnx(model, path, size)
+        export_network(model, path, size)
     return path
 
 
-def segmentation_session(
+def network_session(
     model: nn.Module,
     runtime: RuntimeConfig,
     device: str = "cpu",
     onnx_path: str | Path | None = None,
     max_size: tuple[int, int] = (640, 480),
+    graph: NetworkGraph | None = None,
 ) -> InferenceSession:
-    """An :class:`segloc.runtime.session.InferenceSession` of the segmentation network (inputs and outputs as :class:`SegmentationLogits`).
+    """An :class:`segloc.runtime.session.InferenceSession` of a network (input ``image``, its :class:`NetworkGraph`'s outputs).
 
     Args:
         model: the network.
         runtime: backend, threads, precision, cache.
         device: torch device (CUDA selects the GPU providers).
-        onnx_path: its ONNX file (the map's layer); None: the cached export (:func:`segmentation_onnx`).
-        max_size: (width, height) of the largest input expected: the TensorRT profile's
-            optimum and (the larger side squared) maximum.
+        onnx_path: its ONNX file (the map's layer); None: the cached export (:func:`network_onnx`).
+        max_size: (width, height) of the largest input expected (a dynamic network: the
+            TensorRT profile's optimum, and the larger side squared its maximum), or the one input
+            size of a per-size network.
+        graph: the network's :class:`NetworkGraph` (a caller that knows which kind of network it
+            runs passes its entry of :data:`GRAPHS`, so that the torch backend also runs a
+            stand-in module); None: the registered network's.
     """
-    onnx: Path | Callable[[], Path] = Path(onnx_path) if onnx_path else (lambda: segmentation_onnx(model, runtime.cache_path, max_size))
-    side = max(max_size)
-    profiles = {"image": ((1, 3, SIZE_STEP, SIZE_STEP), (1, 3, max_size[1], max_size[0]), (1, 3, side, side))}
-    return create_session(runtime, SegmentationLogits(model), SEGMENTATION_INPUTS, segmentation_output_names(model), onnx, device, profiles)
+    spec = graph or network_graph(model)
+    onnx: Path | Callable[[], Path] = Path(onnx_path) if onnx_path else (lambda: network_onnx(model, runtime.cache_path, max_size))
+    width, height = (int(v) for v in max_size)
+    if spec.dynamic:
+        side = max(width, height)
+        profiles = {"image": ((1, 3, SIZE_STEP, SIZE_STEP), (1, 3, height, width), (1, 3, side, side))}
+    else:
+        profiles = {"image": ((1, 3, height, width),) * 3}
+    return create_session(runtime, spec.graph(model), NETWORK_INPUTS, spec.outputs(model), onnx, device, profiles)
 
 
-def add_onnx_layer(map_path: str | Path, model: nn.Module, onnx_path: str | Path) -> Path:
-    """Store ``onnx_path``, the export of the network a map embeds, in the map's ``onnx`` layer (the map is rewritten atomically).
+def add_onnx_layer(map_path: str | Path, model: nn.Module, onnx_path: str | Path, size: tuple[int, int] | None = None) -> Path:
+    """Store ``onnx_path``, the export of a network the map runs, in the map's ``onnx`` layer (the map is rewritten atomically).
 
     The layer's JSON records the SHA-256 of the weights it was exported from
-    (:func:`weights_sha256`), so a map whose network changes never runs a stale export.
+    (:func:`weights_sha256`), so a map whose network changes never runs a stale export, and
+    for a per-size network the input ``size`` (width, height) it was exported at.
     """
     from segloc.maps.package import MapPackage, MapWriter
     from segloc.models.registry import model_name_of
 
+    spec = network_graph(model)
+    if not spec.dynamic and size is None:
+        raise SeglocError(f"the export of {model_name_of(model)} is per input size: give the size it was exported at")
     package = MapPackage.open(map_path)
     name = model_name_of(model)
     info = {
         "weights_sha256": weights_sha256(model),
-        "inputs": list(SEGMENTATION_INPUTS),
-        "outputs": list(segmentation_output_names(model)),
+        "inputs": list(NETWORK_INPUTS),
+        "outputs": list(spec.outputs(model)),
+        "input_size": None if spec.dynamic else [int(v) for v in size],
     }
     with MapWriter(package.path, package.method, package.frame_id, base=package) as writer:
         writer.add_file(ONNX_LAYER, name, ".onnx", Path(onnx_path).read_bytes(), description="ONNX exports of the map's networks")
@@ -149,8 +256,11 @@ def add_onnx_layer(map_path: str | Path, model: nn.Module, onnx_path: str | Path
     return package.path / ONNX_LAYER / f"{name}.onnx"
 
 
-def read_onnx_layer(package: Any, model: nn.Module) -> Path | None:
-    """The map's ONNX export of ``model`` (layer ``onnx``); None when it has none, or one of other weights (logged)."""
+def read_onnx_layer(package: Any, model: nn.Module, size: tuple[int, int] | None = None) -> Path | None:
+    """The map's ONNX export of ``model`` (layer ``onnx``) for inputs of ``size`` (width, height; a per-size network's).
+
+    None when the map has none, one of other weights (logged), or of another input size.
+    """
     from segloc.models.registry import model_name_of
 
     name = model_name_of(model)
@@ -160,22 +270,8 @@ def read_onnx_layer(package: Any, model: nn.Module) -> Path | None:
     if not isinstance(info, dict) or info.get("weights_sha256") != weights_sha256(model):
         logger.warning("map %s: its ONNX export of %s is of other weights than its network; exporting it again", package.path, name)
         return None
+    exported = info.get("input_size")
+    if exported is not None and (size is None or [int(v) for v in size] != list(exported)):
+        logger.info("map %s: its ONNX export of %s is for %s inputs, not %s; using the cache", package.path, name, exported, size)
+        return None
     return package.path / ONNX_LAYER / f"{name}.onnx"
-
-
-#: The ONNX exporter of each registered network (by registry name); a network that lands adds its own.
-EXPORTERS: dict[str, Callable[[nn.Module, Path, tuple[int, int]], Path]] = {"segmentation": export_segmentation_onnx}
-
-
-def export_network(model: nn.Module, path: str | Path, size: tuple[int, int]) -> Path:
-    """Export a registered network with its exporter (:data:`EXPORTERS`), checked against torch at ``size`` (width, height).
-
-    Raises:
-        SeglocError: a network that has no exporter.
-    """
-    from segloc.models.registry import model_name_of
-
-    name = model_name_of(model)
-    if name not in EXPORTERS:
-        raise SeglocError(f"network {name!r} has no ONNX exporter; exportable networks: {', '.join(EXPORTERS)}")
-    return EXPORTERS[name](model, Path(path), size)

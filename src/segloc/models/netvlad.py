@@ -32,7 +32,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -343,12 +343,19 @@ class PcaWhitening:
 
 @torch.no_grad()
 def describe_images(
-    model: NetVlad, images: Sequence[np.ndarray], max_edge: int | None, device: str | torch.device = "cpu", batch_size: int = 8
+    model: NetVlad,
+    images: Sequence[np.ndarray],
+    max_edge: int | None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 8,
+    session: Any = None,
 ) -> np.ndarray:
     """Global descriptors (N, K * D) of uint8 RGB images (H, W, 3), each resized so its longer side is ``max_edge``.
 
     The sizes follow :func:`segloc.models.segmenter.inference_size` (multiples of 32); images of
-    one size are batched.
+    one size are batched. ``session``: an :class:`segloc.runtime.session.InferenceSession` of
+    the network (:func:`segloc.models.export.network_session`) that runs it instead of torch,
+    one image at a time.
     """
     import cv2
 
@@ -361,7 +368,8 @@ def describe_images(
     def flush(size: tuple[int, int]) -> None:
         items = pending.pop(size)
         batch = torch.from_numpy(np.stack([image for _, image in items])).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-        out[[index for index, _ in items]] = model(batch).descriptor.float().cpu().numpy()
+        descriptor = model(batch).descriptor if session is None else session.run({"image": batch})["descriptor"]
+        out[[index for index, _ in items]] = descriptor.float().cpu().numpy()
 
     for index, image in enumerate(images):
         image = check_image(image)
@@ -369,7 +377,7 @@ def describe_images(
         if size != (image.shape[1], image.shape[0]):
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if size[0] < image.shape[1] else cv2.INTER_LINEAR)
         pending.setdefault(size, []).append((index, image))
-        if len(pending[size]) >= batch_size:
+        if len(pending[size]) >= (batch_size if session is None else 1):
             flush(size)
     for size in list(pending):
         flush(size)

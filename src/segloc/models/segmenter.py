@@ -139,7 +139,7 @@ class NetworkSegmenter:
         descriptor_grid: pyramid of the global descriptor.
         runtime: the inference backend (:class:`segloc.runtime.session.RuntimeConfig`); None: torch.
         onnx_path: the network's ONNX export (a map's ``onnx`` layer) for the ONNX Runtime
-            and TensorRT backends; None: exported once and cached (:func:`segloc.models.export.segmentation_onnx`).
+            and TensorRT backends; None: exported once and cached (:func:`segloc.models.export.network_onnx`).
 
     Attributes:
         session: the :class:`segloc.runtime.session.InferenceSession` that runs the network;
@@ -162,7 +162,7 @@ class NetworkSegmenter:
         runtime: RuntimeConfig | None = None,
         onnx_path: str | Path | None = None,
     ):
-        from segloc.models.export import segmentation_output_names, segmentation_session
+        from segloc.models.export import GRAPHS, network_session, segmentation_output_names
 
         if temperature <= 0:
             raise SeglocError(f"the softmax temperature must be positive, got {temperature}")
@@ -180,7 +180,7 @@ class NetworkSegmenter:
         self.runtime = runtime or RuntimeConfig()
         self.output_names = segmentation_output_names(model)
         largest = inference_size(4, 3, inference_max_edge) if inference_max_edge else (1024, 768)
-        self.session = segmentation_session(self.model, self.runtime, str(self.device), onnx_path, largest)
+        self.session = network_session(self.model, self.runtime, str(self.device), onnx_path, largest, GRAPHS["segmentation"])
 
     @classmethod
     def from_checkpoint(

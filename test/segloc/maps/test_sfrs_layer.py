@@ -1,6 +1,8 @@
 """The sfrs map layer and ``localize.retrieval: sfrs`` through the shared hook (here with the reference method)."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +109,31 @@ def test_retrieval_only_evaluation_writes_recalls_and_thresholds(room, tmp_path,
     assert set(metrics["recall"]) == {"R@1", "R@5", "R@10"} and metrics["thresholds"] == {"max_distance_m": 0.6, "max_angle_deg": 30.0}
     assert metrics["recall"]["R@1"] <= metrics["recall"]["R@5"] <= metrics["recall"]["R@10"] and metrics["num_queries"] == 4
     assert "sfrs retrieval, 4 queries" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxscript") is None or importlib.util.find_spec("onnxruntime") is None,
+    reason="the onnxruntime backend needs onnxruntime and onnxscript (ONNX export)",
+)
+def test_retrieval_network_runs_on_onnxruntime_from_the_maps_export(room, tmp_path):
+    """`segloc export MAP` stores the sfrs layer's NetVLAD; with the onnxruntime backend the retriever runs it, as torch does."""
+    from segloc.cli import main
+    from segloc.runtime.session import RuntimeConfig
+
+    dataset, map_path, checkpoint = room
+    out = add_sfrs_layer(map_path, dataset, SfrsLayerConfig(str(checkpoint)), tmp_path / "map_sfrs", progress=False)
+    assert main(["export", str(out)]) == 0  # the reference map runs no network of its own: only netvlad
+    package = MapPackage.open(out)
+    assert {Path(rel).stem for rel in package.layers["onnx"]["files"]} >= {"netvlad"}
+    runtime = RuntimeConfig("onnxruntime", threads=1, cache_dir=str(tmp_path / "cache"))
+    torch_retriever, onnx_retriever = SfrsRetriever.from_map(package), SfrsRetriever.from_map(package, runtime=runtime)
+    assert onnx_retriever.inference_status()[0].backend == "onnxruntime"
+    for record in dataset.query:
+        image = dataset.load_image(record.name)
+        want, got = torch_retriever.describe(image), onnx_retriever.describe(image)
+        assert float(np.dot(want, got) / np.linalg.norm(want) / np.linalg.norm(got)) > 0.9999
+        assert onnx_retriever.retrieve(image, 3)[0][0] == torch_retriever.retrieve(image, 3)[0][0]
+    assert not (tmp_path / "cache" / "onnx").exists()  # the map's export was used
+    # --backend (the node's backend parameter) also runs the retrieval network of a method without a network of its own.
+    localizer = load_localizer(get_method("reference"), package, {"retrieval": "sfrs", "prior_radius": 1.0}, backend="onnxruntime")
+    assert [s.backend for s in localizer.inference_status()] == ["onnxruntime"]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from segloc.cli import main
+from segloc.errors import SeglocError
 from segloc.maps.package import MapPackage, MapWriter
 from segloc.methods.segloc.layer import write_segloc_model
 from segloc.models import SegmentationNet, segmentation_config
@@ -19,7 +20,7 @@ from segloc.models.checkpoint import save_checkpoint
 from segloc.models.export import (
     ONNX_LAYER,
     add_onnx_layer,
-    export_segmentation_onnx,
+    export_network,
     read_onnx_layer,
     weights_sha256,
 )
@@ -42,7 +43,7 @@ def small_net() -> SegmentationNet:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     net = small_net()
-    path = export_segmentation_onnx(net, tmp_path_factory.mktemp("export") / "segmentation.onnx", (96, 64))
+    path = export_network(net, tmp_path_factory.mktemp("export") / "segmentation.onnx", (96, 64))
     return net, path
 
 
@@ -80,7 +81,7 @@ def test_segmenter_gives_the_same_probabilities_on_every_backend(exported, tmp_p
         shutil.copy(path, target)
         return target
 
-    monkeypatch.setattr(export_module, "export_segmentation_onnx", export)
+    monkeypatch.setattr(export_module, "export_network", export)
     cache = RuntimeConfig("onnxruntime", threads=1, cache_dir=str(tmp_path / "cache"))
     first = NetworkSegmenter(net, 128, runtime=cache)
     second = NetworkSegmenter(net, 128, runtime=cache)
@@ -140,3 +141,57 @@ def test_cli_export_of_a_checkpoint_and_into_a_map(tmp_path, capsys):
     if importlib.util.find_spec("tensorrt") is None:
         assert main(["export", str(package.path), "--backend", "tensorrt"]) == 1
         assert "backend tensorrt needs the tensorrt Python package" in capsys.readouterr().err
+
+
+# --- every network of the project: SLD*'s landmarks (per input size) and NetVLAD (dynamic) -------
+
+
+def small_landmarks():
+    from segloc.models.landmarks import LandmarkEnsemble, LandmarkNetConfig
+
+    torch.manual_seed(0)
+    return LandmarkEnsemble(LandmarkNetConfig(24, 2, pretrained=False, fuse_channels=16, head_channels=8)).eval()
+
+
+def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / a.abs().max())
+
+
+def test_landmark_network_is_exported_per_input_size_and_matches_torch(tmp_path):
+    """SLD* runs at the map's image size (not a multiple of 32): one export per size, outputs as torch's."""
+    from segloc.models.export import LandmarkHeatmaps, network_onnx, network_session
+
+    net = small_landmarks()
+    size = (120, 90)
+    path = network_onnx(net, tmp_path / "cache", size)
+    assert path.name.endswith("-120x90.onnx") and network_onnx(net, tmp_path / "cache", size) == path  # cached
+    session = network_session(net, RuntimeConfig("onnxruntime", threads=1), onnx_path=path, max_size=size)
+    assert session.backend == "onnxruntime" and session.output_names == ("heatmaps",)
+    image = torch.rand(1, 3, 90, 120, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = LandmarkHeatmaps(net)(image)
+    got = session.run({"image": image.numpy()})["heatmaps"]
+    assert got.shape == expected.shape == (1, 24, 12, 15)
+    assert relative_difference(expected, got) < 1e-4
+    with pytest.raises(SeglocError, match="give the size"):
+        add_onnx_layer(tmp_path / "nomap", net, path)
+
+
+def test_netvlad_export_is_dynamic_and_refuses_other_sizes_than_multiples_of_32(tmp_path):
+    from segloc.models.export import network_session
+    from segloc.models.netvlad import NetVlad, NetVladConfig, sample_features
+
+    torch.manual_seed(0)
+    net = NetVlad(NetVladConfig(pretrained=False, num_clusters=8)).eval()
+    with torch.no_grad():
+        net.initialise_clusters(sample_features(net.features(torch.rand(2, 3, 96, 128)), 50, torch.Generator().manual_seed(0)))
+    with pytest.raises(SeglocError, match="multiples of 32"):
+        export_network(net, tmp_path / "bad.onnx", (120, 90))
+    path = export_network(net, tmp_path / "netvlad.onnx", (128, 96))
+    session = network_session(net, RuntimeConfig("onnxruntime", threads=1), onnx_path=path, max_size=(128, 96))
+    for height, width in ((96, 128), (160, 224)):
+        image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(height))
+        with torch.no_grad():
+            expected = net(image).descriptor
+        got = session.run({"image": image.numpy()})["descriptor"]
+        assert float(torch.nn.functional.cosine_similarity(expected, got).min()) > 0.9999

@@ -1,6 +1,7 @@
 """SLD* training on a toy synthetic scene: labels agree with the depth, steps lower the loss, the run writes
 its checkpoint, curves and resume state, and the map built from it holds no image data and localizes."""
 
+import importlib.util
 import io
 import json
 
@@ -161,3 +162,33 @@ def test_train_build_map_and_localize(toy, tmp_path):
     metrics = evaluate_map(package.path, dataset, tmp_path / "eval", progress=False)
     assert metrics["num_queries"] == 3
     assert {"detect", "pose"} <= set(metrics["time_per_stage_s"])
+
+    # `segloc export MAP` stores the landmark network's ONNX export (at the map's image size) in the
+    # map; with the onnxruntime backend the localizer runs that file and finds the same poses.
+    if importlib.util.find_spec("onnxscript") is None or importlib.util.find_spec("onnxruntime") is None:
+        return  # the export extra is not installed: the torch path above is the whole test
+    from segloc.cli import main
+    from segloc.models.export import read_onnx_layer
+    from segloc.runtime.session import RuntimeConfig
+
+    assert main(["export", str(package.path)]) == 0
+    package = MapPackage.open(package.path)
+    networks = method.networks(package)
+    model, size = networks["landmarks"]
+    assert read_onnx_layer(package, model, size) is not None and read_onnx_layer(package, model, (size[0] + 8, size[1])) is None
+    cache = RuntimeConfig("onnxruntime", threads=1, cache_dir=str(tmp_path / "cache"))
+    torch_localizer = method.load_localizer(package, method.localize_config())
+    onnx_localizer = method.load_localizer(
+        package, method.localize_config({"runtime": {"backend": "onnxruntime", "threads": 1, "cache_dir": cache.cache_dir}})
+    )
+    for record in dataset.query:
+        image = dataset.load_image(record.name)
+        size = torch_localizer.input_size(record.camera)
+        heatmaps = torch_localizer.heatmaps(image, size)
+        assert float((onnx_localizer.heatmaps(image, size) - heatmaps).abs().max()) < 1e-4 * float(heatmaps.abs().max())
+        want, got = torch_localizer.localize(image, record.camera), onnx_localizer.localize(image, record.camera)
+        assert [d[0] for d in got.info["detections"]] == [d[0] for d in want.info["detections"]]
+        if want.info["detections"]:
+            np.testing.assert_allclose(np.array(got.info["detections"])[:, 1:3], np.array(want.info["detections"])[:, 1:3], atol=0.05)
+    assert [s.backend for s in onnx_localizer.inference_status()] == ["onnxruntime"]
+    assert not (tmp_path / "cache" / "onnx").exists()  # the map's export was used, nothing exported again

@@ -51,5 +51,14 @@ class SldMethod(Method):
 
         return SldLocalizer.from_map(package, config)
 
+    def networks(self, package) -> dict[str, tuple[Any, tuple[int, int]]]:
+        """The landmark network at the size the map's mapping camera gives it (``landmarks``: (net, (W, H)))."""
+        from segloc.maps.core import read_core
+        from segloc.methods.sld.layer import read_sld_layer, read_sld_model
+        from segloc.methods.sld.localizer import network_input_size
+
+        camera = read_core(package).images[0].camera
+        return {"landmarks": (read_sld_model(package), network_input_size(camera, read_sld_layer(package).max_edge))}
+
 
 METHOD = SldMethod()

@@ -32,6 +32,7 @@ from segloc.localize.base import LocalizationResult
 from segloc.maps.package import MapPackage
 from segloc.methods.sld.heatmaps import heatmap_peaks
 from segloc.methods.sld.layer import read_sld_layer, read_sld_model
+from segloc.runtime.session import InferenceSession, RuntimeConfig, SessionStatus
 
 logger = logging.getLogger("segloc")
 
@@ -50,6 +51,10 @@ class SldLocalizerConfig:
         prior_margin: see ``use_prior``.
         device: torch device of the network.
         threads: torch CPU threads (0: torch's default).
+        runtime: the network's inference backend (``torch``, ``onnxruntime``, ``tensorrt``,
+            ``auto``; :class:`segloc.runtime.RuntimeConfig`). The ONNX backends use the map's
+            export for its image size (``segloc export MAP``), else one exported per input size
+            and cached.
     """
 
     detection_threshold: float = option(0.3, ge=0)
@@ -60,9 +65,16 @@ class SldLocalizerConfig:
     prior_margin: float = option(0.25, ge=0)
     device: str = "cpu"
     threads: int = option(0, ge=0, note="0: torch's default")
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
         check_options(self)
+
+
+def network_input_size(camera: Camera, max_edge: int) -> tuple[int, int]:
+    """(width, height) of the landmark network's input for images of ``camera``: the longer side ``max_edge``."""
+    scale = max_edge / max(camera.width, camera.height)
+    return max(1, round(camera.width * scale)), max(1, round(camera.height * scale))
 
 
 @dataclass
@@ -94,17 +106,31 @@ class SldLocalizer:
         max_edge: longer image edge the network runs at.
         stride: the network's output stride.
         config: localization options.
+        package: the map, whose ``onnx`` layer may hold the network's export.
+
+    The network runs through one :class:`segloc.runtime.session.InferenceSession` per input
+    size (a map's queries usually have one).
     """
 
     method = "sld"
 
-    def __init__(self, model: torch.nn.Module, positions: np.ndarray, max_edge: int, stride: int, config: SldLocalizerConfig | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        positions: np.ndarray,
+        max_edge: int,
+        stride: int,
+        config: SldLocalizerConfig | None = None,
+        package: MapPackage | None = None,
+    ):
         self.config = config or SldLocalizerConfig()
         self.model = model.eval().to(self.config.device)
         self.positions = np.asarray(positions, np.float64)
         self.max_edge = int(max_edge)
         self.ingest_max_edge = self.max_edge
         self.stride = int(stride)
+        self.package = package
+        self.sessions: dict[tuple[int, int], InferenceSession] = {}
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
 
@@ -119,20 +145,35 @@ class SldLocalizer:
                 f"map {package.path}: the network has {model.config.num_landmarks} heatmaps for {len(layer.positions)} landmarks"
             )
         logger.info("sld localizer: map %s with %d landmarks, %d network(s)", package.path, len(layer.positions), model.config.num_networks)
-        return cls(model, layer.positions, layer.max_edge, layer.stride, config)
+        return cls(model, layer.positions, layer.max_edge, layer.stride, config, package)
+
+    def inference_status(self) -> list[SessionStatus]:
+        """How the landmark network runs (backend, engine cache, fallback), per input size seen so far."""
+        return [session.status for session in self.sessions.values()]
+
+    def session(self, size: tuple[int, int]) -> InferenceSession:
+        """The network's session for inputs of ``size`` (width, height), made on first use."""
+        if size not in self.sessions:
+            from segloc.models.export import GRAPHS, network_session, read_onnx_layer
+
+            runtime = self.config.runtime
+            onnx_path = (
+                read_onnx_layer(self.package, self.model, size) if (self.package is not None and runtime.backend != "torch") else None
+            )
+            self.sessions[size] = network_session(self.model, runtime, self.config.device, onnx_path, size, GRAPHS["landmarks"])
+        return self.sessions[size]
 
     # --- stages -------------------------------------------------------------------------
     def input_size(self, camera: Camera) -> tuple[int, int]:
         """(width, height) the network sees for images of ``camera``."""
-        scale = self.max_edge / max(camera.width, camera.height)
-        return max(1, round(camera.width * scale)), max(1, round(camera.height * scale))
+        return network_input_size(camera, self.max_edge)
 
     def heatmaps(self, image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         """(L, h, w) heatmaps of an (H, W, 3) uint8 image resized to ``size``."""
         resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if (image.shape[1], image.shape[0]) != size else image
         tensor = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)[None].float().div(255.0)
         with torch.inference_mode():
-            return self.model(tensor.to(self.config.device))[0].float().cpu()
+            return self.session(size).run({"image": tensor.to(self.config.device)})["heatmaps"][0].float().cpu()
 
     def detect(self, image: np.ndarray, camera: Camera, landmarks: np.ndarray | None = None) -> Detections:
         """Landmark detections in ``image`` (pixels of ``camera``), restricted to ``landmarks`` when given."""
