@@ -37,7 +37,6 @@ Files::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -54,6 +53,7 @@ from segloc.data.dataset import Dataset
 from segloc.errors import SeglocError
 from segloc.maps.build import CoreBuild, CoreConfig, core_for
 from segloc.maps.core import MapCore, core_checksum, write_core
+from segloc.maps.network import read_network_layer, resolve_model_dtype, write_network_layer
 from segloc.maps.package import MapPackage, MapWriter, check_map_output
 from segloc.runtime.session import RuntimeConfig
 
@@ -83,7 +83,6 @@ __all__ = [
 SEGLOC_LAYER = "segloc"
 MODEL_LAYER = "segloc_model"
 STORE_MODES = ("top1", "topk", "full")
-MODEL_DTYPES = ("float32", "float16")
 
 
 @dataclass
@@ -132,10 +131,7 @@ class SegLocMapConfig:
         check_options(self)
         if self.store not in STORE_MODES:
             raise SeglocError(f"segloc map: unknown store {self.store!r}; valid values are: {', '.join(STORE_MODES)}")
-        if self.model_dtype not in ("checkpoint", *MODEL_DTYPES):
-            raise SeglocError(
-                f"segloc map: unknown model_dtype {self.model_dtype!r}; valid values are: checkpoint, {', '.join(MODEL_DTYPES)}"
-            )
+        resolve_model_dtype(self.model_dtype, None)  # an unknown value is refused here, not after the build
 
 
 @dataclass
@@ -495,7 +491,7 @@ def segloc_attack_surface(package: MapPackage) -> Any:
 
 
 def write_segloc_model(writer: MapWriter, model: Any, dtype: str = "float32", source: dict[str, Any] | None = None) -> None:
-    """Add the ``segloc_model`` layer: the network's registry name, config and weights.
+    """Add the ``segloc_model`` layer (:func:`segloc.maps.network.write_network_layer`): the network's registry name, config and weights.
 
     Args:
         writer: the map being written.
@@ -503,18 +499,7 @@ def write_segloc_model(writer: MapWriter, model: Any, dtype: str = "float32", so
         dtype: ``float32`` or ``float16`` for the floating-point weights (integer buffers stay).
         source: provenance (checkpoint path and SHA-256, trainer metadata).
     """
-    from segloc.models.registry import model_name_of
-
-    if dtype not in MODEL_DTYPES:
-        raise SeglocError(f"unknown model_dtype {dtype!r}; valid values are: {', '.join(MODEL_DTYPES)}")
-    name = model_name_of(model)
-    weights = {}
-    for key, tensor in model.state_dict().items():
-        array = tensor.detach().cpu().numpy()
-        weights[key] = array.astype(dtype) if np.issubdtype(array.dtype, np.floating) else array
-    writer.add_arrays(MODEL_LAYER, "weights", description="the segmentation network (weights and config)", **weights)
-    config = config_to_dict(model.config)
-    writer.add_json(MODEL_LAYER, "model", {"model": name, "config": config, "dtype": dtype, "source": source or {}})
+    write_network_layer(writer, MODEL_LAYER, model, dtype, source, "the segmentation network (weights and config)")
 
 
 def read_segloc_model(package: MapPackage) -> Any:
@@ -523,31 +508,7 @@ def read_segloc_model(package: MapPackage) -> Any:
     Raises:
         SeglocError: no ``segloc_model`` layer, an unknown model, or weights that do not fit.
     """
-    import torch
-
-    from segloc.models.checkpoint import load_weights
-    from segloc.models.registry import model_class
-
-    if not package.has_layer(MODEL_LAYER):
-        raise SeglocError(
-            f"map {package.path} holds no segmentation network (no {MODEL_LAYER!r} layer); "
-            "rebuild it with embed_model: true, or give the localizer a segmenter"
-        )
-    description = package.read_json(MODEL_LAYER, "model")
-    if not isinstance(description, dict) or "model" not in description or not isinstance(description.get("config"), dict):
-        raise SeglocError(f"map {package.path}: {MODEL_LAYER}/model.json needs model and config")
-    cls = model_class(description["model"])
-    config = config_from_dict(cls.config_class, description["config"], where=f"map {package.path} {MODEL_LAYER}/model.json config")
-    if "pretrained" in {f.name for f in dataclasses.fields(config)}:
-        config = dataclasses.replace(config, pretrained=False)
-    model = cls(config)
-    own = model.state_dict()
-    weights = {
-        key: torch.from_numpy(np.array(array, copy=True)).to(own[key].dtype if key in own else torch.float32)
-        for key, array in package.read_arrays(MODEL_LAYER, "weights").items()
-    }
-    load_weights(model, weights, source=f"the network of map {package.path}")
-    return model.eval()
+    return read_network_layer(package, MODEL_LAYER, "rebuild it with embed_model: true, or give the localizer a segmenter")
 
 
 # --- building -------------------------------------------------------------------------------
@@ -654,10 +615,7 @@ def build_segloc_map(
         write_core(writer, built.core)
         write_segloc_layer(writer, probabilities, descriptors, config.store, config.top_k, meta)
         if config.embed_model and isinstance(segmenter, NetworkSegmenter):
-            dtype = config.model_dtype
-            if dtype == "checkpoint":
-                dtype = source.get("dtype", "float32")
-            write_segloc_model(writer, segmenter.model, dtype, source)
+            write_segloc_model(writer, segmenter.model, resolve_model_dtype(config.model_dtype, source.get("dtype")), source)
         elif config.embed_model:
             logger.warning(
                 "the segmenter (%s) is not a network: the map holds no model; localize with a segmenter", type(segmenter).__name__

@@ -22,7 +22,6 @@ images).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -33,11 +32,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from segloc.config import config_from_dict, config_to_dict
+from segloc.config import config_to_dict
 from segloc.data.dataset import Dataset, ImageRecord
 from segloc.errors import SeglocError
 from segloc.maps.build import CoreBuild, CoreConfig, core_for
 from segloc.maps.core import MapCore, core_checksum, write_core
+from segloc.maps.network import read_network_layer, resolve_model_dtype, write_network_layer
 from segloc.maps.package import MapPackage, MapWriter, check_map_output
 
 logger = logging.getLogger("segloc")
@@ -58,16 +58,16 @@ class SldMapConfig:
             ``segloc demo`` and the map's ``frame_id``.
         checkpoint: the landmark network's checkpoint folder (``RUN/checkpoint`` of ``segloc
             train sld DATASET -o RUN``); its metadata holds the landmarks it was trained for.
-        model_dtype: precision of the network's weights in the map, ``float32`` or ``float16``.
+        model_dtype: precision of the network's weights in the map: ``checkpoint`` (the
+            checkpoint's own; the shipped network is float16), ``float32`` or ``float16``.
     """
 
     core: CoreConfig = field(default_factory=CoreConfig)
     checkpoint: str | None = None
-    model_dtype: str = "float32"
+    model_dtype: str = "checkpoint"
 
     def __post_init__(self) -> None:
-        if self.model_dtype not in ("float32", "float16"):
-            raise SeglocError(f"map: model_dtype must be float32 or float16, got {self.model_dtype!r}")
+        resolve_model_dtype(self.model_dtype, None)  # an unknown value is refused here, not after the build
 
 
 @dataclass
@@ -131,41 +131,13 @@ def read_sld_layer(package: MapPackage) -> SldLayer:
 
 
 def write_sld_model(writer: MapWriter, model: Any, dtype: str, source: dict[str, Any]) -> None:
-    """Add the ``sld_model`` layer: the network's registry name, config and weights (float arrays)."""
-    from segloc.models.registry import model_name_of
-
-    weights = {}
-    for key, tensor in model.state_dict().items():
-        array = tensor.detach().cpu().numpy()
-        weights[key] = array.astype(dtype) if np.issubdtype(array.dtype, np.floating) else array
-    writer.add_arrays(SLD_MODEL_LAYER, "weights", description="the scene landmark network's weights", **weights)
-    writer.add_json(
-        SLD_MODEL_LAYER, "model", {"model": model_name_of(model), "config": config_to_dict(model.config), "dtype": dtype, "source": source}
-    )
+    """Add the ``sld_model`` layer (:func:`segloc.maps.network.write_network_layer`): the network's registry name, config and weights."""
+    write_network_layer(writer, SLD_MODEL_LAYER, model, dtype, source, "the scene landmark network's weights")
 
 
 def read_sld_model(package: MapPackage) -> Any:
     """The landmark network embedded in a map, on the CPU, in eval mode, float32."""
-    import torch
-
-    from segloc.models.checkpoint import load_weights
-    from segloc.models.registry import model_class
-
-    if not package.has_layer(SLD_MODEL_LAYER):
-        raise SeglocError(f"map {package.path} holds no landmark network (no {SLD_MODEL_LAYER!r} layer); rebuild it with --method sld")
-    description = package.read_json(SLD_MODEL_LAYER, "model")
-    if not isinstance(description, dict) or "model" not in description or not isinstance(description.get("config"), dict):
-        raise SeglocError(f"map {package.path}: {SLD_MODEL_LAYER}/model.json needs model and config")
-    cls = model_class(description["model"])
-    config = config_from_dict(cls.config_class, description["config"], where=f"map {package.path} {SLD_MODEL_LAYER}/model.json")
-    model = cls(dataclasses.replace(config, pretrained=False))
-    own = model.state_dict()
-    weights = {
-        key: torch.from_numpy(np.array(array, copy=True)).to(own[key].dtype if key in own else torch.float32)
-        for key, array in package.read_arrays(SLD_MODEL_LAYER, "weights").items()
-    }
-    load_weights(model, weights, source=f"the network of map {package.path}")
-    return model.eval()
+    return read_network_layer(package, SLD_MODEL_LAYER, "rebuild it with --method sld")
 
 
 def checkpoint_landmarks(info: Any) -> dict[str, Any]:
@@ -232,7 +204,12 @@ def build_sld_map(
     with MapWriter(output, method="sld", frame_id=config.core.frame_id, overwrite=overwrite, created=created) as writer:
         write_core(writer, landmark_core(dataset.mapping, landmarks["positions"]))
         write_sld_layer(writer, landmarks["positions"], landmarks["scores"], meta)
-        write_sld_model(writer, model, config.model_dtype, {"checkpoint": meta["checkpoint"], "trainer": info.metadata.get("trainer")})
+        write_sld_model(
+            writer,
+            model,
+            resolve_model_dtype(config.model_dtype, info.dtype),
+            {"checkpoint": meta["checkpoint"], "trainer": info.metadata.get("trainer")},
+        )
         statistics["seconds"]["sld"] = round(time.perf_counter() - start, 3)
         writer.set_metadata(statistics={**statistics, "training_seconds": info.metadata.get("train_seconds")})
         writer.commit()
