@@ -640,14 +640,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "demo",
-        help="render the default synthetic scene, get the SegLoc network, build maps, evaluate them side by side (the README's first command)",
+        help="render the default synthetic scene, get the networks, build maps, evaluate them side by side (the README's first command)",
     )
     p.add_argument("-o", "--output", type=Path, default=DEFAULT_DEMO_OUTPUT, help=f"output folder (default {DEFAULT_DEMO_OUTPUT})")
     p.add_argument(
         "--method",
         default=",".join(DEFAULT_DEMO_METHODS),
         help=f"methods to compare, comma-separated, of: {', '.join(available_methods())} (default {','.join(DEFAULT_DEMO_METHODS)}: "
-        "SegLoc's pose approximation and refinement, and the reference SIFT localizer)",
+        "SegLoc's pose approximation and refinement, the reference SIFT localizer, and SLD*'s landmarks)",
     )
     p.add_argument("--scene", default="room", help=f"synthetic scene: {', '.join(SCENES)} (default room)")
     p.add_argument("--seed", type=int, default=0)

@@ -30,7 +30,7 @@ DEFAULT_DEMO_OUTPUT = Path("outputs/demo")
 #: Image size of the demo scene: the size the shipped network was trained at (fast on a CPU).
 DEMO_SIZE = (320, 240)
 #: The methods the demo compares by default.
-DEFAULT_DEMO_METHODS: tuple[str, ...] = ("segloc", "reference")
+DEFAULT_DEMO_METHODS: tuple[str, ...] = ("segloc", "reference", "sld")
 
 
 @dataclass

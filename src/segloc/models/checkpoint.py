@@ -360,10 +360,45 @@ SHIPPED_CHECKPOINTS: dict[str, dict[str, Any]] = {
             "save_checkpoint(load_checkpoint(c), 'segloc_room320', read_checkpoint_info(c).metadata, dtype='float16')\""
         ),
     },
+    "sld_room320": {
+        "description": (
+            "SLD* landmark network (cpu_demo preset, 300 landmarks, one network, 20 epochs) trained on the mapping images "
+            "and depth of the demo scene (the demo's SLD* network); held-out landmark recall 0.94, 1.9 px"
+        ),
+        "scene": "room",
+        "seed": 0,
+        "size": (320, 240),
+        "command": (
+            "segloc synth --scene room --seed 0 --size 320x240 -o outputs/room320 && "
+            "printf 'train:\\n  preset: cpu_demo\\n  landmarks:\\n    num_landmarks: 300\\n  epochs: 20\\n' > sld300.yaml && "
+            "segloc train sld outputs/room320 -o outputs/train_sld_room320 --config sld300.yaml --threads 1 && "
+            'python -c "from segloc.models import load_checkpoint, save_checkpoint, read_checkpoint_info; '
+            "c = 'outputs/train_sld_room320/checkpoint'; "
+            "save_checkpoint(load_checkpoint(c), 'sld_room320', read_checkpoint_info(c).metadata, dtype='float16')\""
+        ),
+    },
 }
 DEMO_CHECKPOINT = "segloc_room320_robust"
 """The shipped network ``segloc demo`` uses."""
 """What each shipped checkpoint is, what it was trained on and the command that reproduces it."""
+
+
+def shipped_checkpoint_for_scene(name: str, scene: str, seed: int, size: tuple[int, int]) -> Path:
+    """The shipped checkpoint ``name``, checked to be trained on the scene ``segloc synth`` renders with these options.
+
+    Raises:
+        SeglocError: it was trained on another scene (the message says to pass ``--train``),
+            or it is not shipped.
+    """
+    shipped = SHIPPED_CHECKPOINTS.get(name)
+    if shipped is None:
+        raise SeglocError(f"no shipped checkpoint named {name!r}; shipped: {', '.join(SHIPPED_CHECKPOINTS)}")
+    if (scene, seed, tuple(size)) != (shipped["scene"], shipped["seed"], tuple(shipped["size"])):
+        raise SeglocError(
+            f"the shipped network {name} was trained on the {shipped['scene']!r} scene (seed {shipped['seed']}, "
+            f"{shipped['size'][0]}x{shipped['size'][1]}); for another scene pass --train (or --checkpoint CKPT)"
+        )
+    return shipped_checkpoint(name)
 
 
 def shipped_checkpoint(name: str) -> Path:

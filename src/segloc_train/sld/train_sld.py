@@ -74,7 +74,7 @@ from segloc_train.checkpointing import (
     open_run,
     save_training_state,
 )
-from segloc_train.loop import torch_threads
+from segloc_train.loop import merge_options, torch_threads
 
 logger = logging.getLogger("segloc")
 
@@ -184,16 +184,9 @@ def train_config(preset: str = "cpu_demo", values: dict[str, Any] | None = None)
     """The config of a preset, with ``values`` (a ``train:`` section) over it."""
     if preset not in PRESETS:
         raise SeglocError(f"unknown sld training preset {preset!r}; valid presets are: {', '.join(PRESETS)}")
-    merged = _merge(PRESETS[preset], dict(values or {}))
+    merged = merge_options(PRESETS[preset], dict(values or {}))
     merged["preset"] = preset
     return config_from_dict(SldTrainConfig, merged, where="train")
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
 
 
 def load_train_config(path: str | Path) -> SldTrainConfig:

@@ -102,7 +102,7 @@ def demo_checkpoint(context: DemoContext) -> Path:
         SeglocError: the shipped network was trained on another scene than the demo's, or
             ``--train`` without the SegLoc trainer installed.
     """
-    from segloc.models.checkpoint import DEMO_CHECKPOINT, SHIPPED_CHECKPOINTS, shipped_checkpoint
+    from segloc.models.checkpoint import DEMO_CHECKPOINT, SHIPPED_CHECKPOINTS, shipped_checkpoint_for_scene
 
     if context.checkpoint is not None:
         print(f"segmentation network: {context.checkpoint}")
@@ -112,13 +112,8 @@ def demo_checkpoint(context: DemoContext) -> Path:
         run_dir = context.output_dir / "train_segloc"
         print(f"training the SegLoc network on the mapping images into {run_dir} ({context.train_epochs} epochs)")
         return train(context.dataset_dir, run_dir, epochs=context.train_epochs, progress=context.progress)
+    path = shipped_checkpoint_for_scene(DEMO_CHECKPOINT, context.scene, context.seed, context.size)
     shipped = SHIPPED_CHECKPOINTS[DEMO_CHECKPOINT]
-    if (context.scene, context.seed, tuple(context.size)) != (shipped["scene"], shipped["seed"], tuple(shipped["size"])):
-        raise SeglocError(
-            f"the shipped network was trained on the {shipped['scene']!r} scene (seed {shipped['seed']}, "
-            f"{shipped['size'][0]}x{shipped['size'][1]}); for another scene pass --train (or --checkpoint CKPT)"
-        )
-    path = shipped_checkpoint(DEMO_CHECKPOINT)
     print(f"segmentation network: the shipped one, {path} (--train trains it again; reproduce it with: {shipped['command']})")
     return path
 

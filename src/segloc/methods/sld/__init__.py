@@ -17,9 +17,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from segloc.methods.registry import Method
+from segloc.methods.registry import DemoContext, Method, load_trainer
 
-__all__ = ["METHOD", "SldMethod"]
+__all__ = ["DEMO_CHECKPOINT", "METHOD", "SldMethod"]
+
+DEMO_CHECKPOINT = "sld_room320"
+"""The shipped landmark network ``segloc demo`` uses (:data:`segloc.models.checkpoint.SHIPPED_CHECKPOINTS`)."""
 
 
 class SldMethod(Method):
@@ -50,6 +53,20 @@ class SldMethod(Method):
         from segloc.methods.sld.localizer import SldLocalizer
 
         return SldLocalizer.from_map(package, config)
+
+    def demo_map_config(self, context: DemoContext) -> dict[str, Any]:
+        """The demo's landmark network: a fresh training run (``--train``) or the shipped one (``--checkpoint`` is SegLoc's)."""
+        from segloc.models.checkpoint import SHIPPED_CHECKPOINTS, shipped_checkpoint_for_scene
+
+        if context.train:
+            train = load_trainer("sld")
+            run_dir = context.output_dir / "train_sld"
+            print(f"training the SLD* landmark network on the mapping images into {run_dir} ({context.train_epochs} epochs)")
+            checkpoint = train(context.dataset_dir, run_dir, epochs=context.train_epochs, progress=context.progress)
+        else:
+            checkpoint = shipped_checkpoint_for_scene(DEMO_CHECKPOINT, context.scene, context.seed, context.size)
+            print(f"landmark network: the shipped one, {checkpoint} (reproduce it with: {SHIPPED_CHECKPOINTS[DEMO_CHECKPOINT]['command']})")
+        return {"checkpoint": str(Path(checkpoint).resolve())}
 
     def networks(self, package) -> dict[str, tuple[Any, tuple[int, int]]]:
         """The landmark network at the size the map's mapping camera gives it (``landmarks``: (net, (W, H)))."""
