@@ -136,6 +136,27 @@ def sld_map(scene) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sfrs_map(scene, reference_map) -> Path:
+    """The reference map with an sfrs layer: an untrained NetVLAD (ImageNet backbone, 8 clusters from k-means of the scene)."""
+    import numpy as np
+    import torch
+
+    from segloc.data.dataset import read_dataset
+    from segloc.maps.sfrs import SfrsLayerConfig, add_sfrs_layer
+    from segloc.models import save_checkpoint
+    from segloc.models.netvlad import NetVlad, NetVladConfig, sample_features
+
+    dataset = read_dataset(scene.root / "dataset")
+    net = NetVlad(NetVladConfig(num_clusters=8)).eval()
+    with torch.no_grad():
+        images = np.stack([dataset.load_image(r.name) for r in dataset.mapping[::3]])
+        features = net.features(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0)
+        net.initialise_clusters(sample_features(features, 50, torch.Generator().manual_seed(0)))
+    checkpoint = save_checkpoint(net, scene.root / "netvlad", metadata={"image_size": list(images.shape[2:0:-1])})
+    return add_sfrs_layer(reference_map, dataset, SfrsLayerConfig(str(checkpoint)), scene.root / "map_sfrs", progress=False)
+
+
+@pytest.fixture(scope="session")
 def reference_map(scene) -> Path:
     """A reference (SIFT) map of the scene's mapping images, built once through the method registry."""
     from segloc.data.dataset import read_dataset

@@ -34,6 +34,7 @@ SEGMENTATION = "segmentation_node"
 RETRIEVAL = "retrieval_node"
 REFINEMENT = "pose_refinement_node"
 LOCALIZER = "localizer_node"
+PLACE_RECOGNITION = "place_recognition_node"
 MODULES = {node.name: node.module for node in NODES}
 OK, WARN, ERROR = 0, 1, 2
 
@@ -895,35 +896,22 @@ def test_localizer_node_runs_a_plugin_method(scene, client, ros_env, tmp_path, o
     assert code == 0, process.log()
 
 
-def test_localizer_node_takes_its_prior_from_sfrs(scene, reference_map, client, start_nodes, tmp_path, one_torch_thread):
+def test_localizer_node_takes_its_prior_from_sfrs(scene, sfrs_map, client, start_nodes, tmp_path, one_torch_thread):
     """localize.retrieval: sfrs in the node's config file: the prior of each frame comes from the map's sfrs layer, as offline."""
-    import numpy as np
-    import torch
     from geometry_msgs.msg import PoseWithCovarianceStamped
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Bool
     from tf2_msgs.msg import TFMessage
 
     from segloc.config import config_section
-    from segloc.data.dataset import read_dataset
     from segloc.geometry.transforms import pose_error
     from segloc.localize.pipeline import LocalizationPipeline
     from segloc.localize.retrieval import load_localizer
     from segloc.maps.package import MapPackage
-    from segloc.maps.sfrs import SfrsLayerConfig, add_sfrs_layer
     from segloc.methods import get_method
-    from segloc.models import save_checkpoint
-    from segloc.models.netvlad import NetVlad, NetVladConfig, sample_features
     from segloc_ros.conversions import camera_info_msg_from_camera, pose_and_covariance_from_msg
 
-    dataset = read_dataset(scene.root / "dataset")
-    net = NetVlad(NetVladConfig(num_clusters=8)).eval()
-    with torch.no_grad():
-        images = np.stack([dataset.load_image(r.name) for r in dataset.mapping[::3]])
-        features = net.features(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0)
-        net.initialise_clusters(sample_features(features, 50, torch.Generator().manual_seed(0)))
-    checkpoint = save_checkpoint(net, tmp_path / "netvlad", metadata={"image_size": list(images.shape[2:0:-1])})
-    map_path = add_sfrs_layer(reference_map, dataset, SfrsLayerConfig(str(checkpoint)), tmp_path / "map_sfrs", progress=False)
+    map_path = sfrs_map
     config = tmp_path / "sfrs.yaml"
     config.write_text("localize:\n  retrieval: sfrs\n  prior_radius: 1.0\n")
 
@@ -953,6 +941,58 @@ def test_localizer_node_takes_its_prior_from_sfrs(scene, reference_map, client, 
         got = client.wait_for(lambda frame=frame: next((p for p in poses if stamp_ns(p.header) == frame.stamp_ns), None), 10, "pose")
         assert max(pose_error(pose_and_covariance_from_msg(got)[0].inverse(), want.world_from_base.inverse())) < 1e-6
     assert process.alive()
+
+
+def test_place_recognition_node_serves_sfrs_priors_and_retrieval(scene, sfrs_map, client, start_nodes, one_torch_thread):
+    """Images in; segloc/pose_priors and segloc/retrieval out, those of the library's sfrs retriever on the same image."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseArray
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from segloc.geometry.transforms import pose_error
+    from segloc.maps.package import MapPackage
+    from segloc.maps.sfrs import SfrsRetriever
+    from segloc.methods.segloc.packing import retrieval_from_image
+    from segloc_ros.conversions import camera_info_msg_from_camera, rigid_from_pose_msg
+
+    parameters = harness.node_parameters(scene, map_path=str(sfrs_map), num_results=4, num_priors=3)
+    process = start_nodes(MODULES[PLACE_RECOGNITION], {PLACE_RECOGNITION: parameters}, "place_recognition")
+    priors = client.collect(PoseArray, "/segloc/pose_priors")
+    retrievals = client.collect(Image, "/segloc/retrieval")
+    diagnostics = client.collect(DiagnosticArray, "/diagnostics", 100)
+    image_pub, info_pub = client.publisher(Image, "/image"), client.publisher(CameraInfo, "/camera_info")
+    wait_state(client, process, PLACE_RECOGNITION, "active")
+    client.wait_subscribers(image_pub)
+    retriever = SfrsRetriever.from_map(MapPackage.open(sfrs_map))
+    for frame in scene.frames[:2]:
+        info_pub.publish(camera_info_msg_from_camera(scene.camera, frame.stamp_ns, CAMERA_FRAME))
+        time.sleep(0.1)
+        image_pub.publish(rgb_image(frame))
+        got = client.wait_for(
+            lambda frame=frame: next((m for m in client.snapshot(priors) if stamp_ns(m.header) == frame.stamp_ns), None),
+            30,
+            lambda frame=frame: f"pose priors for {frame.name}" + process.log(),
+        )
+        want = retriever.pose_priors(frame.image, 4, "weighted")
+        assert got.header.frame_id == "map" and len(got.poses) == 3
+        for pose_msg, cam_from_world in zip(got.poses, want.poses):
+            assert max(pose_error(rigid_from_pose_msg(pose_msg), cam_from_world.inverse())) < 1e-5
+        retrieval = next(m for m in client.snapshot(retrievals) if stamp_ns(m.header) == frame.stamp_ns)
+        ids, similarities = retrieval_from_image(retrieval)
+        assert list(ids) == list(want.image_ids) and np.allclose(similarities, want.similarities, atol=1e-5)
+    status = client.wait_for(
+        lambda: next(
+            (
+                s
+                for s in harness.diagnostic_statuses(client.snapshot(diagnostics), PLACE_RECOGNITION)
+                if harness.status_values(s).get("best_similarity", "none") != "none"
+            ),
+            None,
+        ),
+        10,
+        "a diagnostic status with best_similarity",
+    )
+    assert float(harness.status_values(status)["best_similarity"]) > 0 and process.alive()
 
 
 # --- inference backends (segmentation_node) -------------------------------------------------------

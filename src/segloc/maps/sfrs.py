@@ -32,8 +32,10 @@ from segloc.data.dataset import Dataset, load_image
 from segloc.errors import SeglocError
 from segloc.features.retrieval import search_inner_product
 from segloc.geometry.transforms import Rigid3
+from segloc.localize.priors import approximate_pose
 from segloc.maps.core import core_checksum, read_core
 from segloc.maps.package import MapPackage, MapWriter
+from segloc.maps.scale import image_spacing
 from segloc.models.checkpoint import load_checkpoint, load_weights, read_checkpoint_info
 from segloc.models.export import read_onnx_layer
 from segloc.models.netvlad import NetVlad, NetVladConfig, PcaWhitening, describe_images
@@ -122,6 +124,26 @@ def add_sfrs_layer(
     return Path(output)
 
 
+PRIOR_SPACINGS = 1.5
+"""The ``weighted`` prior averages the retrieved poses within this many image spacings of the best one (as SegLoc's approximation)."""
+
+
+@dataclass
+class SfrsPriors:
+    """Pose priors of one query from the ``sfrs`` layer.
+
+    Attributes:
+        image_ids: (R,) retrieved mapping image ids (core order), best first.
+        similarities: (R,) their descriptor similarities.
+        poses: ``cam_from_world`` priors, best first: the approximation (the best image's pose,
+            or the weighted mean), then the poses of the next retrieved images.
+    """
+
+    image_ids: np.ndarray
+    similarities: np.ndarray
+    poses: list[Rigid3]
+
+
 class SfrsRetriever:
     """Retrieval from a map's ``sfrs`` layer: the mapping images most similar to a query image.
 
@@ -151,6 +173,8 @@ class SfrsRetriever:
             raise SeglocError(f"the sfrs layer has {len(descriptors)} descriptors for {len(poses)} mapping images; rebuild it")
         self.network, self.descriptors, self.whitening = network.to(device).eval(), np.asarray(descriptors, np.float32), whitening
         self.max_edge, self.poses, self.names, self.device = max_edge, poses, names, device
+        spacing = image_spacing(np.stack([pose.center for pose in poses])) if len(poses) > 1 else None
+        self.image_spacing = float(spacing) if spacing else 1.0
         self.session = network_session(
             self.network, runtime or RuntimeConfig(), device, onnx_path, inference_size(4, 3, max_edge), GRAPHS["netvlad"]
         )
@@ -202,3 +226,18 @@ class SfrsRetriever:
         """Mapping image ids (R,) best first and their similarities (R,) for an (H, W, 3) uint8 RGB image."""
         ids, scores = search_inner_product(self.describe(image)[None], self.descriptors, num_results)
         return ids[0], scores[0]
+
+    def pose_priors(self, image: np.ndarray, num_results: int = 5, approximation: str = "weighted") -> SfrsPriors:
+        """Pose priors of a query from retrieval alone (no method behind it): for a start-up without ``initialpose``.
+
+        Args:
+            image: (H, W, 3) uint8 RGB.
+            num_results: mapping images retrieved.
+            approximation: the first prior: ``top1`` (the best image's pose) or ``weighted``
+                (the similarity-weighted mean of the retrieved poses within 1.5 image spacings
+                and 30 degrees of the best one; :func:`segloc.localize.priors.approximate_pose`).
+        """
+        ids, similarities = self.retrieve(image, num_results)
+        retrieved = [self.poses[int(i)] for i in ids]
+        first = approximate_pose(retrieved, similarities, approximation, max_distance=PRIOR_SPACINGS * self.image_spacing)
+        return SfrsPriors(ids, similarities, [first, *retrieved[1:]])

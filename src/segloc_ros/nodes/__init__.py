@@ -18,6 +18,9 @@ SegLoc's split deployment runs the same stages in three processes::
 - :mod:`segloc_ros.nodes.retrieval_node`: the most similar mapping images (and pose priors);
 - :mod:`segloc_ros.nodes.pose_refinement_node`: label-based pose refinement from the retrieval
   (or pose priors, or ``initialpose``), then the publishing decision;
+- :mod:`segloc_ros.nodes.place_recognition_node`: SFRS retrieval from the map's ``sfrs`` layer
+  (images in; ``segloc/pose_priors`` and ``segloc/retrieval`` out), for any method's map, in place
+  of retrieval_node or for a start-up without ``initialpose``;
 - :mod:`segloc_ros.nodes.map_manager_node` (``map_manager``): follows a fleet map store and
   swaps new versions into the localizer nodes through their ``map_path`` parameter;
 - :mod:`segloc_ros.composition`: the three in one process (``localization_container``).
@@ -51,6 +54,8 @@ from segloc_ros.nodes.params import (
     LOCALIZER_PARAMETERS,
     MAP_MANAGER_NODE,
     MAP_MANAGER_PARAMETERS,
+    PLACE_RECOGNITION_NODE,
+    PLACE_RECOGNITION_PARAMETERS,
     POSE_REFINEMENT_NODE,
     POSE_REFINEMENT_PARAMETERS,
     RETRIEVAL_NODE,
@@ -111,7 +116,8 @@ class NodeInfo:
         return {spec.name: spec.default for spec in self.parameters}
 
 
-#: Every node of the package: SegLoc's split pipeline in its order, localizer_node (any method, one process), map_manager.
+#: Every node of the package: SegLoc's split pipeline in its order, localizer_node (any method, one process),
+#: place_recognition_node (SFRS retrieval), map_manager.
 NODES: tuple[NodeInfo, ...] = (
     NodeInfo(
         SEGMENTATION_NODE,
@@ -131,6 +137,13 @@ NODES: tuple[NodeInfo, ...] = (
         composed=True,
     ),
     NodeInfo(LOCALIZER_NODE, "localizer_node", "segloc_ros.nodes.localizer_node", "LocalizerNode", LOCALIZER_PARAMETERS),
+    NodeInfo(
+        PLACE_RECOGNITION_NODE,
+        "place_recognition_node",
+        "segloc_ros.nodes.place_recognition_node",
+        "PlaceRecognitionNode",
+        PLACE_RECOGNITION_PARAMETERS,
+    ),
     NodeInfo(
         MAP_MANAGER_NODE,
         "map_manager",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from segloc.localize.priors import APPROXIMATIONS
 from segloc.runtime.session import BACKEND_CHOICES
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "LOCALIZING_PARAMETERS",
     "MAP_MANAGER_NODE",
     "MAP_MANAGER_PARAMETERS",
+    "PLACE_RECOGNITION_NODE",
+    "PLACE_RECOGNITION_PARAMETERS",
     "POSE_REFINEMENT_NODE",
     "POSE_REFINEMENT_PARAMETERS",
     "PRIOR_INPUTS",
@@ -38,6 +41,7 @@ RETRIEVAL_NODE = "retrieval_node"
 POSE_REFINEMENT_NODE = "pose_refinement_node"
 LOCALIZER_NODE = "localizer_node"
 MAP_MANAGER_NODE = "map_manager"
+PLACE_RECOGNITION_NODE = "place_recognition_node"
 
 #: Inference backends the nodes can run the segmentation network with (auto: tensorrt where it
 #: imports and CUDA is present, else onnxruntime where it imports, else torch; segloc.runtime).
@@ -139,6 +143,27 @@ RETRIEVAL_PARAMETERS: tuple[ParameterSpec, ...] = (
     *COMMON_PARAMETERS,
     ParameterSpec("map_frame", "map", "frame of the published pose priors"),
     ParameterSpec("num_priors", 0, "pose priors published per image, best first; 0 = all the retrieved images", minimum=0),
+)
+
+#: place_recognition_node (segloc_ros.nodes.place_recognition_node): SFRS retrieval from the map's sfrs layer.
+PLACE_RECOGNITION_PARAMETERS: tuple[ParameterSpec, ...] = (
+    *COMMON_PARAMETERS,
+    IMAGE_TRANSPORT_PARAMETER,
+    ParameterSpec(
+        "max_edge",
+        0,
+        "longest side (pixels) of the undistorted image before retrieval; 0 = the image's (the network then resizes it)",
+        minimum=0,
+    ),
+    ParameterSpec("map_frame", "map", "frame of the published pose priors"),
+    ParameterSpec("num_results", 5, "mapping images retrieved per image (segloc/retrieval)", minimum=1),
+    ParameterSpec("num_priors", 0, "pose priors published per image, best first; 0 = one per retrieved image", minimum=0),
+    ParameterSpec(
+        "approximation",
+        "weighted",
+        "the first prior: weighted (similarity-weighted mean of the retrieved poses near the best one) or top1 (the best image's pose)",
+        choices=APPROXIMATIONS,
+    ),
 )
 
 #: What every node that publishes the robot's pose takes (pose_refinement_node, localizer_node):

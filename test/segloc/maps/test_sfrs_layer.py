@@ -137,3 +137,20 @@ def test_retrieval_network_runs_on_onnxruntime_from_the_maps_export(room, tmp_pa
     # --backend (the node's backend parameter) also runs the retrieval network of a method without a network of its own.
     localizer = load_localizer(get_method("reference"), package, {"retrieval": "sfrs", "prior_radius": 1.0}, backend="onnxruntime")
     assert [s.backend for s in localizer.inference_status()] == ["onnxruntime"]
+
+
+def test_pose_priors_from_retrieval_alone(room, tmp_path):
+    """The first prior is the best image's pose (top1) or a similarity-weighted mean near it; the rest are the next images' poses."""
+    dataset, map_path, checkpoint = room
+    out = add_sfrs_layer(map_path, dataset, SfrsLayerConfig(str(checkpoint)), tmp_path / "map_sfrs", progress=False)
+    retriever = SfrsRetriever.from_map(MapPackage.open(out))
+    image = dataset.load_image(dataset.mapping[11].name)
+    top1 = retriever.pose_priors(image, 5, "top1")
+    assert top1.image_ids[0] == 11 and len(top1.poses) == 5
+    assert top1.poses[0] == retriever.poses[11] and top1.poses[1:] == [retriever.poses[int(i)] for i in top1.image_ids[1:]]
+    weighted = retriever.pose_priors(image, 5, "weighted")
+    assert weighted.poses[1:] == top1.poses[1:]
+    distance, angle = pose_error(weighted.poses[0], retriever.poses[11])
+    assert 0 < distance <= 1.5 * retriever.image_spacing and angle < 30.0  # a mean of the neighbours, not the best image itself
+    with pytest.raises(SeglocError, match="unknown approximation"):
+        retriever.pose_priors(image, 5, "median")
