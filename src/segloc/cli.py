@@ -141,7 +141,15 @@ def cmd_map_build(args: argparse.Namespace) -> int:
     if not dataset.mapping:
         raise SeglocError(f"{args.dataset}/mapping.txt lists no images: a map needs mapping images")
     check_map_output(args.output, args.overwrite, [*dataset.inputs(), (args.config, "the config file")])
-    build_and_report(method, dataset, args.output, config, overwrite=args.overwrite, progress=not args.no_progress)
+    core = None
+    if args.workers or args.scheduler:  # the shared core build (features, matching) in parallel; the map is the same
+        from segloc.maps.build import build_core
+        from segloc.maps.parallel import BuildExecution
+
+        execution = BuildExecution(args.workers, args.scheduler)
+        print(f"building the core (features, pair matching) on {execution.describe()}")
+        core = build_core(dataset, method.core_config(config), progress=not args.no_progress, execution=execution)
+    build_and_report(method, dataset, args.output, config, overwrite=args.overwrite, progress=not args.no_progress, core=core)
     return 0
 
 
@@ -737,6 +745,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="map folder to write")
     p.add_argument("--config", type=Path, help="YAML config with a 'map' section")
     p.add_argument("--overwrite", action="store_true", help="replace the map if it exists (only a map package)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="extract features and match pairs on a local Dask cluster of N processes (0: serially; the map is the same)",
+    )
+    p.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786) to build on instead (dask.distributed)")
     common(p)
     p.set_defaults(func=cmd_map_build)
     p = maps.add_parser("add-sfrs", help="write a copy of a map with an sfrs retrieval layer (NetVLAD of the mapping images)")

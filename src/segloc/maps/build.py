@@ -38,6 +38,7 @@ from segloc.features.sift import LocalFeatures, SiftConfig, extract_sift, root_s
 from segloc.geometry.camera import Camera
 from segloc.geometry.transforms import Rigid3
 from segloc.maps.core import MapCore
+from segloc.maps.parallel import BuildExecution, parallel_map
 
 logger = logging.getLogger("segloc")
 
@@ -180,23 +181,44 @@ def match_pairs(
     matcher: MatcherConfig,
     triangulation: TriangulationConfig,
     progress: bool = True,
+    execution: BuildExecution | None = None,
 ) -> dict[tuple[int, int], np.ndarray]:
-    """Match and verify the given pairs.
+    """Match and verify the given pairs (in chunks of pairs, as ``execution`` says: :mod:`segloc.maps.parallel`).
 
     Returns:
         ``(i, j) -> (K, 2)`` int64 keypoint indices of the verified matches, for the pairs with
         at least ``min_verified_matches``.
     """
+    execution = execution or BuildExecution()
+    size = max(1, len(pairs)) if execution.serial else max(1, -(-len(pairs) // (4 * max(1, execution.workers or 8))))
+    chunks = [pairs[start : start + size] for start in range(0, len(pairs), size)]
+    tasks = []
+    for chunk in chunks:
+        used = sorted({index for pair in chunk for index in pair})
+        tasks.append((list(chunk), {k: (images[k], features[k]) for k in used}, matcher, triangulation))
+    verified: dict[tuple[int, int], np.ndarray] = {}
+    if execution.serial:  # one chunk: a per-pair progress bar
+        verified.update(_match_chunk(tasks[0], progress) if tasks else {})
+        return verified
+    for chunk_result in parallel_map(_match_chunk, tasks, execution, "match", progress):
+        verified.update(chunk_result)
+    return dict(sorted(verified.items()))
+
+
+def _match_chunk(task: tuple, progress: bool = False) -> dict[tuple[int, int], np.ndarray]:
+    """The verified matches of one chunk of pairs: ``(pairs, {image index: (record, features)}, matcher, triangulation)``."""
+    pairs, inputs, matcher, triangulation = task
     verified: dict[tuple[int, int], np.ndarray] = {}
     cache: dict[int, np.ndarray] = {}
     for i, j in tqdm(pairs, desc="match", unit="pair", disable=not progress):
         for index in (i, j):
             if index not in cache:
-                cache[index] = root_sift(features[index].descriptors)
+                cache[index] = root_sift(inputs[index][1].descriptors)
+        (image_i, features_i), (image_j, features_j) = inputs[i], inputs[j]
         matches, _ = match_descriptors(cache[i], cache[j], matcher)
-        cam1_from_cam0 = images[j].cam_from_world * images[i].cam_from_world.inverse()
+        cam1_from_cam0 = image_j.cam_from_world * image_i.cam_from_world.inverse()
         errors = epipolar_errors(
-            features[i].keypoints[matches[:, 0]], features[j].keypoints[matches[:, 1]], images[i].camera, images[j].camera, cam1_from_cam0
+            features_i.keypoints[matches[:, 0]], features_j.keypoints[matches[:, 1]], image_i.camera, image_j.camera, cam1_from_cam0
         )
         inliers = matches[errors <= triangulation.max_epipolar_error_px]
         if len(inliers) >= triangulation.min_verified_matches:
@@ -318,19 +340,23 @@ def _collect_points(
 
 
 # --- entry point ------------------------------------------------------------------------
-def extract_mapping_features(dataset: Dataset, config: SiftConfig, progress: bool = True) -> list[LocalFeatures]:
-    """SIFT features of every mapping image of ``dataset``, checked against its camera size."""
-    features = []
-    for image in tqdm(dataset.mapping, desc="extract", unit="image", disable=not progress):
-        pixels = dataset.load_image(image.name)  # RGB, converted as query images are
-        height, width = pixels.shape[:2]
-        if (width, height) != (image.camera.width, image.camera.height):
-            raise SeglocError(
-                f"mapping image {image.name} is {width}x{height} but its camera in mapping.txt is "
-                f"{image.camera.width}x{image.camera.height}: fix the camera line"
-            )
-        features.append(extract_sift(pixels, config))
-    return features
+def extract_mapping_features(
+    dataset: Dataset, config: SiftConfig, progress: bool = True, execution: BuildExecution | None = None
+) -> list[LocalFeatures]:
+    """SIFT features of every mapping image of ``dataset``, checked against its camera size (image by image, as ``execution`` says)."""
+    return parallel_map(_extract_one, [(dataset, image, config) for image in dataset.mapping], execution, "extract", progress)
+
+
+def _extract_one(task: tuple[Dataset, ImageRecord, SiftConfig]) -> LocalFeatures:
+    dataset, image, config = task
+    pixels = dataset.load_image(image.name)  # RGB, converted as query images are
+    height, width = pixels.shape[:2]
+    if (width, height) != (image.camera.width, image.camera.height):
+        raise SeglocError(
+            f"mapping image {image.name} is {width}x{height} but its camera in mapping.txt is "
+            f"{image.camera.width}x{image.camera.height}: fix the camera line"
+        )
+    return extract_sift(pixels, config)
 
 
 @dataclass
@@ -364,23 +390,29 @@ class CoreBuild:
         return descriptors
 
 
-def build_core(dataset: Dataset, config: CoreConfig | None = None, progress: bool = True) -> CoreBuild:
+def build_core(
+    dataset: Dataset, config: CoreConfig | None = None, progress: bool = True, execution: BuildExecution | None = None
+) -> CoreBuild:
     """Triangulate the mapping images of ``dataset`` with their known poses (steps 1 to 4).
 
     Methods that store other appearance data (labels, learned descriptors) start from this.
+    ``execution`` runs the feature extraction and the pair matching in parallel (Dask;
+    :mod:`segloc.maps.parallel`); the result is the same.
     """
     config = config or CoreConfig()
     if not dataset.mapping:
         raise SeglocError(f"{dataset.root}: mapping.txt lists no images; a map needs mapping images with poses")
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    features = extract_mapping_features(dataset, config.sift, progress)
+    if execution is not None and not execution.serial:
+        logger.info("building the core on %s", execution.describe())
+    features = extract_mapping_features(dataset, config.sift, progress, execution)
     seconds["extract"] = time.perf_counter() - start
     logger.info("extracted %d keypoints per image on average", int(np.mean([len(f) for f in features])))
 
     start = time.perf_counter()
     pairs = select_pairs(dataset.mapping, config.pairs)
-    matches = match_pairs(dataset.mapping, features, pairs, config.matcher, config.triangulation, progress)
+    matches = match_pairs(dataset.mapping, features, pairs, config.matcher, config.triangulation, progress, execution)
     seconds["match"] = time.perf_counter() - start
     num_matches = sum(len(m) for m in matches.values())
     logger.info("%d of %d pairs kept after verification, %d verified matches", len(matches), len(pairs), num_matches)
