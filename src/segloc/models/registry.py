@@ -27,6 +27,7 @@ MODELS: dict[str, str] = {
     "landmarks": "segloc.models.landmarks:LandmarkEnsemble",
     "inversion_unet": "segloc.models.inversion:InversionUNet",
     "netvlad": "segloc.models.netvlad:NetVlad",
+    "ninjanet": "segloc.models.ninjanet:NinjaNet",
 }
 
 
