@@ -18,6 +18,15 @@ def test_reference_yaml_matches_the_defaults():
     assert load_config(ReferenceLocalizerConfig, path, section="localize") == ReferenceLocalizerConfig()
 
 
+def test_ninjadesc_yaml_matches_the_defaults():
+    from segloc.methods.ninjadesc.layer import NinjaDescMapConfig
+    from segloc.methods.ninjadesc.localizer import NinjaDescLocalizerConfig
+
+    path = CONFIG_DIR / "ninjadesc.yaml"
+    assert load_config(NinjaDescMapConfig, path, section="map") == NinjaDescMapConfig()
+    assert load_config(NinjaDescLocalizerConfig, path, section="localize") == NinjaDescLocalizerConfig()
+
+
 def test_sld_yaml_matches_the_defaults():
     from segloc.methods.sld.layer import SldMapConfig
     from segloc.methods.sld.localizer import SldLocalizerConfig

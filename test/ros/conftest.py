@@ -157,6 +157,29 @@ def sfrs_map(scene, reference_map) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ninjadesc_map(scene) -> Path:
+    """A NinjaDesc map of the scene with an untrained NinjaNet (the node test checks the plumbing, not privacy)."""
+    import torch
+
+    from segloc.data.dataset import read_dataset
+    from segloc.methods import get_method
+    from segloc.models import save_checkpoint
+    from segloc.models.ninjanet import NinjaNet, NinjaNetConfig
+
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(NinjaNet(NinjaNetConfig(hidden=256)).eval(), scene.root / "ninjanet")
+    method = get_method("ninjadesc")
+    config = method.map_config(
+        {
+            "core": {"pairs": {"num_neighbors": 5}},
+            "vlad": {"num_clusters": 16, "max_training_descriptors": 20000},
+            "checkpoint": str(checkpoint),
+        }
+    )
+    return method.build_map(read_dataset(scene.root / "dataset"), scene.root / "map_ninjadesc", config, progress=False)
+
+
+@pytest.fixture(scope="session")
 def reference_map(scene) -> Path:
     """A reference (SIFT) map of the scene's mapping images, built once through the method registry."""
     from segloc.data.dataset import read_dataset

@@ -705,7 +705,7 @@ def test_localization_container(scene, client, start_nodes):
 # --- localizer_node: any method's whole pipeline in one process ----------------------------------
 
 
-@pytest.mark.parametrize("method", ["reference", "segloc", "sld"])
+@pytest.mark.parametrize("method", ["reference", "segloc", "sld", "ninjadesc"])
 def test_localizer_node(method, scene, reference_map, client, start_nodes, one_torch_thread, request):
     """Images in, the library pipeline's poses out (same code, same numbers), map -> odom, the lost signal, map swaps."""
     from diagnostic_msgs.msg import DiagnosticArray
@@ -839,7 +839,7 @@ def test_localizer_node(method, scene, reference_map, client, start_nodes, one_t
         10,
         lambda: "diagnostic values" + harness.describe_statuses(diagnostics, LOCALIZER),
     )
-    assert harness.status_values(status)["method"] in ("segloc", "reference", "sld")
+    assert harness.status_values(status)["method"] == method
 
 
 def test_localizer_node_runs_a_plugin_method(scene, client, ros_env, tmp_path, one_torch_thread):

@@ -70,6 +70,7 @@ TRAINER_ENTRY_POINT_GROUP = "segloc.trainers"
 
 #: The project's own methods: name -> module that defines ``METHOD``.
 BUILTIN_METHODS: dict[str, str] = {
+    "ninjadesc": "segloc.methods.ninjadesc",
     "reference": "segloc.methods.reference",
     "segloc": "segloc.methods.segloc",
     "sld": "segloc.methods.sld",

@@ -21,7 +21,7 @@ from segloc.config import config_from_dict, config_to_dict
 from segloc.data.dataset import Dataset
 from segloc.errors import SeglocError
 from segloc.features.retrieval import VladConfig, VladEncoder, train_vocabulary
-from segloc.features.sift import LocalFeatures, SiftConfig, root_sift
+from segloc.features.sift import SiftConfig, root_sift
 from segloc.maps.build import CoreBuild, CoreConfig, core_for
 from segloc.maps.core import MapCore, core_checksum, write_core
 from segloc.maps.package import MapPackage, MapWriter, check_map_output
@@ -198,7 +198,7 @@ def build_reference_map(
     logger.debug("map options:\n%s", yaml.safe_dump(config_to_dict(config), sort_keys=False))
     built = core_for(dataset, config.core, progress, core)
     start = time.perf_counter()
-    vocabulary, global_descriptors = _vlad_descriptors(built.features, config.vlad)
+    vocabulary, global_descriptors = vlad_descriptors([root_sift(f.descriptors) for f in built.features], config.vlad)
     built.statistics["seconds"]["retrieval"] = time.perf_counter() - start
 
     created: dict[str, Any] = {"source": str(Path(dataset.root).resolve()), "config": config_to_dict(config)}
@@ -213,14 +213,20 @@ def build_reference_map(
     return output
 
 
-def _vlad_descriptors(features: Sequence[LocalFeatures], config: VladConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Vocabulary (K, 128) learned on the mapping features and their VLAD vectors (I, K * 128)."""
+def vlad_descriptors(descriptor_sets: Sequence[np.ndarray], config: VladConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Vocabulary (K, D) learned on the mapping images' descriptors and their VLAD vectors (I, K * D).
+
+    Args:
+        descriptor_sets: per mapping image, its (N_i, D) float32 descriptors in the space the
+            localizer matches in (RootSIFT for the reference, NinjaDesc for ``ninjadesc``).
+        config: vocabulary size, training sample and seed.
+    """
     rng = np.random.default_rng(config.seed)
-    per_image = max(1, config.max_training_descriptors // max(1, len(features)))
+    per_image = max(1, config.max_training_descriptors // max(1, len(descriptor_sets)))
     samples = []
-    for image_features in features:
-        count = min(per_image, len(image_features))
-        samples.append(image_features.descriptors[rng.choice(len(image_features), count, replace=False)])
-    vocabulary = train_vocabulary(root_sift(np.concatenate(samples)), config.num_clusters, config.kmeans_iterations, config.seed)
+    for descriptors in descriptor_sets:
+        count = min(per_image, len(descriptors))
+        samples.append(descriptors[rng.choice(len(descriptors), count, replace=False)])
+    vocabulary = train_vocabulary(np.concatenate(samples), config.num_clusters, config.kmeans_iterations, config.seed)
     encoder = VladEncoder(vocabulary)
-    return vocabulary, np.stack([encoder.encode(root_sift(f.descriptors)) for f in features])
+    return vocabulary, np.stack([encoder.encode(descriptors) for descriptors in descriptor_sets])

@@ -140,7 +140,7 @@ class ReferenceLocalizer:
         each candidate image in turn, with the same pose accuracy and a higher inlier ratio.
 
         Args:
-            query_descriptors: (N, 128) RootSIFT descriptors of the query.
+            query_descriptors: (N, D) descriptors of the query (:meth:`describe`).
             image_ids: mapping images to match against, best first.
 
         Returns:
@@ -153,9 +153,17 @@ class ReferenceLocalizer:
         observations = observations[np.sort(first)]
         if len(observations) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        point_descriptors = prepare_descriptors(root_sift(self._descriptors[observations]), self.config.matcher.device)
+        point_descriptors = prepare_descriptors(self.point_descriptors(observations), self.config.matcher.device)
         matches, _ = match_descriptors(query_descriptors, point_descriptors, self.config.matcher)
         return matches[:, 0], self._point_ids[observations[matches[:, 1]]]
+
+    def point_descriptors(self, observations: np.ndarray) -> np.ndarray:
+        """(n, D) float32 matching descriptors of the given observations (positions in the by-image order): RootSIFT here."""
+        return root_sift(self._descriptors[observations])
+
+    def describe(self, sift_descriptors: np.ndarray) -> np.ndarray:
+        """(N, D) float32 matching descriptors of a query's (N, 128) uint8 SIFT, in the map's descriptor (and VLAD) space: RootSIFT here."""
+        return root_sift(sift_descriptors)
 
     # --- the pipeline -------------------------------------------------------------------
     def localize(self, image: np.ndarray, camera: Camera, prior: Rigid3 | None = None) -> LocalizationResult:
@@ -173,7 +181,7 @@ class ReferenceLocalizer:
 
         start = time.perf_counter()
         features = extract_sift(image, self.sift)
-        query_root_sift = root_sift(features.descriptors)
+        query_root_sift = self.describe(features.descriptors)
         info["num_keypoints"] = len(features)
         timings["extract"] = time.perf_counter() - start
 

@@ -1,0 +1,203 @@
+"""The ``ninjadesc`` map: the core, NinjaDesc descriptors per observation, the NinjaNet that makes them, a VLAD retrieval layer.
+
+NinjaDesc (Ng et al., CVPR 2022) re-encodes each observation's RootSIFT with NinjaNet
+(:mod:`segloc.models.ninjanet`, trained by ``segloc train ninjadesc`` to match like SIFT while an
+inversion attacker fails on it). The map stores only the re-encoded descriptors:
+
+- ``core``: mapping cameras, 3D points, observations (as every map);
+- ``ninjadesc/descriptors.npz``: (M, C) float16 NinjaDesc of each core observation (no raw
+  SIFT anywhere in the map: a test scans every file);
+- ``ninjadesc/meta.json``: the SIFT options (queries extract with them), the core checksum,
+  the checkpoint it came from;
+- ``ninjadesc_model``: the NinjaNet (:mod:`segloc.maps.network`), which queries run too;
+- ``vlad``: a VLAD vocabulary learnt on the NinjaDesc descriptors of the mapping images and one
+  global descriptor per image (retrieval in NinjaDesc space, as the reference's in RootSIFT).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from segloc.config import config_from_dict, config_to_dict
+from segloc.data.dataset import Dataset
+from segloc.errors import SeglocError
+from segloc.features.retrieval import VladConfig
+from segloc.features.sift import SiftConfig, root_sift
+from segloc.maps.build import CoreBuild, CoreConfig, core_for
+from segloc.maps.core import MapCore, core_checksum, write_core
+from segloc.maps.network import read_network_layer, resolve_model_dtype, write_network_layer
+from segloc.maps.package import MapPackage, MapWriter, check_map_output
+from segloc.methods.reference.layer import vlad_descriptors, write_vlad_layer
+
+logger = logging.getLogger("segloc")
+
+NINJADESC_LAYER = "ninjadesc"
+NINJADESC_MODEL_LAYER = "ninjadesc_model"
+ENCODE_BATCH = 65536
+
+
+@dataclass
+class NinjaDescMapConfig:
+    """Options of :func:`build_ninjadesc_map` (the ``map:`` section of a config file).
+
+    Attributes:
+        core: the shared geometry (:class:`segloc.maps.build.CoreConfig`).
+        vlad: the retrieval vocabulary and global descriptors (learnt on NinjaDesc).
+        checkpoint: the NinjaNet checkpoint (``RUN/checkpoint`` of ``segloc train ninjadesc``).
+        model_dtype: precision of the NinjaNet in the map: ``checkpoint``, ``float32`` or ``float16``.
+    """
+
+    core: CoreConfig = field(default_factory=CoreConfig)
+    vlad: VladConfig = field(default_factory=VladConfig)
+    checkpoint: str | None = None
+    model_dtype: str = "checkpoint"
+
+    def __post_init__(self) -> None:
+        resolve_model_dtype(self.model_dtype, None)  # an unknown value is refused here, not after the build
+
+
+@dataclass
+class NinjaDescLayer:
+    """The ``ninjadesc`` layer: (M, C) float16 NinjaDesc of the core observations and the SIFT options queries extract with."""
+
+    descriptors: np.ndarray
+    sift: SiftConfig
+
+
+def encode(model: Any, sift_descriptors: np.ndarray) -> np.ndarray:
+    """NinjaDesc (N, C) float32 of (N, 128) uint8 SIFT descriptors: RootSIFT, then NinjaNet (eval mode, CPU)."""
+    base = root_sift(np.asarray(sift_descriptors))
+    if len(base) == 0:
+        return np.zeros((0, model.config.dim), np.float32)
+    model = model.eval()
+    with torch.inference_mode():
+        parts = [model(torch.from_numpy(base[i : i + ENCODE_BATCH])).numpy() for i in range(0, len(base), ENCODE_BATCH)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def read_ninjadesc_layer(package: MapPackage, core: MapCore) -> NinjaDescLayer:
+    """Read the ``ninjadesc`` layer and check it against ``core``."""
+    if not package.has_layer(NINJADESC_LAYER):
+        raise SeglocError(
+            f"map {package.path} has no {NINJADESC_LAYER!r} layer (layers: {', '.join(package.layers)}); build it with --method ninjadesc"
+        )
+    meta = package.read_json(NINJADESC_LAYER, "meta")
+    if not isinstance(meta, dict) or meta.get("core_points_sha256") != core_checksum(package.manifest.get("files", {})):
+        raise SeglocError(f"map {package.path}: the ninjadesc layer was built for another core layer; rebuild the map")
+    descriptors = package.read_arrays(NINJADESC_LAYER, "descriptors").get("descriptors")
+    if descriptors is None or descriptors.ndim != 2 or len(descriptors) != core.num_observations:
+        raise SeglocError(f"map {package.path}: ninjadesc descriptors do not match the {core.num_observations} core observations")
+    return NinjaDescLayer(descriptors, config_from_dict(SiftConfig, meta.get("sift"), where=f"{package.path} ninjadesc/meta.json sift"))
+
+
+def read_ninjanet(package: MapPackage) -> Any:
+    """The NinjaNet embedded in a map (CPU, eval mode)."""
+    return read_network_layer(package, NINJADESC_MODEL_LAYER, "rebuild it with --method ninjadesc")
+
+
+def load_ninjanet_checkpoint(checkpoint: str | Path) -> tuple[Any, Any]:
+    """``(model, info)`` of a NinjaNet checkpoint.
+
+    Raises:
+        SeglocError: no such checkpoint, or one of another network.
+    """
+    from segloc.models.checkpoint import load_checkpoint, read_checkpoint_info
+
+    info = read_checkpoint_info(checkpoint)
+    if info.model != "ninjanet":
+        raise SeglocError(
+            f"{checkpoint} holds a {info.model!r} network; the ninjadesc map needs a ninjanet checkpoint (segloc train ninjadesc)"
+        )
+    return load_checkpoint(checkpoint).eval(), info
+
+
+def build_ninjadesc_map(
+    dataset: Dataset,
+    output: str | Path,
+    config: NinjaDescMapConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    core: CoreBuild | None = None,
+) -> Path:
+    """Build the NinjaDesc map of ``dataset``'s mapping images at ``output`` (module docstring).
+
+    Raises:
+        SeglocError: no checkpoint, or one that is not a NinjaNet, bad inputs.
+    """
+    config = config or NinjaDescMapConfig()
+    output = Path(output)
+    if not config.checkpoint:
+        raise SeglocError(
+            "the ninjadesc map needs a trained NinjaNet: run `segloc train ninjadesc DATASET... -o RUN` on other places, "
+            "then pass map: checkpoint: RUN/checkpoint (a --config file)"
+        )
+    if not dataset.mapping:
+        raise SeglocError(f"{dataset.root}: mapping.txt lists no images; a map needs mapping images with poses")
+    check_map_output(output, overwrite, dataset.inputs())
+    model, info = load_ninjanet_checkpoint(config.checkpoint)
+    logger.info("building a ninjadesc map of %s (%d mapping images) with %s", dataset.root, len(dataset.mapping), info.path)
+    logger.debug("map options:\n%s", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    built = core_for(dataset, config.core, progress, core)
+    start = time.perf_counter()
+    descriptors = encode(model, built.observation_descriptors())
+    per_image = [encode(model, features.descriptors) for features in built.features]
+    built.statistics["seconds"]["ninjadesc"] = time.perf_counter() - start
+    start = time.perf_counter()
+    vocabulary, global_descriptors = vlad_descriptors(per_image, config.vlad)
+    built.statistics["seconds"]["retrieval"] = time.perf_counter() - start
+
+    source = {"checkpoint": {"path": str(Path(config.checkpoint).resolve()), "sha256": info.sha256}, "trainer": info.metadata}
+    created: dict[str, Any] = {"source": str(Path(dataset.root).resolve()), "config": config_to_dict(config)}
+    with MapWriter(output, method="ninjadesc", frame_id=config.core.frame_id, overwrite=overwrite, created=created) as writer:
+        write_core(writer, built.core)
+        meta = {
+            "feature": "ninjadesc",
+            "base_descriptor": model.config.base_descriptor,
+            "sift": config_to_dict(config.core.sift),
+            "core_points_sha256": core_checksum(writer.manifest["files"]),
+        }
+        writer.add_arrays(
+            NINJADESC_LAYER, "descriptors", description="NinjaDesc of each core observation", descriptors=descriptors.astype(np.float16)
+        )
+        writer.add_json(NINJADESC_LAYER, "meta", meta)
+        dtype = resolve_model_dtype(config.model_dtype, info.dtype)
+        write_network_layer(writer, NINJADESC_MODEL_LAYER, model, dtype, source, "NinjaNet, the descriptor re-encoder queries run")
+        write_vlad_layer(writer, vocabulary, global_descriptors)
+        seconds = {k: round(v, 3) for k, v in built.statistics["seconds"].items()}
+        writer.set_metadata(statistics={**built.statistics, "seconds": seconds})
+        writer.commit()
+    logger.info("ninjadesc map timings: %s", ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
+    return output
+
+
+def ninjadesc_attack_surface(package: MapPackage) -> Any:
+    """What a NinjaDesc map gives an inversion attacker: the (M, C) NinjaDesc of the core observations.
+
+    The attacker's training images (other places) get the same: the map's SIFT options, then
+    the map's own NinjaNet (it is in the map file).
+    """
+    from segloc.features.sift import extract_sift
+    from segloc.maps.core import read_core
+    from segloc.methods.registry import AttackSurface
+
+    core = read_core(package)
+    layer = read_ninjadesc_layer(package, core)
+    model = read_ninjanet(package)
+
+    def features(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        extracted = extract_sift(image, layer.sift)
+        return extracted.keypoints, encode(model, extracted.descriptors)
+
+    return AttackSurface(
+        f"NinjaDesc ({layer.descriptors.shape[1]} values) of every observation of every 3D point",
+        layer.descriptors.astype(np.float32),
+        features,
+    )

@@ -1,0 +1,66 @@
+"""The NinjaDesc localizer: SIFT keypoints, RootSIFT re-encoded by the map's NinjaNet, VLAD retrieval, 2D-3D matching, PnP.
+
+The reference localizer (:class:`segloc.methods.reference.localizer.ReferenceLocalizer`) with
+its descriptor space swapped: the query's RootSIFT goes through NinjaNet (:meth:`describe`) and
+the map's points carry NinjaDesc (:meth:`point_descriptors`); retrieval, matching (mutual
+nearest neighbours with the ratio test), LO-RANSAC P3P and refinement are the reference's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segloc.maps.core import MapCore, read_core
+from segloc.maps.package import MapPackage
+from segloc.methods.ninjadesc.layer import encode, read_ninjadesc_layer, read_ninjanet
+from segloc.methods.reference.layer import read_vlad_layer
+from segloc.methods.reference.localizer import ReferenceLocalizer, ReferenceLocalizerConfig
+
+logger = logging.getLogger("segloc")
+
+__all__ = ["NinjaDescLocalizer", "NinjaDescLocalizerConfig"]
+
+
+@dataclass
+class NinjaDescLocalizerConfig(ReferenceLocalizerConfig):
+    """Options of :class:`NinjaDescLocalizer`: those of the reference localizer (matching, retrieval, PnP, priors)."""
+
+
+class NinjaDescLocalizer(ReferenceLocalizer):
+    """Localizes images against a ``ninjadesc`` map (layers ``core``, ``ninjadesc``, ``ninjadesc_model``, ``vlad``).
+
+    Args:
+        core: the map core.
+        descriptors: (M, C) float16 NinjaDesc aligned with the core observations.
+        model: the map's NinjaNet.
+        others: as :class:`ReferenceLocalizer`.
+    """
+
+    method = "ninjadesc"
+
+    def __init__(self, core: MapCore, descriptors: np.ndarray, model: Any, map_sift, vocabulary, global_descriptors, config=None):
+        self.model = model.eval()
+        super().__init__(core, descriptors, map_sift, vocabulary, global_descriptors, config or NinjaDescLocalizerConfig())
+
+    @classmethod
+    def from_map(cls, map_path: str | Path | MapPackage, config: NinjaDescLocalizerConfig | None = None) -> NinjaDescLocalizer:
+        """Load the localizer from a map package (a path or an opened package)."""
+        package = map_path if isinstance(map_path, MapPackage) else MapPackage.open(map_path)
+        core = read_core(package)
+        layer = read_ninjadesc_layer(package, core)
+        vlad = read_vlad_layer(package, len(core.images))
+        logger.info("ninjadesc localizer: map %s with %d images, %d points", package.path, len(core.images), core.num_points)
+        return cls(core, layer.descriptors, read_ninjanet(package), layer.sift, vlad.vocabulary, vlad.global_descriptors, config)
+
+    def point_descriptors(self, observations: np.ndarray) -> np.ndarray:
+        """(n, C) float32 NinjaDesc of the given observations, as the map stores them."""
+        return self._descriptors[observations].astype(np.float32)
+
+    def describe(self, sift_descriptors: np.ndarray) -> np.ndarray:
+        """(N, C) float32 NinjaDesc of a query's (N, 128) uint8 SIFT."""
+        return encode(self.model, sift_descriptors)

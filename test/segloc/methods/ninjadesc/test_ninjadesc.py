@@ -1,0 +1,100 @@
+"""The ninjadesc method: NinjaNet over RootSIFT, a map with no raw descriptor, localization as the reference's in NinjaDesc space."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from segloc.data import synthetic
+from segloc.data.dataset import read_dataset
+from segloc.errors import SeglocError
+from segloc.evaluate.run import evaluate_map
+from segloc.features.sift import extract_sift, root_sift
+from segloc.maps.build import CoreConfig, build_core
+from segloc.maps.package import MapPackage
+from segloc.methods import get_method
+from segloc.methods.ninjadesc.layer import encode
+from segloc.models import save_checkpoint
+from segloc.models.ninjanet import NinjaNet, NinjaNetConfig
+
+VLAD = {"num_clusters": 16, "max_training_descriptors": 20000}
+CORE = {"pairs": {"num_neighbors": 5}}
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """A small room, its core build and an untrained NinjaNet (a random MLP keeps nearest neighbours well enough to test the plumbing)."""
+    root = tmp_path_factory.mktemp("ninjadesc")
+    config = synthetic.synth_config("room", "lighting", num_mapping=24, num_query=4, width=320, height=240, seed=3)
+    dataset = read_dataset(synthetic.generate_scene(config, root / "dataset", progress=False))
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(NinjaNet(NinjaNetConfig(hidden=256)).eval(), root / "ninjanet", metadata={"lambda": 0.0})
+    method = get_method("ninjadesc")
+    core = build_core(dataset, CoreConfig(**{"pairs": method.map_config({"core": CORE}).core.pairs}), progress=False)
+    map_path = method.build_map(
+        dataset, root / "map", method.map_config({"core": CORE, "vlad": VLAD, "checkpoint": str(checkpoint)}), progress=False, core=core
+    )
+    return dataset, core, checkpoint, MapPackage.open(map_path)
+
+
+def test_ninjanet_outputs_unit_vectors_and_checks_its_input():
+    net = NinjaNet(NinjaNetConfig(hidden=32)).eval()
+    out = net(torch.rand(5, 128))
+    assert out.shape == (5, 128) and torch.allclose(out.norm(dim=1), torch.ones(5), atol=1e-5)
+    with pytest.raises(SeglocError, match="expects descriptors"):
+        net(torch.rand(5, 64))
+    with pytest.raises(SeglocError, match="unknown base descriptor"):
+        NinjaNetConfig(base_descriptor="hardnet")
+
+
+def test_map_holds_ninjadesc_and_no_raw_descriptor(scene):
+    dataset, core, _, package = scene
+    assert package.method == "ninjadesc" and set(package.layers) == {"core", "ninjadesc", "ninjadesc_model", "vlad"}
+    raw = core.observation_descriptors()
+    stored = package.read_arrays("ninjadesc", "descriptors")["descriptors"]
+    assert stored.dtype == np.float16 and stored.shape == raw.shape
+    np.testing.assert_allclose(
+        stored.astype(np.float32), encode(get_method("ninjadesc").load_localizer(package, None).model, raw), atol=2e-3
+    )
+    # Every 128-column array in the map: the NinjaDesc, the VLAD words learnt on them, NinjaNet's weights; none is SIFT.
+    expected = {"ninjadesc/descriptors.npz:descriptors", "vlad/vlad.npz:vocabulary", "ninjadesc_model/weights.npz:hidden.0.weight"}
+    found = set()
+    for path in package.path.rglob("*.npz"):
+        with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as arrays:
+            for key in arrays.files:
+                if arrays[key].ndim == 2 and arrays[key].shape[1] == 128:
+                    assert arrays[key].dtype != np.uint8, f"{path}:{key} looks like SIFT"
+                    found.add(f"{path.relative_to(package.path).as_posix()}:{key}")
+    assert found == expected
+    assert not np.allclose(stored[:100].astype(np.float32), root_sift(raw[:100]), atol=1e-2)
+
+
+def test_localizes_in_ninjadesc_space(scene, tmp_path):
+    dataset, _, _, package = scene
+    localizer = get_method("ninjadesc").load_localizer(package, None)
+    image = dataset.load_image(dataset.query[0].name)
+    sift = extract_sift(image, localizer.sift)
+    np.testing.assert_allclose(localizer.describe(sift.descriptors), encode(localizer.model, sift.descriptors))
+    metrics = evaluate_map(package.path, dataset, tmp_path / "eval", progress=False)
+    assert metrics["num_queries"] == 4 and metrics["recall"]["0.25m_2deg"] >= 0.75, metrics["failure_reasons"]
+
+
+def test_attack_surface_is_the_stored_ninjadesc(scene):
+    dataset, _, _, package = scene
+    surface = get_method("ninjadesc").attack_surface(package)
+    assert surface.num_channels == 128 and "NinjaDesc" in surface.description
+    keypoints, attributes = surface.features(dataset.load_image(dataset.mapping[0].name))
+    assert len(keypoints) == len(attributes) and np.allclose(np.linalg.norm(attributes, axis=1), 1.0, atol=1e-4)
+
+
+def test_map_build_refuses_a_missing_or_foreign_checkpoint(scene, tmp_path):
+    dataset, core, _, _ = scene
+    method = get_method("ninjadesc")
+    with pytest.raises(SeglocError, match="needs a trained NinjaNet"):
+        method.build_map(dataset, tmp_path / "a", method.map_config({"core": CORE}), progress=False, core=core)
+    from segloc.models import SegmentationNet, segmentation_config
+
+    other = save_checkpoint(SegmentationNet(segmentation_config("cpu", pretrained=False, num_classes=4)), tmp_path / "seg")
+    with pytest.raises(SeglocError, match="needs a ninjanet checkpoint"):
+        method.build_map(dataset, tmp_path / "b", method.map_config({"core": CORE, "checkpoint": str(other)}), progress=False, core=core)
