@@ -21,6 +21,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from segloc.geometry.camera import Camera
+from segloc.localize.ingest import CameraIngest
 from segloc_ros.conversions import camera_from_camera_info, rgb_from_image_msg
 from segloc_ros.nodes.common import SENSOR_QOS
 
@@ -38,6 +39,7 @@ class CameraInputs:
     _without_camera_info: int
     _dropped_without_camera_info: int
     _held: dict[str, deque]
+    _camera_ingest: CameraIngest | None
 
     def create_camera_inputs(self) -> None:
         self._camera_infos = getattr(self, "_camera_infos", {})
@@ -57,6 +59,26 @@ class CameraInputs:
             self.destroy_subscription(subscription)  # type: ignore[attr-defined]
         self._camera_inputs = []
         self._held = {}
+
+    def create_inputs(self) -> None:
+        """The inputs of a node that takes camera images only (a node with more inputs overrides it)."""
+        self.create_camera_inputs()
+
+    def destroy_inputs(self) -> None:
+        self.destroy_camera_inputs()
+
+    def ingest(self, rgb: np.ndarray, camera: Camera, max_edge: int, timings: dict[str, float]) -> tuple[np.ndarray, Camera]:
+        """Undistort into the pinhole camera and shrink to ``max_edge`` (:class:`segloc.localize.ingest.CameraIngest`, kept across frames).
+
+        ``ingest`` seconds go into ``timings``.
+        """
+        start = time.perf_counter()
+        ingest = getattr(self, "_camera_ingest", None)
+        if ingest is None or ingest.max_edge != max_edge:
+            ingest = self._camera_ingest = CameraIngest(max_edge)
+        image, camera = ingest(rgb, camera)
+        timings["ingest"] = time.perf_counter() - start
+        return image, camera
 
     def camera_diagnostics(self) -> dict[str, Any]:
         return {

@@ -32,7 +32,6 @@ from typing import Any
 from geometry_msgs.msg import PoseArray
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from segloc.localize.ingest import CameraIngest
 from segloc.maps.package import MapPackage
 from segloc.maps.sfrs import SfrsRetriever
 from segloc.methods.segloc.packing import retrieval_image_fields
@@ -55,7 +54,6 @@ class PlaceRecognitionNode(CameraInputs, SeglocNode):
 
     def __init__(self, node_name: str | None = None, **kwargs: Any):
         super().__init__(node_name, **kwargs)
-        self._ingest: CameraIngest | None = None
         self._outputs: dict[str, Any] = {}
         self._last_similarity: float | None = None
 
@@ -74,13 +72,6 @@ class PlaceRecognitionNode(CameraInputs, SeglocNode):
         for publisher in self._outputs.values():
             self.destroy_publisher(publisher)
         self._outputs = {}
-        self._ingest = None
-
-    def create_inputs(self) -> None:
-        self.create_camera_inputs()
-
-    def destroy_inputs(self) -> None:
-        self.destroy_camera_inputs()
 
     def extra_diagnostics(self) -> dict[str, Any]:
         return {**self.camera_diagnostics(), "best_similarity": self._last_similarity if self._last_similarity is not None else "none"}
@@ -92,11 +83,7 @@ class PlaceRecognitionNode(CameraInputs, SeglocNode):
         timings: dict[str, float] = {"queue": time.perf_counter() - received}
         rgb, camera = self.decode(msg, info, timings)
 
-        start = time.perf_counter()
-        if self._ingest is None or self._ingest.max_edge != self.param("max_edge"):
-            self._ingest = CameraIngest(self.param("max_edge"))
-        image, _ = self._ingest(rgb, camera)
-        timings["ingest"] = time.perf_counter() - start
+        image, _ = self.ingest(rgb, camera, self.param("max_edge"), timings)
 
         start = time.perf_counter()
         limit = self.param("num_priors")

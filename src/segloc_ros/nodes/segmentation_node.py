@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from segloc.localize.ingest import CameraIngest
 from segloc.maps.package import MapPackage
 from segloc.methods.segloc.packing import descriptor_image_fields, pack_probabilities, probabilities_image_fields
 from segloc.models.segmentation import LEVEL_STRIDES
@@ -58,7 +57,6 @@ class SegmentationNode(CameraInputs, SeglocNode):
 
     def __init__(self, node_name: str | None = None, **kwargs: Any):
         super().__init__(node_name, **kwargs)
-        self._ingest: CameraIngest | None = None
         self._outputs: dict[str, Any] = {}
 
     def make_localizer(self, package: MapPackage, config_path: str) -> Any:
@@ -77,34 +75,19 @@ class SegmentationNode(CameraInputs, SeglocNode):
         for publisher in self._outputs.values():
             self.destroy_publisher(publisher)
         self._outputs = {}
-        self._ingest = None
-
-    def create_inputs(self) -> None:
-        self.create_camera_inputs()
-
-    def destroy_inputs(self) -> None:
-        self.destroy_camera_inputs()
 
     def extra_diagnostics(self) -> dict[str, Any]:
         return self.camera_diagnostics()
 
     # --- the worker -------------------------------------------------------------------------
-    def _ingest_for(self, loaded: LoadedMap) -> CameraIngest:
-        """The camera ingest of the one-process pipeline (segloc.localize.pipeline): to max_edge, else the network's size."""
-        max_edge = self.param("max_edge") or loaded.localizer.ingest_max_edge or 0
-        if self._ingest is None or self._ingest.max_edge != max_edge:
-            self._ingest = CameraIngest(max_edge)
-        return self._ingest
-
     def process(self, frame: tuple[Image | CompressedImage, CameraInfo, float], loaded: LoadedMap) -> None:
         msg, info, received = frame
         header = msg.header
         timings: dict[str, float] = {"queue": time.perf_counter() - received}
         rgb, camera = self.decode(msg, info, timings)
 
-        start = time.perf_counter()
-        image, camera = self._ingest_for(loaded)(rgb, camera)
-        timings["ingest"] = time.perf_counter() - start
+        # the one-process pipeline's ingest (segloc.localize.pipeline): to max_edge, else the network's size
+        image, camera = self.ingest(rgb, camera, self.param("max_edge") or loaded.localizer.ingest_max_edge or 0, timings)
 
         start = time.perf_counter()
         segmentation = loaded.localizer.segment(image)
