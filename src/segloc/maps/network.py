@@ -58,12 +58,13 @@ def write_network_layer(
     writer.add_json(layer, "model", {"model": name, "config": config_to_dict(model.config), "dtype": dtype, "source": source or {}})
 
 
-def read_network_layer(package: MapPackage, layer: str, missing: str) -> Any:
+def read_network_layer(package: MapPackage, layer: str, what: str, missing: str) -> Any:
     """Rebuild the network of layer ``layer``, on the CPU, in eval mode, with float32 weights.
 
     Args:
         package: the opened map.
         layer: the layer's name.
+        what: the network, for messages (``segmentation network``).
         missing: what to tell the user when the map has no such layer.
 
     Raises:
@@ -75,7 +76,7 @@ def read_network_layer(package: MapPackage, layer: str, missing: str) -> Any:
     from segloc.models.registry import model_class
 
     if not package.has_layer(layer):
-        raise SeglocError(f"map {package.path} holds no network in a {layer!r} layer: {missing}")
+        raise SeglocError(f"map {package.path} holds no {what} (no {layer!r} layer); {missing}")
     description = package.read_json(layer, "model")
     if not isinstance(description, dict) or "model" not in description or not isinstance(description.get("config"), dict):
         raise SeglocError(f"map {package.path}: {layer}/model.json needs model and config")

@@ -209,8 +209,12 @@ def test_shipped_checkpoints_load():
         path = shipped_checkpoint(name)
         info = read_checkpoint_info(path)
         assert json.loads((path / MANIFEST).read_text())["dtype"] == "float16"
-        assert tuple(info.metadata["image_size"]) and entry["command"].startswith("segloc synth")
+        assert entry["command"].startswith("segloc synth") and (entry["scene"], entry["seed"]) == ("room", 0)
         net = load_checkpoint(path)
-        assert isinstance(net, SegmentationNet) and net.config.num_classes == info.metadata["num_classes"]
+        if info.model == "segmentation":  # the demo's SegLoc networks
+            assert tuple(info.metadata["image_size"]) and isinstance(net, SegmentationNet)
+            assert net.config.num_classes == info.metadata["num_classes"]
+        else:  # the demo's SLD* landmark network: one heatmap per landmark it was trained for
+            assert info.model == "landmarks" and net.config.num_landmarks == len(info.metadata["landmarks"]["positions"])
     with pytest.raises(SeglocError, match="no shipped checkpoint"):
         shipped_checkpoint("nonexistent")

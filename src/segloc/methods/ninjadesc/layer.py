@@ -100,7 +100,7 @@ def read_ninjadesc_layer(package: MapPackage, core: MapCore) -> NinjaDescLayer:
 
 def read_ninjanet(package: MapPackage) -> Any:
     """The NinjaNet embedded in a map (CPU, eval mode)."""
-    return read_network_layer(package, NINJADESC_MODEL_LAYER, "rebuild it with --method ninjadesc")
+    return read_network_layer(package, NINJADESC_MODEL_LAYER, "NinjaNet", "rebuild it with --method ninjadesc")
 
 
 def load_ninjanet_checkpoint(checkpoint: str | Path) -> tuple[Any, Any]:

@@ -508,7 +508,9 @@ def read_segloc_model(package: MapPackage) -> Any:
     Raises:
         SeglocError: no ``segloc_model`` layer, an unknown model, or weights that do not fit.
     """
-    return read_network_layer(package, MODEL_LAYER, "rebuild it with embed_model: true, or give the localizer a segmenter")
+    return read_network_layer(
+        package, MODEL_LAYER, "segmentation network", "rebuild it with embed_model: true, or give the localizer a segmenter"
+    )
 
 
 # --- building -------------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def write_sld_model(writer: MapWriter, model: Any, dtype: str, source: dict[str,
 
 def read_sld_model(package: MapPackage) -> Any:
     """The landmark network embedded in a map, on the CPU, in eval mode, float32."""
-    return read_network_layer(package, SLD_MODEL_LAYER, "rebuild it with --method sld")
+    return read_network_layer(package, SLD_MODEL_LAYER, "landmark network", "rebuild it with --method sld")
 
 
 def checkpoint_landmarks(info: Any) -> dict[str, Any]:
