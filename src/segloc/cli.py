@@ -545,9 +545,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         size = tuple(args.size or size)
         with tempfile.TemporaryDirectory() as scratch:
             onnx_path = export_network(model, args.output or Path(scratch) / f"{name}.onnx", size)
-            shape = "dynamic H, W" if network_graph(model).dynamic else "this size only"
-            print(f"{name}: exported {onnx_path} at {size[0]}x{size[1]} ({shape}), outputs checked against torch")
-            if image is not None:
+            spec = network_graph(model)
+            where = (
+                "descriptors (N dynamic)"
+                if spec.vector_dim
+                else f"{size[0]}x{size[1]} ({'dynamic H, W' if spec.dynamic else 'this size only'})"
+            )
+            print(f"{name}: exported {onnx_path} at {where}, outputs checked against torch")
+            if image is not None and spec.vector_dim is None:
                 print(f"{name}: {args.check_image}: {_backend_difference(model, onnx_path, image, size, runtime, device)}")
             if args.backend == "tensorrt":
                 session = network_session(model, runtime, device, onnx_path, size)

@@ -1,12 +1,14 @@
 """The project's networks as ONNX graphs with named inputs and outputs, and their inference sessions.
 
 Every registered network that runs at inference (:data:`GRAPHS`) takes one input, ``image``
-(1, 3, H, W) RGB in [0, 1], and has named outputs:
+(1, 3, H, W) RGB in [0, 1] for the image networks, and has named outputs:
 
 - ``segmentation`` (:class:`SegmentationLogits`): ``logits0`` ... ``logits3``
   (1, K, H / s_l, W / s_l), coarse to fine;
 - ``landmarks`` (:class:`LandmarkHeatmaps`, SLD*): ``heatmaps`` (1, L, ceil(H / 8), ceil(W / 8));
-- ``netvlad`` (:class:`NetVladDescriptor`, SFRS retrieval): ``descriptor`` (1, K * D).
+- ``netvlad`` (:class:`NetVladDescriptor`, SFRS retrieval): ``descriptor`` (1, K * D);
+- ``ninjanet`` (:class:`NinjaDescriptors`, NinjaDesc): input ``descriptors`` (N, C) RootSIFT,
+  output ``ninjadesc`` (N, C), N dynamic.
 
 A network whose inputs are multiples of 32 (segmentation, NetVLAD) is exported once with H and
 W dynamic (multiples of 32 up to :data:`MAX_SIDE`). The EfficientNet-Lite encoders pad like
@@ -44,6 +46,7 @@ __all__ = [
     "LandmarkHeatmaps",
     "NetVladDescriptor",
     "NetworkGraph",
+    "NinjaDescriptors",
     "SegmentationLogits",
     "add_onnx_layer",
     "export_network",
@@ -112,19 +115,37 @@ class NetVladDescriptor(nn.Module):
         return self.model(image).descriptor
 
 
+class NinjaDescriptors(nn.Module):
+    """NinjaNet's inference graph: ``descriptors`` (N, C) RootSIFT -> ``ninjadesc`` (N, C), L2-normalised."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, descriptors: Tensor) -> Tensor:
+        return self.model(descriptors)
+
+
 @dataclass(frozen=True)
 class NetworkGraph:
     """How a registered network is exported and run by name.
 
     Attributes:
-        graph: wraps the network in its inference graph (``image`` -> the outputs, in order).
+        graph: wraps the network in its inference graph (the input -> the outputs, in order).
         outputs: the output names of a network.
         dynamic: H and W dynamic multiples of 32 in one export; False: one export per input size.
+        vector_dim: for a network over descriptors (input ``descriptors`` (N, C), N dynamic; no
+            image size): its C; None for an image network (input ``image``).
     """
 
     graph: Callable[[nn.Module], nn.Module]
     outputs: Callable[[nn.Module], tuple[str, ...]]
     dynamic: bool = True
+    vector_dim: Callable[[nn.Module], int] | None = None
+
+    @property
+    def input_name(self) -> str:
+        return "descriptors" if self.vector_dim is not None else "image"
 
 
 #: The inference graph of each registered network that runs at inference (by registry name); a network that lands adds its own.
@@ -132,7 +153,11 @@ GRAPHS: dict[str, NetworkGraph] = {
     "segmentation": NetworkGraph(SegmentationLogits, segmentation_output_names),
     "landmarks": NetworkGraph(LandmarkHeatmaps, lambda model: ("heatmaps",), dynamic=False),
     "netvlad": NetworkGraph(NetVladDescriptor, lambda model: ("descriptor",)),
+    "ninjanet": NetworkGraph(NinjaDescriptors, lambda model: ("ninjadesc",), vector_dim=lambda model: int(model.config.dim)),
 }
+
+#: Rows of the example input of a descriptor network's export, and of its TensorRT profile (min, opt, max).
+VECTOR_ROWS = (1, 4096, 65536)
 
 
 def network_graph(model: nn.Module) -> NetworkGraph:
@@ -151,6 +176,8 @@ def network_graph(model: nn.Module) -> NetworkGraph:
 
 def _check_size(model: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
     width, height = (int(v) for v in size)
+    if network_graph(model).vector_dim is not None:  # no image: the size does not apply
+        return width, height
     if network_graph(model).dynamic and (width % SIZE_STEP or height % SIZE_STEP):
         raise SeglocError(f"the export of a dynamic-size network needs a size in multiples of {SIZE_STEP}, got {width}x{height}")
     if min(width, height) < 1 or max(width, height) > MAX_SIDE:
@@ -172,11 +199,16 @@ def export_network(model: nn.Module, path: str | Path, size: tuple[int, int] = (
     """
     spec = network_graph(model)
     width, height = _check_size(model, size)
-    image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    graph = spec.graph(model.cpu().eval())
+    if spec.vector_dim is not None:  # unit descriptors, N rows dynamic
+        example = torch.nn.functional.normalize(torch.rand(256, spec.vector_dim(model), generator=generator), dim=1)
+        axes = {spec.input_name: {0: DynamicAxis("n", 1, 1, VECTOR_ROWS[-1])}}
+        return export_onnx(graph, (example,), path, (spec.input_name,), spec.outputs(model), axes)
+    image = torch.rand(1, 3, height, width, generator=generator)
     axes = {
         "image": {2: DynamicAxis("h32", SIZE_STEP, 1, MAX_SIDE // SIZE_STEP), 3: DynamicAxis("w32", SIZE_STEP, 1, MAX_SIDE // SIZE_STEP)}
     }
-    graph = spec.graph(model.cpu().eval())
     return export_onnx(graph, (image,), path, NETWORK_INPUTS, spec.outputs(model), axes if spec.dynamic else None)
 
 
@@ -220,12 +252,15 @@ def network_session(
     spec = graph or network_graph(model)
     onnx: Path | Callable[[], Path] = Path(onnx_path) if onnx_path else (lambda: network_onnx(model, runtime.cache_path, max_size))
     width, height = (int(v) for v in max_size)
-    if spec.dynamic:
+    if spec.vector_dim is not None:
+        dim = spec.vector_dim(model)
+        profiles = {spec.input_name: tuple((rows, dim) for rows in VECTOR_ROWS)}
+    elif spec.dynamic:
         side = max(width, height)
         profiles = {"image": ((1, 3, SIZE_STEP, SIZE_STEP), (1, 3, height, width), (1, 3, side, side))}
     else:
         profiles = {"image": ((1, 3, height, width),) * 3}
-    return create_session(runtime, spec.graph(model), NETWORK_INPUTS, spec.outputs(model), onnx, device, profiles)
+    return create_session(runtime, spec.graph(model), (spec.input_name,), spec.outputs(model), onnx, device, profiles)
 
 
 def add_onnx_layer(map_path: str | Path, model: nn.Module, onnx_path: str | Path, size: tuple[int, int] | None = None) -> Path:
@@ -245,7 +280,7 @@ def add_onnx_layer(map_path: str | Path, model: nn.Module, onnx_path: str | Path
     name = model_name_of(model)
     info = {
         "weights_sha256": weights_sha256(model),
-        "inputs": list(NETWORK_INPUTS),
+        "inputs": [spec.input_name],
         "outputs": list(spec.outputs(model)),
         "input_size": None if spec.dynamic else [int(v) for v in size],
     }

@@ -49,6 +49,12 @@ class NinjaDescMethod(Method):
 
         return NinjaDescLocalizer.from_map(package, config)
 
+    def networks(self, package) -> dict[str, tuple[Any, tuple[int, int]]]:
+        """The map's NinjaNet (``ninjanet``; it takes descriptors, so the size is not used)."""
+        from segloc.methods.ninjadesc.layer import read_ninjanet
+
+        return {"ninjanet": (read_ninjanet(package), (0, 0))}
+
     def attack_surface(self, package):
         """The NinjaDesc of every core observation: what an inversion attacker gets from the map."""
         from segloc.methods.ninjadesc.layer import ninjadesc_attack_surface

@@ -72,14 +72,22 @@ class NinjaDescLayer:
     sift: SiftConfig
 
 
-def encode(model: Any, sift_descriptors: np.ndarray) -> np.ndarray:
-    """NinjaDesc (N, C) float32 of (N, 128) uint8 SIFT descriptors: RootSIFT, then NinjaNet (eval mode, CPU)."""
+def encode(model: Any, sift_descriptors: np.ndarray, session: Any = None) -> np.ndarray:
+    """NinjaDesc (N, C) float32 of (N, 128) uint8 SIFT descriptors: RootSIFT, then NinjaNet (eval mode, CPU).
+
+    ``session``: an :class:`segloc.runtime.session.InferenceSession` of the NinjaNet
+    (:func:`segloc.models.export.network_session`) that runs it instead of torch.
+    """
     base = root_sift(np.asarray(sift_descriptors))
     if len(base) == 0:
         return np.zeros((0, model.config.dim), np.float32)
     model = model.eval()
+    parts = []
     with torch.inference_mode():
-        parts = [model(torch.from_numpy(base[i : i + ENCODE_BATCH])).numpy() for i in range(0, len(base), ENCODE_BATCH)]
+        for start in range(0, len(base), ENCODE_BATCH):
+            batch = torch.from_numpy(base[start : start + ENCODE_BATCH])
+            out = model(batch) if session is None else session.run({"descriptors": batch})["ninjadesc"]
+            parts.append(out.float().cpu().numpy())
     return np.concatenate(parts).astype(np.float32)
 
 

@@ -9,7 +9,7 @@ nearest neighbours with the ratio test), LO-RANSAC P3P and refinement are the re
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from segloc.maps.package import MapPackage
 from segloc.methods.ninjadesc.layer import encode, read_ninjadesc_layer, read_ninjanet
 from segloc.methods.reference.layer import read_vlad_layer
 from segloc.methods.reference.localizer import ReferenceLocalizer, ReferenceLocalizerConfig
+from segloc.runtime.session import RuntimeConfig, SessionStatus
 
 logger = logging.getLogger("segloc")
 
@@ -28,7 +29,14 @@ __all__ = ["NinjaDescLocalizer", "NinjaDescLocalizerConfig"]
 
 @dataclass
 class NinjaDescLocalizerConfig(ReferenceLocalizerConfig):
-    """Options of :class:`NinjaDescLocalizer`: those of the reference localizer (matching, retrieval, PnP, priors)."""
+    """Options of :class:`NinjaDescLocalizer`: those of the reference localizer (matching, retrieval, PnP, priors), and
+
+    Attributes:
+        runtime: how NinjaNet runs (:class:`segloc.runtime.RuntimeConfig`; the ONNX backends use
+            the map's ``onnx`` layer when ``segloc export MAP`` stored it).
+    """
+
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
 class NinjaDescLocalizer(ReferenceLocalizer):
@@ -43,9 +51,28 @@ class NinjaDescLocalizer(ReferenceLocalizer):
 
     method = "ninjadesc"
 
-    def __init__(self, core: MapCore, descriptors: np.ndarray, model: Any, map_sift, vocabulary, global_descriptors, config=None):
+    def __init__(
+        self,
+        core: MapCore,
+        descriptors: np.ndarray,
+        model: Any,
+        map_sift,
+        vocabulary,
+        global_descriptors,
+        config=None,
+        package: MapPackage | None = None,
+    ):
+        from segloc.models.export import GRAPHS, network_session, read_onnx_layer
+
+        config = config or NinjaDescLocalizerConfig()
         self.model = model.eval()
-        super().__init__(core, descriptors, map_sift, vocabulary, global_descriptors, config or NinjaDescLocalizerConfig())
+        onnx_path = read_onnx_layer(package, self.model) if (package is not None and config.runtime.backend != "torch") else None
+        self.session = network_session(self.model, config.runtime, "cpu", onnx_path, graph=GRAPHS["ninjanet"])
+        super().__init__(core, descriptors, map_sift, vocabulary, global_descriptors, config)
+
+    def inference_status(self) -> list[SessionStatus]:
+        """How NinjaNet runs (backend, engine cache, fallback)."""
+        return [self.session.status]
 
     @classmethod
     def from_map(cls, map_path: str | Path | MapPackage, config: NinjaDescLocalizerConfig | None = None) -> NinjaDescLocalizer:
@@ -55,7 +82,7 @@ class NinjaDescLocalizer(ReferenceLocalizer):
         layer = read_ninjadesc_layer(package, core)
         vlad = read_vlad_layer(package, len(core.images))
         logger.info("ninjadesc localizer: map %s with %d images, %d points", package.path, len(core.images), core.num_points)
-        return cls(core, layer.descriptors, read_ninjanet(package), layer.sift, vlad.vocabulary, vlad.global_descriptors, config)
+        return cls(core, layer.descriptors, read_ninjanet(package), layer.sift, vlad.vocabulary, vlad.global_descriptors, config, package)
 
     def point_descriptors(self, observations: np.ndarray) -> np.ndarray:
         """(n, C) float32 NinjaDesc of the given observations, as the map stores them."""
@@ -63,4 +90,4 @@ class NinjaDescLocalizer(ReferenceLocalizer):
 
     def describe(self, sift_descriptors: np.ndarray) -> np.ndarray:
         """(N, C) float32 NinjaDesc of a query's (N, 128) uint8 SIFT."""
-        return encode(self.model, sift_descriptors)
+        return encode(self.model, sift_descriptors, self.session)

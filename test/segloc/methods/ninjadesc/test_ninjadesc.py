@@ -1,5 +1,6 @@
 """The ninjadesc method: NinjaNet over RootSIFT, a map with no raw descriptor, localization as the reference's in NinjaDesc space."""
 
+import importlib.util
 import io
 
 import numpy as np
@@ -98,3 +99,27 @@ def test_map_build_refuses_a_missing_or_foreign_checkpoint(scene, tmp_path):
     other = save_checkpoint(SegmentationNet(segmentation_config("cpu", pretrained=False, num_classes=4)), tmp_path / "seg")
     with pytest.raises(SeglocError, match="needs a ninjanet checkpoint"):
         method.build_map(dataset, tmp_path / "b", method.map_config({"core": CORE, "checkpoint": str(other)}), progress=False, core=core)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxscript") is None or importlib.util.find_spec("onnxruntime") is None,
+    reason="the onnxruntime backend needs onnxruntime and onnxscript (ONNX export)",
+)
+def test_ninjanet_runs_on_onnxruntime_from_the_maps_export(scene, tmp_path):
+    import shutil
+
+    from segloc.cli import main
+
+    dataset, _, _, package = scene
+    copy = tmp_path / "map"
+    shutil.copytree(package.path, copy)
+    assert main(["export", str(copy)]) == 0
+    exported = MapPackage.open(copy)
+    assert "onnx" in exported.layers
+    method = get_method("ninjadesc")
+    runtime = {"runtime": {"backend": "onnxruntime", "threads": 1, "cache_dir": str(tmp_path / "cache")}}
+    onnx, torch_localizer = method.load_localizer(exported, method.localize_config(runtime)), method.load_localizer(exported, None)
+    assert [s.backend for s in onnx.inference_status()] == ["onnxruntime"]
+    sift = extract_sift(dataset.load_image(dataset.query[0].name), onnx.sift)
+    np.testing.assert_allclose(onnx.describe(sift.descriptors), torch_localizer.describe(sift.descriptors), atol=1e-5)
+    assert not (tmp_path / "cache" / "onnx").exists()  # the map's export was used
