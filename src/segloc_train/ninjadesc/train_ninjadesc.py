@@ -47,17 +47,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor
 from tqdm import tqdm
 
-from segloc.config import check_options, config_from_dict, config_section, config_to_dict, option
+from segloc.config import check_options, option
 from segloc.data.dataset import read_dataset
 from segloc.errors import SeglocError
 from segloc.evaluate.audit import _resized_rgb, attack_size, map_sparse_inputs
 from segloc.evaluate.report import new_figure, save_figure
 from segloc.features.sift import root_sift
-from segloc.fileio import atomic_write
 from segloc.maps.build import CoreConfig, build_core
 from segloc.models.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from segloc.models.inversion import InversionUNet, InversionUNetConfig, PerceptualFeatures
@@ -75,7 +73,7 @@ from segloc_train.checkpointing import (
     save_training_state,
     write_loss_history,
 )
-from segloc_train.loop import epoch_seed, merge_options, torch_threads, training_device
+from segloc_train.loop import epoch_seed, preset_config, read_train_section, torch_threads, training_device, write_train_section
 
 logger = logging.getLogger("segloc")
 
@@ -164,28 +162,18 @@ NINJADESC_PRESETS: dict[str, dict[str, Any]] = {
 
 def ninjadesc_config_from_dict(values: dict[str, Any] | None, where: str = "train") -> NinjaDescTrainConfig:
     """A config from a YAML ``train`` section: an optional ``preset`` (``cpu``, ``paper``) plus overrides (strict)."""
-    if values is not None and not isinstance(values, dict):
-        raise SeglocError(f"{where}: expected a mapping of training options, got {type(values).__name__}")
-    values = dict(values or {})
-    preset = values.pop("preset", "cpu")
-    if preset not in NINJADESC_PRESETS:
-        raise SeglocError(f"{where}: unknown preset {preset!r}; available presets: {', '.join(NINJADESC_PRESETS)}")
-    defaults = merge_options(config_to_dict(NinjaDescTrainConfig()), NINJADESC_PRESETS[preset])
-    return config_from_dict(NinjaDescTrainConfig, merge_options(defaults, values), where=where)
+    return preset_config(NinjaDescTrainConfig, NINJADESC_PRESETS, "cpu", values, where)
 
 
 def load_ninjadesc_config(path: str | Path) -> NinjaDescTrainConfig:
     """The ``train`` section of a YAML file (e.g. a run's ``config.yaml``)."""
-    values = config_section(path, "train")
-    if values is None:
-        raise SeglocError(f"config file {path} has no 'train' section; put the training options under 'train:'")
-    return ninjadesc_config_from_dict(values, where=f"{path}: train")
+    return ninjadesc_config_from_dict(read_train_section(path), where=f"{path}: train")
 
 
 def write_ninjadesc_config(path: str | Path, config: NinjaDescTrainConfig) -> Path:
-    text = yaml.safe_dump({"train": config_to_dict(config)}, sort_keys=False, default_flow_style=None)
-    header = "# NinjaDesc training config, every option (segloc_train.ninjadesc.train_ninjadesc.NinjaDescTrainConfig).\n"
-    return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(header + text))
+    return write_train_section(
+        path, config, "NinjaDesc training config, every option (segloc_train.ninjadesc.train_ninjadesc.NinjaDescTrainConfig)."
+    )
 
 
 # --- the attacker's input, differentiable ----------------------------------------------------
