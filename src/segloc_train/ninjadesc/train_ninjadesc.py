@@ -27,7 +27,9 @@ the audit's, :mod:`segloc.evaluate.audit`) recovers less of the images. Trained 
    stores). Equal learning rates. ``lambda_recon = 0`` is utility training only (the attacker
    still trains, to report its loss).
 4. **Model selection**: FPR@95 on held-out positive and negative pairs, each epoch, and the mean
-   matching accuracy; raw RootSIFT's once, as the baseline. The best epoch's NinjaNet is
+   matching accuracy; raw RootSIFT's once, as the baseline. A held-out negative pairs a point with
+   its nearest held-out neighbour in 3D (random pairs are too easy); the positives are SfM track
+   observations, hence SIFT-matched pairs: the baseline is favoured. The best epoch's NinjaNet is
    ``RUN/checkpoint``; ``RUN/attacker`` holds the attacker's last weights (for reference),
    ``RUN/resume/ninjanet`` the last NinjaNet (for ``--resume``).
 
@@ -255,6 +257,8 @@ class NinjaDescData:
         descriptors: (M, 128) float32 RootSIFT of every core observation.
         train_tracks: observation indices of each training 3D point (>= 2 observations each).
         validation_tracks: the same for the held-out points.
+        validation_points: (V, 3) world position of each held-out point.
+        validation_places: (V,) int64 index of each held-out point's dataset.
         images: the privacy data, one entry per mapping image.
         roots: the dataset folders.
     """
@@ -262,6 +266,8 @@ class NinjaDescData:
     descriptors: np.ndarray
     train_tracks: list[np.ndarray]
     validation_tracks: list[np.ndarray]
+    validation_points: np.ndarray
+    validation_places: np.ndarray
     images: list[PrivacyImage]
     roots: list[Path]
 
@@ -272,7 +278,7 @@ def load_training_data(dataset_dirs: Sequence[Path], config: NinjaDescTrainConfi
     Raises:
         SeglocError: a dataset without triangulated points, or too few points in total.
     """
-    descriptors, train_tracks, validation_tracks, images = [], [], [], []
+    descriptors, train_tracks, validation_tracks, validation_points, validation_places, images = [], [], [], [], [], []
     offset = 0
     for root in dataset_dirs:
         dataset = read_dataset(root)
@@ -285,7 +291,10 @@ def load_training_data(dataset_dirs: Sequence[Path], config: NinjaDescTrainConfi
         counts = np.bincount(core.observation_point_ids, minlength=len(core.points3D))
         tracks = np.split(order + offset, np.cumsum(counts)[:-1])
         multi = [track for track in tracks if len(track) >= 2]
-        validation_tracks += multi[:: config.holdout_every]
+        held_out = multi[:: config.holdout_every]
+        validation_tracks += held_out
+        validation_points += [core.points3D[core.observation_point_ids[track[0] - offset]] for track in held_out]
+        validation_places += [len(descriptors) - 1] * len(held_out)
         train_tracks += [track for i, track in enumerate(multi) if i % config.holdout_every]
         projected = map_sparse_inputs(core, np.arange(core.num_observations)[:, None], config.max_edge)
         for image, points in zip(tqdm(core.images, desc=f"attacker targets {root.name}", disable=not progress), projected):
@@ -304,7 +313,15 @@ def load_training_data(dataset_dirs: Sequence[Path], config: NinjaDescTrainConfi
         )
     if not images:
         raise SeglocError("no mapping image sees a triangulated point; nothing for the attacker")
-    return NinjaDescData(np.concatenate(descriptors), train_tracks, validation_tracks, images, [Path(r) for r in dataset_dirs])
+    return NinjaDescData(
+        np.concatenate(descriptors),
+        train_tracks,
+        validation_tracks,
+        np.array(validation_points, dtype=np.float64).reshape(-1, 3),
+        np.array(validation_places, dtype=np.int64),
+        images,
+        [Path(r) for r in dataset_dirs],
+    )
 
 
 # --- losses -----------------------------------------------------------------------------------
@@ -377,14 +394,36 @@ class ValidationPairs:
     negatives: np.ndarray
 
 
-def validation_pairs(tracks: Sequence[np.ndarray], max_pairs: int, seed: int) -> ValidationPairs:
-    """One positive pair per held-out point (two of its observations) and as many negatives (observations of two points)."""
+def validation_pairs(tracks: Sequence[np.ndarray], points: np.ndarray, places: np.ndarray, max_pairs: int, seed: int) -> ValidationPairs:
+    """One positive pair per held-out point (two of its observations) and one hard negative pair per positive.
+
+    The negative pairs an observation of the point with one of the nearest other held-out 3D
+    point of the same place (spatial neighbours share surfaces and textures: random pairs of a
+    scene are too easy to separate to select a model on).
+
+    Args:
+        tracks: observation indices of each held-out point (>= 2 each).
+        points: (V, 3) their world positions.
+        places: (V,) their dataset index (negatives never pair two places).
+        max_pairs: at most this many pairs of each kind.
+        seed: the sampling.
+
+    Raises:
+        SeglocError: a place with a single held-out point.
+    """
+    from scipy.spatial import cKDTree
+
     rng = np.random.default_rng([seed, 11])
+    neighbour = np.empty(len(tracks), np.int64)
+    for place in np.unique(places):
+        members = np.flatnonzero(places == place)
+        if len(members) < 2:
+            raise SeglocError(f"dataset {place} has {len(members)} held-out point; negatives need two or more")
+        _, nearest = cKDTree(points[members]).query(points[members], k=2)
+        neighbour[members] = members[nearest[:, 1]]
     chosen = rng.permutation(len(tracks))[:max_pairs]
     positives = np.array([rng.choice(tracks[i], 2, replace=False) for i in chosen], dtype=np.int64)
-    first = rng.integers(len(tracks), size=len(positives))
-    second = (first + rng.integers(1, len(tracks), size=len(positives))) % len(tracks)
-    negatives = np.array([[rng.choice(tracks[a]), rng.choice(tracks[b])] for a, b in zip(first, second)], dtype=np.int64)
+    negatives = np.array([[rng.choice(tracks[i]), rng.choice(tracks[neighbour[i]])] for i in chosen], dtype=np.int64)
     return ValidationPairs(positives, negatives)
 
 
@@ -620,7 +659,9 @@ def _train(
     output_dir.mkdir(parents=True, exist_ok=True)
     write_ninjadesc_config(output_dir / CONFIG_FILE, config)
     trainer = build_trainer(data, config, device)
-    pairs = validation_pairs(data.validation_tracks, config.max_validation_pairs, config.seed)
+    pairs = validation_pairs(
+        data.validation_tracks, data.validation_points, data.validation_places, config.max_validation_pairs, config.seed
+    )
     baseline = matching_metrics(data.descriptors, pairs)
     logger.info(
         "%d training and %d held-out 3D points, %d attacker images; RootSIFT held-out FPR@95 %.4f, MMA %.4f",

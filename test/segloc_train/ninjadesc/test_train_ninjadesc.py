@@ -25,6 +25,7 @@ from segloc_train.ninjadesc.train_ninjadesc import (
     rasterise,
     train_ninjadesc,
     utility_loss,
+    validation_pairs,
 )
 
 
@@ -96,7 +97,7 @@ def _toy_trainer(lambda_recon):
         observations = rng.choice(200, 40, replace=False)
         plan = raster_plan(*_points(rng, 40, size), size)
         images.append(PrivacyImage(observations[plan.index], plan, rng.uniform(size=(3, 12, 16)).astype(np.float32), f"toy{i}"))
-    data = NinjaDescData(descriptors, tracks[:90], tracks[90:], images, [])
+    data = NinjaDescData(descriptors, tracks[:90], tracks[90:], rng.normal(size=(10, 3)), np.zeros(10, np.int64), images, [])
     config = NinjaDescTrainConfig(
         hidden=32, batch_size=16, image_batch_size=2, attacker_width=4, attacker_depth=1, perceptual_weight=0, lambda_recon=lambda_recon
     )
@@ -141,6 +142,17 @@ def test_fpr_at_95_on_known_distances():
     descriptors = np.eye(4, dtype=np.float32)[[0, 0, 1, 1, 2, 3]]
     pairs = ValidationPairs(np.array([[0, 1], [2, 3]]), np.array([[0, 4], [2, 5]]))
     assert matching_metrics(descriptors, pairs) == {"fpr95": 0.0, "mma": 1.0}
+
+
+def test_held_out_negatives_pair_spatial_neighbours_of_the_same_place():
+    tracks = [np.array([2 * i, 2 * i + 1]) for i in range(6)]
+    points = np.array([[0, 0, 0], [0.1, 0, 0], [5, 0, 0], [5.3, 0, 0], [0, 0, 0.05], [9, 9, 9]], dtype=float)
+    places = np.array([0, 0, 0, 0, 1, 1])
+    pairs = validation_pairs(tracks, points, places, 100, seed=0)
+    assert len(pairs.positives) == len(pairs.negatives) == 6
+    assert all(a // 2 == b // 2 for a, b in pairs.positives)
+    partner = {a // 2: b // 2 for a, b in pairs.negatives}
+    assert partner == {0: 1, 1: 0, 2: 3, 3: 2, 4: 5, 5: 4}  # point 4 is nearest point 0 but of another place
 
 
 def test_bad_options_are_refused():
