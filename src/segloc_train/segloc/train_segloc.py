@@ -114,12 +114,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, RandomSampler
 from tqdm import tqdm
 
-from segloc.config import config_from_dict, config_section, config_to_dict
+from segloc.config import config_to_dict
 from segloc.data.dataset import load_image, read_dataset
 from segloc.errors import SeglocError
 from segloc.maps.build import CoreConfig, build_core
@@ -155,7 +154,7 @@ from segloc_train.checkpointing import (
     write_tensors,
 )
 from segloc_train.dataset import SegLocTrainingSet, collate_pairs
-from segloc_train.loop import epoch_seed, merge_options, torch_threads, training_device
+from segloc_train.loop import epoch_seed, preset_config, read_train_section, torch_threads, training_device, write_train_section
 from segloc_train.mining import MiningConfig, camera_centers_and_axes, mine_triplets
 from segloc_train.pairs import ImagePair, PairMiningConfig, mine_pairs
 from segloc_train.segloc.losses import SegLocLossConfig, segloc_loss
@@ -389,16 +388,7 @@ def train_config_from_dict(values: dict[str, Any] | None, where: str = "train") 
     Raises:
         SeglocError: unknown preset or option, or an invalid value.
     """
-    if values is not None and not isinstance(values, dict):
-        raise SeglocError(f"{where}: expected a mapping of training options, got {type(values).__name__}")
-    values = dict(values or {})
-    preset = values.pop("preset", "cpu_demo")
-    if preset not in TRAIN_PRESETS:
-        raise SeglocError(f"{where}: unknown preset {preset!r}; available presets: {', '.join(TRAIN_PRESETS)}")
-    # Merge onto the defaults as a dict, so that a partial nested section (``augment: {blur_probability: 0.5}``)
-    # keeps the trainer's defaults for the rest of it (resize_max_edge 320) rather than the section class's own.
-    defaults = merge_options(config_to_dict(SegLocTrainConfig()), TRAIN_PRESETS[preset])
-    return config_from_dict(SegLocTrainConfig, merge_options(defaults, values), where=where)
+    return preset_config(SegLocTrainConfig, TRAIN_PRESETS, "cpu_demo", values, where)
 
 
 def train_config(preset: str = "cpu_demo", **overrides: Any) -> SegLocTrainConfig:
@@ -412,18 +402,13 @@ def load_train_config(path: str | Path) -> SegLocTrainConfig:
     Raises:
         SeglocError: missing or invalid file, no ``train`` section, or invalid options.
     """
-    values = config_section(path, "train")
-    if values is None:
-        raise SeglocError(f"config file {path} has no 'train' section; put the training options under 'train:'")
+    values = read_train_section(path)
     return train_config_from_dict(values, where=f"{path}: train")
 
 
 def write_train_config(path: str | Path, config: SegLocTrainConfig) -> Path:
     """Write the full config under a ``train:`` section (loadable with :func:`load_train_config` and ``--config``)."""
-    path = Path(path)
-    text = yaml.safe_dump({"train": config_to_dict(config)}, sort_keys=False, default_flow_style=None)
-    path.write_text(f"# SegLoc training config, every option (segloc_train.segloc.train_segloc.SegLocTrainConfig).\n{text}")
-    return path
+    return write_train_section(path, config, "SegLoc training config, every option (segloc_train.segloc.train_segloc.SegLocTrainConfig).")
 
 
 # --- setup -------------------------------------------------------------------------------

@@ -52,12 +52,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from scipy.spatial.distance import pdist
 from torch import Tensor
 from tqdm import tqdm
 
-from segloc.config import check_options, config_from_dict, config_section, config_to_dict, option
+from segloc.config import check_options, config_to_dict, option
 from segloc.data.dataset import ImageRecord, load_image, read_dataset
 from segloc.errors import SeglocError
 from segloc.maps.scale import image_spacing
@@ -78,7 +77,7 @@ from segloc_train.checkpointing import (
     save_training_state,
     write_loss_history,
 )
-from segloc_train.loop import epoch_seed, merge_options, torch_threads, training_device
+from segloc_train.loop import epoch_seed, preset_config, read_train_section, torch_threads, training_device, write_train_section
 from segloc_train.mining import MiningConfig, RetrievalSample, camera_centers_and_axes, mine_retrieval_samples, pose_candidates
 
 logger = logging.getLogger("segloc")
@@ -230,28 +229,16 @@ SFRS_PRESETS: dict[str, dict[str, Any]] = {
 
 def sfrs_config_from_dict(values: dict[str, Any] | None, where: str = "train") -> SfrsTrainConfig:
     """A config from a YAML ``train`` section: an optional ``preset`` (``cpu``, ``paper``) plus overrides (strict)."""
-    if values is not None and not isinstance(values, dict):
-        raise SeglocError(f"{where}: expected a mapping of training options, got {type(values).__name__}")
-    values = dict(values or {})
-    preset = values.pop("preset", "cpu")
-    if preset not in SFRS_PRESETS:
-        raise SeglocError(f"{where}: unknown preset {preset!r}; available presets: {', '.join(SFRS_PRESETS)}")
-    defaults = merge_options(config_to_dict(SfrsTrainConfig()), SFRS_PRESETS[preset])
-    return config_from_dict(SfrsTrainConfig, merge_options(defaults, values), where=where)
+    return preset_config(SfrsTrainConfig, SFRS_PRESETS, "cpu", values, where)
 
 
 def load_sfrs_config(path: str | Path) -> SfrsTrainConfig:
     """The ``train`` section of a YAML file (e.g. a run's ``config.yaml``)."""
-    values = config_section(path, "train")
-    if values is None:
-        raise SeglocError(f"config file {path} has no 'train' section; put the training options under 'train:'")
-    return sfrs_config_from_dict(values, where=f"{path}: train")
+    return sfrs_config_from_dict(read_train_section(path), where=f"{path}: train")
 
 
 def write_sfrs_config(path: str | Path, config: SfrsTrainConfig) -> Path:
-    text = yaml.safe_dump({"train": config_to_dict(config)}, sort_keys=False, default_flow_style=None)
-    Path(path).write_text(f"# SFRS training config, every option (segloc_train.sfrs.train_sfrs.SfrsTrainConfig).\n{text}")
-    return Path(path)
+    return write_train_section(path, config, "SFRS training config, every option (segloc_train.sfrs.train_sfrs.SfrsTrainConfig).")
 
 
 # --- images ------------------------------------------------------------------------------
