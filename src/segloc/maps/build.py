@@ -384,11 +384,16 @@ class CoreBuild:
 
     def observation_descriptors(self) -> np.ndarray:
         """(M, 128) uint8 SIFT descriptor of each core observation."""
-        descriptors = np.empty((self.core.num_observations, 128), np.uint8)
-        for image_index, image_features in enumerate(self.features):
+        return self.observation_values([image_features.descriptors for image_features in self.features])
+
+    def observation_values(self, per_image: Sequence[np.ndarray]) -> np.ndarray:
+        """(M, D) rows of each core observation, taken from per-keypoint arrays of each image ((N_i, D), ``features`` order)."""
+        first = np.asarray(per_image[0]) if len(per_image) else np.zeros((0, 0))
+        values = np.empty((self.core.num_observations, *first.shape[1:]), first.dtype)
+        for image_index, image_values in enumerate(per_image):
             mask = self.core.observation_image_ids == image_index
-            descriptors[mask] = image_features.descriptors[self.observation_keypoint_ids[mask]]
-        return descriptors
+            values[mask] = np.asarray(image_values)[self.observation_keypoint_ids[mask]]
+        return values
 
 
 def build_core(

@@ -155,8 +155,8 @@ def build_ninjadesc_map(
     logger.debug("map options:\n%s", yaml.safe_dump(config_to_dict(config), sort_keys=False))
     built = core_for(dataset, config.core, progress, core)
     start = time.perf_counter()
-    descriptors = encode(model, built.observation_descriptors())
     per_image = [encode(model, features.descriptors) for features in built.features]
+    descriptors = built.observation_values(per_image)  # each keypoint encoded once
     built.statistics["seconds"]["ninjadesc"] = time.perf_counter() - start
     start = time.perf_counter()
     vocabulary, global_descriptors = vlad_descriptors(per_image, config.vlad)
