@@ -61,6 +61,13 @@ def run_config(
         raise SeglocError(f"invalid command-line option: {exc}") from None
 
 
+def add_run_config_options(p: argparse.ArgumentParser, presets: str) -> None:
+    """Where a training run goes and what it trains with: ``-o RUN``, ``--config``, ``--preset`` (``presets`` says which)."""
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder of the training run")
+    p.add_argument("--config", type=Path, help="YAML config with a 'train' section (optionally 'preset: NAME' plus options)")
+    p.add_argument("--preset", help=presets)
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """The options every trainer takes: steps, time budget, resume, device, threads, progress bars."""
     p.add_argument("--steps-per-epoch", type=int, help="at most this many steps per epoch")
@@ -139,9 +146,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
         help="dataset folder(s) (images/, mapping.txt); several: one network for all, batches mixed across them; folders with "
         "the same mapping images (names, poses) under other conditions are paired across conditions",
     )
-    p.add_argument("-o", "--output", type=Path, required=True, help="output folder of the training run")
-    p.add_argument("--config", type=Path, help="YAML config with a 'train' section (optionally 'preset: NAME' plus options)")
-    p.add_argument("--preset", help="cpu_demo (default; about 15 min on two idle cores for a 150-image scene) or paper (GPU-scale)")
+    add_run_config_options(p, "cpu_demo (default; about 15 min on two idle cores for a 150-image scene) or paper (GPU-scale)")
     p.add_argument("--map", type=Path, help="map package built from DATASET whose core gives the training pairs (default: build it)")
     p.add_argument(
         "--init",
@@ -197,11 +202,7 @@ def add_sld_parser(trainers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("dataset", type=Path, metavar="DATASET", help="dataset folder (images/, mapping.txt[, depth/])")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output folder of the training run")
-    p.add_argument("--config", type=Path, help="YAML config with a 'train' section (optionally 'preset: NAME' plus options)")
-    p.add_argument(
-        "--preset", help="cpu_demo (default; 100 landmarks, one network, minutes on a CPU) or paper (1000 landmarks, 8 x 125, GPU)"
-    )
+    add_run_config_options(p, "cpu_demo (default; 100 landmarks, one network, minutes on a CPU) or paper (1000 landmarks, 8 x 125, GPU)")
     p.add_argument("--epochs", type=int, help="total number of epochs (with --resume: train up to this many)")
     add_run_options(p)
     p.set_defaults(func=cmd_train_sld)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segloc_train.cli import add_run_options, run_config
+from segloc_train.cli import add_run_config_options, add_run_options, run_config
 
 
 def _config(args: argparse.Namespace):
@@ -65,9 +65,7 @@ def add_ninjadesc_parser(trainers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("datasets", type=Path, nargs="+", metavar="DATASET", help="dataset folder(s) with mapping images and poses")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output folder of the training run")
-    p.add_argument("--config", type=Path, help="YAML config with a 'train' section (optionally 'preset: NAME' plus options)")
-    p.add_argument("--preset", help="cpu (default; minutes on one core for two small synthetic scenes) or paper (GPU)")
+    add_run_config_options(p, "cpu (default; minutes on one core for two small synthetic scenes) or paper (GPU)")
     p.add_argument(
         "--lambda", dest="lambda_recon", type=float, help="weight of the privacy term: NinjaNet minimises L_util - lambda * L_recon"
     )
