@@ -295,6 +295,19 @@ def test_synth_help_lists_every_condition():
     assert f"mapping images: {', '.join(APPEARANCE_PRESETS)}" in text
 
 
+def test_synth_renders_an_office_of_the_seed(capsys, tmp_path):
+    from segloc.data.synthetic import read_scene_info
+
+    argv = ["synth", "--scene", "office", "--size", "64x48", "--num-mapping", "2", "--num-query", "1", "--no-progress"]
+    assert main([*argv, "--seed", "3", "-o", str(tmp_path / "office_3")]) == 0
+    info = read_scene_info(tmp_path / "office_3")
+    assert info["scene"] == "office" and info["seed"] == 3
+    assert main([*argv, "--seed", "4", "-o", str(tmp_path / "office_4")]) == 0
+    assert read_scene_info(tmp_path / "office_4")["loop"] != info["loop"]
+    code, _, err = run_cli(capsys, "synth", "--scene", "kitchen", "-o", str(tmp_path / "kitchen"))
+    assert_one_line_error(code, err, "valid scenes are: room, corridor, street, office")
+
+
 def test_evaluation_trajectories_carry_the_query_timestamps(capsys, tmp_path, synthetic_room):
     from segloc.evaluate.report import read_tum_trajectory
 

@@ -101,7 +101,7 @@ class Scene:
     """A static 3D scene: textured quads, light sources, what rays hitting nothing see.
 
     Attributes:
-        name: scene kind (``room``, ``corridor``, ``street``).
+        name: scene kind (``room``, ``corridor``, ``street``, ``office``).
         quads: the surfaces.
         lamps: (K, 4) point lights: world position x, y, z and falloff radius (metres).
         background_label: label of pixels whose ray hits nothing (sky outdoors).

@@ -1,4 +1,4 @@
-"""Layouts of the synthetic scenes: a room, a corridor and a street, built from a seed.
+"""Layouts of the synthetic scenes: a room, a corridor, a street and an office of random shape, built from a seed.
 
 World frame: z up, the floor / ground at z = 0, the scene centred on the origin. Every scene
 also says where a ground robot may drive: a closed :class:`LoopPath` (a rounded rectangle,
@@ -39,8 +39,10 @@ from segloc.data.textures import (
     fill_vegetation,
     fill_wallpaper,
     jitter_color,
+    random_color,
     random_word,
 )
+from segloc.errors import SeglocError
 
 L = LABEL_IDS
 Painter = Callable[[Canvas], None]
@@ -233,8 +235,82 @@ def _paint_table_top(canvas: Canvas, rng: np.random.Generator, color: tuple[int,
         draw_poster(canvas, rng, rng.uniform(0, width * 0.7), rng.uniform(0, depth * 0.5), 0.3, 0.21, L["table"])
 
 
-def _furniture(rng: np.random.Generator, p0, p1, free: list[tuple[float, float]], texel: float, name: str, max_depth: float) -> list[Quad]:
-    """Shelves, cabinets and boxes against the wall p0 -> p1 (the room to its right)."""
+def _furniture_piece(
+    rng: np.random.Generator,
+    kind: str,
+    center,
+    size,
+    yaw: float,
+    texel: float,
+    tag: str,
+    wood=((150, 110, 70), (140, 100, 65)),
+) -> list[Quad]:
+    """The quads of one piece of furniture standing on the floor.
+
+    Args:
+        kind: ``shelf`` (books on the front), ``bookcase`` (books on front and back), ``table``,
+            ``cabinet``, ``boxes`` (a stack of 1-3 cardboard boxes of side about ``size[0]``,
+            each ``size[2]`` high), ``partition`` (a free-standing screen) or ``pillar``.
+        center: (2,) ground position; size: (3,) extents along the piece's x, y and z; yaw:
+            heading of its x axis (radians); its front faces +y.
+        wood: palette of the shelves' wood.
+    """
+    if kind in ("shelf", "bookcase"):
+        painters = {
+            "front": lambda c: draw_books(c, rng, L["shelf"]),
+            "default": lambda c: fill_planks(c, rng, list(wood)),
+        }
+        if kind == "bookcase":
+            painters["back"] = painters["front"]
+        return box_quads(center, size, yaw, texel, L["shelf"], painters, tag)
+    if kind in ("table", "cabinet"):
+        color = tuple(int(v) for v in rng.integers(0, 255, 3))
+        painters = {
+            "front": lambda c: draw_cabinet_front(c, rng, color),
+            "default": lambda c: fill_brushed(c, rng, color),
+        }
+        if kind == "table":
+            painters["top"] = lambda c: _paint_table_top(c, rng, color)
+        return box_quads(center, size, yaw, texel, L["table" if kind == "table" else "shelf"], painters, tag)
+    if kind == "partition":
+        color = jitter_color(rng, random_color(rng), 10)
+        painters = {"front": lambda c: _paint_partition(c, rng, color), "back": lambda c: _paint_partition(c, rng, color)}
+        painters["default"] = lambda c: fill_brushed(c, rng, (150, 150, 155))
+        return box_quads(center, size, yaw, texel, L["wall"], painters, tag)
+    if kind == "pillar":
+        return box_quads(center, size, yaw, texel, L["wall"], {"default": _pillar_painter(rng)}, tag)
+    if kind != "boxes":
+        raise SeglocError(f"unknown furniture kind {kind!r}")
+    width, _, height = size
+    quads: list[Quad] = []
+    z = 0.0
+    for k in range(int(rng.integers(1, 4))):
+        side = width * rng.uniform(0.75, 1.0)
+        quads += box_quads(
+            center,
+            (side, side, height),
+            yaw + rng.normal(0, 0.1),
+            texel,
+            L["box"],
+            {"default": lambda c: draw_cardboard(c, rng)},
+            f"{tag}_{k}",
+            z,
+        )
+        z += height
+    return quads
+
+
+def _furniture(
+    rng: np.random.Generator,
+    p0,
+    p1,
+    free: list[tuple[float, float]],
+    texel: float,
+    name: str,
+    max_depth: float,
+    wood=((150, 110, 70), (140, 100, 65)),
+) -> list[Quad]:
+    """Shelves, tables and boxes against the wall p0 -> p1 (the room to its right), outside the ``free`` intervals (taken)."""
     p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
     length = float(np.linalg.norm(p1 - p0))
     direction = (p1 - p0) / length
@@ -252,36 +328,7 @@ def _furniture(rng: np.random.Generator, p0, p1, free: list[tuple[float, float]]
         if start is None:
             continue
         center = p0 + (start + width / 2) * direction + (depth / 2 + 0.03) * inward
-        tag = f"{name}_{kind}{i}"
-        if kind == "shelf":
-            painters = {
-                "front": lambda c: draw_books(c, rng, L["shelf"]),
-                "default": lambda c: fill_planks(c, rng, [(150, 110, 70), (140, 100, 65)]),
-            }
-            quads += box_quads(center, (width, depth, height), yaw, texel, L["shelf"], painters, tag)
-        elif kind == "table":
-            color = tuple(int(v) for v in rng.integers(0, 255, 3))
-            painters = {
-                "top": lambda c, color=color: _paint_table_top(c, rng, color),
-                "front": lambda c, color=color: draw_cabinet_front(c, rng, color),
-                "default": lambda c, color=color: fill_brushed(c, rng, color),
-            }
-            quads += box_quads(center, (width, depth, height), yaw, texel, L["table"], painters, tag)
-        else:
-            z = 0.0
-            for k in range(int(rng.integers(1, 4))):
-                side = width * rng.uniform(0.75, 1.0)
-                quads += box_quads(
-                    center,
-                    (side, side, height),
-                    yaw + rng.normal(0, 0.1),
-                    texel,
-                    L["box"],
-                    {"default": lambda c: draw_cardboard(c, rng)},
-                    f"{tag}_{k}",
-                    z,
-                )
-                z += height
+        quads += _furniture_piece(rng, str(kind), center, (width, depth, height), yaw, texel, f"{name}_{kind}{i}", wood)
     return quads
 
 
@@ -489,10 +536,265 @@ def build_street(rng: np.random.Generator) -> SceneLayout:
     return SceneLayout(scene, LoopPath(half_len - 6.0, 1.5, 1.5))
 
 
+# --- office: random footprint, furniture along the walls and free-standing -----------------
+
+
+@dataclass(frozen=True)
+class GroundRect:
+    """A rectangle in the ground plane (the footprint of a piece of furniture).
+
+    Attributes:
+        center: (2,) position (metres).
+        size: (2,) extents along the rectangle's x and y axes (metres).
+        yaw: heading of its x axis, radians counter-clockwise from the world +x.
+    """
+
+    center: tuple[float, float]
+    size: tuple[float, float]
+    yaw: float
+
+    def _axes(self) -> np.ndarray:
+        """(2, 2) rows: the rectangle's x and y axes in the world."""
+        c, s = np.cos(self.yaw), np.sin(self.yaw)
+        return np.array([[c, s], [-s, c]])
+
+    def corners(self) -> np.ndarray:
+        """(4, 2) corners, counter-clockwise."""
+        half = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * np.asarray(self.size, float) / 2
+        return half @ self._axes() + np.asarray(self.center, float)
+
+    def distance(self, points) -> np.ndarray:
+        """(N,) distance of ground points (N, 2) to the rectangle, 0 inside."""
+        local = (np.asarray(points, float).reshape(-1, 2) - np.asarray(self.center, float)) @ self._axes().T
+        outside = np.maximum(np.abs(local) - np.asarray(self.size, float) / 2, 0.0)
+        return np.linalg.norm(outside, axis=1)
+
+    def overlaps(self, other: GroundRect, gap: float = 0.0) -> bool:
+        """Whether the two rectangles come closer than ``gap`` along some axis (separating axis test)."""
+        mine, theirs = GroundRect(self.center, tuple(np.add(self.size, 2 * gap)), self.yaw).corners(), other.corners()
+        for axis in (*self._axes(), *other._axes()):
+            a, b = mine @ axis, theirs @ axis
+            if a.max() <= b.min() or b.max() <= a.min():
+                return False
+        return True
+
+
+def _paint_partition(canvas: Canvas, rng: np.random.Generator, color) -> None:
+    """Fabric screen of an office partition with pinned sheets or a notice board."""
+    fill_speckled(canvas, rng, color, 10.0, 0.01)
+    width, height = canvas.width * canvas.texel, canvas.height * canvas.texel
+    if rng.random() < 0.5:
+        draw_notice_board(canvas, rng, rng.uniform(0.05, width * 0.4), rng.uniform(0.1, 0.4), width * 0.5, height * 0.4, L["poster"])
+    for _ in range(int(rng.integers(0, 4))):
+        draw_poster(canvas, rng, rng.uniform(0, width * 0.8), rng.uniform(0, height * 0.6), 0.21, 0.3, L["poster"])
+
+
+def _pillar_painter(rng: np.random.Generator) -> Painter:
+    """A painter for the sides of a pillar: plaster, tiles or bricks of a random palette, maybe a poster."""
+    style = int(rng.integers(0, 3))
+    base = jitter_color(rng, (200, 195, 185), 30)
+
+    def paint(canvas: Canvas) -> None:
+        if style == 0:
+            fill_plaster(canvas, rng, base)
+        elif style == 1:
+            fill_tiles(canvas, rng, rng.uniform(0.1, 0.3), [base, jitter_color(rng, base, 40)])
+        else:
+            fill_bricks(canvas, rng, [jitter_color(rng, (150, 80, 55), 20) for _ in range(3)])
+        if rng.random() < 0.4:
+            width = canvas.width * canvas.texel
+            draw_poster(canvas, rng, 0.1 * width, rng.uniform(0.6, 1.2), 0.8 * width, 0.6 * width, L["poster"])
+
+    return paint
+
+
+def _muted_color(rng: np.random.Generator) -> tuple[int, int, int]:
+    """A random colour mixed with a random grey (floors are rarely saturated)."""
+    grey = rng.uniform(60, 200)
+    return tuple(int(v) for v in 0.65 * grey + 0.35 * rng.uniform(0, 255, 3))
+
+
+def _floor_painter(rng: np.random.Generator) -> Painter:
+    """A painter for every floor piece of one room: planks, tiles, terrazzo or carpet of a random palette."""
+    style = int(rng.integers(0, 4))
+    wood = [jitter_color(rng, (160, 115, 72), 30) for _ in range(4)]
+    stone = [_muted_color(rng) for _ in range(3)]
+    carpet = _muted_color(rng)
+    tile = rng.uniform(0.3, 0.6)
+
+    def paint(canvas: Canvas) -> None:
+        if style == 0:
+            fill_planks(canvas, rng, wood)
+        elif style == 1:
+            fill_tiles(canvas, rng, tile, stone)
+            add_chips(canvas, rng, 300.0, 0.004, [(60, 55, 50), (230, 225, 215), (140, 110, 90)])
+        elif style == 2:
+            fill_terrazzo(canvas, rng, carpet, stone)
+        else:
+            fill_speckled(canvas, rng, carpet, 0.5, 0.02)
+
+    return paint
+
+
+def _office_footprint(rng: np.random.Generator, a: float, b: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """The footprint of an office: the main rectangle [-a, a] x [-b, b] and maybe a wing making an L.
+
+    Returns:
+        The rectangles (x0, y0, x1, y1) (main first) and the outline (N, 2), clockwise seen from
+        above, so that the room lies to the right of every wall ``outline[i] -> outline[i + 1]``.
+    """
+    main = np.array([-a, -b, a, b])
+    if rng.random() < 0.5:
+        return [main], np.array([(-a, -b), (-a, b), (a, b), (a, -b)])
+    turn = int(rng.integers(0, 4))  # the wing sits on the +y side, flush with -x, then the room turns
+    la, lb = (a, b) if turn % 2 == 0 else (b, a)
+    width, depth = rng.uniform(0.35, 0.7) * 2 * la, rng.uniform(2.5, 5.0)
+    outline = np.array([(-la, -lb), (-la, lb + depth), (-la + width, lb + depth), (-la + width, lb), (la, lb), (la, -lb)])
+    wing = np.array([(-la, lb), (-la + width, lb + depth)])
+    if rng.random() < 0.5:  # mirrored: reversing the order keeps the outline clockwise
+        outline, wing = outline[::-1] * (-1, 1), wing * (-1, 1)
+    rotation = np.linalg.matrix_power(np.array([[0, -1], [1, 0]]), turn)
+    outline, wing = outline @ rotation.T, wing @ rotation.T
+    return [main, np.array([*wing.min(axis=0), *wing.max(axis=0)])], outline
+
+
+def _segment_distance(points: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
+    """(N,) distance of points (N, 2) to the segment p0 -> p1 (2,)."""
+    direction = p1 - p0
+    t = np.clip((points - p0) @ direction / (direction @ direction), 0.0, 1.0)
+    return np.linalg.norm(points - (p0 + t[:, None] * direction), axis=1)
+
+
+#: Free-standing furniture of an office and how often each kind is drawn.
+OFFICE_ISLANDS: dict[str, float] = {"table": 0.3, "bookcase": 0.15, "cabinet": 0.15, "boxes": 0.15, "partition": 0.15, "pillar": 0.1}
+#: Metres between the robot's loop and any furniture (the query loop runs up to 0.45 m inside,
+#: and 0.2 m outside, the camera up to 0.5 m ahead of the robot).
+PATH_CLEARANCE = 1.2
+#: Metres between free-standing furniture and the walls (a walkway, clear of the wall furniture).
+WALL_CLEARANCE = 0.8
+
+
+def _island_size(rng: np.random.Generator, kind: str, ceiling: float) -> tuple[float, float, float]:
+    """Random extents (x, y, z) of a free-standing piece of furniture of ``kind``."""
+    if kind == "table":
+        return rng.uniform(1.2, 2.0), rng.uniform(0.7, 1.0), rng.uniform(0.72, 0.78)
+    if kind == "bookcase":
+        return rng.uniform(0.8, 2.0), rng.uniform(0.3, 0.5), rng.uniform(1.2, min(2.2, ceiling - 0.2))
+    if kind == "cabinet":
+        return rng.uniform(0.5, 1.2), rng.uniform(0.4, 0.6), rng.uniform(0.8, 1.9)
+    if kind == "boxes":
+        side = rng.uniform(0.35, 0.7)
+        return side, side, rng.uniform(0.3, 0.6)
+    if kind == "partition":
+        return rng.uniform(1.2, 2.4), rng.uniform(0.05, 0.08), rng.uniform(1.3, 1.9)
+    side = rng.uniform(0.3, 0.6)
+    return side, side, ceiling
+
+
+def _office_islands(
+    rng: np.random.Generator, rooms: list[np.ndarray], loop_points: np.ndarray, ceiling: float, texel: float, wood: list
+) -> list[Quad]:
+    """Free-standing furniture inside the rectangles ``rooms``, clear of the walls, of each other and of the loop.
+
+    Args:
+        rooms: rectangles (x0, y0, x1, y1) of the footprint.
+        loop_points: (N, 2) densely sampled loop of the robot.
+        wood: palette of the shelves' wood.
+    """
+    regions = [room + np.array([1, 1, -1, -1]) * WALL_CLEARANCE for room in rooms]
+    regions = [r for r in regions if r[2] > r[0] and r[3] > r[1]]
+    areas = np.array([(r[2] - r[0]) * (r[3] - r[1]) for r in regions])
+    count = int(rng.integers(3, 5 + int(sum((r[2] - r[0]) * (r[3] - r[1]) for r in rooms) / 8)))
+    kinds, weights = list(OFFICE_ISLANDS), np.array(list(OFFICE_ISLANDS.values()))
+    placed: list[GroundRect] = []
+    quads: list[Quad] = []
+    for i in range(count):
+        kind = str(rng.choice(kinds, p=weights / weights.sum()))
+        size = _island_size(rng, kind, ceiling)
+        for _ in range(80):
+            region = regions[int(rng.choice(len(regions), p=areas / areas.sum()))]
+            axis_aligned = kind == "pillar" or rng.random() < 0.6
+            yaw = float(rng.integers(0, 4) * 0.5 * np.pi + rng.normal(0, 0.03) if axis_aligned else rng.uniform(0, np.pi))
+            center = rng.uniform(region[:2], region[2:])
+            reach = 1.2 if kind == "boxes" else 1.0  # a stack's boxes turn a little
+            rect = GroundRect((float(center[0]), float(center[1])), (size[0] * reach, size[1] * reach), yaw)
+            corners = rect.corners()
+            if (
+                np.all((corners >= region[:2]) & (corners <= region[2:]))
+                and rect.distance(loop_points).min() >= PATH_CLEARANCE
+                and not any(rect.overlaps(other, 0.5) for other in placed)
+            ):
+                placed.append(rect)
+                quads += _furniture_piece(rng, kind, center, size, yaw, texel, f"island{i}_{kind}", wood)
+                break
+    return quads
+
+
+def _wood(rng: np.random.Generator) -> list[tuple[int, int, int]]:
+    """A random palette of two wood tones."""
+    base = jitter_color(rng, (150, 110, 70), 30)
+    return [base, jitter_color(rng, base, 12)]
+
+
+def build_office(rng: np.random.Generator) -> SceneLayout:
+    """An office whose layout varies with the seed.
+
+    A rectangle of 5-14 m x 4-10 m, in half the seeds with a wing of 2.5-5 m on one side that
+    makes it an L; a ceiling 2.5-4 m high; walls, floor and furniture in random palettes of the
+    painters of :mod:`segloc.data.textures`; shelves, tables and boxes along the walls; tables,
+    bookcases, cabinets, stacks of boxes, partitions and pillars of random sizes and headings
+    standing free in the middle and in the wing. The loop runs in the main rectangle, at least
+    :data:`PATH_CLEARANCE` from every piece of furniture.
+    """
+    texel = 0.006
+    ceiling = rng.uniform(2.5, 4.0)
+    a, b = rng.uniform(2.5, 7.0), rng.uniform(2.0, 5.0)
+    rooms, outline = _office_footprint(rng, a, b)
+    # loop to walls 1.6-3.2 m (wide margins leave room for furniture outside the loop), the loop
+    # at least 40 % of the room's extent (and 0.6 m: the query loop runs up to 0.45 m inside it)
+    margin_x, margin_y = rng.uniform(1.6, 3.2, 2)
+    half_x, half_y = max(a - margin_x, 0.4 * a, 0.6), max(b - margin_y, 0.4 * b, 0.6)
+    path = LoopPath(half_x, half_y, rng.uniform(0.4, 1.0) * min(half_x, half_y))
+    loop_points = path.sample(np.arange(0.0, path.length, 0.05))[0]
+    wood = _wood(rng)
+    quads: list[Quad] = []
+    for i in range(len(outline)):
+        p0, p1 = outline[i].astype(float), outline[(i + 1) % len(outline)].astype(float)
+        length = float(np.linalg.norm(p1 - p0))
+        canvas = Canvas(length, ceiling, texel, L["wall"], "plaster")
+        doors = int(length > 2.5 and rng.random() < 0.6)
+        windows, posters = int(rng.integers(0, 1 + int(length // 3))), int(rng.integers(1, 3 + int(length // 3)))
+        doors_at = _paint_wall(canvas, rng, length, ceiling, doors, windows, posters)
+        quads.append(wall_quad(p0, p1, 0.0, ceiling, canvas, f"wall_{i}"))
+        depth = min(0.6, float(_segment_distance(loop_points, p0, p1).min()) - PATH_CLEARANCE - 0.05)
+        if depth >= 0.3:
+            taken = [(s - 0.3, e + 0.3) for s, e in doors_at] + [(0.0, depth + 0.2), (length - depth - 0.2, length)]
+            for k in range(1 + int(length // 6)):
+                quads += _furniture(rng, p0, p1, taken, texel, f"wall{i}_{k}", depth, wood)
+    quads += _office_islands(rng, rooms, loop_points, ceiling, texel, wood)
+    paint_floor = _floor_painter(rng)
+    lamps: list = []
+    spacing = rng.uniform(2.2, 3.2)
+    for k, (x0, y0, x1, y1) in enumerate(rooms):
+        floor = Canvas(x1 - x0, y1 - y0, texel, L["floor"], "floor")
+        paint_floor(floor)
+        if k == 0 and rng.random() < 0.5:
+            draw_poster(
+                floor, rng, rng.uniform(0.5, a), rng.uniform(0.5, b), rng.uniform(1.5, 3.0), rng.uniform(1.0, 2.0), L["floor"], "rug"
+            )
+        quads.append(horizontal_quad(x0, y0, x1, y1, 0.0, floor, f"floor_{k}"))
+        top, room_lamps = _ceiling(rng, x0, y0, x1, y1, ceiling, texel, spacing)
+        quads.append(Quad(top.origin, top.axis_u, top.axis_v, top.texture, f"ceiling_{k}"))
+        lamps += room_lamps
+    scene = Scene("office", quads, np.array(lamps, float).reshape(-1, 4), L["void"], L["lamp"], outdoor=False)
+    return SceneLayout(scene, path)
+
+
 SCENE_BUILDERS: dict[str, Callable[[np.random.Generator], SceneLayout]] = {
     "room": build_room,
     "corridor": build_corridor,
     "street": build_street,
+    "office": build_office,
 }
 """Scene name -> builder taking a seeded generator."""
 

@@ -1,6 +1,6 @@
 """Synthetic scenes: textured 3D scenes rendered at known poses along robot trajectories.
 
-A scene (``room``, ``corridor`` or ``street``; :mod:`segloc.data.scenes`) is a set of
+A scene (``room``, ``corridor``, ``street`` or ``office``; :mod:`segloc.data.scenes`) is a set of
 textured rectangles with semantic part labels (:data:`LABELS`), built from a seed. A ground
 robot drives loops through it; a camera rigidly mounted on the robot (``base_from_cam``)
 records a mapping sequence and, on a laterally offset loop with other speed and heading noise,

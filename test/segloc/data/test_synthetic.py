@@ -211,7 +211,7 @@ def test_every_scene_renders(scene: str):
     view = render_view(prepared, config.camera(), (world_from_base * config.mount.base_from_cam()).inverse(), np.random.default_rng(0))
     labels = set(np.unique(view.labels).tolist())
     assert labels <= set(LABELS) and len(labels) >= 3
-    expected = {"room": "floor", "corridor": "floor", "street": "road"}[scene]
+    expected = {"room": "floor", "corridor": "floor", "street": "road", "office": "floor"}[scene]
     assert LABEL_IDS[expected] in labels
     assert (view.depth > 0).mean() > (0.5 if scene == "street" else 0.99)
 
