@@ -39,7 +39,6 @@ from segloc.data.textures import (
     fill_vegetation,
     fill_wallpaper,
     jitter_color,
-    random_color,
     random_word,
 )
 from segloc.errors import SeglocError
@@ -273,7 +272,7 @@ def _furniture_piece(
             painters["top"] = lambda c: _paint_table_top(c, rng, color)
         return box_quads(center, size, yaw, texel, L["table" if kind == "table" else "shelf"], painters, tag)
     if kind == "partition":
-        color = jitter_color(rng, random_color(rng), 10)
+        color = _muted_color(rng)
         painters = {"front": lambda c: _paint_partition(c, rng, color), "back": lambda c: _paint_partition(c, rng, color)}
         painters["default"] = lambda c: fill_brushed(c, rng, (150, 150, 155))
         return box_quads(center, size, yaw, texel, L["wall"], painters, tag)
@@ -609,7 +608,7 @@ def _pillar_painter(rng: np.random.Generator) -> Painter:
 
 
 def _muted_color(rng: np.random.Generator) -> tuple[int, int, int]:
-    """A random colour mixed with a random grey (floors are rarely saturated)."""
+    """A random colour mixed with a random grey (floors and partition fabric are rarely saturated)."""
     grey = rng.uniform(60, 200)
     return tuple(int(v) for v in 0.65 * grey + 0.35 * rng.uniform(0, 255, 3))
 
