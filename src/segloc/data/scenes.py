@@ -7,12 +7,13 @@ counter-clockwise) that stays clear of the furniture.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from segloc.data.render import Quad, Scene
+from segloc.data.render import Quad, Scene, Texture
 from segloc.data.textures import (
     LABEL_IDS,
     Canvas,
@@ -39,6 +40,7 @@ from segloc.data.textures import (
     fill_vegetation,
     fill_wallpaper,
     jitter_color,
+    paint_artwork,
     random_word,
 )
 
@@ -511,3 +513,63 @@ def seasonal_variant(scene: Scene, amount: float, seed: int) -> Scene:
         texture = apply_season(quad.texture, amount, np.random.default_rng([seed, 1, k]))
         quads.append(Quad(quad.origin, quad.axis_u, quad.axis_v, texture, quad.name))
     return Scene(scene.name, quads, scene.lamps, scene.background_label, scene.emissive_label, scene.outdoor)
+
+
+#: Furniture groups (:func:`_furniture`): a shelf, a table or a stack of boxes, all of whose quads move together.
+_FURNITURE_GROUP = re.compile(r"^(wall\d+_(?:shelf|table|boxes)\d+)_")
+
+
+@dataclass(frozen=True)
+class SceneChange:
+    """What :func:`changed_variant` changed: the quads repainted or moved (names) and each moved group's shift (metres)."""
+
+    repainted: tuple[str, ...]
+    moved: dict[str, float]
+
+    def quad_names(self) -> set[str]:
+        """Names of every quad that looks different (repainted panel, or moved)."""
+        return set(self.repainted) | {name for name in self.moved}
+
+
+def changed_variant(scene: Scene, amount: float, seed: int, recording: int) -> tuple[Scene, SceneChange]:
+    """The scene as a later recording finds it: part of it re-textured, some furniture moved.
+
+    Each repaintable panel (posters, notice boards; :class:`segloc.data.render.Panel`) is given
+    a new artwork with probability ``amount``; each furniture group (a shelf, a table, a stack of
+    boxes against a wall) slides along its wall by 0.3 to 0.6 m (either way) with probability
+    ``amount / 2``. Everything is drawn from ``(seed, recording)``: the same arguments give the
+    same scene. ``amount <= 0`` returns ``scene`` itself.
+
+    Returns:
+        The changed scene and what changed (:class:`SceneChange`; per moved quad, its shift).
+    """
+    if amount <= 0:
+        return scene, SceneChange((), {})
+    groups = sorted({match.group(1) for quad in scene.quads if (match := _FURNITURE_GROUP.match(quad.name))})
+    shifts: dict[str, float] = {}
+    for index, group in enumerate(groups):
+        rng = np.random.default_rng([seed, 6, recording, index])
+        if rng.random() < 0.5 * amount:
+            shifts[group] = float(rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 0.6))
+    quads, repainted, moved = [], [], {}
+    for k, quad in enumerate(scene.quads):
+        rng = np.random.default_rng([seed, 5, recording, k])
+        texture = quad.texture
+        changed_panels = [panel for panel in texture.panels if rng.random() < amount]
+        if changed_panels:
+            color = texture.color.copy()
+            for panel in changed_panels:
+                r0, c0, r1, c1 = panel.rect
+                color[r0:r1, c0:c1] = paint_artwork(rng, r1 - r0, c1 - c0, texture.texel_size)
+            texture = Texture(color, texture.labels, texture.texel_size, texture.material, list(texture.panels))
+            repainted.append(quad.name)
+        origin = quad.origin
+        match = _FURNITURE_GROUP.match(quad.name)
+        if match and match.group(1) in shifts:
+            front = next(q for q in scene.quads if q.name.startswith(match.group(1)) and q.name.endswith("_front"))
+            along = front.axis_u / np.linalg.norm(front.axis_u)  # horizontal, parallel to the wall
+            origin = origin + shifts[match.group(1)] * along
+            moved[quad.name] = shifts[match.group(1)]
+        quads.append(Quad(origin, quad.axis_u, quad.axis_v, texture, quad.name))
+    changed = Scene(scene.name, quads, scene.lamps, scene.background_label, scene.emissive_label, scene.outdoor)
+    return changed, SceneChange(tuple(repainted), moved)
