@@ -399,7 +399,7 @@ def _scene_description(
         "surfaces": surfaces,
     }
     if change is not None and config.change > 0:
-        description["change"] = {"repainted": list(change.repainted), "moved": change.moved}
+        description["change"] = change.to_dict()
     return description
 
 
@@ -434,7 +434,7 @@ def generate_scene(config: SynthConfig, out_dir: str | Path, overwrite: bool = F
     layout = build_scene(config.scene, config.seed)
     changed_scene, change = changed_variant(layout.scene, config.change, config.seed, config.recording)
     if config.change > 0:
-        logger.info("changed place: %d quads repainted, %d moved", len(change.repainted), len(change.moved))
+        logger.info("changed place: %d areas re-textured or moved (%d furniture groups moved)", len(change.regions), len(change.moved))
     camera = config.camera()
     base_from_cam = config.mount.base_from_cam()
     appearances = {"mapping": config.mapping_appearance, "query": config.query_appearance}
