@@ -227,9 +227,29 @@ def associate(old: MapCore, new: MapCore, config: UpdateConfig) -> tuple[np.ndar
     expected = np.zeros(old.num_points, np.int64)
     matched = np.zeros(old.num_points, np.int64)
     pairs: list[np.ndarray] = []  # (new point, old point) per match
+    matched_here = np.zeros(old.num_points, bool)
     for image_id, image in enumerate(new.images):
+        observations = np.flatnonzero(new.observation_image_ids == image_id)
         pose, camera = image.cam_from_world, image.camera
         uv, depth, visible = camera.world_to_image(pose, old.points3D)
+        if not len(observations) or not visible.any():
+            continue
+        # Matches: each new observation and the nearest visible old point projecting within the radius at its depth.
+        shown = np.flatnonzero(visible)
+        new_depth = pose.transform_points(new.points3D[new.observation_point_ids[observations]])[:, 2]
+        old_tree = cKDTree(uv[shown])
+        for k, hits in enumerate(old_tree.query_ball_point(new.observation_xy[observations], r=config.match_radius_px)):
+            if not hits:
+                continue
+            old_ids = shown[np.asarray(hits)]
+            agree = np.abs(depth[old_ids] - new_depth[k]) <= config.depth_tolerance * depth[old_ids]
+            if np.any(agree):
+                best = old_ids[agree][np.argmin(np.linalg.norm(uv[old_ids[agree]] - new.observation_xy[observations[k]], axis=1))]
+                pairs.append(np.array([new.observation_point_ids[observations[k]], best]))
+                matched_here[old_ids[agree]] = True  # every old point re-observed here counts as matched
+        matched += matched_here
+        matched_here[:] = False
+        # Expected: inside the image, in the distance range and the viewing directions it was seen from, in a mapped area.
         offsets = old.points3D - pose.center
         distance = np.linalg.norm(offsets, axis=1)
         b = config.border_px
@@ -239,31 +259,12 @@ def associate(old: MapCore, new: MapCore, config: UpdateConfig) -> tuple[np.ndar
         candidates = np.flatnonzero(inside)
         if not len(candidates):
             continue
-        # The best agreement between the new ray and the rays the point was seen along.
         unit = offsets / np.maximum(distance, 1e-12)[:, None]
         cosines = np.full(old.num_points, -1.0)
         np.maximum.at(cosines, old.observation_point_ids, np.sum(rays * unit[old.observation_point_ids], axis=1))
         candidates = candidates[cosines[candidates] >= max_cos]
-        observations = np.flatnonzero(new.observation_image_ids == image_id)
-        if not len(candidates) or not len(observations):
-            continue
-        tree = cKDTree(new.observation_xy[observations])
-        gap, nearest_obs = tree.query(uv[candidates], k=1, distance_upper_bound=config.coverage_radius_px)
-        covered = np.isfinite(gap)
-        expected[candidates[covered]] += 1
-        # Matches: new observations within the radius whose point is at the old point's depth.
-        new_depth = pose.transform_points(new.points3D)[:, 2]
-        close = tree.query_ball_point(uv[candidates[covered]], r=config.match_radius_px)
-        for old_id, hits in zip(candidates[covered], close):
-            if not hits:
-                continue
-            new_ids = new.observation_point_ids[observations[np.asarray(hits)]]
-            agree = np.abs(new_depth[new_ids] - depth[old_id]) <= config.depth_tolerance * depth[old_id]
-            if np.any(agree):
-                hit_xy = new.observation_xy[observations[np.asarray(hits)[agree]]]
-                best = new_ids[agree][np.argmin(np.linalg.norm(hit_xy - uv[old_id], axis=1))]
-                pairs.append(np.array([best, old_id]))
-                matched[old_id] += 1
+        gap, _ = cKDTree(new.observation_xy[observations]).query(uv[candidates], k=1, distance_upper_bound=config.coverage_radius_px)
+        expected[candidates[np.isfinite(gap)]] += 1
     merged_into = np.full(new.num_points, -1, np.int64)
     if pairs:
         votes, counts = np.unique(np.stack(pairs), axis=0, return_counts=True)
