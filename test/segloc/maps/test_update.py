@@ -10,13 +10,14 @@ from segloc.data import synthetic
 from segloc.data.dataset import merge_datasets, read_dataset
 from segloc.errors import SeglocError
 from segloc.evaluate.run import evaluate_map
-from segloc.maps.build import CoreConfig
 from segloc.maps.core import read_core
 from segloc.maps.package import MapPackage
 from segloc.maps.update import UpdateConfig, update_core, update_map
 from segloc.methods import get_method
 from segloc.methods.reference.layer import read_reference_layer, read_vlad_layer
 from segloc.methods.registry import Method
+
+FAST = {"core": {"pairs": {"num_neighbors": 5}}}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def place(tmp_path_factory):
     rec2_config = synthetic.synth_config("room", recording=1, change=0.5, **common)
     rec2 = read_dataset(synthetic.generate_scene(rec2_config, root / "rec2", progress=False))
     method = get_method("reference")
-    v1 = method.build_map(rec1, root / "v1", method.map_config({}), progress=False)
+    v1 = method.build_map(rec1, root / "v1", method.map_config(FAST), progress=False)
     return root, rec1, rec2, v1
 
 
@@ -38,7 +39,7 @@ def test_update_of_an_unchanged_place_equals_a_rebuild(place, tmp_path):
     report = update_map(v1, rec1.root, tmp_path / "v2", UpdateConfig(prefix="again/"), progress=False)
     merged = read_dataset(merge_datasets([(rec1, ""), (rec1, "again/")], tmp_path / "merged"))
     method = get_method("reference")
-    rebuild = method.build_map(merged, tmp_path / "rebuild", method.map_config({}), progress=False)
+    rebuild = method.build_map(merged, tmp_path / "rebuild", method.map_config(FAST), progress=False)
     old, updated, rebuilt = (read_core(MapPackage.open(p)) for p in (v1, tmp_path / "v2", rebuild))
     assert [image.name for image in updated.images] == [image.name for image in rebuilt.images]
     assert report["points_retired"] <= 0.02 * old.num_points  # nothing changed: (almost) nothing retired
@@ -67,15 +68,14 @@ def _in_region(points: np.ndarray, corners: np.ndarray, tolerance: float = 0.03)
 
 def test_update_retires_the_points_of_the_changed_region(place, tmp_path):
     root, _, rec2, v1 = place
-    report = update_map(v1, rec2.root, tmp_path / "v2", progress=False)
     old = read_core(MapPackage.open(v1))
-    updated = read_core(MapPackage.open(tmp_path / "v2"))
     regions = json.loads((rec2.root / "scene.json").read_text())["change"]["regions"]
     changed = np.zeros(old.num_points, bool)
     for region in regions:
         changed |= _in_region(old.points3D, np.asarray(region["corners"]))
-    update = update_core(old, rec2, CoreConfig(), UpdateConfig(), "update1/", progress=False)  # what update_map did
-    assert update.core.num_points == updated.num_points and update.core.num_observations == updated.num_observations
+    core_config = get_method("reference").map_config(FAST).core
+    update = update_core(old, rec2, core_config, UpdateConfig(), "update1/", progress=False)
+    report, updated = update.statistics, update.core
     retired = np.zeros(old.num_points, bool)
     retired[update.retired_point_ids] = True
     assert report["points_retired"] == int(retired.sum()) > 0
@@ -128,3 +128,22 @@ def test_merged_recordings_name_images_as_the_update_does(place, tmp_path):
     merged = read_dataset(merge_datasets([(rec1, ""), (rec2, "update1/")], tmp_path / "merged"))
     assert [r.name for r in merged.mapping] == [r.name for r in rec1.mapping] + ["update1/" + r.name for r in rec2.mapping]
     assert np.array_equal(merged.load_image("update1/" + rec2.mapping[0].name), rec2.load_image(rec2.mapping[0].name))
+
+
+def test_an_sld_update_adds_the_cameras_and_keeps_the_landmarks(place, tmp_path):
+    """SLD's core points are its network's landmarks (heatmap order): the update appends the cameras and changes no point."""
+    from segloc.maps.core import write_core
+    from segloc.maps.package import MapWriter
+    from segloc.methods.sld.layer import landmark_core, read_sld_layer, write_sld_layer
+
+    _, rec1, rec2, _ = place
+    positions = np.random.default_rng(0).uniform(-3, 3, (12, 3))
+    with MapWriter(tmp_path / "sld", method="sld") as writer:
+        write_core(writer, landmark_core(rec1.mapping, positions))
+        write_sld_layer(writer, positions, np.ones(12), {"max_edge": 320, "stride": 8})
+        writer.commit()
+    report = update_map(tmp_path / "sld", rec2.root, tmp_path / "sld_updated", progress=False)
+    package = MapPackage.open(tmp_path / "sld_updated")
+    layer, core = read_sld_layer(package), read_core(package)  # the layer belongs to the new core
+    assert np.array_equal(layer.positions, positions) and np.array_equal(core.points3D, positions)
+    assert len(core.images) == 2 * len(rec1.mapping) and not report["points_triangulated"]
