@@ -132,7 +132,9 @@ def test_map_update_encodes_the_new_observations_with_the_maps_ninjanet(scene, t
     from segloc.methods.reference.layer import read_vlad_layer
 
     dataset, _, _, package = scene
-    config = synthetic.synth_config("room", "lighting", num_mapping=6, num_query=0, width=320, height=240, seed=3, recording=1, mapping_laps=0.25)
+    config = synthetic.synth_config(
+        "room", "lighting", num_mapping=6, num_query=0, width=320, height=240, seed=3, recording=1, mapping_laps=0.25
+    )
     recording = read_dataset(synthetic.generate_scene(config, tmp_path / "recording2", progress=False))
     update_map(package.path, recording.root, tmp_path / "updated", progress=False)
     updated = MapPackage.open(tmp_path / "updated")
