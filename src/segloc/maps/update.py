@@ -18,8 +18,10 @@
      was observed from, along a ray within ``max_view_angle_deg`` of a ray it was observed
      along, and when the new session mapped that part of the image (a new observation within
      ``coverage_radius_px`` of the projection). A point expected in at least
-     ``retire_min_expected`` new images and matched in none is retired: the place changed
-     there (a poster replaced, furniture moved). Occlusion is not modelled: a point hidden by
+     ``retire_min_expected`` new images and matched in none, around which (within
+     ``neighborhood_px``, at its depth) at most ``max_neighborhood_matched`` of the old points
+     were matched in those images, is retired: the place changed there (a poster replaced,
+     furniture moved), not just this one point's detection. Occlusion is not modelled: a point hidden by
      moved furniture in every new view is retired too.
    - **Add**: new points that merged with no old point are added.
 
@@ -74,7 +76,11 @@ class UpdateConfig:
         min_distance_ratio, max_distance_ratio: ... and if the new camera is within
             [min x nearest, max x farthest] of the distances it was seen from.
         retire_min_expected: an old point expected in at least this many new images and
-            matched in none is retired; 0 retires nothing.
+            matched in none is retired (0 retires nothing) ...
+        neighborhood_px, max_neighborhood_matched: ... when, on average over those images, at
+            most this share of the old points projecting within ``neighborhood_px`` of it (at
+            its depth) were matched: the area around it changed too. A point missed alone in an
+            unchanged area (not triangulated again by the new session) is kept.
         prefix: prefix of the new images' names in the map; None: ``updateN/``.
     """
 
@@ -86,6 +92,8 @@ class UpdateConfig:
     min_distance_ratio: float = option(0.5, gt=0, le=1)
     max_distance_ratio: float = option(2.0, ge=1)
     retire_min_expected: int = option(3, ge=0, note="0: retire nothing")
+    neighborhood_px: float = option(15.0, gt=0)
+    max_neighborhood_matched: float = option(0.5, ge=0, le=1)
     prefix: str | None = None
 
     def __post_init__(self) -> None:
@@ -207,7 +215,7 @@ def _observed_rays(old: MapCore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rays / np.maximum(distances, 1e-12)[:, None], nearest, farthest
 
 
-def associate(old: MapCore, new: MapCore, config: UpdateConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def associate(old: MapCore, new: MapCore, config: UpdateConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Tie the points triangulated from the new images to the old points (module docstring: merge and retire rules).
 
     Args:
@@ -218,7 +226,8 @@ def associate(old: MapCore, new: MapCore, config: UpdateConfig) -> tuple[np.ndar
     Returns:
         merged_into (P_new,) int64: the old point each new point is, or -1; expected (P_old,)
         and matched (P_old,) int64: in how many new images each old point was expected and
-        matched.
+        matched; neighborhood (P_old,) float64: the mean, over the images it was expected in,
+        of the share of old points around it on its surface that were matched there.
     """
     from scipy.spatial import cKDTree
 
@@ -228,16 +237,17 @@ def associate(old: MapCore, new: MapCore, config: UpdateConfig) -> tuple[np.ndar
     matched = np.zeros(old.num_points, np.int64)
     pairs: list[np.ndarray] = []  # (new point, old point) per match
     matched_here = np.zeros(old.num_points, bool)
+    neighborhood = np.zeros(old.num_points)  # sum over expected images of the share of re-observed points around
     for image_id, image in enumerate(new.images):
         observations = np.flatnonzero(new.observation_image_ids == image_id)
         pose, camera = image.cam_from_world, image.camera
         uv, depth, visible = camera.world_to_image(pose, old.points3D)
         if not len(observations) or not visible.any():
             continue
-        # Matches: each new observation and the nearest visible old point projecting within the radius at its depth.
         shown = np.flatnonzero(visible)
-        new_depth = pose.transform_points(new.points3D[new.observation_point_ids[observations]])[:, 2]
         old_tree = cKDTree(uv[shown])
+        # Matches: each new observation and the nearest visible old point projecting within the radius at its depth.
+        new_depth = pose.transform_points(new.points3D[new.observation_point_ids[observations]])[:, 2]
         for k, hits in enumerate(old_tree.query_ball_point(new.observation_xy[observations], r=config.match_radius_px)):
             if not hits:
                 continue
@@ -248,7 +258,6 @@ def associate(old: MapCore, new: MapCore, config: UpdateConfig) -> tuple[np.ndar
                 pairs.append(np.array([new.observation_point_ids[observations[k]], best]))
                 matched_here[old_ids[agree]] = True  # every old point re-observed here counts as matched
         matched += matched_here
-        matched_here[:] = False
         # Expected: inside the image, in the distance range and the viewing directions it was seen from, in a mapped area.
         offsets = old.points3D - pose.center
         distance = np.linalg.norm(offsets, axis=1)
@@ -258,13 +267,21 @@ def associate(old: MapCore, new: MapCore, config: UpdateConfig) -> tuple[np.ndar
         inside &= (distance >= config.min_distance_ratio * nearest) & (distance <= config.max_distance_ratio * farthest)
         candidates = np.flatnonzero(inside)
         if not len(candidates):
+            matched_here[:] = False
             continue
         unit = offsets / np.maximum(distance, 1e-12)[:, None]
         cosines = np.full(old.num_points, -1.0)
         np.maximum.at(cosines, old.observation_point_ids, np.sum(rays * unit[old.observation_point_ids], axis=1))
         candidates = candidates[cosines[candidates] >= max_cos]
         gap, _ = cKDTree(new.observation_xy[observations]).query(uv[candidates], k=1, distance_upper_bound=config.coverage_radius_px)
-        expected[candidates[np.isfinite(gap)]] += 1
+        candidates = candidates[np.isfinite(gap)]
+        expected[candidates] += 1
+        # How many of the old points around each candidate (on its surface) were re-observed in this image.
+        for old_id, around in zip(candidates, old_tree.query_ball_point(uv[candidates], r=config.neighborhood_px)):
+            around = shown[np.asarray(around)]
+            around = around[np.abs(depth[around] - depth[old_id]) <= 2 * config.depth_tolerance * depth[old_id]]
+            neighborhood[old_id] += matched_here[around].mean()
+        matched_here[:] = False
     merged_into = np.full(new.num_points, -1, np.int64)
     if pairs:
         votes, counts = np.unique(np.stack(pairs), axis=0, return_counts=True)
@@ -273,7 +290,9 @@ def associate(old: MapCore, new: MapCore, config: UpdateConfig) -> tuple[np.ndar
         votes = votes[order]
         first = np.concatenate([[True], votes[1:, 0] != votes[:-1, 0]])
         merged_into[votes[first, 0]] = votes[first, 1]
-    return merged_into, expected, matched
+    with np.errstate(invalid="ignore", divide="ignore"):
+        neighborhood = np.where(expected > 0, neighborhood / expected, 0.0)
+    return merged_into, expected, matched, neighborhood
 
 
 def update_core(
@@ -313,8 +332,10 @@ def update_core(
     seconds["triangulate"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    merged_into, expected, matched = associate(old, new, config)
-    retired = (expected >= config.retire_min_expected) & (matched == 0) if config.retire_min_expected else np.zeros(old.num_points, bool)
+    merged_into, expected, matched, neighborhood = associate(old, new, config)
+    retired = (expected >= max(1, config.retire_min_expected)) & (matched == 0) & (neighborhood <= config.max_neighborhood_matched)
+    if not config.retire_min_expected:
+        retired[:] = False
     kept = np.flatnonzero(~retired)
     old_to_kept = np.full(old.num_points, -1, np.int64)
     old_to_kept[kept] = np.arange(len(kept))
