@@ -75,7 +75,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     values = dict(config_section(args.config, "synth") or {})
     base = config_to_dict(config_from_dict(SynthConfig, values, "synth"))
-    for key in ("scene", "seed", "num_mapping", "num_query", "mapping_appearance", "query_appearance"):
+    for key in ("scene", "seed", "num_mapping", "num_query", "mapping_appearance", "query_appearance", "recording", "change"):
         if getattr(args, key) is not None:
             base[key] = getattr(args, key)
     if args.condition is not None:
@@ -726,6 +726,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--condition", help=f"mapping/query imaging conditions: {conditions}")
     p.add_argument("--mapping-appearance", help=f"imaging condition of the mapping images: {presets}")
     p.add_argument("--query-appearance", help="imaging condition of the query images (same presets)")
+    p.add_argument("--recording", type=int, help="a later recording of the place: other trajectories, N days later (default 0)")
+    p.add_argument(
+        "--change", type=float, help="share of the place changed since recording 0: walls repainted, posters replaced, furniture moved"
+    )
     p.add_argument(
         "--bag", action="append", default=[], choices=["mapping", "query"], help="also write a rosbag2 of this split (repeatable)"
     )
