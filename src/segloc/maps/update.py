@@ -18,9 +18,9 @@
      was observed from, along a ray within ``max_view_angle_deg`` of a ray it was observed
      along, and when the new session mapped that part of the image (a new observation within
      ``coverage_radius_px`` of the projection). A point expected in at least
-     ``retire_min_expected`` new images and matched in none, around which (within
-     ``neighborhood_px``, at its depth) at most ``max_neighborhood_matched`` of the old points
-     were matched in those images, is retired: the place changed there (a poster replaced,
+     ``retire_min_expected`` new images and matched in none, around which (projecting within
+     ``neighborhood_px`` of it) at most ``max_neighborhood_matched`` of the old points were
+     matched in those images (on average), is retired: the place changed there (a poster replaced,
      furniture moved), not just this one point's detection. Occlusion is not modelled: a point hidden by
      moved furniture in every new view is retired too.
    - **Add**: new points that merged with no old point are added.
@@ -78,8 +78,8 @@ class UpdateConfig:
         retire_min_expected: an old point expected in at least this many new images and
             matched in none is retired (0 retires nothing) ...
         neighborhood_px, max_neighborhood_matched: ... when, on average over those images, at
-            most this share of the old points projecting within ``neighborhood_px`` of it (at
-            its depth) were matched: the area around it changed too. A point missed alone in an
+            most this share of the old points projecting within ``neighborhood_px`` of it were
+            matched: the area around it changed too. A point missed alone in an
             unchanged area (not triangulated again by the new session) is kept.
         prefix: prefix of the new images' names in the map; None: ``updateN/``.
     """
@@ -227,7 +227,7 @@ def associate(old: MapCore, new: MapCore, config: UpdateConfig) -> tuple[np.ndar
         merged_into (P_new,) int64: the old point each new point is, or -1; expected (P_old,)
         and matched (P_old,) int64: in how many new images each old point was expected and
         matched; neighborhood (P_old,) float64: the mean, over the images it was expected in,
-        of the share of old points around it on its surface that were matched there.
+        of the share of the old points projecting around it that were matched there.
     """
     from scipy.spatial import cKDTree
 
@@ -276,11 +276,12 @@ def associate(old: MapCore, new: MapCore, config: UpdateConfig) -> tuple[np.ndar
         gap, _ = cKDTree(new.observation_xy[observations]).query(uv[candidates], k=1, distance_upper_bound=config.coverage_radius_px)
         candidates = candidates[np.isfinite(gap)]
         expected[candidates] += 1
-        # How many of the old points around each candidate (on its surface) were re-observed in this image.
-        for old_id, around in zip(candidates, old_tree.query_ball_point(uv[candidates], r=config.neighborhood_px)):
-            around = shown[np.asarray(around)]
-            around = around[np.abs(depth[around] - depth[old_id]) <= 2 * config.depth_tolerance * depth[old_id]]
-            neighborhood[old_id] += matched_here[around].mean()
+        # The share of the old points projecting around each candidate that were re-observed in this image.
+        around = old_tree.query_ball_point(uv[candidates], r=config.neighborhood_px, return_length=True)
+        rematched = shown[matched_here[shown]]
+        if len(rematched):
+            around_matched = cKDTree(uv[rematched]).query_ball_point(uv[candidates], r=config.neighborhood_px, return_length=True)
+            neighborhood[candidates] += around_matched / np.maximum(around, 1)
         matched_here[:] = False
     merged_into = np.full(new.num_points, -1, np.int64)
     if pairs:
