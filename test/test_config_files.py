@@ -84,3 +84,9 @@ def test_fleet_yaml_matches_the_defaults():
     from segloc.maps.gate import GateConfig
 
     assert load_config(GateConfig, CONFIG_DIR / "fleet.yaml", section="gate") == GateConfig()
+
+
+def test_fleet_yaml_update_section_matches_the_defaults():
+    from segloc.maps.update import UpdateConfig
+
+    assert load_config(UpdateConfig, CONFIG_DIR / "fleet.yaml", section="update") == UpdateConfig()

@@ -8,6 +8,7 @@
     segloc dataset relight DATASET --condition dusk|night -o OUT   (low-light variant of the queries)
     segloc map build DATASET --method reference -o MAP
     segloc map info MAP
+    segloc map update MAP NEW_RECORDING -o NEW_MAP     (new images added, changed points retired)
     segloc map publish MAP STORE [--gate-dataset DATASET ...]   (STORE: a folder or an fsspec URL)
     segloc map versions STORE
     segloc map pull STORE [--version N] -o DIR
@@ -74,7 +75,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     values = dict(config_section(args.config, "synth") or {})
     base = config_to_dict(config_from_dict(SynthConfig, values, "synth"))
-    for key in ("scene", "seed", "num_mapping", "num_query", "mapping_appearance", "query_appearance"):
+    for key in ("scene", "seed", "num_mapping", "num_query", "mapping_appearance", "query_appearance", "recording", "change"):
         if getattr(args, key) is not None:
             base[key] = getattr(args, key)
     if args.condition is not None:
@@ -190,6 +191,35 @@ def cmd_map_add_sfrs(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     add_sfrs_layer(args.map, dataset, config, args.output, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"wrote map {args.output} with an sfrs layer in {time.perf_counter() - start:.1f} s (use it with localize.retrieval: sfrs)")
+    return 0
+
+
+def cmd_map_update(args: argparse.Namespace) -> int:
+    from segloc.config import config_from_dict, config_section
+    from segloc.maps.update import UpdateConfig, update_map
+
+    values = dict(config_section(args.config, "update") or {})
+    if args.prefix is not None:
+        values["prefix"] = args.prefix
+    if args.retire_min_expected is not None:
+        values["retire_min_expected"] = args.retire_min_expected
+    config = config_from_dict(UpdateConfig, values, "update")
+    execution = None
+    if args.workers:
+        from segloc.maps.parallel import BuildExecution
+
+        execution = BuildExecution(args.workers)
+    report = update_map(
+        args.map, args.recording, args.output, config, overwrite=args.overwrite, progress=not args.no_progress, execution=execution
+    )
+    if report.get("points_triangulated"):
+        points = (
+            f"{report['new_points_triangulated']} new points ({report['points_merged']} merged with old ones, "
+            f"{report['points_added']} added), {report['points_retired']} old points retired, {report['num_points']} points in all"
+        )
+    else:
+        points = "points unchanged (the method's core points are not triangulated)"
+    print(f"wrote map {args.output}: {report['num_new_images']} new images, {points}, in {report['seconds']['total']:.1f} s")
     return 0
 
 
@@ -696,6 +726,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--condition", help=f"mapping/query imaging conditions: {conditions}")
     p.add_argument("--mapping-appearance", help=f"imaging condition of the mapping images: {presets}")
     p.add_argument("--query-appearance", help="imaging condition of the query images (same presets)")
+    p.add_argument("--recording", type=int, help="a later recording of the place: other trajectories, N days later (default 0)")
+    p.add_argument(
+        "--change", type=float, help="share of the place changed since recording 0: walls repainted, posters replaced, furniture moved"
+    )
     p.add_argument(
         "--bag", action="append", default=[], choices=["mapping", "query"], help="also write a rosbag2 of this split (repeatable)"
     )
@@ -769,6 +803,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the output map if it exists (only a map package)")
     common(p)
     p.set_defaults(func=cmd_map_add_sfrs)
+    p = maps.add_parser(
+        "update",
+        help="write a new map: MAP plus a new recording's mapping images (new points triangulated, changed ones retired, "
+        "every layer brought up to date), faster than a rebuild",
+    )
+    p.add_argument("map", type=Path, help="the current map (read only)")
+    p.add_argument("recording", type=Path, help="dataset folder of the new recording: mapping images with poses in the map's frame")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the new map folder (not MAP)")
+    p.add_argument("--config", type=Path, help="YAML file with an 'update' section (segloc.maps.update.UpdateConfig)")
+    p.add_argument("--prefix", help="prefix of the new images' names in the map (default updateN/)")
+    p.add_argument(
+        "--retire-min-expected", type=int, help="retire an old point expected in this many new images and matched in none (0: never)"
+    )
+    p.add_argument("--workers", type=int, default=0, help="extract and match the new images on a local Dask cluster of N processes")
+    p.add_argument("--overwrite", action="store_true", help="replace the output map if it exists (only a map package)")
+    common(p)
+    p.set_defaults(func=cmd_map_update)
     p = maps.add_parser("info", help="validate a map and print its layers, sizes, scale and the localize options derived from it")
     p.add_argument("map", type=Path)
     p.add_argument("--no-verify", action="store_true", help="skip the checksum verification")

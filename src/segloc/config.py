@@ -141,7 +141,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
 #: The top-level sections of a segloc YAML config file: one file feeds the CLI, the nodes
 #: (``config_path``) and training; a section that is not one of these is an error (a typo would
 #: otherwise silently give the defaults).
-CONFIG_SECTIONS: tuple[str, ...] = ("map", "localize", "tracking", "synth", "bag", "train", "relight", "gate")
+CONFIG_SECTIONS: tuple[str, ...] = ("map", "localize", "tracking", "synth", "bag", "train", "relight", "gate", "update")
 
 
 def _read_yaml_mapping(path: Path, expected: str) -> dict[str, Any]:

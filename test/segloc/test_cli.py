@@ -48,6 +48,7 @@ def test_help_everywhere():
         ["map", "versions", "--help"],
         ["map", "pull", "--help"],
         ["map", "rollback", "--help"],
+        ["map", "update", "--help"],
     ):
         result = subprocess.run([sys.executable, "-m", "segloc.cli", *argv], capture_output=True, text=True)
         assert result.returncode == 0 and "usage: segloc" in result.stdout

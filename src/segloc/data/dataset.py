@@ -410,3 +410,22 @@ def write_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
+
+
+def merge_datasets(parts: Sequence[tuple[Dataset, str]], root: str | Path, overwrite: bool = False) -> Path:
+    """Write one dataset folder holding the mapping and query images of several (e.g. two recordings of a place).
+
+    Args:
+        parts: ``(dataset, prefix)`` pairs: each image is renamed ``prefix + name`` (the
+            prefixes :func:`segloc.maps.update.update_map` gives a recording's images, so that a
+            rebuild from the merged folder and an updated map name the same images alike).
+        root: the dataset folder to write (atomically, :func:`write_dataset`).
+        overwrite: replace an existing dataset folder at ``root``.
+    """
+    mapping, query, images = [], [], {}
+    for dataset, prefix in parts:
+        for records, target in ((dataset.mapping, mapping), (dataset.query, query)):
+            for record in records:
+                target.append(ImageRecord(prefix + record.name, record.cam_from_world, record.camera, record.timestamp))
+                images[prefix + record.name] = dataset.load_image(record.name)
+    return write_dataset(root, mapping, query, images=images, overwrite=overwrite)

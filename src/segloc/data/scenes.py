@@ -7,12 +7,13 @@ counter-clockwise) that stays clear of the furniture.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from segloc.data.render import Quad, Scene
+from segloc.data.render import Quad, Scene, Texture
 from segloc.data.textures import (
     LABEL_IDS,
     Canvas,
@@ -39,6 +40,7 @@ from segloc.data.textures import (
     fill_vegetation,
     fill_wallpaper,
     jitter_color,
+    paint_artwork,
     random_word,
 )
 from segloc.errors import SeglocError
@@ -812,3 +814,90 @@ def seasonal_variant(scene: Scene, amount: float, seed: int) -> Scene:
         texture = apply_season(quad.texture, amount, np.random.default_rng([seed, 1, k]))
         quads.append(Quad(quad.origin, quad.axis_u, quad.axis_v, texture, quad.name))
     return Scene(scene.name, quads, scene.lamps, scene.background_label, scene.emissive_label, scene.outdoor)
+
+
+#: Furniture groups (:func:`_furniture`): a shelf, a table or a stack of boxes, all of whose quads move together.
+_FURNITURE_GROUP = re.compile(r"^(wall\d+_(?:shelf|table|boxes)\d+)_")
+#: The walls of the room and the corridor (their painted plaster or wallpaper may be redone).
+_WALL = re.compile(r"^wall_\d+$")
+
+
+@dataclass(frozen=True)
+class SceneChange:
+    """What :func:`changed_variant` changed.
+
+    Attributes:
+        regions: ``(what, corners)`` of each changed area: ``what`` is ``repainted wall_0``,
+            ``new poster on wall_0`` or ``moved wall0_shelf1_front``; ``corners`` (4, 3) world
+            corners of the area as recording 0 saw it (a repainted wall: the whole wall, whose
+            doors, windows and posters may be unchanged; a moved quad: where it was).
+        moved: furniture group -> shift along its wall (metres).
+    """
+
+    regions: tuple[tuple[str, np.ndarray], ...]
+    moved: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {"regions": [{"what": what, "corners": corners.round(6).tolist()} for what, corners in self.regions], "moved": self.moved}
+
+
+def _rect_corners(quad: Quad, rect: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """(4, 3) world corners of texels ``rect`` (row0, col0, row1, col1) of a quad whose texture has ``shape`` (H, W)."""
+    r0, c0, r1, c1 = rect
+    height, width = shape
+    return np.stack(
+        [quad.origin + (c / width) * quad.axis_u + (r / height) * quad.axis_v for r, c in ((r0, c0), (r0, c1), (r1, c1), (r1, c0))]
+    )
+
+
+def changed_variant(scene: Scene, amount: float, seed: int, recording: int) -> tuple[Scene, SceneChange]:
+    """The scene as a later recording finds it: part of it re-textured, some furniture moved.
+
+    With probability ``amount`` each: a wall's paint (plaster or wallpaper texels, not its doors,
+    windows or posters) is redone with another colour and grain, and each repaintable panel
+    (posters, notice boards; :class:`segloc.data.render.Panel`) gets a new artwork; with
+    probability ``amount / 2`` each furniture group (a shelf, a table, a stack of boxes against a
+    wall) slides along its wall by 0.3 to 0.6 m, either way. Labels stay. Everything is drawn
+    from ``(seed, recording)``: the same arguments give the same scene. ``amount <= 0`` returns
+    ``scene`` itself.
+
+    Returns:
+        The changed scene and what changed (:class:`SceneChange`).
+    """
+    if amount <= 0:
+        return scene, SceneChange((), {})
+    groups = sorted({match.group(1) for quad in scene.quads if (match := _FURNITURE_GROUP.match(quad.name))})
+    shifts: dict[str, float] = {}
+    for index, group in enumerate(groups):
+        rng = np.random.default_rng([seed, 6, recording, index])
+        if rng.random() < 0.5 * amount:
+            shifts[group] = float(rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 0.6))
+    quads, regions = [], []
+    for k, quad in enumerate(scene.quads):
+        rng = np.random.default_rng([seed, 5, recording, k])
+        texture = quad.texture
+        repaint_wall = bool(_WALL.match(quad.name)) and rng.random() < amount
+        new_panels = [panel for panel in texture.panels if rng.random() < amount]
+        if repaint_wall or new_panels:
+            color = texture.color.copy()
+            if repaint_wall:
+                canvas = Canvas(0, 0, texture.texel_size, 0, shape=texture.labels.shape)
+                fill_plaster(canvas, rng, (rng.uniform(150, 240), rng.uniform(140, 235), rng.uniform(130, 230)))
+                paint = texture.labels == L["wall"]
+                color[paint] = canvas.color[paint]
+                regions.append((f"repainted {quad.name}", quad.corners()))
+            for panel in new_panels:
+                r0, c0, r1, c1 = panel.rect
+                color[r0:r1, c0:c1] = paint_artwork(rng, r1 - r0, c1 - c0, texture.texel_size)
+                regions.append((f"new {panel.kind} on {quad.name}", _rect_corners(quad, panel.rect, texture.labels.shape)))
+            texture = Texture(color, texture.labels, texture.texel_size, texture.material, list(texture.panels))
+        origin = quad.origin
+        match = _FURNITURE_GROUP.match(quad.name)
+        if match and match.group(1) in shifts:
+            front = next(q for q in scene.quads if q.name.startswith(match.group(1)) and q.name.endswith("_front"))
+            along = front.axis_u / np.linalg.norm(front.axis_u)  # horizontal, parallel to the wall
+            origin = origin + shifts[match.group(1)] * along
+            regions.append((f"moved {quad.name}", quad.corners()))
+        quads.append(Quad(origin, quad.axis_u, quad.axis_v, texture, quad.name))
+    changed = Scene(scene.name, quads, scene.lamps, scene.background_label, scene.emissive_label, scene.outdoor)
+    return changed, SceneChange(tuple(regions), shifts)

@@ -38,7 +38,7 @@ import numpy as np
 from segloc.config import check_options, config_from_dict, config_to_dict, option
 from segloc.data.dataset import ImageRecord, is_dataset_folder, read_dataset, save_image, write_dataset
 from segloc.data.render import AppearanceConfig, prepare_scene, render_view
-from segloc.data.scenes import SCENE_BUILDERS, LoopPath, build_scene, seasonal_variant
+from segloc.data.scenes import SCENE_BUILDERS, LoopPath, build_scene, changed_variant, seasonal_variant
 from segloc.data.textures import LABEL_COLORS, LABEL_IDS, LABELS
 from segloc.errors import SeglocError
 from segloc.fileio import check_output, temp_dir_beside
@@ -197,6 +197,13 @@ class SynthConfig:
         mount: camera mount on the robot.
         mapping_appearance, query_appearance: imaging condition of each recording: a preset
             name of :data:`APPEARANCE_PRESETS` or the options of :class:`AppearanceConfig`.
+        recording: which recording of the place this is: 0 (the default) is the first; a later
+            one drives other trajectories (their noise is drawn from ``(seed, recording)``) and
+            starts ``recording`` days later. Recording 0 renders exactly what it always did.
+        change: how much of the place changed since recording 0
+            (:func:`segloc.data.scenes.changed_variant`): each poster / notice board is
+            re-textured with this probability, each piece of furniture slides along its wall
+            with half of it; the same in the mapping and query splits of this recording.
     """
 
     scene: str = "room"
@@ -219,6 +226,8 @@ class SynthConfig:
     mount: CameraMountConfig = field(default_factory=CameraMountConfig)
     mapping_appearance: AppearanceConfig | str = "day"
     query_appearance: AppearanceConfig | str = "day"
+    recording: int = option(0, ge=0)
+    change: float = option(0.0, ge=0, le=1, note="0: the place as recording 0 saw it")
 
     def __post_init__(self) -> None:
         if isinstance(self.mount, dict):
@@ -304,6 +313,11 @@ def _odometry(xy: np.ndarray, yaw: np.ndarray, scale_noise: float, yaw_drift_deg
     return poses
 
 
+def _stream(config: SynthConfig, *keys: int) -> list[int]:
+    """The random stream ``keys`` of a recording: ``[seed, *keys]`` for recording 0 (as always), ``[seed, *keys, recording]`` after."""
+    return [config.seed, *keys] + ([config.recording] if config.recording else [])
+
+
 def make_trajectory(path: LoopPath, config: SynthConfig, split: str) -> Trajectory:
     """The mapping or query recording of ``config`` along ``path``.
 
@@ -315,7 +329,7 @@ def make_trajectory(path: LoopPath, config: SynthConfig, split: str) -> Trajecto
         raise SeglocError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     query = split == "query"
     count = config.num_query if query else config.num_mapping
-    rng = np.random.default_rng([config.seed, 2, SPLITS.index(split)])
+    rng = np.random.default_rng(_stream(config, 2, SPLITS.index(split)))
     laps = config.query_laps if query else config.mapping_laps
     tau = np.arange(count) / max(count, 1)
     start = rng.uniform(0.0, 1.0) if query else 0.0
@@ -333,7 +347,7 @@ def make_trajectory(path: LoopPath, config: SynthConfig, split: str) -> Trajecto
     xy = xy + wobble[:, None] * np.stack([-np.sin(heading), np.cos(heading)], axis=1)
     noise_deg = config.query_heading_noise_deg if query else config.mapping_heading_noise_deg
     yaw = heading + np.radians(_smooth_noise(rng, phase * 4, noise_deg))
-    start_time = config.start_time + (3600.0 if query else 0.0)
+    start_time = config.start_time + (3600.0 if query else 0.0) + 86400.0 * config.recording
     timestamps = start_time + np.arange(count) / config.frame_rate
     world_from_base = [_planar_pose(x, y, a) for (x, y), a in zip(xy, yaw)]
     odom_from_base = _odometry(xy, yaw, config.odometry_scale_noise, config.odometry_yaw_drift_deg, rng) if count else []
@@ -354,17 +368,25 @@ def _pose_from_list(values: list[float], where: str) -> Rigid3:
     return Rigid3(np.asarray(values[:4], float), np.asarray(values[4:], float))
 
 
-def _scene_description(config: SynthConfig, layout, camera: Camera, frames: dict[str, list[dict]]) -> dict[str, Any]:
+def _scene_description(
+    config: SynthConfig, layout, camera: Camera, frames: dict[str, list[dict]], scene=None, change=None
+) -> dict[str, Any]:
+    """``scene.json``; ``scene``: the scene as this recording saw it (default ``layout.scene``), ``change``: what changed."""
+    scene = scene or layout.scene
+    values = config_to_dict(config)
+    for key in ("recording", "change"):  # recording 0 of an unchanged place describes itself as it always did
+        if not values[key]:
+            values.pop(key)
     surfaces = []
-    for quad in layout.scene.quads:
+    for quad in scene.quads:
         label = int(np.bincount(quad.texture.labels.ravel()).argmax())
         surfaces.append({"name": quad.name, "label": LABELS[label], "corners": quad.corners().round(6).tolist()})
-    return {
+    description = {
         "format": "segloc-synthetic",
         "version": FORMAT_VERSION,
         "scene": config.scene,
         "seed": int(config.seed),
-        "config": config_to_dict(config),
+        "config": values,
         "labels": {str(k): v for k, v in LABELS.items()},
         "label_colors": {str(k): list(v) for k, v in LABEL_COLORS.items()},
         "camera": camera.to_dict(),
@@ -376,6 +398,9 @@ def _scene_description(config: SynthConfig, layout, camera: Camera, frames: dict
         "lamps": layout.scene.lamps.round(6).tolist(),
         "surfaces": surfaces,
     }
+    if change is not None and config.change > 0:
+        description["change"] = change.to_dict()
+    return description
 
 
 def _depth_millimetres(depth: np.ndarray) -> np.ndarray:
@@ -407,6 +432,9 @@ def generate_scene(config: SynthConfig, out_dir: str | Path, overwrite: bool = F
     logger.info("synthetic scene: %s", json.dumps(config_to_dict(config)))
     start = time.perf_counter()
     layout = build_scene(config.scene, config.seed)
+    changed_scene, change = changed_variant(layout.scene, config.change, config.seed, config.recording)
+    if config.change > 0:
+        logger.info("changed place: %d areas re-textured or moved (%d furniture groups moved)", len(change.regions), len(change.moved))
     camera = config.camera()
     base_from_cam = config.mount.base_from_cam()
     appearances = {"mapping": config.mapping_appearance, "query": config.query_appearance}
@@ -414,7 +442,7 @@ def generate_scene(config: SynthConfig, out_dir: str | Path, overwrite: bool = F
     for split, appearance in appearances.items():
         same = [s for s in prepared if appearances[s] == appearance]
         prepared[split] = (
-            prepared[same[0]] if same else prepare_scene(seasonal_variant(layout.scene, appearance.season, config.seed), appearance)
+            prepared[same[0]] if same else prepare_scene(seasonal_variant(changed_scene, appearance.season, config.seed), appearance)
         )
     trajectories = {split: make_trajectory(layout.path, config, split) for split in SPLITS}
     logger.info(
@@ -438,7 +466,7 @@ def generate_scene(config: SynthConfig, out_dir: str | Path, overwrite: bool = F
                 ):
                     name = f"{split}/{i:06d}.png"
                     cam_from_world = (world_from_base * base_from_cam).inverse()
-                    view = render_view(prepared[split], camera, cam_from_world, np.random.default_rng([config.seed, 3, split_index, i]))
+                    view = render_view(prepared[split], camera, cam_from_world, np.random.default_rng(_stream(config, 3, split_index, i)))
                     save_image(work / "images" / name, view.image)
                     save_image(work / "labels" / name, view.labels)
                     save_image(work / "depth" / name, _depth_millimetres(view.depth))
@@ -455,7 +483,9 @@ def generate_scene(config: SynthConfig, out_dir: str | Path, overwrite: bool = F
         dataset = write_dataset(work / "dataset", records["mapping"], records["query"], source_image_dir=work / "images")
         os.replace(work / "labels", dataset / "labels")
         os.replace(work / "depth", dataset / "depth")
-        (dataset / "scene.json").write_text(json.dumps(_scene_description(config, layout, camera, frames), indent=1) + "\n")
+        (dataset / "scene.json").write_text(
+            json.dumps(_scene_description(config, layout, camera, frames, changed_scene, change), indent=1) + "\n"
+        )
         if out_dir.exists():
             os.replace(out_dir, work / "old")
             os.replace(dataset, out_dir)

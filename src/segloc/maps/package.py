@@ -358,6 +358,13 @@ class MapWriter:
         target.write_bytes(data)
         self._register(layer, rel, description)
 
+    def read_json(self, layer: str, name: str) -> Any:
+        """A JSON file of the map being written (``layer/name.json``, carried over from ``base`` or added)."""
+        rel = f"{layer}/{name}.json"
+        if rel not in self.manifest["files"]:
+            raise SeglocError(f"the map being written has no {rel}")
+        return json.loads((self._tmp / rel).read_text())
+
     def remove_layer(self, layer: str) -> None:
         for rel in self.manifest["layers"].pop(layer, {}).get("files", []):
             self.manifest["files"].pop(rel, None)

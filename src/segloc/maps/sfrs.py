@@ -124,6 +124,28 @@ def add_sfrs_layer(
     return Path(output)
 
 
+def update_sfrs_layer(package: MapPackage, update, writer: MapWriter, progress: bool = True) -> None:
+    """Bring a map's ``sfrs`` layer up to date with a core update (:mod:`segloc.maps.update`).
+
+    The new images are described by the layer's own network (not retrained), whitened with the
+    layer's whitening when it has one (learnt on the old images, kept), and appended.
+    """
+    retriever = SfrsRetriever.from_map(package)
+    names = [image.name for image in update.new_images]
+    images = [update.load_image(name) for name in tqdm(names, desc="sfrs images", disable=not progress, leave=False)]
+    descriptors = describe_images(retriever.network, images, retriever.max_edge)
+    if retriever.whitening is not None:
+        descriptors = retriever.whitening.whiten(descriptors)
+    writer.add_arrays(
+        SFRS_LAYER,
+        "descriptors",
+        description="SFRS/NetVLAD retrieval: one descriptor per mapping image",
+        descriptors=np.concatenate([retriever.descriptors, descriptors]).astype(np.float32),
+    )
+    meta = package.read_json(SFRS_LAYER, "meta")
+    writer.add_json(SFRS_LAYER, "meta", {**meta, "core_points_sha256": core_checksum(writer.manifest["files"])})
+
+
 PRIOR_SPACINGS = 1.5
 """The ``weighted`` prior averages the retrieved poses within this many image spacings of the best one (as SegLoc's approximation)."""
 

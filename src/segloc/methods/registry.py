@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from segloc.data.dataset import Dataset
     from segloc.localize.base import Localizer
     from segloc.maps.build import CoreBuild, CoreConfig
-    from segloc.maps.package import MapPackage
+    from segloc.maps.package import MapPackage, MapWriter
+    from segloc.maps.update import CoreUpdate
 
 logger = logging.getLogger("segloc")
 
@@ -267,6 +268,34 @@ class Method(ABC):
         point or observation (descriptors, labels) overrides this and returns those attributes.
         """
         return geometry_attack_surface(package)
+
+    # --- incremental updates (segloc map update) -------------------------------------------
+    #: The update triangulates the new images and merges / retires / adds core points
+    #: (:func:`segloc.maps.update.update_core`); False: it only appends the new images to the
+    #: core (a method whose core points are not triangulated points, e.g. SLD's landmarks).
+    update_points: ClassVar[bool] = True
+
+    def update_layers(self, package: MapPackage, update: CoreUpdate, writer: MapWriter, *, progress: bool = True) -> None:
+        """Bring this method's layers of ``package`` up to date with a core update (``segloc map update``).
+
+        :func:`segloc.maps.update.update_map` has written ``update.core`` into ``writer`` (which
+        carries every layer of ``package``); the hook rewrites each of the method's layers that
+        depends on the core (per-point or per-observation data, per-image retrieval
+        descriptors), from what the map holds plus the new images (``update.features``,
+        ``update.load_image``, :meth:`segloc.maps.update.CoreUpdate.observation_values`), and
+        records the new core's checksum in them. Networks are not retrained.
+
+        The default: the method cannot update its maps (:meth:`check_updatable` says so).
+        """
+        self.check_updatable()
+
+    def check_updatable(self) -> None:
+        """Raise SeglocError unless this method overrides :meth:`update_layers`."""
+        if type(self).update_layers is Method.update_layers:
+            raise SeglocError(
+                f"method {self.name!r} cannot update its maps incrementally (it has no update_layers hook); "
+                f"rebuild the map from all recordings with `segloc map build --method {self.name}`"
+            )
 
     # --- segloc demo ------------------------------------------------------------------------
     def demo_map_config(self, context: DemoContext) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from segloc.config import config_from_dict, load_config
 from segloc.data import rosbag
 from segloc.data.dataset import load_image, read_dataset
 from segloc.data.render import prepare_scene, render_view
-from segloc.data.scenes import build_scene, seasonal_variant
+from segloc.data.scenes import build_scene, changed_variant, seasonal_variant
 from segloc.data.synthetic import (
     APPEARANCE_PRESETS,
     CONDITIONS,
@@ -310,3 +310,28 @@ def test_scene_bag_round_trip(room_dataset: Path, tmp_path: Path):
         assert record.timestamp == pytest.approx(frame.timestamp, abs=1e-6)
         assert max(pose_error(record.cam_from_world, expected.cam_from_world)) < 1e-5
         assert np.array_equal(image, load_image(room_dataset / "images" / frame.name))
+
+
+def test_a_changed_place_is_a_later_recording_of_the_same_layout(room_dataset: Path, tmp_path: Path):
+    first = read_scene_info(room_dataset)
+    assert "change" not in first and not {"recording", "change"} & set(first["config"])  # recording 0 describes itself as before
+    layout = build_scene("room", 3)
+    assert changed_variant(layout.scene, 0.0, 3, 1)[0] is layout.scene  # no change: the very same scene, the same renders
+    later = generate_scene(small_config(recording=1, change=0.6), tmp_path / "later", progress=False)
+    again = generate_scene(small_config(recording=1, change=0.6), tmp_path / "again", progress=False)
+    for rel in _files(later):  # deterministic from (seed, recording)
+        assert filecmp.cmp(later / rel, again / rel, shallow=False), rel
+    info = read_scene_info(later)
+    assert config_from_dict(SynthConfig, info["config"]) == small_config(recording=1, change=0.6)
+    whats = [region["what"].split()[0] for region in info["change"]["regions"]]
+    assert "repainted" in whats and "new" in whats and info["change"]["moved"]
+    # The same layout, except the furniture that moved; other trajectories, a day later.
+    before = {s["name"]: s["corners"] for s in first["surfaces"]}
+    after = {s["name"]: s["corners"] for s in info["surfaces"]}
+    assert set(before) == set(after)
+    moved = {name for name in after if any(name.startswith(group + "_") for group in info["change"]["moved"])}
+    assert moved and all((before[name] == after[name]) == (name not in moved) for name in after)
+    old, new = read_dataset(room_dataset), read_dataset(later)
+    assert new.mapping[0].timestamp - old.mapping[0].timestamp == pytest.approx(86400.0)
+    offsets = [np.linalg.norm(a.cam_from_world.center - b.cam_from_world.center) for a, b in zip(old.mapping, new.mapping)]
+    assert 0 < max(offsets) < 0.2

@@ -154,3 +154,19 @@ def test_pose_priors_from_retrieval_alone(room, tmp_path):
     assert 0 < distance <= 1.5 * retriever.image_spacing and angle < 30.0  # a mean of the neighbours, not the best image itself
     with pytest.raises(SeglocError, match="unknown approximation"):
         retriever.pose_priors(image, 5, "median")
+
+
+def test_map_update_describes_the_new_images_with_the_layers_network(room, tmp_path):
+    from segloc.maps.update import update_map
+
+    dataset, map_path, checkpoint = room
+    with_sfrs = add_sfrs_layer(map_path, dataset, SfrsLayerConfig(str(checkpoint), whitening_dim=8), tmp_path / "map_sfrs", progress=False)
+    config = synthetic.synth_config("room", "lighting", num_mapping=6, num_query=0, width=320, height=240, seed=3, recording=1)
+    recording = synthetic.generate_scene(config, tmp_path / "recording2", progress=False)
+    update_map(with_sfrs, recording, tmp_path / "updated", progress=False)
+    before = SfrsRetriever.from_map(MapPackage.open(with_sfrs))
+    after = SfrsRetriever.from_map(MapPackage.open(tmp_path / "updated"))  # the layer belongs to the new core
+    assert after.descriptors.shape == (36, before.descriptors.shape[1])
+    assert np.array_equal(after.descriptors[:30], before.descriptors)
+    new = read_dataset(recording)
+    assert np.allclose(after.describe(new.load_image(new.mapping[2].name)), after.descriptors[32], atol=1e-4)

@@ -55,6 +55,12 @@ class NinjaDescMethod(Method):
 
         return {"ninjanet": (read_ninjanet(package), (0, 0))}
 
+    def update_layers(self, package, update, writer, *, progress: bool = True) -> None:
+        """NinjaDesc of the new observations from the map's NinjaNet, VLAD vectors of the new images (same vocabulary)."""
+        from segloc.methods.ninjadesc.layer import update_ninjadesc_map
+
+        update_ninjadesc_map(package, update, writer)
+
     def attack_surface(self, package):
         """The NinjaDesc of every core observation: what an inversion attacker gets from the map."""
         from segloc.methods.ninjadesc.layer import ninjadesc_attack_surface

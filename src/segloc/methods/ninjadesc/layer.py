@@ -186,6 +186,24 @@ def build_ninjadesc_map(
     return output
 
 
+def update_ninjadesc_map(package: MapPackage, update: Any, writer: MapWriter) -> None:
+    """Bring the ``ninjadesc`` and ``vlad`` layers up to date with a core update (:mod:`segloc.maps.update`).
+
+    The new images' keypoints are encoded once with the map's NinjaNet; the old observations keep
+    their stored NinjaDesc; the VLAD vocabulary (NinjaDesc space) is kept and encodes the new images.
+    """
+    from segloc.methods.reference.layer import append_vlad_descriptors
+
+    layer = read_ninjadesc_layer(package, update.old_core)
+    model = read_ninjanet(package)
+    per_image = [encode(model, features.descriptors) for features in update.features]
+    descriptors = update.observation_values(layer.descriptors, [values.astype(np.float16) for values in per_image])
+    writer.add_arrays(NINJADESC_LAYER, "descriptors", description="NinjaDesc of each core observation", descriptors=descriptors)
+    meta = package.read_json(NINJADESC_LAYER, "meta")
+    writer.add_json(NINJADESC_LAYER, "meta", {**meta, "core_points_sha256": core_checksum(writer.manifest["files"])})
+    append_vlad_descriptors(package, writer, per_image, update.old_core)
+
+
 def ninjadesc_attack_surface(package: MapPackage) -> Any:
     """What a NinjaDesc map gives an inversion attacker: the (M, C) NinjaDesc of the core observations.
 

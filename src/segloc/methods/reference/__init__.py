@@ -47,6 +47,12 @@ class ReferenceMethod(Method):
 
         return ReferenceLocalizer.from_map(package, config)
 
+    def update_layers(self, package, update, writer, *, progress: bool = True) -> None:
+        """SIFT of the new observations (the map keeps those of the old ones), VLAD vectors of the new images (same vocabulary)."""
+        from segloc.methods.reference.layer import update_reference_map
+
+        update_reference_map(package, update, writer)
+
     def attack_surface(self, package):
         """The SIFT descriptor of every core observation (128 channels): what InvSfM inverts."""
         from segloc.methods.reference.layer import reference_attack_surface

@@ -213,6 +213,27 @@ def build_reference_map(
     return output
 
 
+def update_reference_map(package: MapPackage, update: Any, writer: MapWriter) -> None:
+    """Bring the ``reference`` and ``vlad`` layers up to date with a core update (:mod:`segloc.maps.update`).
+
+    The old observations keep their stored SIFT descriptors, the new ones get those of the new
+    images' keypoints (extracted by the update with the map's SIFT options); the VLAD
+    vocabulary is kept and encodes the new images, whose vectors are appended.
+    """
+    layer = read_reference_layer(package, update.old_core)
+    descriptors = update.observation_values(layer.descriptors, [features.descriptors for features in update.features])
+    write_reference_layer(writer, descriptors, layer.sift)
+    append_vlad_descriptors(package, writer, [root_sift(features.descriptors) for features in update.features], update.old_core)
+
+
+def append_vlad_descriptors(package: MapPackage, writer: MapWriter, descriptor_sets: Sequence[np.ndarray], old_core: MapCore) -> None:
+    """Rewrite the ``vlad`` layer with the VLAD vectors of new images (their (N_i, D) descriptors) appended; the vocabulary is kept."""
+    vlad = read_vlad_layer(package, len(old_core.images))
+    encoder = VladEncoder(vlad.vocabulary)
+    new = [encoder.encode(descriptors) for descriptors in descriptor_sets]
+    write_vlad_layer(writer, vlad.vocabulary, np.concatenate([vlad.global_descriptors, *[v[None] for v in new]]))
+
+
 def vlad_descriptors(descriptor_sets: Sequence[np.ndarray], config: VladConfig) -> tuple[np.ndarray, np.ndarray]:
     """Vocabulary (K, D) learned on the mapping images' descriptors and their VLAD vectors (I, K * D).
 

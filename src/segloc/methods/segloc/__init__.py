@@ -64,6 +64,12 @@ class SegLocMethod(Method):
 
         return SegLocLocalizer.from_map(package, config)
 
+    def update_layers(self, package, update, writer, *, progress: bool = True) -> None:
+        """Segment the new images with the map's network: labels of the added points, descriptors of the new images."""
+        from segloc.methods.segloc.layer import update_segloc_map
+
+        update_segloc_map(package, update, writer, progress)
+
     def attack_surface(self, package):
         """The label distribution of every 3D point as stored (one-hot top-1, top-k weights or full; K channels)."""
         from segloc.methods.segloc.layer import segloc_attack_surface

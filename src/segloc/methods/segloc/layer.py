@@ -76,6 +76,8 @@ __all__ = [
     "sample_probabilities",
     "segloc_attack_surface",
     "stored_distribution",
+    "stored_point_distribution",
+    "update_segloc_map",
     "write_segloc_layer",
     "write_segloc_model",
 ]
@@ -438,6 +440,20 @@ def stored_distribution(probabilities: np.ndarray, store: str, top_k: int) -> np
     return kept
 
 
+def stored_point_distribution(layer: SegLocLayer) -> np.ndarray:
+    """(P, K) float32 what the layer keeps of each point's distribution: one-hot (top1), the top-k weights at their labels, or all."""
+    if layer.probabilities is not None:
+        return layer.probabilities.astype(np.float32)
+    labels, weights = layer.labels()
+    rows = np.arange(len(layer.point_labels))
+    distribution = np.zeros((len(rows), layer.num_classes), np.float32)
+    if weights is None:
+        distribution[rows, labels] = 1.0
+    else:
+        distribution[rows[:, None], labels] = weights
+    return distribution
+
+
 def segloc_attack_surface(package: MapPackage) -> Any:
     """What a SegLoc map gives an inversion attacker: each 3D point's labels as stored, K channels.
 
@@ -458,15 +474,7 @@ def segloc_attack_surface(package: MapPackage) -> Any:
     core = read_core(package)
     layer = read_segloc_layer(package, core)
     top_k = int(layer.meta.get("top_k") or 1)
-    if layer.probabilities is not None:
-        point_attributes = layer.probabilities.astype(np.float32)
-    else:
-        labels, weights = layer.labels()
-        point_attributes = np.zeros((core.num_points, layer.num_classes), np.float32)
-        if weights is None:
-            point_attributes[np.arange(core.num_points), labels] = 1.0
-        else:
-            point_attributes[np.arange(core.num_points)[:, None], labels] = weights
+    point_attributes = stored_point_distribution(layer)
     sift = core_sift_config(package)
     segmenter = None
 
@@ -627,6 +635,52 @@ def build_segloc_map(
         writer.commit()
     logger.info("SegLoc map timings: %s", ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
     return output
+
+
+def update_segloc_map(package: MapPackage, update: Any, writer: MapWriter, progress: bool = True) -> None:
+    """Bring the ``segloc`` layer up to date with a core update (:mod:`segloc.maps.update`).
+
+    The new images are segmented by the network embedded in the map (``segloc_model``, at the
+    map's inference size and temperature; the network is not retrained); an added point gets the
+    mean class probabilities over its new observations, stored as the map stores (top-1, top-k or
+    full); an old point keeps what the map stored for it (also when new observations joined
+    it: they confirm its position, the label stays that of the sessions that built it); the new
+    images' global descriptors are appended.
+
+    Raises:
+        SeglocError: the map holds no network (built with ``embed_model: false``).
+    """
+    from segloc.models.segmenter import DESCRIPTOR_GRID, NetworkSegmenter
+
+    layer = read_segloc_layer(package, update.old_core)
+    meta = layer.meta
+    model = read_segloc_model(package)
+    segmenter = NetworkSegmenter(
+        model, meta.get("inference_max_edge"), "cpu", meta.get("temperature") or 1.0, meta.get("descriptor_grid") or DESCRIPTOR_GRID
+    )
+    core, new = update.core, update.new_observations
+    new_images_core = MapCore(
+        update.new_images,
+        core.points3D,
+        core.point_errors,
+        core.observation_point_ids[new],
+        core.observation_image_ids[new] - update.num_old_images,
+        core.observation_xy[new],
+    )
+    probabilities, descriptors, sizes, _ = aggregate_point_probabilities(new_images_core, segmenter, update.load_image, progress)
+    kept = update.point_old_ids >= 0
+    probabilities[kept] = stored_point_distribution(layer)[update.point_old_ids[kept]]
+    derived = ("num_classes", "store", "top_k", "core_points_sha256", "statistics")
+    new_meta = {key: value for key, value in meta.items() if key not in derived}
+    new_meta["inference_sizes"] = sorted(set(meta.get("inference_sizes") or []) | {f"{w}x{h}" for w, h in sizes})
+    write_segloc_layer(
+        writer,
+        probabilities,
+        np.concatenate([layer.image_descriptors, descriptors]),
+        layer.store,
+        int(meta.get("top_k") or 3) if layer.store == "topk" else 3,
+        new_meta,
+    )
 
 
 def relabel_segloc_map(

@@ -31,6 +31,7 @@ class SldMethod(Method):
     name = "sld"
     description = "SLD*: scene landmark heatmaps from a CNN ensemble, PnP + RANSAC; the map is the network and L landmark positions"
     prior_use = "restricts"
+    update_points = False  # the core's points are the network's landmarks, in its heatmap order
 
     @property
     def map_config_class(self) -> type:  # type: ignore[override]
@@ -53,6 +54,20 @@ class SldMethod(Method):
         from segloc.methods.sld.localizer import SldLocalizer
 
         return SldLocalizer.from_map(package, config)
+
+    def update_layers(self, package, update, writer, *, progress: bool = True) -> None:
+        """The new mapping cameras join the core; the landmarks and the network stay as trained.
+
+        An SLD map is network weights: the network predicts its L landmarks in a fixed heatmap
+        order, so no landmark can be retired or added without training it again (``segloc train
+        sld`` on the new recordings, then ``segloc map build``). A landmark on a changed surface
+        keeps being predicted where the network learnt to see it; RANSAC treats it as an outlier.
+        """
+        from segloc.methods.sld.layer import read_sld_layer, write_sld_layer
+
+        layer = read_sld_layer(package)
+        meta = {key: value for key, value in layer.meta.items() if key != "core_points_sha256"}
+        write_sld_layer(writer, layer.positions, layer.scores, meta)
 
     def demo_map_config(self, context: DemoContext) -> dict[str, Any]:
         """The demo's landmark network: a fresh training run (``--train``) or the shipped one (``--checkpoint`` is SegLoc's)."""

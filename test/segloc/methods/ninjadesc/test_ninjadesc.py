@@ -123,3 +123,28 @@ def test_ninjanet_runs_on_onnxruntime_from_the_maps_export(scene, tmp_path):
     sift = extract_sift(dataset.load_image(dataset.query[0].name), onnx.sift)
     np.testing.assert_allclose(onnx.describe(sift.descriptors), torch_localizer.describe(sift.descriptors), atol=1e-5)
     assert not (tmp_path / "cache" / "onnx").exists()  # the map's export was used
+
+
+def test_map_update_encodes_the_new_observations_with_the_maps_ninjanet(scene, tmp_path):
+    from segloc.maps.core import read_core
+    from segloc.maps.update import update_map
+    from segloc.methods.ninjadesc.layer import read_ninjadesc_layer, read_ninjanet
+    from segloc.methods.reference.layer import read_vlad_layer
+
+    dataset, _, _, package = scene
+    config = synthetic.synth_config(
+        "room", "lighting", num_mapping=6, num_query=0, width=320, height=240, seed=3, recording=1, mapping_laps=0.25
+    )
+    recording = read_dataset(synthetic.generate_scene(config, tmp_path / "recording2", progress=False))
+    update_map(package.path, recording.root, tmp_path / "updated", progress=False)
+    updated = MapPackage.open(tmp_path / "updated")
+    core = read_core(updated)
+    layer = read_ninjadesc_layer(updated, core)  # the layer belongs to the new core
+    assert len(read_vlad_layer(updated, len(core.images)).global_descriptors) == 30
+    # A new observation's NinjaDesc is the map's NinjaNet applied to the SIFT of its keypoint in the new image.
+    observation = np.flatnonzero(core.observation_image_ids >= 24)[0]
+    image_id = core.observation_image_ids[observation]
+    sift = extract_sift(recording.load_image(recording.mapping[image_id - 24].name), read_ninjadesc_layer(package, read_core(package)).sift)
+    keypoint = np.argmin(np.linalg.norm(sift.keypoints - core.observation_xy[observation], axis=1))
+    expected = encode(read_ninjanet(updated), sift.descriptors[keypoint : keypoint + 1])[0]
+    assert np.allclose(layer.descriptors[observation].astype(np.float32), expected, atol=2e-3)

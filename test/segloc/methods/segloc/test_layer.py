@@ -291,3 +291,29 @@ def test_attack_surface_is_the_stored_labels_of_each_observation(room):
     keypoints, attributes = surface.features(dataset.load_image(dataset.mapping[0].name))
     assert len(keypoints) > 10 and attributes.shape == (len(keypoints), NUM_CLASSES)
     np.testing.assert_allclose(attributes.sum(axis=1), 1.0, atol=1e-3)
+
+
+def test_update_labels_the_added_points_and_keeps_the_old_ones(room):
+    """`segloc map update` through SegLoc's hook: the map's own network segments the new images only."""
+    from segloc.maps.update import update_map
+    from segloc.methods.segloc.localizer import SegLocLocalizer
+
+    _, _, package, root = room
+    config = synth_config("room", num_mapping=8, num_query=0, width=320, height=240, seed=1, recording=1, change=0.5)
+    recording = generate_scene(config, root / "recording2", progress=False)
+    report = update_map(package.path, recording, root / "map_updated", progress=False)
+    updated = MapPackage.open(root / "map_updated")
+    old_core, core = read_core(package), read_core(updated)
+    old_layer, layer = read_segloc_layer(package, old_core), read_segloc_layer(updated, core)  # checksums checked
+    assert len(core.images) == 24 and layer.image_descriptors.shape == (24, old_layer.image_descriptors.shape[1])
+    assert np.allclose(layer.image_descriptors[:16], old_layer.image_descriptors, atol=1e-3)
+    assert layer.probabilities.shape == (core.num_points, old_layer.num_classes) and layer.store == "full"
+    # Kept old points are the first rows, in order, with what the map stored for them.
+    kept = core.num_points - report["points_added"]
+    assert report["points_added"] > 0 and kept == old_core.num_points - report["points_retired"]
+    assert np.allclose(layer.probabilities[:kept].sum(axis=1), 1.0, atol=1e-2)
+    assert np.allclose(layer.probabilities[kept:].astype(np.float32).sum(axis=1), 1.0, atol=1e-2)
+    assert updated.manifest["created"]["updates"][0]["prefix"] == "update1/"
+    assert updated.has_layer("segloc_model") and updated.file_path("segloc_model", "weights") is not None
+    localizer = SegLocLocalizer.from_map(updated)
+    assert len(localizer.core.images) == 24
