@@ -27,7 +27,6 @@ Presets: ``cpu`` (320-pixel images, 192 x 160 crops, a few minutes on two cores)
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -44,17 +43,18 @@ from segloc.data.dataset import read_dataset
 from segloc.depth.completion import measured_depth
 from segloc.depth.estimator import INPUT_SIZE_METADATA
 from segloc.errors import SeglocError
-from segloc.evaluate.report import new_figure, save_figure, write_json
-from segloc.models.checkpoint import WEIGHTS, load_weights, read_state_dict, save_checkpoint
+from segloc.evaluate.report import new_figure, save_figure
+from segloc.models.checkpoint import save_checkpoint
 from segloc.models.depth import DepthNet, DepthNetConfig
 from segloc_train.augment import AugmentConfig, photometric_augment
 from segloc_train.checkpointing import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
-    RESUME_DIR,
+    LossHistory,
     TrainingState,
-    load_optimizer_state,
     open_run,
+    resume_last_epoch,
+    save_epoch_end,
     save_training_state,
 )
 from segloc_train.loop import preset_config, read_train_section, torch_threads, training_device, write_train_section
@@ -62,9 +62,7 @@ from segloc_train.loop import preset_config, read_train_section, torch_threads, 
 logger = logging.getLogger("segloc")
 
 TRAINER_NAME = "depth"
-HISTORY_FILE = "losses.json"
 CURVES_FILE = "curves.png"
-LAST_DIR = "last"
 SIZE_STEP = 32
 
 
@@ -303,34 +301,26 @@ def train_depth(
         torch.manual_seed(config.seed)
         model = DepthNet(config.network).to(config.device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-        history: dict[str, list] = {"steps": [], "epochs": []}
-        if resume:
-            load_weights(model, read_state_dict(output / RESUME_DIR / LAST_DIR / WEIGHTS), source=str(output / RESUME_DIR / LAST_DIR))
-            load_optimizer_state(output, optimizer)
-            history = json.loads((output / HISTORY_FILE).read_text())
-            history = {key: [r for r in records if r["epoch"] < state.epochs_done] for key, records in history.items()}
+        history = resume_last_epoch(output, model, optimizer, state) if resume else LossHistory()
         write_train_section(output / CONFIG_FILE, config, "segloc train depth: the full config of this run (reusable with --config)")
         eval_ids = data.heldout_ids if len(data.heldout_ids) else data.train_ids
         input_size = [int(data.images[0].shape[1]), int(data.images[0].shape[0])]
         logger.info("depth: %d training, %d held-out images at %dx%d", len(data.train_ids), len(data.heldout_ids), *input_size)
-        best = min((r.get("abs_rel", float("inf")) for r in history["epochs"]), default=float("inf"))
+        best = min((r.get("abs_rel", float("inf")) for r in history.epochs), default=float("inf"))
         stopped = "completed"
         for epoch in range(state.epochs_done, config.epochs):
             stopped, summary = _train_epoch(model, optimizer, data, config, epoch, state, history, start_time, progress)
             metrics = heldout_metrics(model, data, eval_ids, config.device)
             record = {"epoch": epoch, **summary, **metrics}
-            history["epochs"].append(record)
+            history.epochs.append(record)
             state.epochs_done = epoch + 1
             if metrics["abs_rel"] < best or not (output / CHECKPOINT_DIR).is_dir():
                 best = min(best, metrics["abs_rel"])
                 metadata = {"trainer": TRAINER_NAME, "epoch": epoch + 1, "heldout": metrics, INPUT_SIZE_METADATA: input_size,
                             "train_seconds": round(state.train_seconds, 1), "datasets": [str(Path(d).resolve()) for d in dataset_dirs]}  # fmt: skip
                 save_checkpoint(model, output / CHECKPOINT_DIR, metadata=metadata, overwrite=True)
-            save_checkpoint(model, output / RESUME_DIR / LAST_DIR, metadata={"epoch": epoch + 1}, overwrite=True)
-            state.stopped = stopped if stopped == "time_budget" else ""
-            write_json(output / HISTORY_FILE, history)
-            save_training_state(output, state, optimizer)
-            plot_curves(output / CURVES_FILE, history["epochs"])
+            save_epoch_end(output, model, optimizer, state, history, stopped)
+            plot_curves(output / CURVES_FILE, history.epochs)
             if on_epoch is not None:
                 on_epoch({**record, "epochs": config.epochs, "best_abs_rel": best, "stopped": stopped})
             if stopped == "time_budget":
@@ -349,7 +339,7 @@ def _train_epoch(
     config: DepthTrainConfig,
     epoch: int,
     state: TrainingState,
-    history: dict[str, list],
+    history: LossHistory,
     start_time: float,
     progress: bool,
 ) -> tuple[str, dict[str, float]]:
@@ -370,7 +360,7 @@ def _train_epoch(
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        history["steps"].append({"epoch": epoch, "step": state.steps_done, "loss": losses[-1]})
+        history.steps.append({"epoch": epoch, "step": state.steps_done, "loss": losses[-1]})
         state.steps_done += 1
         steps.set_postfix(loss=f"{losses[-1]:.4f}")
         if config.time_budget_s and time.perf_counter() - start_time > config.time_budget_s:
