@@ -40,6 +40,7 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,19 +69,22 @@ def _size(text: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def completions(mde: np.ndarray, image: np.ndarray, points2D: np.ndarray, depths: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
-    """Every row's (H, W) depth from the same inputs, and the MLP's held-out error and time."""
+def completions(
+    mde: np.ndarray, image: np.ndarray, points2D: np.ndarray, depths: np.ndarray, rows: Sequence[str]
+) -> tuple[dict[str, np.ndarray], dict]:
+    """The (H, W) depth of each row in ``rows`` (``mlp`` always) from the same inputs, and the MLP's held-out error and time."""
     start = time.perf_counter()
     mlp = complete_depth(mde, points2D, depths, image)
     seconds = time.perf_counter() - start
-    estimates = {
-        "mde_median": scale_aligned_depth(mde, points2D, depths, "median"),
-        "mde_least_squares": scale_aligned_depth(mde, points2D, depths, "least_squares"),
-        "nearest": nearest_depth(mde.shape, points2D, depths),
-        "mlp": mlp.depth,
-        "mlp_rgb": complete_depth(mde, points2D, depths, image, CompletionConfig(color_features=True)).depth,
-        "mlp_without_mde": complete_depth(np.ones_like(mde), points2D, depths).depth,
+    makers = {
+        "mde_median": lambda: scale_aligned_depth(mde, points2D, depths, "median"),
+        "mde_least_squares": lambda: scale_aligned_depth(mde, points2D, depths, "least_squares"),
+        "nearest": lambda: nearest_depth(mde.shape, points2D, depths),
+        "mlp": lambda: mlp.depth,
+        "mlp_rgb": lambda: complete_depth(mde, points2D, depths, image, CompletionConfig(color_features=True)).depth,
+        "mlp_without_mde": lambda: complete_depth(np.ones_like(mde), points2D, depths).depth,
     }
+    estimates = {row: makers[row]() for row in ROWS if row in rows or row == "mlp"}
     return estimates, {"holdout_mae": mlp.holdout_mae, "seconds": seconds, "covered": mlp.covered}
 
 
@@ -97,7 +101,9 @@ def summarize(errors: dict[str, list[np.ndarray]]) -> dict[str, dict[str, float]
     return rows
 
 
-def evaluate(dataset: Dataset, estimator, max_images: int | None, holdout: float | None, plot: Path | None) -> dict[str, Any]:
+def evaluate(
+    dataset: Dataset, estimator, max_images: int | None, holdout: float | None, plot: Path | None, rows: Sequence[str] = ROWS
+) -> dict[str, Any]:
     """One setting: ``holdout`` None compares with the rendered depth, else with that fraction of held-out sparse depths."""
     from tqdm import tqdm
 
@@ -107,7 +113,7 @@ def evaluate(dataset: Dataset, estimator, max_images: int | None, holdout: float
     ids = np.arange(len(core.images))
     if max_images and len(ids) > max_images:
         ids = ids[np.linspace(0, len(ids) - 1, max_images).round().astype(int)]
-    errors: dict[str, list[np.ndarray]] = {row: [] for row in ROWS}
+    errors: dict[str, list[np.ndarray]] = {row: [] for row in ROWS if row in rows or row == "mlp"}
     holdout_maes, seconds, plotted = [], [], False
     for image_id in tqdm(ids, desc=f"complete {Path(dataset.root).name}"):
         record = core.images[image_id]
@@ -124,7 +130,7 @@ def evaluate(dataset: Dataset, estimator, max_images: int | None, holdout: float
         if len(inputs[1]) < 2 * CompletionConfig().min_points:
             continue
         mde = estimator.estimate(image)
-        estimates, mlp = completions(mde, image, *inputs)
+        estimates, mlp = completions(mde, image, *inputs, rows)
         holdout_maes.append(mlp["holdout_mae"])
         seconds.append(mlp["seconds"])
         if holdout is None:
@@ -157,7 +163,7 @@ def _plot(path: Path, image: np.ndarray, truth: np.ndarray, mde: np.ndarray, est
     """One image: RGB with the map's pixels, ground truth, MDE, and each completion with its absolute error."""
     from segloc.evaluate.report import new_figure, save_figure
 
-    shown = ("mde_median", "nearest", "mlp")
+    shown = [row for row in ("mde_median", "nearest", "mlp") if row in estimates]
     figure = new_figure(15, 6.5)
     axes = figure.subplots(2, 4)
     limits = {"vmin": float(truth[truth > 0].min()), "vmax": float(truth.max()), "cmap": "turbo"}
@@ -169,7 +175,7 @@ def _plot(path: Path, image: np.ndarray, truth: np.ndarray, mde: np.ndarray, est
     axes[1, 0].set_title("MDE (relative)")
     axes[0, 1].imshow(truth, **limits)
     axes[0, 1].set_title("ground truth (m)")
-    for column, row in enumerate(shown[1:], start=2):
+    for column, row in enumerate([r for r in shown if r != "mde_median"], start=2):
         axes[0, column].imshow(estimates[row], **limits)
         axes[0, column].set_title(row)
     for column, row in enumerate(shown, start=1):
@@ -186,12 +192,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="depth network checkpoint (segloc train depth RUN/checkpoint)")
     parser.add_argument("--onnx", action="store_true", help="the --checkpoint path is an ONNX file instead (give --input-size)")
-    parser.add_argument("--input-size", type=_size, help="WIDTHxHEIGHT the network runs at on the synthetic scene (default: the checkpoint's)")
+    parser.add_argument(
+        "--input-size", type=_size, help="WIDTHxHEIGHT the network runs at on the synthetic scene (default: the checkpoint's)"
+    )
     parser.add_argument("--synthetic", type=Path, help="synthetic dataset with depth/ (not one the network was trained on)")
     parser.add_argument("--castle", type=Path, default=DEFAULT_CASTLE if DEFAULT_CASTLE.is_dir() else None, help="real dataset folder")
     parser.add_argument("--no-castle", action="store_true", help="skip the real dataset")
     parser.add_argument("--castle-input-size", type=_size, default=(512, 352), help="WIDTHxHEIGHT the network runs at on castle")
     parser.add_argument("--max-images", type=int, default=None, help="at most this many mapping images per setting (evenly spaced)")
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), help="the rows to compute (mlp always)")
     parser.add_argument("--plot", type=Path, help="PNG of one synthetic image: ground truth, MDE and the completions with their errors")
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
@@ -203,9 +212,13 @@ def main() -> None:
 
     report: dict[str, Any] = {"checkpoint": str(args.checkpoint), "settings": {}}
     if args.synthetic is not None:
-        report["settings"]["synthetic"] = evaluate(read_dataset(args.synthetic), estimator(args.input_size), args.max_images, None, args.plot)
+        report["settings"]["synthetic"] = evaluate(
+            read_dataset(args.synthetic), estimator(args.input_size), args.max_images, None, args.plot, args.rows
+        )
     if args.castle is not None and not args.no_castle:
-        report["settings"]["castle"] = evaluate(read_dataset(args.castle), estimator(args.castle_input_size), args.max_images, 0.2, None)
+        report["settings"]["castle"] = evaluate(
+            read_dataset(args.castle), estimator(args.castle_input_size), args.max_images, 0.2, None, args.rows
+        )
     text = json.dumps(report, indent=2)
     print(text)
     if args.output is not None:
