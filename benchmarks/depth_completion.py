@@ -70,9 +70,9 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def completions(
-    mde: np.ndarray, image: np.ndarray, points2D: np.ndarray, depths: np.ndarray, rows: Sequence[str]
+    mde: np.ndarray, image: np.ndarray, points2D: np.ndarray, depths: np.ndarray, row_names: Sequence[str]
 ) -> tuple[dict[str, np.ndarray], dict]:
-    """The (H, W) depth of each row in ``rows`` (``mlp`` always) from the same inputs, and the MLP's held-out error and time."""
+    """The (H, W) depth of each row in ``row_names`` (``mlp`` always) from the same inputs, and the MLP's held-out error and time."""
     start = time.perf_counter()
     mlp = complete_depth(mde, points2D, depths, image)
     seconds = time.perf_counter() - start
@@ -84,25 +84,25 @@ def completions(
         "mlp_rgb": lambda: complete_depth(mde, points2D, depths, image, CompletionConfig(color_features=True)).depth,
         "mlp_without_mde": lambda: complete_depth(np.ones_like(mde), points2D, depths).depth,
     }
-    estimates = {row: makers[row]() for row in ROWS if row in rows or row == "mlp"}
+    estimates = {row: makers[row]() for row in ROWS if row in row_names or row == "mlp"}
     return estimates, {"holdout_mae": mlp.holdout_mae, "seconds": seconds, "covered": mlp.covered}
 
 
 def summarize(errors: dict[str, list[np.ndarray]]) -> dict[str, dict[str, float]]:
     """Pooled MAE / RMSE and the median per-image MAE of each row's error arrays."""
-    rows = {}
+    summary = {}
     for row, per_image in errors.items():
         pooled = np.concatenate(per_image) if per_image else np.zeros(0)
-        rows[row] = {
+        summary[row] = {
             "mae_m": round(float(np.abs(pooled).mean()), 4),
             "rmse_m": round(float(np.sqrt(np.mean(pooled**2))), 4),
             "median_image_mae_m": round(float(np.median([np.abs(e).mean() for e in per_image if len(e)])), 4),
         }
-    return rows
+    return summary
 
 
 def evaluate(
-    dataset: Dataset, estimator, max_images: int | None, holdout: float | None, plot: Path | None, rows: Sequence[str] = ROWS
+    dataset: Dataset, estimator, max_images: int | None, holdout: float | None, plot: Path | None, row_names: Sequence[str] = ROWS
 ) -> dict[str, Any]:
     """One setting: ``holdout`` None compares with the rendered depth, else with that fraction of held-out sparse depths."""
     from tqdm import tqdm
@@ -113,7 +113,7 @@ def evaluate(
     ids = np.arange(len(core.images))
     if max_images and len(ids) > max_images:
         ids = ids[np.linspace(0, len(ids) - 1, max_images).round().astype(int)]
-    errors: dict[str, list[np.ndarray]] = {row: [] for row in ROWS if row in rows or row == "mlp"}
+    errors: dict[str, list[np.ndarray]] = {row: [] for row in ROWS if row in row_names or row == "mlp"}
     holdout_maes, seconds, plotted = [], [], False
     for image_id in tqdm(ids, desc=f"complete {Path(dataset.root).name}"):
         record = core.images[image_id]
@@ -130,7 +130,7 @@ def evaluate(
         if len(inputs[1]) < 2 * CompletionConfig().min_points:
             continue
         mde = estimator.estimate(image)
-        estimates, mlp = completions(mde, image, *inputs, rows)
+        estimates, mlp = completions(mde, image, *inputs, row_names)
         holdout_maes.append(mlp["holdout_mae"])
         seconds.append(mlp["seconds"])
         if holdout is None:
@@ -142,11 +142,11 @@ def evaluate(
                 _plot(plot, image, truth_map, mde, estimates, mlp["covered"])
                 plotted = True
         else:
-            columns = np.floor(points2D[held, 0]).astype(int)
-            rows = np.floor(points2D[held, 1]).astype(int)
-            free = ~mlp["covered"][rows, columns]  # a held-out point sharing a pixel with an input keeps the input's depth
+            held_columns = np.floor(points2D[held, 0]).astype(int)
+            held_rows = np.floor(points2D[held, 1]).astype(int)
+            free = ~mlp["covered"][held_rows, held_columns]  # a held-out point sharing a pixel with an input keeps the input's depth
             for row, estimate in estimates.items():
-                errors[row].append(estimate[rows[free], columns[free]] - depths[held][free])
+                errors[row].append(estimate[held_rows[free], held_columns[free]] - depths[held][free])
     return {
         "dataset": str(dataset.root),
         "num_images": len(holdout_maes),
