@@ -46,6 +46,7 @@ CONFIG_FILE = "config.yaml"
 LOSSES_FILE = "losses.json"
 LOSS_CURVES_FILE = "loss_curves.png"
 RESUME_DIR = "resume"
+LAST_DIR = "last"
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "state.json"
 
@@ -191,6 +192,48 @@ def load_optimizer_state(output_dir: str | Path, optimizer: torch.optim.Optimize
         optimizer.load_state_dict(state_dict)
     except (RuntimeError, ValueError, KeyError, OSError, EOFError) as exc:
         raise SeglocError(f"cannot load the optimizer state {path} ({exc}); was the run trained with another network config?") from None
+
+
+def resume_last_epoch(
+    output_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState
+) -> LossHistory:
+    """Continue a run saved by :func:`save_epoch_end`: load ``resume/last`` into ``model``, the optimizer state, and the history.
+
+    Returns:
+        ``losses.json`` without the records of epochs after the last complete save.
+
+    Raises:
+        SeglocError: a missing or unfitting network or optimizer state (another config), or an unreadable history.
+    """
+    from segloc.models.checkpoint import WEIGHTS, load_weights
+
+    last = Path(output_dir) / RESUME_DIR / LAST_DIR
+    load_weights(model, last / WEIGHTS, source=str(last))
+    load_optimizer_state(output_dir, optimizer)
+    history = read_loss_history(Path(output_dir) / LOSSES_FILE)
+    history.truncate(state.epochs_done)
+    return history
+
+
+def save_epoch_end(
+    output_dir: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainingState,
+    history: LossHistory,
+    stopped: str,
+) -> None:
+    """After an epoch: ``resume/last`` (the network), ``losses.json``, then ``resume/state.json`` (the commit marker).
+
+    ``state.stopped`` becomes ``"time_budget"`` when ``stopped`` says so, else ``""`` (the run
+    goes on; the trainer marks it ``"completed"`` after its last epoch).
+    """
+    from segloc.models.checkpoint import save_checkpoint
+
+    save_checkpoint(model, Path(output_dir) / RESUME_DIR / LAST_DIR, metadata={"epoch": state.epochs_done}, overwrite=True)
+    state.stopped = stopped if stopped == "time_budget" else ""
+    write_loss_history(Path(output_dir) / LOSSES_FILE, history)
+    save_training_state(output_dir, state, optimizer)
 
 
 # --- losses ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
                         [--device cpu|cuda] [--threads N] [--no-progress]
     segloc train sfrs DATASET [DATASET ...] -o RUN [--config YAML] [--preset cpu|paper] [--generations N] ...
     segloc train ninjadesc DATASET [DATASET ...] -o RUN [--config YAML] [--preset cpu|paper] [--lambda L] [--epochs N] ...
+    segloc train depth DATASET [DATASET ...] -o RUN [--config YAML] [--preset cpu|gpu] [--epochs N] ...
 
 :func:`add_train_parser` adds the command to the ``segloc`` parser. The ``segloc`` package
 must not import ``segloc_train`` (nor torch) when it starts, so this module imports only
@@ -164,6 +165,9 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     from segloc_train.ninjadesc.cli import add_ninjadesc_parser
 
     add_ninjadesc_parser(trainers)
+    from segloc_train.depth.cli import add_depth_parser
+
+    add_depth_parser(trainers)
     return train
 
 

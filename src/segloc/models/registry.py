@@ -28,6 +28,7 @@ MODELS: dict[str, str] = {
     "inversion_unet": "segloc.models.inversion:InversionUNet",
     "netvlad": "segloc.models.netvlad:NetVlad",
     "ninjanet": "segloc.models.ninjanet:NinjaNet",
+    "depth": "segloc.models.depth:DepthNet",
 }
 
 

@@ -1,0 +1,1 @@
+"""Training the monocular depth network: ``segloc train depth``."""
