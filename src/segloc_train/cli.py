@@ -4,6 +4,11 @@
 
     segloc train sld DATASET -o OUT [--config YAML] [--preset cpu_demo|paper] [--epochs N] [--steps-per-epoch N]
                      [--time-budget S] [--resume] [--device cpu|cuda] [--threads N] [--no-progress]
+    segloc train sld-backbone SCENE [SCENE ...] -o RUN [--config YAML] [--preset cpu_demo|paper] [--epochs N] [--max-steps N]
+                              [--time-budget S] [--device cpu|cuda] [--threads N] [--no-progress]
+        (under torchrun: torchrun --nproc-per-node N -m segloc train sld-backbone ...)
+    segloc train sld-head DATASET --backbone RUN|imagenet -o OUT [--config YAML] [--preset cpu_demo|paper] [--epochs N]
+                          [--patches-per-image N] [--time-budget S] [--device cpu|cuda] [--threads N] [--no-progress]
     segloc train segloc DATASET [DATASET ...] -o OUT [--config YAML] [--init CHECKPOINT|general] [--preset cpu_demo|paper] [--map MAP]
                         [--epochs N] [--steps-per-epoch N] [--time-budget S] [--resume]
                         [--device cpu|cuda] [--threads N] [--no-progress]
@@ -159,6 +164,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     add_run_options(p)
     p.set_defaults(func=cmd_train_segloc)
     add_sld_parser(trainers)
+    add_sld_onboarding_parsers(trainers)
     from segloc_train.sfrs.cli import add_sfrs_parser
 
     add_sfrs_parser(trainers)
@@ -210,3 +216,105 @@ def add_sld_parser(trainers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="total number of epochs (with --resume: train up to this many)")
     add_run_options(p)
     p.set_defaults(func=cmd_train_sld)
+
+
+def _print_landmark_epoch(summary: dict) -> None:
+    """One line per epoch of the landmark trainers (loss, held-out recall)."""
+    note = f", stopped: {summary['stopped'].replace('_', ' ')}" if summary.get("stopped") not in (None, "completed") else ""
+    error = f", median error {summary['median_px_error']:.2f} px" if "median_px_error" in summary else ""
+    print(
+        f"epoch {summary['epoch'] + 1}/{summary['epochs']}: loss {summary['loss']:.5f}, held-out recall {summary['recall']:.3f}{error}, "
+        f"{summary['steps']} steps, {summary['seconds']:.1f} s{note}",
+        flush=True,
+    )
+
+
+def cmd_train_sld_backbone(args: argparse.Namespace) -> int:
+    """``segloc train sld-backbone``: the shared landmark backbone over several scenes; one line per epoch (rank 0)."""
+    import time
+
+    from segloc.config import config_section
+    from segloc_train.sld.backbone import backbone_config, train_sld_backbone
+
+    def load(path: Path):
+        values = dict(config_section(path, "train") or {})
+        return backbone_config(values.pop("preset", "cpu_demo"), values)
+
+    args.resume = False
+    overrides = {"epochs": args.epochs, "max_steps": args.max_steps, "time_budget_s": args.time_budget, "device": args.device,
+                 "threads": args.threads}  # fmt: skip
+    config = run_config(args, load, backbone_config, "cpu_demo", overrides)
+    start = time.perf_counter()
+    checkpoint = train_sld_backbone(args.scenes, args.output, config, progress=not args.no_progress, on_epoch=_print_landmark_epoch)
+    print(f"wrote checkpoint {checkpoint} in {time.perf_counter() - start:.1f} s (config, losses and curves in {args.output})")
+    return 0
+
+
+def cmd_train_sld_head(args: argparse.Namespace) -> int:
+    """``segloc train sld-head``: a new scene's landmark head on a frozen backbone; one line per epoch."""
+    import json
+    import time
+
+    from segloc.config import config_section
+    from segloc_train.sld.head import head_config, train_sld_head
+
+    def load(path: Path):
+        values = dict(config_section(path, "train") or {})
+        return head_config(values.pop("preset", "cpu_demo"), values)
+
+    args.resume = False
+    overrides = {"backbone": args.backbone, "epochs": args.epochs, "patches_per_image": args.patches_per_image,
+                 "time_budget_s": args.time_budget, "device": args.device, "threads": args.threads}  # fmt: skip
+    config = run_config(args, load, head_config, "cpu_demo", overrides)
+    start = time.perf_counter()
+    checkpoint = train_sld_head(args.dataset, args.output, config, progress=not args.no_progress, on_epoch=_print_landmark_epoch)
+    buffer = json.loads((args.output / "losses.json").read_text())["buffer"]
+    print(
+        f"wrote checkpoint {checkpoint} in {time.perf_counter() - start:.1f} s; feature buffer: {buffer['patches']} patches of "
+        f"{tuple(buffer['feature_shape'])}, {buffer['bytes'] / 1e6:.1f} MB ({buffer['dtype']}), filled in {buffer['seconds']:.1f} s"
+    )
+    return 0
+
+
+def add_sld_onboarding_parsers(trainers: argparse._SubParsersAction) -> None:
+    """Add ``segloc train sld-backbone`` and ``segloc train sld-head`` (fast onboarding of a new scene)."""
+    p = trainers.add_parser(
+        "sld-backbone",
+        help="train a scene-agnostic landmark backbone over several scenes (one simple head per scene)",
+        description=(
+            "Train one shared landmark backbone and a simple head per scene over SCENES (dataset folders), in batches that each "
+            "hold one scene, shuffled across scenes. Writes RUN/checkpoint (best mean held-out recall; pass RUN to "
+            "`segloc train sld-head --backbone`), RUN/config.yaml, RUN/losses.json, RUN/curves.png and RUN/scenes/. Runs "
+            "under torchrun unchanged: torchrun --nproc-per-node N -m segloc train sld-backbone ... (gloo on CPU, nccl on CUDA)."
+        ),
+    )
+    p.add_argument("scenes", type=Path, nargs="+", metavar="SCENE", help="dataset folders (images/, mapping.txt[, depth/])")
+    add_run_config_options(p, "cpu_demo (default; 100 landmarks per scene, 320-pixel images) or paper (GPU-scale)")
+    p.add_argument("--epochs", type=int, help="epochs (each: every batch of every scene once)")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps in all")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop cleanly after this much wall time (setup included)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train_sld_backbone)
+
+    p = trainers.add_parser(
+        "sld-head",
+        help="train a new scene's landmark head on a frozen backbone, from a buffer of its features",
+        description=(
+            "Select DATASET's landmarks as `segloc train sld` does, fill a buffer of the frozen backbone's features of augmented "
+            "patches once, and train only the small head on it. Writes OUT/checkpoint (backbone + head with the landmarks; pass "
+            "it as map: checkpoint: to `segloc map build --method sld`), OUT/config.yaml, OUT/losses.json (with the buffer's "
+            "size and the seconds of each stage), OUT/curves.png and OUT/landmarks.json."
+        ),
+    )
+    p.add_argument("dataset", type=Path, metavar="DATASET", help="dataset folder (images/, mapping.txt[, depth/])")
+    p.add_argument("--backbone", help="a `segloc train sld-backbone` run (or checkpoint folder), or imagenet (default: the config's)")
+    add_run_config_options(p, "cpu_demo (default; 100 landmarks, 10 epochs over 6 patches per image) or paper (GPU-scale)")
+    p.add_argument("--epochs", type=int, help="epochs over the buffer")
+    p.add_argument("--patches-per-image", type=int, help="augmented patches of each training image in the buffer")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop cleanly after this much wall time (setup included)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train_sld_head)

@@ -5,7 +5,7 @@ Every registered network that runs at inference (:data:`GRAPHS`) takes one input
 
 - ``segmentation`` (:class:`SegmentationLogits`): ``logits0`` ... ``logits3``
   (1, K, H / s_l, W / s_l), coarse to fine;
-- ``landmarks`` (:class:`LandmarkHeatmaps`, SLD*): ``heatmaps`` (1, L, ceil(H / 8), ceil(W / 8));
+- ``landmarks`` and ``scene_landmarks`` (:class:`LandmarkHeatmaps`, SLD* and a backbone + head): ``heatmaps`` (1, L, ceil(H / 8), ceil(W / 8));
 - ``netvlad`` (:class:`NetVladDescriptor`, SFRS retrieval): ``descriptor`` (1, K * D);
 - ``ninjanet`` (:class:`NinjaDescriptors`, NinjaDesc): input ``descriptors`` (N, C) RootSIFT,
   output ``ninjadesc`` (N, C), N dynamic.
@@ -152,6 +152,7 @@ class NetworkGraph:
 GRAPHS: dict[str, NetworkGraph] = {
     "segmentation": NetworkGraph(SegmentationLogits, segmentation_output_names),
     "landmarks": NetworkGraph(LandmarkHeatmaps, lambda model: ("heatmaps",), dynamic=False),
+    "scene_landmarks": NetworkGraph(LandmarkHeatmaps, lambda model: ("heatmaps",), dynamic=False),
     "netvlad": NetworkGraph(NetVladDescriptor, lambda model: ("descriptor",)),
     "ninjanet": NetworkGraph(NinjaDescriptors, lambda model: ("ninjadesc",), vector_dim=lambda model: int(model.config.dim)),
 }

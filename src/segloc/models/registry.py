@@ -25,6 +25,9 @@ from segloc.errors import SeglocError
 MODELS: dict[str, str] = {
     "segmentation": "segloc.models.segmentation:SegmentationNet",
     "landmarks": "segloc.models.landmarks:LandmarkEnsemble",
+    "landmark_backbone": "segloc.models.landmarks:LandmarkBackbone",
+    "scene_landmarks": "segloc.models.landmarks:SceneLandmarkNet",
+    "multi_scene_landmarks": "segloc.models.landmarks:MultiSceneLandmarkNet",
     "inversion_unet": "segloc.models.inversion:InversionUNet",
     "netvlad": "segloc.models.netvlad:NetVlad",
     "ninjanet": "segloc.models.ninjanet:NinjaNet",

@@ -275,25 +275,58 @@ def sample_patch(
     return patch, moved, (labels == VISIBLE) & finite & inside, labels != UNKNOWN
 
 
-def masked_heatmap_loss(heatmaps: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, positive_weight: float) -> torch.Tensor:
-    """Squared error over the heatmaps of known visibility, pixels under a Gaussian weighted by ``positive_weight``.
+def heatmap_loss_terms(
+    heatmaps: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, positive_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weighted squared error summed, and the weights summed, over the heatmaps of known visibility.
+
+    Pixels under a Gaussian (target > 0.1) weigh ``positive_weight``, others 1; a landmark whose
+    visibility in the image is unknown weighs 0. :func:`masked_heatmap_loss` is their ratio; a
+    trainer that splits a batch over processes sums both terms over them first.
 
     Args:
         heatmaps, targets: (B, L, h, w).
         known: (B, L) bool, the landmark's visibility in the image is known (else masked out).
     """
     weights = torch.where(targets > 0.1, positive_weight, 1.0) * known[..., None, None].float()
-    return (weights * (heatmaps - targets) ** 2).sum() / weights.sum().clamp(min=1.0)
+    return (weights * (heatmaps - targets) ** 2).sum(), weights.sum()
 
 
-def heldout_metrics(model: LandmarkEnsemble, data: LandmarkImages, ids: np.ndarray, config: SldTrainConfig) -> dict[str, float]:
-    """Recall (visible landmarks detected within 2 x stride pixels), median pixel error and false detections on whole images."""
-    model.eval()
+def masked_heatmap_loss(heatmaps: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, positive_weight: float) -> torch.Tensor:
+    """Squared error over the heatmaps of known visibility, pixels under a Gaussian weighted by ``positive_weight`` (:func:`heatmap_loss_terms`)."""
+    squared, weight = heatmap_loss_terms(heatmaps, targets, known, positive_weight)
+    return squared / weight.clamp(min=1.0)
+
+
+def image_tensor(image: np.ndarray, device: str) -> torch.Tensor:
+    """(H, W, 3) uint8 image -> (1, 3, H, W) float tensor in [0, 1] on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255.0).to(device)
+
+
+def stack_patches(batch: list[tuple[np.ndarray, ...]], device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`sample_patch` results -> images (B, 3, h, w), points (B, L, 2), visible (B, L), known (B, L) on ``device``."""
+    images = torch.from_numpy(np.stack([b[0] for b in batch])).permute(0, 3, 1, 2).to(device)
+    points, visible, known = (torch.from_numpy(np.stack([b[k] for b in batch])).to(device) for k in (1, 2, 3))
+    return images, points, visible, known
+
+
+def whole_image_heatmaps(model: torch.nn.Module, data: LandmarkImages, device: str) -> Callable[[int], torch.Tensor]:
+    """Image id -> (1, L, h, w) heatmaps of the whole mapping image (call under ``torch.inference_mode``, model in eval mode)."""
+    return lambda image_id: model(image_tensor(data.images[image_id], device))
+
+
+def heldout_metrics(
+    heatmaps_of: Callable[[int], torch.Tensor], data: LandmarkImages, ids: np.ndarray, config: SldTrainConfig
+) -> dict[str, float]:
+    """Recall (visible landmarks detected within 2 x stride pixels), median pixel error and false detections on whole images.
+
+    Args:
+        heatmaps_of: image id -> (1, L, h, w) heatmaps of the whole image (e.g. :func:`whole_image_heatmaps`).
+    """
     errors, found, total, false = [], 0, 0, 0
     for image_id in ids:
-        image = torch.from_numpy(data.images[image_id]).permute(2, 0, 1)[None].float().div(255.0).to(config.device)
         with torch.inference_mode():
-            peaks = heatmap_peaks(model(image)[0].float().cpu(), OUTPUT_STRIDE)
+            peaks = heatmap_peaks(heatmaps_of(int(image_id))[0].float().cpu(), OUTPUT_STRIDE)
         labels, points = data.labels[image_id], data.points[image_id]
         height, width = data.images[image_id].shape[:2]
         with np.errstate(invalid="ignore"):
@@ -305,7 +338,6 @@ def heldout_metrics(model: LandmarkEnsemble, data: LandmarkImages, ids: np.ndarr
         found += int(np.sum(visible & detected & (distance <= 2 * OUTPUT_STRIDE)))
         total += int(visible.sum())
         false += int(np.sum(detected & (labels == 0)))
-    model.train()
     return {
         "recall": found / max(total, 1),
         "median_px_error": float(np.median(errors)) if errors else float("nan"),
@@ -330,6 +362,21 @@ def plot_curves(path: Path, epochs: list[dict[str, float]]) -> None:
 
 
 # --- training ------------------------------------------------------------------------------
+def landmarks_metadata(selection: LandmarkSelection, config: SldTrainConfig, dataset_dir: str | Path) -> dict[str, Any]:
+    """What a checkpoint's metadata holds of the landmarks (:data:`LANDMARKS_METADATA`, read by ``segloc map build --method sld``)."""
+    return {
+        "positions": selection.positions.round(6).tolist(),
+        "scores": selection.scores.round(4).tolist(),
+        "max_edge": config.max_edge,
+        "stride": OUTPUT_STRIDE,
+        "selection": {
+            "relaxation": selection.relaxation,
+            "config": config_to_dict(config.landmarks),
+            "dataset": str(Path(dataset_dir).resolve()),
+        },
+    }
+
+
 def build_training_data(dataset: Dataset, config: SldTrainConfig, progress: bool) -> tuple[LandmarkSelection, LandmarkImages]:
     """Core build, landmark selection (L rounded down to a multiple of the networks), labels, images."""
     built = build_core(dataset, config.core, progress)
@@ -401,17 +448,7 @@ def _train(
         history["epochs"] = [r for r in history["epochs"] if r["epoch"] < state.epochs_done]
         history["steps"] = [r for r in history["steps"] if r["epoch"] < state.epochs_done]
     atomic_write(output / CONFIG_FILE, lambda tmp: Path(tmp).write_text(yaml.safe_dump({"train": config_to_dict(config)}, sort_keys=False)))
-    landmarks_meta = {
-        "positions": selection.positions.round(6).tolist(),
-        "scores": selection.scores.round(4).tolist(),
-        "max_edge": config.max_edge,
-        "stride": OUTPUT_STRIDE,
-        "selection": {
-            "relaxation": selection.relaxation,
-            "config": config_to_dict(config.landmarks),
-            "dataset": str(Path(dataset_dir).resolve()),
-        },
-    }
+    landmarks_meta = landmarks_metadata(selection, config, dataset_dir)
     write_json(
         output / DATA_FILE, {"num_landmarks": num_landmarks, "relaxation": selection.relaxation, "point_ids": selection.point_ids.tolist()}
     )
@@ -427,10 +464,7 @@ def _train(
         steps = tqdm(range(config.steps_per_epoch), desc=f"sld epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
         for _ in steps:
             batch = [sample_patch(data, int(rng.choice(data.train_ids)), config, rng) for _ in range(config.batch_size)]
-            images = torch.from_numpy(np.stack([b[0] for b in batch])).permute(0, 3, 1, 2).to(config.device)
-            points = torch.from_numpy(np.stack([b[1] for b in batch])).to(config.device)
-            visible = torch.from_numpy(np.stack([b[2] for b in batch])).to(config.device)
-            known = torch.from_numpy(np.stack([b[3] for b in batch])).to(config.device)
+            images, points, visible, known = stack_patches(batch, config.device)
             heatmaps = model(images)
             targets = gaussian_targets(points, visible, heatmaps.shape[-2:], OUTPUT_STRIDE, config.sigma)
             loss = masked_heatmap_loss(heatmaps, targets, known, config.positive_weight)
@@ -445,7 +479,9 @@ def _train(
                 stopped = "time_budget"
                 break
         state.train_seconds += time.perf_counter() - epoch_start
-        metrics = heldout_metrics(model, data, eval_ids, config)
+        model.eval()
+        metrics = heldout_metrics(whole_image_heatmaps(model, data, config.device), data, eval_ids, config)
+        model.train()
         record = {
             "epoch": epoch,
             "loss": float(np.mean(losses)),
