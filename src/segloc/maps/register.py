@@ -16,7 +16,9 @@ cannot be added to a map as it is (:mod:`segloc.maps.update` needs map-frame pos
    localized one; Umeyama refinement on the inliers.
 3. **Windows** (``window`` > 0): odometry drifts, so each image gets the Sim(3) fitted the
    same way on the ``window`` localized images nearest to it in time (timestamps, else file
-   order), when that fit has at least ``min_window_inliers`` inliers; otherwise the global one.
+   order), when that fit has at least ``min_window_inliers`` inliers; otherwise the Sim(3) of
+   the image nearest in time whose window had them (a stretch where localization failed or
+   went wrong is bridged by the odometry from its ends), or the global one when no window had.
 4. **Poses**: every image, localized or not, gets the pose its odometry has under its Sim(3)
    (the recording's own relative motion is kept; the camera stays metric). An image is an
    *inlier* when that pose agrees with its localized pose within the two thresholds.
@@ -60,7 +62,7 @@ class RegisterConfig:
         window: localized images (nearest in time) each image's own Sim(3) is fitted on;
             0: one Sim(3) for the whole recording.
         min_window_inliers: a window's Sim(3) is used when it has at least this many inliers,
-            else the global one.
+            else the nearest image's window's (the global one when no window has enough).
         rotation_weight: weight of the orientations against the centres in each fit
             (:func:`segloc.geometry.similarity.align_trajectories`).
         max_iterations: MSAC hypotheses per fit at most.
@@ -216,6 +218,9 @@ def register_recording(
                 fits[nearest] = fit.a_from_b if fit is not None and fit.num_inliers >= config.min_window_inliers else None
             if fits[nearest] is not None:
                 image_fits[i], from_window[i] = fits[nearest], True
+        windowed = np.flatnonzero(from_window)
+        for i in np.flatnonzero(~from_window) if len(windowed) else []:  # the fit of the nearest image in time that has one
+            image_fits[i] = image_fits[windowed[np.argmin(np.abs(rank[windowed] - rank[i]))]]
     registered = [ImageRecord(r.name, fit.transform_pose(r.cam_from_world), r.camera, r.timestamp) for r, fit in zip(records, image_fits)]
     center_residuals = np.array([np.linalg.norm(registered[i].cam_from_world.center - localized[i].center) for i in used])
     rotation_residuals = rotation_angles_deg(
