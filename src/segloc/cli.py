@@ -75,7 +75,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     values = dict(config_section(args.config, "synth") or {})
     base = config_to_dict(config_from_dict(SynthConfig, values, "synth"))
-    for key in ("scene", "seed", "num_mapping", "num_query", "mapping_appearance", "query_appearance", "recording", "change"):
+    for key in (
+        "scene",
+        "seed",
+        "num_mapping",
+        "num_query",
+        "mapping_appearance",
+        "query_appearance",
+        "recording",
+        "change",
+        "odometry_drift",
+    ):
         if getattr(args, key) is not None:
             base[key] = getattr(args, key)
     if args.condition is not None:
@@ -203,15 +213,33 @@ def cmd_map_update(args: argparse.Namespace) -> int:
         values["prefix"] = args.prefix
     if args.retire_min_expected is not None:
         values["retire_min_expected"] = args.retire_min_expected
+    if args.poses is not None:
+        values["poses"] = args.poses
     config = config_from_dict(UpdateConfig, values, "update")
+    localize = config_section(args.config, "localize")
     execution = None
     if args.workers:
         from segloc.maps.parallel import BuildExecution
 
         execution = BuildExecution(args.workers)
     report = update_map(
-        args.map, args.recording, args.output, config, overwrite=args.overwrite, progress=not args.no_progress, execution=execution
+        args.map,
+        args.recording,
+        args.output,
+        config,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        execution=execution,
+        localize=localize,
     )
+    registration = report.get("registration")
+    if registration is not None:
+        print(
+            f"registered the odometry: {registration['num_localized']} of {registration['num_images']} images localized, "
+            f"{registration['num_inliers']} inliers, scale {registration['global']['scale']:.4f} "
+            f"(windows {registration['scale']['min']:.4f}-{registration['scale']['max']:.4f}), "
+            f"median residual {registration['center_residual_m']['median']} m / {registration['rotation_residual_deg']['median']} deg"
+        )
     if report.get("points_triangulated"):
         points = (
             f"{report['new_points_triangulated']} new points ({report['points_merged']} merged with old ones, "
@@ -731,6 +759,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--change", type=float, help="share of the place changed since recording 0: walls repainted, posters replaced, furniture moved"
     )
     p.add_argument(
+        "--odometry-drift",
+        type=float,
+        metavar="DEG_PER_M",
+        help="write the mapping poses as drifting monocular odometry (random frame and scale; heading drift DEG_PER_M deg/m, "
+        "scale drift DEG_PER_M %%/m); the true ones go to mapping_groundtruth.txt",
+    )
+    p.add_argument(
         "--bag", action="append", default=[], choices=["mapping", "query"], help="also write a rosbag2 of this split (repeatable)"
     )
     p.add_argument("--bag-storage", default="sqlite3", choices=["sqlite3", "mcap"])
@@ -809,9 +844,22 @@ def build_parser() -> argparse.ArgumentParser:
         "every layer brought up to date), faster than a rebuild",
     )
     p.add_argument("map", type=Path, help="the current map (read only)")
-    p.add_argument("recording", type=Path, help="dataset folder of the new recording: mapping images with poses in the map's frame")
+    p.add_argument(
+        "recording", type=Path, help="dataset folder of the new recording: mapping images with poses in the map's frame (or odometry)"
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="the new map folder (not MAP)")
-    p.add_argument("--config", type=Path, help="YAML file with an 'update' section (segloc.maps.update.UpdateConfig)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="YAML file with an 'update' section (segloc.maps.update.UpdateConfig; update.register: the registration's options) "
+        "and a 'localize' one (the localizer that registers odometry poses)",
+    )
+    p.add_argument(
+        "--poses",
+        choices=["map", "odometry"],
+        help="the recording's mapping poses: in the map's frame (map, the default) or odometry, registered to the map by "
+        "localizing the images and fitting a (windowed) Sim(3)",
+    )
     p.add_argument("--prefix", help="prefix of the new images' names in the map (default updateN/)")
     p.add_argument(
         "--retire-min-expected", type=int, help="retire an old point expected in this many new images and matched in none (0: never)"

@@ -36,13 +36,14 @@ from typing import Any
 import numpy as np
 
 from segloc.config import check_options, config_from_dict, config_to_dict, option
-from segloc.data.dataset import ImageRecord, is_dataset_folder, read_dataset, save_image, write_dataset
+from segloc.data.dataset import ImageRecord, is_dataset_folder, read_dataset, read_image_list, save_image, write_dataset, write_image_list
 from segloc.data.render import AppearanceConfig, prepare_scene, render_view
 from segloc.data.scenes import SCENE_BUILDERS, LoopPath, build_scene, changed_variant, seasonal_variant
 from segloc.data.textures import LABEL_COLORS, LABEL_IDS, LABELS
 from segloc.errors import SeglocError
 from segloc.fileio import check_output, temp_dir_beside
 from segloc.geometry.camera import Camera
+from segloc.geometry.similarity import Sim3
 from segloc.geometry.transforms import Rigid3
 
 logger = logging.getLogger("segloc")
@@ -62,9 +63,11 @@ __all__ = [
     "appearance_preset",
     "generate_scene",
     "make_trajectory",
+    "read_mapping_groundtruth",
     "read_scene_frames",
     "read_scene_info",
     "synth_config",
+    "visual_odometry",
     "write_scene_bag",
 ]
 
@@ -74,6 +77,8 @@ SCENES: tuple[str, ...] = tuple(SCENE_BUILDERS)
 #: matches to triangulate a point.
 MIN_IMAGE_SIZE = (64, 48)
 FORMAT_VERSION = 1
+#: The true mapping poses of a recording whose ``mapping.txt`` holds odometry (``SynthConfig.odometry_drift``).
+GROUNDTRUTH_FILE = "mapping_groundtruth.txt"
 SPLITS = ("mapping", "query")
 
 APPEARANCE_PRESETS: dict[str, AppearanceConfig] = {
@@ -204,6 +209,12 @@ class SynthConfig:
             (:func:`segloc.data.scenes.changed_variant`): each poster / notice board is
             re-textured with this probability, each piece of furniture slides along its wall
             with half of it; the same in the mapping and query splits of this recording.
+        odometry_drift: None (the default): ``mapping.txt`` holds the true poses. A number:
+            ``mapping.txt`` holds the mapping images' poses as a monocular visual odometry gives
+            them (:func:`visual_odometry`): in a random frame (rotation, origin, and scale in
+            [0.5, 2]), drifting in heading by this many degrees and in scale by this many percent
+            per metre travelled; the true poses go to ``mapping_groundtruth.txt`` (same format) and
+            the frame to ``scene.json`` (``odometry``). Queries keep their true poses.
     """
 
     scene: str = "room"
@@ -228,6 +239,7 @@ class SynthConfig:
     query_appearance: AppearanceConfig | str = "day"
     recording: int = option(0, ge=0)
     change: float = option(0.0, ge=0, le=1, note="0: the place as recording 0 saw it")
+    odometry_drift: float | None = option(None, ge=0, le=10, note="degrees and percent per metre; None: true mapping poses")
 
     def __post_init__(self) -> None:
         if isinstance(self.mount, dict):
@@ -354,6 +366,46 @@ def make_trajectory(path: LoopPath, config: SynthConfig, split: str) -> Trajecto
     return Trajectory(timestamps, world_from_base, odom_from_base)
 
 
+def visual_odometry(cam_from_world: list[Rigid3], drift: float, rng: np.random.Generator) -> tuple[list[Rigid3], Sim3]:
+    """A camera trajectory as a drifting monocular visual odometry records it: ``cam_from_odom`` and ``odom_from_world``.
+
+    The true camera motion is integrated with a heading drift about the world's vertical of
+    ``drift`` degrees per metre travelled, a scale drift of ``drift`` percent per metre (sign
+    drawn) and a small random walk (0.2 % of each step), from the first pose; the drifted
+    trajectory is then expressed in a random frame ``odom_from_world`` (uniform rotation,
+    origin within a few metres, scale log-uniform in [0.5, 2]).
+
+    Args:
+        cam_from_world: (N,) true poses, in recording order.
+        drift: degrees (heading) and percent (scale) per metre.
+        rng: the random stream.
+
+    Returns:
+        (N,) ``cam_from_odom`` and the Sim(3) ``odom_from_world`` the drift-free start is expressed in.
+    """
+    from segloc.geometry.transforms import axis_angle_to_matrix
+
+    heading_rate = np.radians(drift)
+    scale_rate = 0.01 * drift * rng.choice([-1.0, 1.0])
+    centers = np.array([pose.center for pose in cam_from_world]).reshape(-1, 3)
+    heading, scale = 0.0, 1.0
+    drifted = []
+    position = centers[0] if len(centers) else np.zeros(3)
+    for i, pose in enumerate(cam_from_world):
+        if i:
+            step = centers[i] - centers[i - 1]
+            length = float(np.linalg.norm(step))
+            heading += heading_rate * length
+            scale *= 1.0 + scale_rate * length
+            position = position + scale * axis_angle_to_matrix(np.array([0.0, 0.0, heading])) @ step + rng.normal(0.0, 0.002 * length, 3)
+        world_from_cam_rotation = axis_angle_to_matrix(np.array([0.0, 0.0, heading])) @ pose.rotation.T
+        drifted.append(Rigid3.from_rotation(world_from_cam_rotation.T, -world_from_cam_rotation.T @ position))
+    axis = rng.normal(size=3)
+    rotation = axis_angle_to_matrix(axis / np.linalg.norm(axis) * rng.uniform(0.0, np.pi))
+    odom_from_world = Sim3.from_rotation(rotation, rng.normal(0.0, 3.0, 3), float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))))
+    return [odom_from_world.transform_pose(pose) for pose in drifted], odom_from_world
+
+
 # --- generation ----------------------------------------------------------------------------
 
 
@@ -369,14 +421,17 @@ def _pose_from_list(values: list[float], where: str) -> Rigid3:
 
 
 def _scene_description(
-    config: SynthConfig, layout, camera: Camera, frames: dict[str, list[dict]], scene=None, change=None
+    config: SynthConfig, layout, camera: Camera, frames: dict[str, list[dict]], scene=None, change=None, odom_from_world=None
 ) -> dict[str, Any]:
-    """``scene.json``; ``scene``: the scene as this recording saw it (default ``layout.scene``), ``change``: what changed."""
+    """``scene.json``; ``scene``: the scene as this recording saw it (default ``layout.scene``), ``change``: what changed,
+    ``odom_from_world``: the frame of odometry mapping poses."""
     scene = scene or layout.scene
     values = config_to_dict(config)
     for key in ("recording", "change"):  # recording 0 of an unchanged place describes itself as it always did
         if not values[key]:
             values.pop(key)
+    if values["odometry_drift"] is None:
+        values.pop("odometry_drift")
     surfaces = []
     for quad in scene.quads:
         label = int(np.bincount(quad.texture.labels.ravel()).argmax())
@@ -400,6 +455,12 @@ def _scene_description(
     }
     if change is not None and config.change > 0:
         description["change"] = change.to_dict()
+    if odom_from_world is not None:
+        description["odometry"] = {
+            "mapping_poses": "mapping.txt: cam_from_odom (drifting visual odometry); mapping_groundtruth.txt: cam_from_world",
+            "drift_per_metre": {"heading_deg": config.odometry_drift, "scale_percent": config.odometry_drift},
+            "odom_from_world_at_start": odom_from_world.as_dict(),
+        }
     return description
 
 
@@ -421,7 +482,8 @@ def generate_scene(config: SynthConfig, out_dir: str | Path, overwrite: bool = F
 
     Returns:
         ``out_dir``, holding ``images/{mapping,query}/NNNNNN.png``, ``mapping.txt``,
-        ``query.txt``, ``labels/``, ``depth/`` and ``scene.json``.
+        ``query.txt``, ``labels/``, ``depth/`` and ``scene.json`` (and ``mapping_groundtruth.txt``
+        with ``odometry_drift``).
     """
     from tqdm import tqdm
 
@@ -480,11 +542,20 @@ def generate_scene(config: SynthConfig, out_dir: str | Path, overwrite: bool = F
                         }
                     )
                     bar.update(1)
-        dataset = write_dataset(work / "dataset", records["mapping"], records["query"], source_image_dir=work / "images")
+        odom_from_world = None
+        mapping_records = records["mapping"]
+        if config.odometry_drift is not None:
+            cam_from_odom, odom_from_world = visual_odometry(
+                [r.cam_from_world for r in mapping_records], config.odometry_drift, np.random.default_rng(_stream(config, 5))
+            )
+            mapping_records = [ImageRecord(r.name, pose, r.camera, r.timestamp) for r, pose in zip(mapping_records, cam_from_odom)]
+        dataset = write_dataset(work / "dataset", mapping_records, records["query"], source_image_dir=work / "images")
+        if odom_from_world is not None:
+            write_image_list(dataset / GROUNDTRUTH_FILE, records["mapping"])
         os.replace(work / "labels", dataset / "labels")
         os.replace(work / "depth", dataset / "depth")
         (dataset / "scene.json").write_text(
-            json.dumps(_scene_description(config, layout, camera, frames, changed_scene, change), indent=1) + "\n"
+            json.dumps(_scene_description(config, layout, camera, frames, changed_scene, change, odom_from_world), indent=1) + "\n"
         )
         if out_dir.exists():
             os.replace(out_dir, work / "old")
@@ -550,6 +621,12 @@ def read_scene_frames(dataset_dir: str | Path, split: str = "query") -> tuple[li
         for f in info["frames"][split]
     ]
     return frames, _pose_from_list(info["base_from_cam"], where)
+
+
+def read_mapping_groundtruth(dataset_dir: str | Path) -> list[ImageRecord]:
+    """The true mapping poses of a synthetic recording: ``mapping_groundtruth.txt`` when its ``mapping.txt`` holds odometry, else ``mapping.txt``."""
+    path = Path(dataset_dir) / GROUNDTRUTH_FILE
+    return read_image_list(path) if path.is_file() else read_dataset(dataset_dir).mapping
 
 
 def write_scene_bag(

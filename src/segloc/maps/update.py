@@ -34,8 +34,14 @@
 
 New images are named ``<prefix><name>`` in the map (default prefix ``updateN/``, N the number of
 updates the map has had plus one), so that two recordings with the same file names can live
-in one map. A recording with odometry only (no map poses) is not supported: localize it against
-the map first (``segloc localize MAP --dataset ...``) and write the poses into its mapping.txt.
+in one map.
+
+The recording's mapping poses are in the map's frame (``poses: map``, the default), or they are
+odometry (``poses: odometry``: a drifting frame with its own origin and scale, e.g. a visual
+odometry's): then the images are first localized against the current map with its own method
+and the odometry is brought into the map's frame by a robust, windowed Sim(3) fit
+(:mod:`segloc.maps.register`); the update goes on with the registered poses, and the report's
+``registration`` holds the counts (localized, inliers), the scale and the residuals.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from segloc.config import check_options, config_to_dict, option
+from segloc.config import check_options, config_from_dict, config_to_dict, option
 from segloc.data.dataset import Dataset, ImageRecord, read_dataset
 from segloc.errors import SeglocError
 from segloc.features.sift import LocalFeatures
@@ -56,10 +62,14 @@ from segloc.maps.build import CoreConfig, extract_mapping_features, match_pairs,
 from segloc.maps.core import MapCore, core_checksum, read_core, write_core
 from segloc.maps.package import MapPackage, MapWriter, check_map_output
 from segloc.maps.parallel import BuildExecution
+from segloc.maps.register import RegisterConfig, register_recording
 
 logger = logging.getLogger("segloc")
 
-__all__ = ["CoreUpdate", "UpdateConfig", "update_core", "update_map"]
+__all__ = ["POSE_SOURCES", "CoreUpdate", "UpdateConfig", "update_core", "update_map"]
+
+#: What a recording's mapping poses may be: in the map's frame, or odometry to register first.
+POSE_SOURCES = ("map", "odometry")
 
 
 @dataclass
@@ -82,6 +92,9 @@ class UpdateConfig:
             matched: the area around it changed too. A point missed alone in an
             unchanged area (not triangulated again by the new session) is kept.
         prefix: prefix of the new images' names in the map; None: ``updateN/``.
+        poses: what the recording's mapping poses are: ``map`` (in the map's frame) or
+            ``odometry`` (registered first, :mod:`segloc.maps.register`).
+        register: the registration's options (``poses: odometry``).
     """
 
     match_radius_px: float = option(3.0, gt=0)
@@ -95,9 +108,15 @@ class UpdateConfig:
     neighborhood_px: float = option(15.0, gt=0)
     max_neighborhood_matched: float = option(0.5, ge=0, le=1)
     prefix: str | None = None
+    poses: str = "map"
+    register: RegisterConfig = field(default_factory=RegisterConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.register, dict):
+            self.register = config_from_dict(RegisterConfig, self.register, "update.register")
         check_options(self, "update")
+        if self.poses not in POSE_SOURCES:
+            raise SeglocError(f"update.poses must be one of {', '.join(POSE_SOURCES)}, got {self.poses!r}")
         if self.prefix is not None and (self.prefix.startswith("/") or ".." in self.prefix.split("/")):
             raise SeglocError(f"update prefix {self.prefix!r} must be a relative name (e.g. 'rec2/')")
 
@@ -408,8 +427,7 @@ def _read_recording(path: str | Path) -> Dataset:
     if not (path / "mapping.txt").is_file():
         raise SeglocError(
             f"{path} is not a recording with poses: it has no mapping.txt (image name, cam_from_world pose, camera per line). "
-            "A recording with odometry only is not supported yet: localize its images against the map first "
-            "(segloc localize MAP --dataset ...) and write the poses into its mapping.txt"
+            "A recording with odometry poses goes in the same file, with --poses odometry"
         )
     recording = read_dataset(path)
     if not recording.mapping:
@@ -437,25 +455,30 @@ def update_map(
     overwrite: bool = False,
     progress: bool = True,
     execution: BuildExecution | None = None,
+    localize: dict[str, Any] | Any | None = None,
 ) -> dict[str, Any]:
     """Write ``output``: the map at ``map_path`` updated with the recording at ``recording_path`` (module docstring).
 
     Args:
         map_path: the current map (read only).
-        recording_path: a dataset folder whose mapping images have poses in the map's frame.
+        recording_path: a dataset folder whose mapping images have poses in the map's frame
+            (or in an odometry frame, with ``config.poses`` ``odometry``).
         output: the new map package folder (written atomically; never the input map).
         config: merge / retire rules and the new images' prefix.
         overwrite: replace an existing package at ``output``.
         progress: show progress bars.
         execution: parallel extraction and matching (:mod:`segloc.maps.parallel`).
+        localize: the method's ``localize:`` options for registering odometry poses (None: defaults).
 
     Returns:
         The update's report (also in the new map's manifest, ``metadata.update``): counts and
-        seconds per step.
+        seconds per step; with odometry poses also ``registration``
+        (:attr:`segloc.maps.register.Registration.statistics`).
 
     Raises:
         SeglocError: ``output`` is the input map or exists, a recording without poses, a
-            method without an update hook, or anything wrong in the core update.
+            method without an update hook, odometry that does not register (too few images
+            localized or inliers), or anything wrong in the core update.
     """
     from segloc.maps.sfrs import SFRS_LAYER, update_sfrs_layer
     from segloc.methods.registry import get_method
@@ -475,6 +498,10 @@ def update_map(
     updates = list(created.get("updates") or [])
     prefix = config.prefix if config.prefix is not None else f"update{len(updates) + 1}/"
     old = read_core(package)
+    registration = None
+    if config.poses == "odometry":
+        registration = register_recording(package, recording, config.register, localize, progress)
+        recording = registration.dataset(recording)
     if method.update_points:
         update = update_core(old, recording, method.core_config(map_config), config, prefix, progress, execution)
     else:
@@ -503,6 +530,9 @@ def update_map(
                 f"method {package.method!r}: its update_layers left the layer(s) {', '.join(stale)} built for the old core; "
                 "the map cannot be updated (rebuild it)"
             )
+        if registration is not None:
+            update.statistics["registration"] = registration.statistics
+            update.statistics["seconds"]["register"] = sum(registration.statistics["seconds"].values())
         update.statistics["seconds"]["total"] = time.perf_counter() - start
         report = {**update.statistics, "seconds": {k: round(v, 3) for k, v in update.statistics["seconds"].items()}}
         writer.set_metadata(update=report, statistics=_core_counts(update.core))

@@ -335,3 +335,33 @@ def test_a_changed_place_is_a_later_recording_of_the_same_layout(room_dataset: P
     assert new.mapping[0].timestamp - old.mapping[0].timestamp == pytest.approx(86400.0)
     offsets = [np.linalg.norm(a.cam_from_world.center - b.cam_from_world.center) for a, b in zip(old.mapping, new.mapping)]
     assert 0 < max(offsets) < 0.2
+
+
+def test_odometry_mapping_poses_are_a_drifting_similarity_of_the_truth(room_dataset: Path, tmp_path: Path):
+    from segloc.data.synthetic import GROUNDTRUTH_FILE, read_mapping_groundtruth
+    from segloc.geometry.similarity import align_trajectories
+
+    assert not (room_dataset / GROUNDTRUTH_FILE).exists() and "odometry" not in read_scene_info(room_dataset)
+    assert "odometry_drift" not in read_scene_info(room_dataset)["config"]  # the default describes itself as before
+    odometry = generate_scene(small_config(odometry_drift=0.0), tmp_path / "odometry", progress=False)
+    for rel in ("images/mapping/000000.png", "query.txt"):  # same renders, same query poses
+        assert filecmp.cmp(room_dataset / rel, odometry / rel, shallow=False), rel
+    truth, recorded = read_mapping_groundtruth(odometry), read_dataset(odometry).mapping
+    assert [r.name for r in truth] == [r.name for r in recorded]
+    errors = [pose_error(a.cam_from_world, b.cam_from_world) for a, b in zip(truth, read_dataset(room_dataset).mapping)]
+    assert np.max(errors) < 1e-4  # the true poses, as mapping.txt holds them without the option
+    info = read_scene_info(odometry)["odometry"]
+    # Without drift the odometry is the truth in another frame, up to the 0.2 % random walk.
+    odom_from_world = align_trajectories(
+        np.array([r.cam_from_world.center for r in truth]),
+        np.array([r.cam_from_world.center for r in recorded]),
+        np.array([r.cam_from_world.rotation.T for r in truth]),
+        np.array([r.cam_from_world.rotation.T for r in recorded]),
+    )
+    assert odom_from_world.scale == pytest.approx(info["odom_from_world_at_start"]["scale"], rel=0.02)
+    assert 0.5 <= odom_from_world.scale <= 2.0
+    assert max(pose_error(odom_from_world.transform_pose(t.cam_from_world), r.cam_from_world)[1] for t, r in zip(truth, recorded)) < 0.1
+    drifting = generate_scene(small_config(odometry_drift=2.0), tmp_path / "drifting", progress=False)
+    first, last = read_dataset(drifting).mapping[0], read_dataset(drifting).mapping[-1]
+    assert pose_error(first.cam_from_world, recorded[0].cam_from_world)[1] < 1e-6  # drift starts at the first pose
+    assert pose_error(last.cam_from_world, recorded[-1].cam_from_world)[1] > 0.5  # and grows with the distance travelled
