@@ -5,7 +5,9 @@ The run:
 1. builds the core of DATASET's mapping images (:func:`segloc.maps.build.build_core`), selects
    the landmarks (:func:`segloc.methods.sld.landmarks.select_landmarks`) and labels their
    visibility in every mapping image, completed with the dataset's depth images when it has
-   them (``depth/``, the synthetic scenes) (:func:`~segloc.methods.sld.landmarks.visibility_labels`);
+   them (``depth/``, the synthetic scenes) (:func:`~segloc.methods.sld.landmarks.visibility_labels`),
+   or, with ``depth_estimator``, with a monocular depth network's output completed against the
+   map's sparse depth per image (:func:`segloc.depth.completed_depth_loader`);
 2. holds out every ``holdout_every``-th mapping image for model selection;
 3. trains :class:`segloc.models.landmarks.LandmarkEnsemble` on patches of the other images:
    half (``positive_fraction``) centred near a visible landmark, the rest anywhere; each patch
@@ -47,6 +49,8 @@ import yaml
 
 from segloc.config import check_options, config_from_dict, config_to_dict, option
 from segloc.data.dataset import Dataset, load_image, read_dataset
+from segloc.depth.completion import CompletionConfig
+from segloc.depth.estimator import DepthEstimatorConfig
 from segloc.errors import SeglocError
 from segloc.evaluate.report import new_figure, save_figure, write_json
 from segloc.fileio import atomic_write
@@ -94,6 +98,11 @@ class SldTrainConfig:
         core: the core build the landmarks are selected from.
         landmarks: landmark selection.
         visibility: visibility labelling.
+        depth_estimator: a monocular depth network (checkpoint or ONNX; ``path`` empty: none)
+            whose output, completed per image against the map's sparse depth
+            (:func:`segloc.depth.completed_depth_loader`), gives the visibility labels of the
+            mapping images that have no depth image of their own (``depth/``).
+        depth_completion: the per-image regressor of that completion.
         num_networks: networks of the ensemble (``landmarks.num_landmarks`` must be a multiple).
         fuse_channels, head_channels: the network's widths (:class:`LandmarkNetConfig`).
         pretrained: start from the ImageNet encoder of the PyPI wheel.
@@ -123,6 +132,8 @@ class SldTrainConfig:
     core: CoreConfig = field(default_factory=CoreConfig)
     landmarks: LandmarkConfig = field(default_factory=lambda: LandmarkConfig(num_landmarks=100))
     visibility: VisibilityConfig = field(default_factory=VisibilityConfig)
+    depth_estimator: DepthEstimatorConfig = field(default_factory=DepthEstimatorConfig)
+    depth_completion: CompletionConfig = field(default_factory=CompletionConfig)
     num_networks: int = option(1, ge=1)
     fuse_channels: int = option(96, ge=1)
     head_channels: int = option(64, ge=1)
@@ -385,7 +396,15 @@ def build_training_data(dataset: Dataset, config: SldTrainConfig, progress: bool
     if count == 0:
         raise SeglocError(f"{dataset.root}: {len(selection.point_ids)} landmarks for {config.num_networks} networks")
     selection = LandmarkSelection(selection.point_ids[:count], selection.positions[:count], selection.scores[:count], selection.relaxation)
-    labels = visibility_labels(built.core, selection, depth_loader(dataset), config.visibility)
+    if config.depth_estimator.path:
+        from segloc.depth import completed_depth_loader, load_depth_estimator
+
+        estimator = load_depth_estimator(config.depth_estimator)
+        depth_of = completed_depth_loader(dataset, built.core, estimator, config.depth_completion)
+        logger.info("sld: visibility from completed depth (%s) where an image has no depth image", config.depth_estimator.path)
+    else:
+        depth_of = depth_loader(dataset)
+    labels = visibility_labels(built.core, selection, depth_of, config.visibility)
     logger.info(
         "sld: %d landmarks (relaxation %s); visibility: %.1f visible, %.1f unknown per image",
         count,

@@ -192,3 +192,33 @@ def test_train_build_map_and_localize(toy, tmp_path):
             np.testing.assert_allclose(np.array(got.info["detections"])[:, 1:3], np.array(want.info["detections"])[:, 1:3], atol=0.05)
     assert [s.backend for s in onnx_localizer.inference_status()] == ["onnxruntime"]
     assert not (tmp_path / "cache" / "onnx").exists()  # the map's export was used, nothing exported again
+
+
+def test_a_depth_estimator_gives_the_visibility_of_images_without_depth(toy, tmp_path):
+    """Without depth images, the trainer labels visibility from a monocular network's completed depth, mostly as the rendered depth does."""
+    import shutil
+
+    from segloc.models.checkpoint import save_checkpoint
+    from segloc.models.depth import DepthNet, DepthNetConfig
+    from segloc_train.sld.train_sld import build_training_data
+
+    dataset, _ = toy
+    bare = tmp_path / "no_depth"
+    shutil.copytree(dataset.root, bare, ignore=shutil.ignore_patterns("depth"))
+    torch.manual_seed(0)
+    net = DepthNet(DepthNetConfig(pretrained=False, decoder_channels=(16, 16, 16, 16))).eval()
+    save_checkpoint(net, tmp_path / "mde", metadata={"input_size": [80, 64]})
+    with_depth = train_config("cpu_demo", TINY)
+    _, truth = build_training_data(dataset, with_depth, progress=False)
+    _, geometry_only = build_training_data(read_dataset(bare), with_depth, progress=False)
+    completed = train_config(
+        "cpu_demo", {**TINY, "depth_estimator": {"path": str(tmp_path / "mde")}, "depth_completion": {"max_iter": 200}}
+    )
+    _, estimated = build_training_data(read_dataset(bare), completed, progress=False)
+    # the label quality of completed depth is tested in test/segloc/depth; here: the trainer uses it, and it does no harm
+    assert (estimated.labels == UNKNOWN).sum() <= (geometry_only.labels == UNKNOWN).sum()
+    known = (estimated.labels != UNKNOWN) & (truth.labels != UNKNOWN)
+    assert (estimated.labels[known] == truth.labels[known]).mean() > 0.8
+    missing = train_config("cpu_demo", {**TINY, "depth_estimator": {"path": str(tmp_path / "no_such_network")}})
+    with pytest.raises(SeglocError, match="no_such_network"):
+        build_training_data(read_dataset(bare), missing, progress=False)
