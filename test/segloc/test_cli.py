@@ -49,9 +49,18 @@ def test_help_everywhere():
         ["map", "pull", "--help"],
         ["map", "rollback", "--help"],
         ["map", "update", "--help"],
+        ["train", "sld-backbone", "--help"],
+        ["train", "sld-head", "--help"],
     ):
         result = subprocess.run([sys.executable, "-m", "segloc.cli", *argv], capture_output=True, text=True)
         assert result.returncode == 0 and "usage: segloc" in result.stdout
+
+
+def test_sld_head_with_a_backbone_that_is_not_one(capsys, tiny_dataset, tmp_path):
+    code, _, err = run_cli(
+        capsys, "train", "sld-head", str(tiny_dataset), "--backbone", str(tmp_path / "nothing"), "-o", str(tmp_path / "out")
+    )
+    assert_one_line_error(code, err, "no such run or checkpoint folder")
 
 
 def test_missing_image(capsys, tiny_dataset, tmp_path):
