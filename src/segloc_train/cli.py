@@ -186,16 +186,10 @@ def cmd_train_sld(args: argparse.Namespace) -> int:
     overrides = {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "time_budget_s": args.time_budget}
     config = run_config(args, load_train_config, train_config, "cpu_demo", {**overrides, "device": args.device, "threads": args.threads})
 
-    def print_epoch(summary: dict) -> None:
-        note = ", stopped: time budget used up" if summary.get("stopped") == "time_budget" else ""
-        print(
-            f"epoch {summary['epoch'] + 1}/{summary['epochs']}: loss {summary['loss']:.5f}, held-out recall {summary['recall']:.3f}, "
-            f"median error {summary['median_px_error']:.2f} px, {summary['steps']} steps, {summary['seconds']:.1f} s{note}",
-            flush=True,
-        )
-
     start = time.perf_counter()
-    checkpoint = train_sld(args.dataset, args.output, config, resume=args.resume, progress=not args.no_progress, on_epoch=print_epoch)
+    checkpoint = train_sld(
+        args.dataset, args.output, config, resume=args.resume, progress=not args.no_progress, on_epoch=_print_landmark_epoch
+    )
     print(f"wrote checkpoint {checkpoint} in {time.perf_counter() - start:.1f} s (config, losses and curves in {args.output})")
     return 0
 
@@ -220,7 +214,8 @@ def add_sld_parser(trainers: argparse._SubParsersAction) -> None:
 
 def _print_landmark_epoch(summary: dict) -> None:
     """One line per epoch of the landmark trainers (loss, held-out recall)."""
-    note = f", stopped: {summary['stopped'].replace('_', ' ')}" if summary.get("stopped") not in (None, "completed") else ""
+    stopped = {"time_budget": "time budget used up", "max_steps": "max steps reached"}.get(summary.get("stopped", ""))
+    note = f", stopped: {stopped}" if stopped else ""
     error = f", median error {summary['median_px_error']:.2f} px" if "median_px_error" in summary else ""
     print(
         f"epoch {summary['epoch'] + 1}/{summary['epochs']}: loss {summary['loss']:.5f}, held-out recall {summary['recall']:.3f}{error}, "
@@ -233,17 +228,13 @@ def cmd_train_sld_backbone(args: argparse.Namespace) -> int:
     """``segloc train sld-backbone``: the shared landmark backbone over several scenes; one line per epoch (rank 0)."""
     import time
 
-    from segloc.config import config_section
     from segloc_train.sld.backbone import backbone_config, train_sld_backbone
-
-    def load(path: Path):
-        values = dict(config_section(path, "train") or {})
-        return backbone_config(values.pop("preset", "cpu_demo"), values)
+    from segloc_train.sld.train_sld import load_train_config
 
     args.resume = False
     overrides = {"epochs": args.epochs, "max_steps": args.max_steps, "time_budget_s": args.time_budget, "device": args.device,
                  "threads": args.threads}  # fmt: skip
-    config = run_config(args, load, backbone_config, "cpu_demo", overrides)
+    config = run_config(args, lambda path: load_train_config(path, backbone_config), backbone_config, "cpu_demo", overrides)
     start = time.perf_counter()
     checkpoint = train_sld_backbone(args.scenes, args.output, config, progress=not args.no_progress, on_epoch=_print_landmark_epoch)
     print(f"wrote checkpoint {checkpoint} in {time.perf_counter() - start:.1f} s (config, losses and curves in {args.output})")
@@ -255,17 +246,13 @@ def cmd_train_sld_head(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from segloc.config import config_section
     from segloc_train.sld.head import head_config, train_sld_head
-
-    def load(path: Path):
-        values = dict(config_section(path, "train") or {})
-        return head_config(values.pop("preset", "cpu_demo"), values)
+    from segloc_train.sld.train_sld import load_train_config
 
     args.resume = False
     overrides = {"backbone": args.backbone, "epochs": args.epochs, "patches_per_image": args.patches_per_image,
                  "time_budget_s": args.time_budget, "device": args.device, "threads": args.threads}  # fmt: skip
-    config = run_config(args, load, head_config, "cpu_demo", overrides)
+    config = run_config(args, lambda path: load_train_config(path, head_config), head_config, "cpu_demo", overrides)
     start = time.perf_counter()
     checkpoint = train_sld_head(args.dataset, args.output, config, progress=not args.no_progress, on_epoch=_print_landmark_epoch)
     buffer = json.loads((args.output / "losses.json").read_text())["buffer"]

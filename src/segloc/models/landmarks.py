@@ -39,6 +39,16 @@ OUTPUT_STRIDE = 8
 DILATIONS = (1, 2, 3, 4)
 
 
+def check_encoder(name: str) -> None:
+    """Refuse an EfficientNet-Lite variant that does not exist.
+
+    Raises:
+        SeglocError: ``name`` is not in :data:`ENCODER_VARIANTS`.
+    """
+    if name not in ENCODER_VARIANTS:
+        raise SeglocError(f"unknown encoder {name!r}; available encoders: {', '.join(ENCODER_VARIANTS)}")
+
+
 @dataclass
 class LandmarkNetConfig:
     """Options of :class:`LandmarkEnsemble`.
@@ -61,8 +71,7 @@ class LandmarkNetConfig:
 
     def __post_init__(self) -> None:
         check_options(self)
-        if self.encoder not in ENCODER_VARIANTS:
-            raise SeglocError(f"unknown encoder {self.encoder!r}; available encoders: {', '.join(ENCODER_VARIANTS)}")
+        check_encoder(self.encoder)
         if self.num_landmarks % self.num_networks:
             raise SeglocError(f"num_landmarks ({self.num_landmarks}) must be a multiple of num_networks ({self.num_networks})")
 
@@ -185,8 +194,7 @@ class LandmarkBackboneConfig:
 
     def __post_init__(self) -> None:
         check_options(self)
-        if self.encoder not in ENCODER_VARIANTS:
-            raise SeglocError(f"unknown encoder {self.encoder!r}; available encoders: {', '.join(ENCODER_VARIANTS)}")
+        check_encoder(self.encoder)
 
 
 class LandmarkBackbone(nn.Module):

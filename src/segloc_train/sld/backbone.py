@@ -45,9 +45,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
 
-from segloc.config import config_from_dict, config_to_dict, option
+from segloc.config import option
 from segloc.data.dataset import read_dataset
 from segloc.errors import SeglocError
 from segloc.evaluate.report import new_figure, save_figure, write_json
@@ -56,8 +55,8 @@ from segloc.methods.sld.heatmaps import gaussian_targets
 from segloc.methods.sld.landmarks import LandmarkSelection
 from segloc.models.checkpoint import save_checkpoint
 from segloc.models.landmarks import OUTPUT_STRIDE, MultiSceneLandmarkNet, MultiSceneLandmarkNetConfig
-from segloc_train.checkpointing import CHECKPOINT_DIR, CONFIG_FILE
-from segloc_train.loop import merge_options, torch_threads
+from segloc_train.checkpointing import CHECKPOINT_DIR
+from segloc_train.loop import torch_threads
 from segloc_train.sld.train_sld import (
     CURVES_FILE,
     HISTORY_FILE,
@@ -68,8 +67,10 @@ from segloc_train.sld.train_sld import (
     heldout_metrics,
     image_tensor,
     prepare_images,
+    preset_train_config,
     sample_patch,
     stack_patches,
+    write_train_section,
 )
 from segloc_train.sld.train_sld import (
     PRESETS as SLD_PRESETS,
@@ -110,11 +111,7 @@ BACKBONE_PRESETS: dict[str, dict[str, Any]] = {
 
 def backbone_config(preset: str = "cpu_demo", values: dict[str, Any] | None = None) -> SldBackboneConfig:
     """The config of a preset, with ``values`` (a ``train:`` section) over it."""
-    if preset not in BACKBONE_PRESETS:
-        raise SeglocError(f"unknown sld-backbone training preset {preset!r}; valid presets are: {', '.join(BACKBONE_PRESETS)}")
-    merged = merge_options(BACKBONE_PRESETS[preset], dict(values or {}))
-    merged["preset"] = preset
-    return config_from_dict(SldBackboneConfig, merged, where="train")
+    return preset_train_config(SldBackboneConfig, BACKBONE_PRESETS, preset, values, "sld-backbone")
 
 
 # --- the sampler ----------------------------------------------------------------------------------
@@ -313,9 +310,7 @@ def _train_backbone(
     scenes = [prepare_scene(root, index, output, config, group, progress) for index, root in enumerate(roots)]
     names = [root.name for root in roots]
     if group.is_main:
-        atomic_write(
-            output / CONFIG_FILE, lambda tmp: Path(tmp).write_text(yaml.safe_dump({"train": config_to_dict(config)}, sort_keys=False))
-        )
+        write_train_section(output, config)
     torch.manual_seed(config.seed)
     net_config = MultiSceneLandmarkNetConfig(tuple(len(scene.selection.point_ids) for scene in scenes), pretrained=config.pretrained,
                                              fuse_channels=config.fuse_channels, head_channels=config.head_channels)  # fmt: skip

@@ -27,7 +27,6 @@ goes to a new folder.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -37,19 +36,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from segloc.config import config_from_dict, config_to_dict, option
+from segloc.config import option
 from segloc.data.dataset import read_dataset
 from segloc.errors import SeglocError
 from segloc.evaluate.report import write_json
-from segloc.fileio import atomic_write
 from segloc.methods.sld.heatmaps import gaussian_targets
 from segloc.methods.sld.layer import LANDMARKS_METADATA
 from segloc.models.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from segloc.models.landmarks import OUTPUT_STRIDE, LandmarkBackbone, LandmarkBackboneConfig, SceneLandmarkNet, SceneLandmarkNetConfig
-from segloc_train.checkpointing import CHECKPOINT_DIR, CONFIG_FILE
-from segloc_train.loop import merge_options, torch_threads
+from segloc_train.checkpointing import CHECKPOINT_DIR
+from segloc_train.loop import torch_threads
 from segloc_train.sld.train_sld import (
     CURVES_FILE,
     DATA_FILE,
@@ -62,8 +59,10 @@ from segloc_train.sld.train_sld import (
     landmarks_metadata,
     masked_heatmap_loss,
     plot_curves,
+    preset_train_config,
     sample_patch,
     stack_patches,
+    write_train_section,
 )
 from segloc_train.sld.train_sld import (
     PRESETS as SLD_PRESETS,
@@ -116,11 +115,7 @@ HEAD_PRESETS: dict[str, dict[str, Any]] = {
 
 def head_config(preset: str = "cpu_demo", values: dict[str, Any] | None = None) -> SldHeadConfig:
     """The config of a preset, with ``values`` (a ``train:`` section) over it."""
-    if preset not in HEAD_PRESETS:
-        raise SeglocError(f"unknown sld-head training preset {preset!r}; valid presets are: {', '.join(HEAD_PRESETS)}")
-    merged = merge_options(HEAD_PRESETS[preset], dict(values or {}))
-    merged["preset"] = preset
-    return config_from_dict(SldHeadConfig, merged, where="train")
+    return preset_train_config(SldHeadConfig, HEAD_PRESETS, preset, values, "sld-head")
 
 
 # --- the backbone --------------------------------------------------------------------------------
@@ -249,7 +244,7 @@ def _train_head(
     dataset = read_dataset(dataset_dir)
     selection, data = build_training_data(dataset, config, progress)
     output.mkdir(parents=True, exist_ok=True)
-    atomic_write(output / CONFIG_FILE, lambda tmp: Path(tmp).write_text(yaml.safe_dump({"train": config_to_dict(config)}, sort_keys=False)))
+    write_train_section(output, config)
     write_json(output / DATA_FILE, {"num_landmarks": len(selection.point_ids), "relaxation": selection.relaxation,
                                     "point_ids": selection.point_ids.tolist()})  # fmt: skip
     bconf = backbone.config
@@ -346,12 +341,4 @@ def _train_head(
     return output / CHECKPOINT_DIR
 
 
-def read_head_history(run: str | Path) -> dict[str, Any]:
-    """The ``losses.json`` of a head run (buffer size, seconds per stage, curves)."""
-    path = Path(run) / HISTORY_FILE
-    if not path.is_file():
-        raise SeglocError(f"{run}: no {HISTORY_FILE}; not a finished sld-head run")
-    return json.loads(path.read_text())
-
-
-__all__ = ["FeatureBuffer", "SldHeadConfig", "fill_buffer", "head_config", "load_backbone", "read_head_history", "train_sld_head"]
+__all__ = ["FeatureBuffer", "SldHeadConfig", "fill_buffer", "head_config", "load_backbone", "train_sld_head"]

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -81,6 +81,8 @@ from segloc_train.checkpointing import (
 from segloc_train.loop import merge_options, torch_threads
 
 logger = logging.getLogger("segloc")
+
+T = TypeVar("T", bound="SldTrainConfig")
 
 TRAINER_NAME = "sld"
 HISTORY_FILE = "losses.json"
@@ -191,21 +193,31 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def preset_train_config(cls: type[T], presets: dict[str, dict[str, Any]], preset: str, values: dict[str, Any] | None, trainer: str) -> T:
+    """A landmark trainer's config (``cls``, :class:`SldTrainConfig` or a subclass): ``presets[preset]`` with ``values`` over it."""
+    if preset not in presets:
+        raise SeglocError(f"unknown {trainer} training preset {preset!r}; valid presets are: {', '.join(presets)}")
+    merged = merge_options(presets[preset], dict(values or {}))
+    merged["preset"] = preset
+    return config_from_dict(cls, merged, where="train")
+
+
 def train_config(preset: str = "cpu_demo", values: dict[str, Any] | None = None) -> SldTrainConfig:
     """The config of a preset, with ``values`` (a ``train:`` section) over it."""
-    if preset not in PRESETS:
-        raise SeglocError(f"unknown sld training preset {preset!r}; valid presets are: {', '.join(PRESETS)}")
-    merged = merge_options(PRESETS[preset], dict(values or {}))
-    merged["preset"] = preset
-    return config_from_dict(SldTrainConfig, merged, where="train")
+    return preset_train_config(SldTrainConfig, PRESETS, preset, values, "sld")
 
 
-def load_train_config(path: str | Path) -> SldTrainConfig:
-    """The ``train`` section of a YAML file (``preset: NAME`` picks the defaults)."""
+def load_train_config(path: str | Path, build: Callable[[str, dict[str, Any]], T] = train_config) -> T:
+    """The ``train`` section of a YAML file (``preset: NAME`` picks the defaults) through ``build`` (a trainer's ``train_config``)."""
     from segloc.config import config_section
 
     values = dict(config_section(path, "train") or {})
-    return train_config(values.pop("preset", "cpu_demo"), values)
+    return build(values.pop("preset", "cpu_demo"), values)
+
+
+def write_train_section(output: Path, config: SldTrainConfig) -> None:
+    """``output/config.yaml``: the run's options as a ``train:`` section (atomically)."""
+    atomic_write(output / CONFIG_FILE, lambda tmp: Path(tmp).write_text(yaml.safe_dump({"train": config_to_dict(config)}, sort_keys=False)))
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -466,7 +478,7 @@ def _train(
         history = json.loads((output / HISTORY_FILE).read_text())
         history["epochs"] = [r for r in history["epochs"] if r["epoch"] < state.epochs_done]
         history["steps"] = [r for r in history["steps"] if r["epoch"] < state.epochs_done]
-    atomic_write(output / CONFIG_FILE, lambda tmp: Path(tmp).write_text(yaml.safe_dump({"train": config_to_dict(config)}, sort_keys=False)))
+    write_train_section(output, config)
     landmarks_meta = landmarks_metadata(selection, config, dataset_dir)
     write_json(
         output / DATA_FILE, {"num_landmarks": num_landmarks, "relaxation": selection.relaxation, "point_ids": selection.point_ids.tolist()}
