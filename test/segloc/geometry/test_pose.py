@@ -9,7 +9,10 @@ from segloc.geometry.pose import (
     estimate_absolute_pose,
     normalized_estimation_error_squared,
     perturb_world_from_cam,
+    pose_covariance,
     pose_perturbation,
+    projection_jacobian,
+    systematic_pose_covariance,
 )
 
 
@@ -43,7 +46,7 @@ def test_pnp_with_outliers_and_covariance_scales_with_noise():
     stds = []
     for sigma in (0.5, 2.0):
         noisy = points2D + rng.normal(size=points2D.shape) * sigma
-        estimate = estimate_absolute_pose(noisy, points3D, camera, PnPConfig(max_error_px=8 * sigma, min_pixel_sigma=0.0))
+        estimate = estimate_absolute_pose(noisy, points3D, camera, PnPConfig(max_error_px=8 * sigma, min_pixel_sigma=0.0, pixel_floor=0.0))
         assert pose_error(estimate.cam_from_world, cam_from_world)[0] < 0.05
         assert not estimate.inlier_mask[outliers].mean() > 0.05
         assert estimate.covariance.shape == (6, 6)
@@ -60,7 +63,7 @@ def test_covariance_matches_the_spread_of_estimates():
     deltas, covariances = [], []
     for _ in range(60):
         noisy = points2D + rng.normal(size=points2D.shape)
-        estimate = estimate_absolute_pose(noisy, points3D, camera, PnPConfig(max_error_px=20, min_pixel_sigma=0.0))
+        estimate = estimate_absolute_pose(noisy, points3D, camera, PnPConfig(max_error_px=20, min_pixel_sigma=0.0, pixel_floor=0.0))
         world_from_cam = estimate.cam_from_world.inverse()
         rotation_delta = world_from_cam.rotation  # identity ground truth: delta rotation = R_wc
         from segloc.geometry import matrix_to_axis_angle
@@ -87,14 +90,54 @@ def test_too_few_points_and_bad_shapes():
         estimate_absolute_pose(np.full((20, 2), np.nan), np.ones((20, 3)), camera)
 
 
-def test_covariance_floor_keeps_noise_free_estimates_honest():
-    rng = np.random.default_rng(3)
-    camera = Camera("PINHOLE", 640, 480, (500, 500, 320, 240))
+def random_scene(seed: int, count: int = 300, camera: Camera | None = None):
+    """A pinhole camera (unless given), a random pose and ``count`` points in front of it, projected."""
+    rng = np.random.default_rng(seed)
+    camera = camera or Camera("PINHOLE", 640, 480, (500, 500, 320, 240))
     cam_from_world = Rigid3(rng.normal(size=4), rng.normal(size=3))
-    points2D, points3D = make_scene(rng, camera, cam_from_world)
-    floored = estimate_absolute_pose(points2D, points3D, camera)
-    tighter = estimate_absolute_pose(points2D, points3D, camera, PnPConfig(min_pixel_sigma=0.5))
+    return (camera, cam_from_world, *make_scene(rng, camera, cam_from_world, count=count))
+
+
+def test_covariance_floor_keeps_noise_free_estimates_honest():
+    camera, _, points2D, points3D = random_scene(3)
+    floored = estimate_absolute_pose(points2D, points3D, camera, PnPConfig(pixel_floor=0.0))
+    tighter = estimate_absolute_pose(points2D, points3D, camera, PnPConfig(min_pixel_sigma=0.5, pixel_floor=0.0))
     assert np.allclose(np.sqrt(np.diag(floored.covariance)), 2 * np.sqrt(np.diag(tighter.covariance)), rtol=1e-6)
+
+
+def test_projection_jacobian_moves_projections_as_a_small_perturbation_does():
+    distorted = Camera("OPENCV", 640, 480, (500, 505, 320, 240, 0.05, -0.01, 0.001, 0.0005))
+    camera, cam_from_world, _, points3D = random_scene(4, count=50, camera=distorted)
+    delta = np.array([1e-4, -2e-4, 1e-4, 2e-5, -1e-5, 3e-5])
+    moved = camera.project(perturb_world_from_cam(cam_from_world, delta).transform_points(points3D))
+    predicted = camera.project(cam_from_world.transform_points(points3D)) + projection_jacobian(cam_from_world, camera, points3D) @ delta
+    assert np.max(np.abs(moved - predicted)) < 1e-3 * np.max(np.abs(moved - camera.project(cam_from_world.transform_points(points3D))))
+
+
+def test_systematic_covariance_does_not_shrink_with_more_points_and_grows_with_the_floor():
+    camera, cam_from_world, points2D, points3D = random_scene(5, count=100)
+    shared = systematic_pose_covariance(cam_from_world, camera, points3D, 1.0)
+    repeated = systematic_pose_covariance(cam_from_world, camera, np.repeat(points3D, 10, axis=0), 1.0)
+    assert np.allclose(shared, repeated, rtol=1e-6, atol=0)  # ten copies of each point share their error: no gain
+    independent = pose_covariance(cam_from_world, camera, points2D, points3D, pixel_sigma=1.0)
+    assert np.allclose(shared, len(points3D) * independent, rtol=1e-6)  # one point's worth of information
+    assert np.allclose(systematic_pose_covariance(cam_from_world, camera, points3D, 3.0), 9.0 * shared, rtol=1e-9)
+    assert np.array_equal(systematic_pose_covariance(cam_from_world, camera, points3D, 0.0), np.zeros((6, 6)))
+    assert systematic_pose_covariance(cam_from_world, camera, points3D[:3], 1.0) is None
+    with pytest.raises(SeglocError, match="pixel_floor"):
+        systematic_pose_covariance(cam_from_world, camera, points3D, -1.0)
+
+
+def test_pnp_pixel_floor_adds_the_shared_error_term():
+    camera, _, points2D, points3D = random_scene(6)
+    plain = estimate_absolute_pose(points2D, points3D, camera, PnPConfig(pixel_floor=0.0))
+    floored = estimate_absolute_pose(points2D, points3D, camera, PnPConfig(pixel_floor=0.5))
+    inliers = floored.inlier_mask
+    expected = plain.covariance + systematic_pose_covariance(floored.cam_from_world, camera, points3D[inliers], 0.5)
+    assert np.allclose(floored.covariance, expected, rtol=1e-5)
+    assert np.all(np.linalg.eigvalsh(floored.covariance - plain.covariance) > -1e-12)
+    with pytest.raises(SeglocError, match="pixel_floor"):
+        PnPConfig(pixel_floor=-0.1)
 
 
 # --- NEES: the covariance checked against the truth ----------------------------------------

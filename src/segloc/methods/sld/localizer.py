@@ -37,6 +37,13 @@ from segloc.runtime.session import InferenceSession, RuntimeConfig, SessionStatu
 logger = logging.getLogger("segloc")
 
 
+SLD_PIXEL_FLOOR = 1.3
+"""Default ``pnp.pixel_floor`` of SLD*, image pixels: the error that all the detections of an image
+share (peaks of stride-8 heatmaps, 0.16 cells at the demo's 320 px input). Fitted for 95 % of the
+true poses inside the 95 % ellipsoid on the demo room's evening and severe queries, checked on
+an office the fit never saw (``benchmarks/covariance.py --floor-option pnp.pixel_floor``)."""
+
+
 @dataclass
 class SldLocalizerConfig:
     """Options of :class:`SldLocalizer`.
@@ -60,7 +67,7 @@ class SldLocalizerConfig:
     detection_threshold: float = option(0.3, ge=0)
     peak_window: int = option(2, ge=0)
     max_detections: int = option(0, ge=0, note="0: all")
-    pnp: PnPConfig = field(default_factory=lambda: PnPConfig(max_error_px=8.0, min_inliers=6))
+    pnp: PnPConfig = field(default_factory=lambda: PnPConfig(max_error_px=8.0, min_inliers=6, pixel_floor=SLD_PIXEL_FLOOR))
     use_prior: bool = False
     prior_margin: float = option(0.25, ge=0)
     device: str = "cpu"
