@@ -289,7 +289,9 @@ def test_calibrated_covariance_grows_with_correlated_errors(room, cases):
     for correlated in (True, False):
         noisy = with_probability_errors(levels, correlated, np.random.default_rng(1))
         results = {
-            model: refine_pose_with_labels(noisy, camera, points3D, point_labels, init, LabelRefinementConfig(covariance=model))
+            model: refine_pose_with_labels(
+                noisy, camera, points3D, point_labels, init, LabelRefinementConfig(covariance=model, covariance_pixel_floor=0.0)
+            )
             for model in ("raw", "calibrated")
         }
         assert all(r.success for r in results.values()), {m: r.info() for m, r in results.items()}
@@ -301,9 +303,28 @@ def test_calibrated_covariance_grows_with_correlated_errors(room, cases):
     # and clearly more so than with independent errors per pixel.
     assert ratios[True] > 3.0
     assert ratios[True] > 2.0 * ratios[False]
-    scaled = refine_pose_with_labels(levels, camera, points3D, point_labels, init, LabelRefinementConfig(covariance_scale=3.0))
-    unit = refine_pose_with_labels(levels, camera, points3D, point_labels, init, LabelRefinementConfig(covariance_scale=1.0))
+    scaled = refine_pose_with_labels(
+        levels, camera, points3D, point_labels, init, LabelRefinementConfig(covariance_scale=3.0, covariance_pixel_floor=0.0)
+    )
+    unit = refine_pose_with_labels(
+        levels, camera, points3D, point_labels, init, LabelRefinementConfig(covariance_scale=1.0, covariance_pixel_floor=0.0)
+    )
     assert np.allclose(scaled.covariance, 3.0 * unit.covariance)
+
+
+def test_pixel_floor_adds_the_shared_error_term_at_the_finest_level(room, cases):
+    _, camera, _ = room
+    cam_from_world, levels, points3D, point_labels = cases[QUERIES[1]]
+    init = perturb(cam_from_world, 0.1, 2.0, np.random.default_rng(2))
+    unit = refine_pose_with_labels(levels, camera, points3D, point_labels, init, LabelRefinementConfig(covariance_pixel_floor=0.0))
+    floored = refine_pose_with_labels(levels, camera, points3D, point_labels, init, LabelRefinementConfig(covariance_pixel_floor=0.5))
+    assert unit.success and floored.success, (unit.info(), floored.info())
+    assert np.allclose(unit.cam_from_world.matrix(), floored.cam_from_world.matrix())  # the floor changes the covariance only
+    added = floored.covariance - unit.covariance
+    assert np.all(np.linalg.eigvalsh(added) > 0)
+    # The same term again at twice the floor: it scales with the floor squared.
+    doubled = refine_pose_with_labels(levels, camera, points3D, point_labels, init, LabelRefinementConfig(covariance_pixel_floor=1.0))
+    assert np.allclose(doubled.covariance - unit.covariance, 4.0 * added, rtol=1e-6, atol=1e-12)
 
 
 # --- top-k labels -------------------------------------------------------------------------
@@ -425,6 +446,12 @@ def test_config_is_strict():
         LabelRefinementConfig(covariance="sandwich")
     with pytest.raises(SeglocError, match="residual_sigma sets the scale of the raw covariance"):
         LabelRefinementConfig(residual_sigma=0.5)
-    for bad in ({"covariance_scale": 0.0}, {"covariance_block_size": 0.0}, {"covariance_block_size": 1.5}, {"covariance_min_blocks": 6}):
+    for bad in (
+        {"covariance_scale": 0.0},
+        {"covariance_pixel_floor": -1.0},
+        {"covariance_block_size": 0.0},
+        {"covariance_block_size": 1.5},
+        {"covariance_min_blocks": 6},
+    ):
         with pytest.raises(SeglocError, match=next(iter(bad))):
             LabelRefinementConfig(**bad)
