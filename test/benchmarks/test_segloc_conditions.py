@@ -1,24 +1,11 @@
 """The table builder and argument handling of benchmarks/segloc_conditions.py (no map is built)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
-def conditions():
-    name = "segloc_conditions_benchmark"
-    if name not in sys.modules:
-        sys.path.insert(0, str(BENCHMARKS))  # it imports its sibling benchmarks
-        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / "segloc_conditions.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+def conditions(load_benchmark):
+    return load_benchmark("segloc_conditions")
 
 
 def summary(recall: list[float], num_queries: int = 10, t: float | None = 0.05, r: float | None = 0.5, seconds: float = 0.3) -> dict:

@@ -1,26 +1,16 @@
 """The pure helpers of benchmarks/soak.py: memory slope, /proc readings, counters, the summary and its verdict (no ROS)."""
 
 import argparse
-import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def soak():
-    name = "segloc_soak_benchmark"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / "soak.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+def soak(load_benchmark):
+    return load_benchmark("soak")
 
 
 def test_memory_slope_is_mb_per_hour_after_the_warmup(soak):

@@ -1,16 +1,11 @@
 """benchmarks/train_general.py on a tiny configuration: two small synthetic places (one under two
 conditions), a tiny network, two steps; it prints and writes its JSON summary and a checkpoint."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import yaml
 
 from segloc.models.checkpoint import read_checkpoint_info
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 TINY_TRAIN = {
     "network": {"pretrained": False, "num_classes": 8, "feature_dim": 32, "decoder_channels": [32, 32, 32, 32], "head_hidden_dim": 32},
@@ -22,17 +17,7 @@ TINY_TRAIN = {
 }
 
 
-def load_benchmark():
-    name = "segloc_train_general_benchmark"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / "train_general.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def test_trains_one_network_on_several_places_and_conditions(tmp_path, capsys):
+def test_trains_one_network_on_several_places_and_conditions(tmp_path, capsys, load_benchmark):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({"train": TINY_TRAIN}))
     argv = ["-o", str(tmp_path / "out"), "--scenes", "room", "--seeds", "3", "4", "--conditions", "day", "night"]
@@ -52,7 +37,7 @@ def test_trains_one_network_on_several_places_and_conditions(tmp_path, capsys):
         "2",
     ]
     argv += ["--threads", "1", "--no-progress"]
-    summary = load_benchmark().main(argv)
+    summary = load_benchmark("train_general").main(argv)
     assert summary["places"] == 2 and summary["datasets"] == 4
     assert len(summary["epochs"]) == 1 and summary["epochs"][0]["steps"] == 2
     assert 1 <= summary["classes_used"] <= 8

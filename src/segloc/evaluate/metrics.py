@@ -105,7 +105,7 @@ from __future__ import annotations
 import math
 import resource
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,6 +365,13 @@ def _pose_dict(pose: Rigid3 | None) -> dict[str, list[float]] | None:
     if pose is None:
         return None
     return {"quat_wxyz": pose.quat_wxyz.tolist(), "translation": pose.translation.tolist()}
+
+
+def pose_from_record(value: Mapping[str, Any] | None) -> Rigid3 | None:
+    """A pose of ``per_query.json`` (``{"quat_wxyz", "translation"}``, or null) as a :class:`Rigid3`."""
+    if not value:
+        return None
+    return Rigid3(np.asarray(value["quat_wxyz"], np.float64), np.asarray(value["translation"], np.float64))
 
 
 def per_query_records(results: Sequence[QueryResult]) -> list[dict[str, Any]]:

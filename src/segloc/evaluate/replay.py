@@ -53,7 +53,7 @@ from segloc.data.rosbag import (
     stamp_to_ns,
 )
 from segloc.errors import SeglocError
-from segloc.evaluate.metrics import THRESHOLDS, QueryResult, peak_rss_bytes, summarize
+from segloc.evaluate.metrics import THRESHOLDS, QueryResult, peak_rss_bytes, pose_from_record, summarize
 from segloc.evaluate.report import format_summary, write_report
 from segloc.evaluate.run import QueryOdometry, as_pipeline, localize_query, overlap_or_raise, scale_entries
 from segloc.fileio import check_output
@@ -508,8 +508,7 @@ AGREEMENT_ROTATION_DEG = 0.01
 
 
 def _record_pose(record: Mapping[str, Any]) -> Rigid3 | None:
-    pose = record.get("cam_from_world_est")
-    return None if not pose else Rigid3(np.asarray(pose["quat_wxyz"], np.float64), np.asarray(pose["translation"], np.float64))
+    return pose_from_record(record.get("cam_from_world_est"))
 
 
 def compare_per_image(live: Sequence[Mapping[str, Any]], offline: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
