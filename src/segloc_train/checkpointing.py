@@ -61,7 +61,7 @@ class TrainingState:
         steps_done: optimizer steps so far.
         seed: the run's base seed; every random stream of epoch ``e`` derives from ``(seed, e)``.
         train_seconds: wall time spent in the epochs so far (without setup).
-        stopped: why the last session stopped: ``"completed"``, ``"time_budget"`` or ``""``.
+        stopped: why the last session stopped: ``"completed"``, ``"time_budget"``, ``"max_steps"`` or ``""``.
     """
 
     trainer: str
@@ -78,11 +78,14 @@ class LossHistory:
 
     Each record holds ``epoch`` (0-based), the weighted ``total`` and the unweighted terms
     (``ce``, ``cc``, ``pc``, ``pf``, ``ms``); step records add ``step`` (0-based, over the
-    whole run), epoch records ``steps`` and ``seconds``.
+    whole run), epoch records ``steps`` and ``seconds``. ``run`` holds a trainer's other
+    top-level values of the file (``segloc train sld-backbone``: its scenes, world size, seconds),
+    read and written with the records.
     """
 
     steps: list[dict[str, float]] = field(default_factory=list)
     epochs: list[dict[str, float]] = field(default_factory=list)
+    run: dict[str, Any] = field(default_factory=dict)
 
     def truncate(self, epochs_done: int) -> None:
         """Forget the records of epochs ``>= epochs_done`` (written after the last complete save)."""
@@ -244,14 +247,15 @@ def read_loss_history(path: str | Path) -> LossHistory:
         return LossHistory()
     try:
         values = json.loads(path.read_text())
-        return LossHistory(list(values["steps"]), list(values["epochs"]))
+        steps, epochs = list(values["steps"]), list(values["epochs"])  # first: a file that is not a mapping fails here
+        return LossHistory(steps, epochs, {key: value for key, value in values.items() if key not in ("steps", "epochs")})
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise SeglocError(f"{path} is not a loss history ({exc}); delete it or train again without --resume") from None
 
 
 def write_loss_history(path: str | Path, history: LossHistory) -> Path:
-    """Write ``losses.json`` atomically (non-finite values as null)."""
-    return write_json(path, {"steps": history.steps, "epochs": history.epochs})
+    """Write ``losses.json`` atomically (non-finite values as null): ``history.run``'s values, then the records."""
+    return write_json(path, {**history.run, "steps": history.steps, "epochs": history.epochs})
 
 
 LOSS_TERMS = ("total", "ce", "cc", "pc", "pf", "ms")

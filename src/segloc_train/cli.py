@@ -5,7 +5,7 @@
     segloc train sld DATASET -o OUT [--config YAML] [--preset cpu_demo|paper] [--epochs N] [--steps-per-epoch N]
                      [--time-budget S] [--resume] [--device cpu|cuda] [--threads N] [--no-progress]
     segloc train sld-backbone SCENE [SCENE ...] -o RUN [--config YAML] [--preset cpu_demo|paper] [--epochs N] [--max-steps N]
-                              [--time-budget S] [--device cpu|cuda] [--threads N] [--no-progress]
+                              [--time-budget S] [--resume] [--device cpu|cuda] [--threads N] [--no-progress]
         (under torchrun: torchrun --nproc-per-node N -m segloc train sld-backbone ...)
     segloc train sld-head DATASET --backbone RUN|imagenet -o OUT [--config YAML] [--preset cpu_demo|paper] [--epochs N]
                           [--patches-per-image N] [--time-budget S] [--device cpu|cuda] [--threads N] [--no-progress]
@@ -74,9 +74,10 @@ def add_run_config_options(p: argparse.ArgumentParser, presets: str) -> None:
     p.add_argument("--preset", help=presets)
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
-    """The options every trainer takes: steps, time budget, resume, device, threads, progress bars."""
-    p.add_argument("--steps-per-epoch", type=int, help="at most this many steps per epoch")
+def add_run_options(p: argparse.ArgumentParser, steps_per_epoch: bool = True) -> None:
+    """The options every trainer takes: steps (unless ``steps_per_epoch`` is false), time budget, resume, device, threads, progress bars."""
+    if steps_per_epoch:
+        p.add_argument("--steps-per-epoch", type=int, help="at most this many steps per epoch")
     p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop cleanly after this much wall time (setup included)")
     p.add_argument("--resume", action="store_true", help="continue the run in the output folder from its last save")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's)")
@@ -231,12 +232,13 @@ def cmd_train_sld_backbone(args: argparse.Namespace) -> int:
     from segloc_train.sld.backbone import backbone_config, train_sld_backbone
     from segloc_train.sld.train_sld import load_train_config
 
-    args.resume = False
     overrides = {"epochs": args.epochs, "max_steps": args.max_steps, "time_budget_s": args.time_budget, "device": args.device,
                  "threads": args.threads}  # fmt: skip
     config = run_config(args, lambda path: load_train_config(path, backbone_config), backbone_config, "cpu_demo", overrides)
     start = time.perf_counter()
-    checkpoint = train_sld_backbone(args.scenes, args.output, config, progress=not args.no_progress, on_epoch=_print_landmark_epoch)
+    checkpoint = train_sld_backbone(
+        args.scenes, args.output, config, resume=args.resume, progress=not args.no_progress, on_epoch=_print_landmark_epoch
+    )
     print(f"wrote checkpoint {checkpoint} in {time.perf_counter() - start:.1f} s (config, losses and curves in {args.output})")
     return 0
 
@@ -271,18 +273,16 @@ def add_sld_onboarding_parsers(trainers: argparse._SubParsersAction) -> None:
         description=(
             "Train one shared landmark backbone and a simple head per scene over SCENES (dataset folders), in batches that each "
             "hold one scene, shuffled across scenes. Writes RUN/checkpoint (best mean held-out recall; pass RUN to "
-            "`segloc train sld-head --backbone`), RUN/config.yaml, RUN/losses.json, RUN/curves.png and RUN/scenes/. Runs "
+            "`segloc train sld-head --backbone`), RUN/config.yaml, RUN/losses.json, RUN/curves.png, RUN/scenes/ and RUN/resume/ "
+            "(--resume continues from the last epoch, with the same SCENES in the same order). Runs "
             "under torchrun unchanged: torchrun --nproc-per-node N -m segloc train sld-backbone ... (gloo on CPU, nccl on CUDA)."
         ),
     )
     p.add_argument("scenes", type=Path, nargs="+", metavar="SCENE", help="dataset folders (images/, mapping.txt[, depth/])")
     add_run_config_options(p, "cpu_demo (default; 100 landmarks per scene, 320-pixel images) or paper (GPU-scale)")
-    p.add_argument("--epochs", type=int, help="epochs (each: every batch of every scene once)")
+    p.add_argument("--epochs", type=int, help="epochs (each: every batch of every scene once; with --resume: train up to this many)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps in all")
-    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop cleanly after this much wall time (setup included)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_run_options(p, steps_per_epoch=False)
     p.set_defaults(func=cmd_train_sld_backbone)
 
     p = trainers.add_parser(

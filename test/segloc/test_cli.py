@@ -63,6 +63,11 @@ def test_sld_head_with_a_backbone_that_is_not_one(capsys, tiny_dataset, tmp_path
     assert_one_line_error(code, err, "no such run or checkpoint folder")
 
 
+def test_sld_backbone_resume_with_nothing_to_resume(capsys, tiny_dataset, tmp_path):
+    code, _, err = run_cli(capsys, "train", "sld-backbone", str(tiny_dataset), "-o", str(tmp_path / "run"), "--resume", "--no-progress")
+    assert_one_line_error(code, err, "nothing to resume")
+
+
 def test_missing_image(capsys, tiny_dataset, tmp_path):
     (tiny_dataset / "images" / "m1.png").unlink()
     code, _, err = run_cli(capsys, "map", "build", str(tiny_dataset), "-o", str(tmp_path / "map"))

@@ -15,7 +15,19 @@ One shared :class:`segloc.models.landmarks.LandmarkBackbone` and one simple head
    SLD* trainer does) and keeps the network with the best mean recall in ``RUN/checkpoint``
    (its ``backbone`` is what ``segloc train sld-head --backbone RUN`` trains a new scene's head on);
 4. writes ``RUN/config.yaml``, ``RUN/losses.json`` (loss per step, per-scene and mean recall per
-   epoch) and ``RUN/curves.png`` (loss, per-scene and mean recall).
+   epoch), ``RUN/curves.png`` (loss, per-scene and mean recall) and ``RUN/resume/`` (the last
+   network with every scene's head, the optimizer, the state: epochs and steps done) after each
+   epoch, as ``segloc train sld`` does (:func:`segloc_train.checkpointing.save_epoch_end`).
+
+**Resume.** ``resume=True`` (``--resume``) continues the run in ``RUN`` from its last complete
+epoch, up to ``epochs`` (or ``max_steps``): the network, the optimizer, the history (the best
+mean recall is the best of its epochs) and the counters come back, the scenes' landmarks from
+``RUN/scenes/``, and the sampler's batches and patches, which depend only on ``(seed, epoch,
+batch, slot)``, continue as they would have (an epoch cut short by ``max_steps`` or the time
+budget counts as done: the resumed run starts the next one). It refuses a folder with nothing to resume, another
+trainer's run, and scenes other than the run's (the datasets of ``RUN/scenes/NNN.npz``, in
+order). Without ``--resume``, a folder that holds a run is refused; one with only
+``RUN/scenes/`` (a run stopped before its first epoch ended) starts again on those scenes.
 
 **More than one process.** Under ``torchrun`` (``WORLD_SIZE`` > 1; ``torchrun --nproc-per-node N -m
 segloc train sld-backbone ...``, multi-node flags unchanged) the network is wrapped in
@@ -26,8 +38,8 @@ is the one-process gradient of the same global batch. Batch norm runs on each pr
 (converted to :class:`torch.nn.SyncBatchNorm` on CUDA); ``freeze_batchnorm`` keeps the
 encoder's batch norm in eval mode, which makes N processes compute exactly what one does.
 Rank 0 alone writes files and measures; the time budget is rank 0's clock, shared each step.
-A new run goes to a new or empty folder (there is no resume); ``time_budget_s`` stops cleanly
-with the best network saved.
+Every process reads the same resume state; ``time_budget_s`` stops cleanly with the best network
+and the resume state saved.
 """
 
 from __future__ import annotations
@@ -49,23 +61,32 @@ import torch.distributed as dist
 from segloc.config import option
 from segloc.data.dataset import read_dataset
 from segloc.errors import SeglocError
-from segloc.evaluate.report import new_figure, save_figure, write_json
+from segloc.evaluate.report import new_figure, save_figure
 from segloc.fileio import atomic_write
 from segloc.methods.sld.heatmaps import gaussian_targets
 from segloc.methods.sld.landmarks import LandmarkSelection
 from segloc.models.checkpoint import save_checkpoint
 from segloc.models.landmarks import OUTPUT_STRIDE, MultiSceneLandmarkNet, MultiSceneLandmarkNetConfig
-from segloc_train.checkpointing import CHECKPOINT_DIR
+from segloc_train.checkpointing import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LossHistory,
+    TrainingState,
+    open_run,
+    resume_last_epoch,
+    save_epoch_end,
+    save_training_state,
+)
 from segloc_train.loop import torch_threads
 from segloc_train.sld.train_sld import (
     CURVES_FILE,
-    HISTORY_FILE,
     LandmarkImages,
     SldTrainConfig,
     build_training_data,
     heatmap_loss_terms,
     heldout_metrics,
     image_tensor,
+    load_train_config,
     prepare_images,
     preset_train_config,
     sample_patch,
@@ -219,6 +240,26 @@ def _scene_file(output: Path, index: int) -> Path:
     return output / SCENES_DIR / f"{index:03d}.npz"
 
 
+def check_run_scenes(output: Path, roots: Sequence[Path]) -> None:
+    """Refuse to resume ``output`` with scenes other than its run's (``RUN/scenes/NNN.npz`` name them, in order).
+
+    Raises:
+        SeglocError: another number of scenes, or another dataset at some index.
+    """
+    trained = []
+    for path in sorted((output / SCENES_DIR).glob("*.npz")):
+        with np.load(path, allow_pickle=False) as saved:
+            trained.append(str(saved["dataset"]))
+    given = [str(Path(root).resolve()) for root in roots]
+    if len(trained) != len(given):
+        raise SeglocError(
+            f"cannot resume {output}: it was trained on {len(trained)} scenes, not {len(given)}; give its scenes in its order"
+        )
+    for index, (was, now) in enumerate(zip(trained, given)):
+        if was != now:
+            raise SeglocError(f"cannot resume {output}: its scene {index} is {was}, not {now}; give its scenes in its order")
+
+
 def prepare_scene(dataset_dir: Path, index: int, output: Path, config: SldBackboneConfig, group: ProcessGroup, progress: bool) -> Scene:
     """A scene's landmarks and labels: built by rank 0 and written to ``RUN/scenes/NNN.npz``, read back by the others."""
     dataset = read_dataset(dataset_dir)
@@ -272,32 +313,45 @@ def train_sld_backbone(
     scene_dirs: Sequence[str | Path],
     output_dir: str | Path,
     config: SldBackboneConfig | None = None,
+    resume: bool = False,
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
     """Train the shared landmark backbone over ``scene_dirs`` (module docstring); returns ``output_dir/checkpoint``.
 
+    Args:
+        config: training options; None: the defaults, or with ``resume`` the run's ``config.yaml``.
+        resume: continue the run saved in ``output_dir`` (same scenes, same order), up to ``config.epochs``.
+
     Raises:
-        SeglocError: no scenes, a scene listed twice, an output folder that holds a run.
+        SeglocError: no scenes, a scene listed twice, a new run into a folder that holds one,
+            nothing to resume, another trainer's run, or other scenes than the run's.
     """
-    config = config or SldBackboneConfig()
+    output = Path(output_dir)
+    if config is None:
+        config = (
+            load_train_config(output / CONFIG_FILE, backbone_config) if resume and (output / CONFIG_FILE).is_file() else SldBackboneConfig()
+        )
     roots = [Path(scene) for scene in scene_dirs]
     if not roots:
         raise SeglocError("sld-backbone: give at least one scene (dataset folder)")
     resolved = [root.resolve() for root in roots]
     if len(set(resolved)) != len(resolved):
         raise SeglocError("sld-backbone: a scene is listed twice")
-    output = Path(output_dir)
-    if (output / CHECKPOINT_DIR).exists():
-        raise SeglocError(f"{output} already holds a backbone run; choose another output folder")
+    # before the processes meet (torchrun): no process has written anything yet
+    state = open_run(output, TRAINER_NAME, "an SLD backbone one", config.seed, resume)
+    if resume:
+        check_run_scenes(output, roots)
     with torch_threads(config.threads), process_group(config.device) as group:
-        return _train_backbone(roots, output, config, group, progress and group.is_main, on_epoch)
+        return _train_backbone(roots, output, config, state, resume, group, progress and group.is_main, on_epoch)
 
 
 def _train_backbone(
     roots: list[Path],
     output: Path,
     config: SldBackboneConfig,
+    state: TrainingState,
+    resume: bool,
     group: ProcessGroup,
     progress: bool,
     on_epoch: Callable[[dict[str, Any]], None] | None,
@@ -309,14 +363,17 @@ def _train_backbone(
     device = group.device
     scenes = [prepare_scene(root, index, output, config, group, progress) for index, root in enumerate(roots)]
     names = [root.name for root in roots]
-    if group.is_main:
-        write_train_section(output, config)
     torch.manual_seed(config.seed)
     net_config = MultiSceneLandmarkNetConfig(tuple(len(scene.selection.point_ids) for scene in scenes), pretrained=config.pretrained,
                                              fuse_channels=config.fuse_channels, head_channels=config.head_channels)  # fmt: skip
     model = MultiSceneLandmarkNet(net_config).to(device).train()
     if group.world_size > 1 and device.startswith("cuda") and not config.freeze_batchnorm:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    history = resume_last_epoch(output, model, optimizer, state) if resume else LossHistory()
+    history.run.update(scenes=[str(root) for root in roots], world_size=group.world_size)
+    if group.is_main:
+        write_train_section(output, config)
     network = DistributedDataParallel(model, find_unused_parameters=True) if group.world_size > 1 else model
 
     def set_train_mode() -> None:
@@ -326,14 +383,15 @@ def _train_backbone(
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.eval()
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     sampler = SceneBatchSampler([len(scene.data.train_ids) for scene in scenes], config.batch_size, config.seed)
-    history: dict[str, Any] = {"scenes": [str(root) for root in roots], "world_size": group.world_size, "steps": [], "epochs": []}
     setup_seconds = time.perf_counter() - start_time
-    train_seconds, best, stopped, step = 0.0, -1.0, "completed", 0
-    logger.info("sld backbone: %d scenes, %d batches per epoch, %d process(es), setup %.1f s", len(scenes), len(sampler), group.world_size,
-                setup_seconds)  # fmt: skip
-    for epoch in range(config.epochs):
+    best, stopped = max((record["recall"] for record in history.epochs), default=-1.0), "completed"
+    logger.info("sld backbone: %d scenes, %d batches per epoch, %d process(es), setup %.1f s, from epoch %d", len(scenes), len(sampler),
+                group.world_size, setup_seconds, state.epochs_done)  # fmt: skip
+    for epoch in range(state.epochs_done, config.epochs):
+        if config.max_steps is not None and state.steps_done >= config.max_steps:
+            stopped = "max_steps"
+            break
         for param_group in optimizer.param_groups:
             param_group["lr"] = config.learning_rate * config.lr_gamma ** (epoch // config.lr_step_epochs)
         set_train_mode()
@@ -356,45 +414,48 @@ def _train_backbone(
             loss.backward()
             optimizer.step()
             losses.append(float((group.sum(squared) / total_weight).item()))
-            history["steps"].append({"epoch": epoch, "step": step, "scene": scene_index, "loss": losses[-1]})
-            step += 1
+            history.steps.append({"epoch": epoch, "step": state.steps_done, "scene": scene_index, "loss": losses[-1]})
+            state.steps_done += 1
             over_time = bool(config.time_budget_s) and time.perf_counter() - start_time > config.time_budget_s
             if group.any(over_time and group.is_main):
                 stopped = "time_budget"
-            elif config.max_steps is not None and step >= config.max_steps:
+            elif config.max_steps is not None and state.steps_done >= config.max_steps:
                 stopped = "max_steps"
             if stopped != "completed":
                 break
-        train_seconds += time.perf_counter() - epoch_start
+        state.train_seconds += time.perf_counter() - epoch_start
+        state.epochs_done = epoch + 1
         if group.is_main:
             record = _measure_epoch(model, scenes, names, config, device, epoch, losses, time.perf_counter() - epoch_start)
-            history["epochs"].append(record)
+            history.epochs.append(record)
             if record["recall"] > best or not (output / CHECKPOINT_DIR).is_dir():
                 best = max(best, record["recall"])
                 metadata = {
                     "trainer": TRAINER_NAME,
                     "epoch": epoch + 1,
-                    "steps": step,
+                    "steps": state.steps_done,
                     "heldout": {"recall": record["recall"], "scenes": record["scenes"]},
                     "scenes": [
                         {"dataset": str(root.resolve()), "num_landmarks": len(scene.selection.point_ids)}
                         for root, scene in zip(roots, scenes)
                     ],  # fmt: skip
-                    "train_seconds": round(train_seconds, 1),
+                    "train_seconds": round(state.train_seconds, 1),
                     "world_size": group.world_size,
                 }
                 save_checkpoint(model, output / CHECKPOINT_DIR, metadata=metadata, overwrite=True)
-            history["seconds"] = {"setup": round(setup_seconds, 2), "train": round(train_seconds, 2)}
-            history["stopped"] = stopped
-            write_json(output / HISTORY_FILE, history)
-            plot_backbone_curves(output / CURVES_FILE, history["epochs"], names)
+            history.run.update(seconds={"setup": round(setup_seconds, 2), "train": round(state.train_seconds, 2)}, stopped=stopped)
+            save_epoch_end(output, model, optimizer, state, history, stopped)
+            plot_backbone_curves(output / CURVES_FILE, history.epochs, names)
             if on_epoch is not None:
                 on_epoch({**record, "epochs": config.epochs, "best_recall": best, "stopped": stopped})
         group.barrier()
         if stopped != "completed":
             break
-    logger.info("sld backbone: setup %.1f s, training %.1f s (%d steps), best mean held-out recall %.3f", setup_seconds, train_seconds, step,
-                best)  # fmt: skip
+    if group.is_main:
+        state.stopped = stopped
+        save_training_state(output, state, optimizer)
+    logger.info("sld backbone: setup %.1f s, training %.1f s (%d steps), best mean held-out recall %.3f", setup_seconds, state.train_seconds,
+                state.steps_done, best)  # fmt: skip
     return output / CHECKPOINT_DIR
 
 

@@ -1,5 +1,5 @@
-"""Fast onboarding: the scene-homogeneous sampler, the multi-scene backbone (one and two processes), the feature
-buffer, and a new scene's head whose checkpoint builds a working SLD map."""
+"""Fast onboarding: the scene-homogeneous sampler, the multi-scene backbone (one and two processes, resumed), the
+feature buffer, and a new scene's head whose checkpoint builds a working SLD map."""
 
 import json
 import os
@@ -17,8 +17,9 @@ from segloc.data.synthetic import generate_scene, synth_config
 from segloc.errors import SeglocError
 from segloc.evaluate.run import evaluate_map
 from segloc.methods.sld.layer import SldMapConfig, build_sld_map
-from segloc.models.checkpoint import load_checkpoint
+from segloc.models.checkpoint import WEIGHTS, load_checkpoint, read_state_dict
 from segloc.models.landmarks import MultiSceneLandmarkNet, SceneLandmarkNet
+from segloc_train.checkpointing import TrainingState, save_training_state
 from segloc_train.sld.backbone import SceneBatchSampler, backbone_config, train_sld_backbone
 from segloc_train.sld.head import fill_buffer, head_config, load_backbone, train_sld_head
 from segloc_train.sld.train_sld import build_training_data, sample_patch, stack_patches
@@ -121,6 +122,46 @@ def test_backbone_run_then_a_new_scenes_head_builds_a_map_that_localizes(scenes,
     map_path = build_sld_map(dataset, tmp_path / "map", SldMapConfig(checkpoint=str(head_checkpoint)), progress=False)
     metrics = evaluate_map(map_path, dataset, tmp_path / "eval", progress=False)
     assert metrics["method"] == "sld" and metrics["num_queries"] == len(dataset.query)
+
+
+def test_a_backbone_run_stopped_after_one_epoch_and_resumed_ends_as_one_run_of_two(scenes, tmp_path):
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    train_sld_backbone(scenes, whole, backbone_config("cpu_demo", {**TINY, "epochs": 2}), progress=False)
+    train_sld_backbone(scenes, resumed, backbone_config("cpu_demo", {**TINY, "epochs": 1}), progress=False)
+    state = json.loads((resumed / "resume" / "state.json").read_text())
+    assert state["trainer"] == "sld_backbone" and state["epochs_done"] == 1 and state["stopped"] == "completed"
+    epochs = []
+    train_sld_backbone(scenes, resumed, backbone_config("cpu_demo", {**TINY, "epochs": 2}), resume=True, progress=False,
+                       on_epoch=epochs.append)  # fmt: skip
+    assert [record["epoch"] for record in epochs] == [1]  # only the second epoch ran
+
+    one, two = (json.loads((run / "losses.json").read_text()) for run in (whole, resumed))
+    assert two["scenes"] == one["scenes"] and two["stopped"] == "completed"
+    assert [(s["epoch"], s["step"], s["scene"]) for s in two["steps"]] == [(s["epoch"], s["step"], s["scene"]) for s in one["steps"]]
+    # the same patches and the same optimizer state: the same curve and weights, up to the floating point of the machine
+    np.testing.assert_allclose([s["loss"] for s in two["steps"]], [s["loss"] for s in one["steps"]], rtol=1e-4)
+    assert [e["epoch"] for e in two["epochs"]] == [0, 1]
+    np.testing.assert_allclose([e["loss"] for e in two["epochs"]], [e["loss"] for e in one["epochs"]], rtol=1e-4)
+    np.testing.assert_allclose([e["recall"] for e in two["epochs"]], [e["recall"] for e in one["epochs"]], atol=0.02)
+    weights_one, weights_two = (read_state_dict(run / "resume" / "last" / WEIGHTS) for run in (whole, resumed))
+    assert weights_two.keys() == weights_one.keys() and any(name.startswith("heads.1.") for name in weights_one)
+    for name, value in weights_one.items():
+        assert torch.allclose(weights_two[name].float(), value.float(), rtol=1e-3, atol=1e-5), name
+    assert json.loads((resumed / "resume" / "state.json").read_text())["epochs_done"] == 2
+
+    with pytest.raises(SeglocError, match="trained on 2 scenes, not 1"):
+        train_sld_backbone(scenes[:1], resumed, backbone_config("cpu_demo", {**TINY, "epochs": 3}), resume=True, progress=False)
+    with pytest.raises(SeglocError, match="its scene 0 is"):
+        train_sld_backbone(scenes[::-1], resumed, backbone_config("cpu_demo", {**TINY, "epochs": 3}), resume=True, progress=False)
+
+
+def test_backbone_resume_refuses_an_empty_folder_and_another_trainers_run(scenes, tmp_path):
+    config = backbone_config("cpu_demo", TINY)
+    with pytest.raises(SeglocError, match="nothing to resume"):
+        train_sld_backbone(scenes, tmp_path / "new", config, resume=True, progress=False)
+    save_training_state(tmp_path / "sld", TrainingState("sld"), torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0))
+    with pytest.raises(SeglocError, match="holds a 'sld' training run"):
+        train_sld_backbone(scenes, tmp_path / "sld", config, resume=True, progress=False)
 
 
 def test_head_refuses_what_is_not_a_backbone(scenes, tmp_path):
