@@ -93,12 +93,20 @@ def check_options(config: Any, where: str | None = None) -> None:
         check_value(field, getattr(config, field.name), f"{where}.{field.name}")
 
 
-def config_from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "config") -> T:
+def config_from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "config", base: T | None = None) -> T:
     """Build dataclass ``cls`` from a (nested) dict, rejecting unknown keys and values out of range.
 
     Nested dataclass fields are built recursively; tuples and lists are converted to the
     declared type; every value is checked with :func:`check_value` (its field's bounds, finite
     numbers). ``where`` names the place in error messages (``config.matching``).
+
+    Options a dict leaves out keep their defaults, and for a nested section that is the default
+    the *enclosing* class gives it (its field's default or default factory, or the value in
+    ``base``), not the nested class's own: ``{"pnp": {"pixel_floor": 2}}`` for SLD* keeps SLD*'s
+    PnP threshold of 8 px, not :class:`segloc.geometry.pose.PnPConfig`'s 12.
+
+    Args:
+        base: an instance whose values the dict overrides (None: ``cls``'s defaults).
     """
     if values is None:
         values = {}
@@ -113,9 +121,24 @@ def config_from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
-        kwargs[name] = _convert(hints.get(name, Any), value, f"{where}.{name}")
+        default = _nested_default(fields[name], base) if isinstance(value, dict) else None
+        if default is not None:
+            kwargs[name] = config_from_dict(type(default), value, f"{where}.{name}", base=default)
+        else:
+            kwargs[name] = _convert(hints.get(name, Any), value, f"{where}.{name}")
         check_value(fields[name], kwargs[name], f"{where}.{name}")
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
+def _nested_default(field: dataclasses.Field, base: Any) -> Any:
+    """The default dataclass instance of a nested config field (from ``base``, else the field's default); None otherwise."""
+    if base is not None:
+        default = getattr(base, field.name)
+    elif field.default_factory is not dataclasses.MISSING:
+        default = field.default_factory()
+    else:
+        default = field.default
+    return default if dataclasses.is_dataclass(default) and not isinstance(default, type) else None
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:

@@ -27,6 +27,23 @@ def test_nested_and_defaults():
     assert config_from_dict(Outer, config_to_dict(config)) == config
 
 
+@dataclass
+class Enclosing:
+    """A class whose nested section has other defaults than the nested class's own."""
+
+    inner: Inner = field(default_factory=lambda: Inner(ratio=0.5, mutual=False))
+    outer: Outer = field(default_factory=lambda: Outer(name="enclosed", inner=Inner(ratio=0.25)))
+
+
+def test_a_partial_nested_section_keeps_the_enclosing_class_defaults():
+    config = config_from_dict(Enclosing, {"inner": {"ratio": 0.9}, "outer": {"inner": {"mutual": False}}})
+    assert config.inner == Inner(ratio=0.9, mutual=False)  # mutual stays the enclosing default, not Inner's True
+    assert config.outer.name == "enclosed" and config.outer.inner == Inner(ratio=0.25, mutual=False)
+    assert config_from_dict(Enclosing, {}) == Enclosing()
+    with pytest.raises(SeglocError, match=r"config.outer.inner: unknown option"):
+        config_from_dict(Enclosing, {"outer": {"inner": {"ratoi": 1.0}}})
+
+
 def test_unknown_keys_are_an_error():
     with pytest.raises(SeglocError, match=r"config.inner: unknown option\(s\) ratoi; valid options are: mutual, ratio"):
         config_from_dict(Outer, {"inner": {"ratoi": 0.7}})
