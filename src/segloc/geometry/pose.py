@@ -1,5 +1,8 @@
 """Absolute pose estimation: LO-RANSAC P3P + non-linear refinement (pycolmap), with a covariance.
 
+Sampling is uniform, or PROSAC over correspondences ranked by weight (``PnPConfig.sampling``,
+:mod:`segloc.geometry.ransac`, poselib); the refinement is pycolmap's either way.
+
 Covariance convention (used across segloc and converted as-is to ROS
 ``PoseWithCovariance``): a 6x6 matrix over ``(x, y, z, rx, ry, rz)`` where ``(x, y, z)`` perturb
 the camera centre in the world frame (metres) and ``(rx, ry, rz)`` are a rotation vector
@@ -23,6 +26,7 @@ import numpy as np
 from segloc.config import check_options, option
 from segloc.errors import SeglocError
 from segloc.geometry.camera import Camera
+from segloc.geometry.ransac import SAMPLINGS, check_weights, prosac_absolute_pose
 from segloc.geometry.transforms import Rigid3, axis_angle_to_matrix, matrix_to_axis_angle
 
 logger = logging.getLogger("segloc")
@@ -53,6 +57,8 @@ class PnPConfig:
             not average away (:func:`systematic_pose_covariance`); 0 leaves it out.
         random_seed: RANSAC's seed: the same correspondences give the same pose, in every
             process and run (live and offline agree); -1 draws a new seed each call.
+        sampling: ``uniform`` (pycolmap LO-RANSAC) or ``prosac``: minimal samples drawn first
+            from the correspondences of highest weight (:mod:`segloc.geometry.ransac`, poselib).
     """
 
     max_error_px: float = option(12.0, gt=0)
@@ -64,9 +70,12 @@ class PnPConfig:
     min_pixel_sigma: float = option(1.0, ge=0)
     pixel_floor: float = option(PIXEL_FLOOR, ge=0)
     random_seed: int = option(0, ge=-1, note="-1: a new seed each call")
+    sampling: str = "uniform"
 
     def __post_init__(self) -> None:
         check_options(self)
+        if self.sampling not in SAMPLINGS:
+            raise SeglocError(f"PnPConfig.sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
 
 
 @dataclass
@@ -106,6 +115,7 @@ def estimate_absolute_pose(
     points3D: np.ndarray,
     camera: Camera,
     config: PnPConfig | None = None,
+    weights: np.ndarray | None = None,
 ) -> PoseEstimate | None:
     """Estimate ``cam_from_world`` from 2D-3D correspondences.
 
@@ -114,14 +124,21 @@ def estimate_absolute_pose(
         points3D: (N, 3) world points.
         camera: the camera that took the image.
         config: RANSAC and refinement options.
+        weights: (N,) confidences, >= 0 and not all zero; ``sampling: prosac`` samples the
+            highest first (None: in the input order); uniform sampling ignores them.
 
     Returns:
         The estimate, or None when there are too few correspondences or inliers.
+
+    Raises:
+        SeglocError: malformed correspondences or weights.
     """
     import pycolmap
 
     config = config or PnPConfig()
     points2D, points3D = _check_correspondences(points2D, points3D)
+    if weights is not None:
+        weights = check_weights(weights, len(points2D))
     if len(points2D) < max(4, config.min_inliers):
         return None
     options = pycolmap.AbsolutePoseEstimationOptions()
@@ -132,7 +149,12 @@ def estimate_absolute_pose(
     options.ransac.min_num_trials = min(options.ransac.min_num_trials, config.max_iterations)
     options.ransac.random_seed = config.random_seed
     pc_camera = camera.to_pycolmap()
-    if config.refine:
+    if config.sampling == "prosac":
+        result = prosac_absolute_pose(points2D, points3D, camera, weights, options.ransac)
+        if result is not None and config.refine:
+            refined = pycolmap.refine_absolute_pose(result["cam_from_world"], points2D, points3D, result["inlier_mask"], pc_camera)
+            result = None if refined is None else {**result, "cam_from_world": refined["cam_from_world"]}
+    elif config.refine:
         result = pycolmap.estimate_and_refine_absolute_pose(points2D, points3D, pc_camera, options)
     else:
         result = pycolmap.estimate_absolute_pose(points2D, points3D, pc_camera, options)

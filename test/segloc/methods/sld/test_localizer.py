@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from segloc.geometry.camera import Camera
+from segloc.geometry.pose import PnPConfig
 from segloc.geometry.transforms import Rigid3
 from segloc.methods.sld.heatmaps import gaussian_targets
 from segloc.methods.sld.localizer import SldLocalizer, SldLocalizerConfig
@@ -48,6 +49,27 @@ def test_pnp_from_detections_recovers_the_pose(scene):
     assert result.covariance.shape == (6, 6) and np.all(np.linalg.eigvalsh(result.covariance) > 0)
     assert set(result.timings) == {"detect", "pose"}
     assert result.info["mean_weight"] > 0.5
+
+
+def test_prosac_sampling_gets_the_detection_confidences(scene, monkeypatch):
+    import segloc.methods.sld.localizer as localizer_module
+
+    real = localizer_module.estimate_absolute_pose
+    weights_seen = []
+
+    def spy(points2D, points3D, camera, config, weights=None):
+        weights_seen.append(weights)
+        return real(points2D, points3D, camera, config, weights)
+
+    monkeypatch.setattr(localizer_module, "estimate_absolute_pose", spy)
+    positions, truth = scene
+    config = SldLocalizerConfig(pnp=PnPConfig(max_error_px=8.0, min_inliers=6, sampling="prosac"))
+    localizer = SldLocalizer(RenderedHeatmaps(positions, truth, noise=0.05), positions, 320, 8, config)
+    result = localizer.localize(np.zeros((240, 320, 3), np.uint8), CAMERA)
+    assert result.cam_from_world is not None, result.info
+    assert np.linalg.norm(result.cam_from_world.center - truth.center) < 0.05
+    scores = np.array([detection[3] for detection in result.info["detections"]])
+    assert len(weights_seen) == 1 and np.allclose(weights_seen[0], scores**2, atol=2e-3)
 
 
 def test_an_image_at_another_size_is_resized_and_scaled_back(scene):
