@@ -25,7 +25,7 @@ import numpy as np
 
 from segloc.config import check_options, option
 from segloc.errors import SeglocError
-from segloc.geometry.camera import Camera
+from segloc.geometry.camera import Camera, distort_normalized
 from segloc.geometry.ransac import SAMPLINGS, check_weights, prosac_absolute_pose
 from segloc.geometry.transforms import Rigid3, axis_angle_to_matrix, matrix_to_axis_angle
 
@@ -186,19 +186,36 @@ def perturb_world_from_cam(cam_from_world: Rigid3, delta: np.ndarray) -> Rigid3:
 def projection_jacobian(cam_from_world: Rigid3, camera: Camera, points3D: np.ndarray) -> np.ndarray:
     """Jacobian (N, 2, 6) of the pixel projections of points (N, 3) with respect to the pose.
 
-    The pose is perturbed in the convention of the module docstring (central differences, so
-    any camera model and its distortion are covered).
+    The pose is perturbed in the convention of the module docstring: with ``v = X - c``, the
+    point in the camera is ``R_cw Exp(-r) (v - dc)``, whose derivatives are ``-R_cw`` (centre)
+    and ``R_cw [v]_x`` (rotation). These are exact; only a lens distortion is differentiated
+    numerically, on the normalized coordinates, so the result depends smoothly on the pose.
     """
-    points3D = np.asarray(points3D, dtype=np.float64)
-    eps = 1e-6
-    jacobian = np.empty((len(points3D), 2, 6))
-    for i in range(6):
-        step = np.zeros(6)
-        step[i] = eps
-        plus = camera.project(perturb_world_from_cam(cam_from_world, step).transform_points(points3D))
-        minus = camera.project(perturb_world_from_cam(cam_from_world, -step).transform_points(points3D))
-        jacobian[:, :, i] = (plus - minus) / (2 * eps)
-    return jacobian
+    points3D = np.asarray(points3D, dtype=np.float64).reshape(-1, 3)
+    world_from_cam = cam_from_world.inverse()
+    rotation_cw = world_from_cam.rotation.T
+    offsets = points3D - world_from_cam.translation  # v = X - c (N, 3)
+    points_cam = offsets @ rotation_cw.T
+    z = points_cam[:, 2]
+    x, y = points_cam[:, 0] / z, points_cam[:, 1] / z
+    zeros = np.zeros_like(z)
+    normalized_by_cam = np.stack([np.stack([1 / z, zeros, -x / z], 1), np.stack([zeros, 1 / z, -y / z], 1)], 1)  # (N, 2, 3)
+    (fx, fy), _ = camera.focal, camera.principal_point
+    pixels_by_normalized = np.zeros((len(z), 2, 2))
+    if camera.has_distortion:
+        step = 1e-6
+        for column, (dx, dy) in enumerate(((step, 0.0), (0.0, step))):
+            plus = distort_normalized(camera.model, camera.params, x + dx, y + dy)
+            minus = distort_normalized(camera.model, camera.params, x - dx, y - dy)
+            pixels_by_normalized[:, 0, column] = fx * (plus[0] - minus[0]) / (2 * step)
+            pixels_by_normalized[:, 1, column] = fy * (plus[1] - minus[1]) / (2 * step)
+    else:
+        pixels_by_normalized[:, 0, 0], pixels_by_normalized[:, 1, 1] = fx, fy
+    skew = np.zeros((len(z), 3, 3))
+    skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -offsets[:, 2], offsets[:, 1], -offsets[:, 0]
+    skew -= np.swapaxes(skew, 1, 2)  # [v]_x
+    cam_by_pose = np.concatenate([np.broadcast_to(-rotation_cw, (len(z), 3, 3)), rotation_cw @ skew], axis=2)  # (N, 3, 6)
+    return pixels_by_normalized @ normalized_by_cam @ cam_by_pose
 
 
 def systematic_pose_covariance(cam_from_world: Rigid3, camera: Camera, points3D: np.ndarray, pixel_floor: float) -> np.ndarray | None:
