@@ -3,11 +3,14 @@
 ``retrieval`` is an option of the ``localize:`` section that no method's config holds: it is
 taken out here before the method reads its own options (:func:`load_localizer`, which the CLI
 and the evaluator call). With ``sfrs`` the map's ``sfrs`` layer (:mod:`segloc.maps.sfrs`)
-retrieves the most similar mapping image for each query, and its pose goes to the method as
-the pose prior, so the method's own prior handling decides what it means (SegLoc refines from
-it, the reference matches against the mapping images near it): no method is named here, and a
-method that ignores priors (``prior_use: none``) is refused. A prior the caller gives (odometry,
-``initialpose``) takes precedence over retrieval.
+retrieves the most similar mapping images for each query. A localizer that has a retrieval
+stage of its own and can take one from outside (:class:`RetrievalConsumer`: SegLoc, whose
+approximation and refinement starts then come from SFRS's ranking, as from its own) gets the
+retrieved images and similarities; any other gets a pose prior, the similarity-weighted mean of
+the retrieved poses near the best one (:meth:`segloc.maps.sfrs.SfrsRetriever.pose_priors`), so
+its own prior handling decides what it means (the reference matches against the mapping images
+near it). No method is named here, and a method that ignores priors (``prior_use: none``) is
+refused. A prior the caller gives (odometry, ``initialpose``) takes precedence over retrieval.
 
 Result: the method's result with ``timings["sfrs_retrieve"]`` first and ``info["sfrs_retrieved"]``
 (the mapping images, best first) and ``info["sfrs_similarities"]``.
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -47,8 +50,16 @@ def split_retrieval_option(localize: dict[str, Any] | Any | None) -> tuple[str, 
     return source, rest
 
 
+@runtime_checkable
+class RetrievalConsumer(Protocol):
+    """A localizer that runs its own pipeline from retrieved mapping images given from outside."""
+
+    def localize_retrieved(self, image: np.ndarray, camera: Camera, image_ids: np.ndarray, similarities: np.ndarray) -> LocalizationResult:
+        """Localize ``image`` from mapping images ``image_ids`` (R,) (core order, best first) and their ``similarities`` (R,)."""
+
+
 class RetrievalPriorLocalizer:
-    """A method's localizer whose prior, when none is given, is the pose of the best retrieved mapping image.
+    """A method's localizer whose retrieval, when no prior is given, comes from the ``sfrs`` layer (module docstring).
 
     Other attributes (``method``, ``ingest_max_edge``, ``derived_options``, ...) are the
     wrapped localizer's.
@@ -70,9 +81,13 @@ class RetrievalPriorLocalizer:
         if prior is not None:
             return self.localizer.localize(image, camera, prior)
         start = time.perf_counter()
-        ids, similarities = self.retriever.retrieve(np.asarray(image), self.num_candidates)
+        priors = self.retriever.pose_priors(np.asarray(image), self.num_candidates)
+        ids, similarities = priors.image_ids, priors.similarities
         seconds = time.perf_counter() - start
-        result = self.localizer.localize(image, camera, self.retriever.poses[int(ids[0])])
+        if isinstance(self.localizer, RetrievalConsumer):
+            result = self.localizer.localize_retrieved(image, camera, ids, similarities)
+        else:
+            result = self.localizer.localize(image, camera, priors.poses[0])
         info = {
             **result.info,
             "sfrs_retrieved": [self.retriever.names[int(i)] for i in ids],

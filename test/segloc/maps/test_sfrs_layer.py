@@ -170,3 +170,43 @@ def test_map_update_describes_the_new_images_with_the_layers_network(room, tmp_p
     assert np.array_equal(after.descriptors[:30], before.descriptors)
     new = read_dataset(recording)
     assert np.allclose(after.describe(new.load_image(new.mapping[2].name)), after.descriptors[32], atol=1e-4)
+
+
+def test_a_localizer_with_its_own_retrieval_stage_gets_the_retrieved_images_others_the_weighted_prior():
+    """RetrievalPriorLocalizer: a RetrievalConsumer (SegLoc) runs its pipeline from SFRS's images and similarities;
+    any other localizer gets the first pose prior (the weighted mean); a prior the caller gives wins."""
+    from segloc.geometry.camera import Camera
+    from segloc.geometry.transforms import Rigid3
+    from segloc.localize.base import LocalizationResult
+    from segloc.localize.retrieval import RetrievalConsumer, RetrievalPriorLocalizer
+    from segloc.maps.sfrs import SfrsPriors
+
+    weighted, second = Rigid3(translation=np.array([0.5, 0.0, 0.0])), Rigid3(translation=np.array([1.0, 0.0, 0.0]))
+
+    class Retriever:
+        names = ["a", "b", "c"]
+
+        def pose_priors(self, image, num_results):
+            return SfrsPriors(np.array([2, 0]), np.array([0.9, 0.7]), [weighted, second])
+
+    calls = []
+
+    class Plain:
+        def localize(self, image, camera, prior=None):
+            calls.append(("prior", prior))
+            return LocalizationResult(prior)
+
+    class Consumer(Plain):
+        def localize_retrieved(self, image, camera, image_ids, similarities):
+            calls.append(("retrieved", image_ids.tolist(), similarities.tolist()))
+            return LocalizationResult(second)
+
+    assert isinstance(Consumer(), RetrievalConsumer) and not isinstance(Plain(), RetrievalConsumer)
+    image, camera = np.zeros((4, 4, 3), np.uint8), Camera("PINHOLE", 4, 4, (4.0, 4.0, 2.0, 2.0))
+    result = RetrievalPriorLocalizer(Consumer(), Retriever()).localize(image, camera)
+    assert calls[-1] == ("retrieved", [2, 0], [0.9, 0.7]) and result.info["sfrs_retrieved"] == ["c", "a"]
+    RetrievalPriorLocalizer(Plain(), Retriever()).localize(image, camera)
+    assert calls[-1] == ("prior", weighted)
+    given = Rigid3(translation=np.array([0.0, 2.0, 0.0]))
+    RetrievalPriorLocalizer(Consumer(), Retriever()).localize(image, camera, given)
+    assert calls[-1] == ("prior", given)

@@ -454,6 +454,16 @@ class SegLocLocalizer:
         segmentation, timings = self._segment_for(image, camera)
         return self.localize_segmentation(segmentation, camera, prior, timings)
 
+    def localize_retrieved(self, image: np.ndarray, camera: Camera, image_ids: np.ndarray, similarities: np.ndarray) -> LocalizationResult:
+        """Localize ``image`` from a retrieval made elsewhere (e.g. the map's ``sfrs`` layer, :mod:`segloc.localize.retrieval`).
+
+        The approximation and the refinement's starts come from ``image_ids`` (R,) (core order,
+        best first) and their ``similarities`` (R,) as from this map's own retrieval
+        (:meth:`retrieval_from_ids`); the result is as :meth:`localize`'s without a prior.
+        """
+        segmentation, timings = self._segment_for(image, camera)
+        return self.localize_segmentation(segmentation, camera, None, timings, self.retrieval_from_ids(image_ids, similarities))
+
     def _segment_for(self, image: np.ndarray, camera: Camera) -> tuple[Segmentation, dict[str, float]]:
         """The segmentation of an (H, W, 3) image that must fit ``camera``, and ``{"segment": seconds}``."""
         image = np.asarray(image)

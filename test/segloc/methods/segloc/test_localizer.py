@@ -126,8 +126,12 @@ def test_the_stages_give_the_one_process_result(room, images):
         assert [s.matrix().tolist() for s in again.starts] == [s.matrix().tolist() for s in retrieval.starts]
         split = without_network.localize_segmentation(segmentation, record.camera, retrieval=again)
         assert split.success == whole.success and split.info["retrieved"] == whole.info["retrieved"]
+        # A retrieval made elsewhere (the sfrs layer's) takes the same path: its images give the starts.
+        outside = localizer.localize_retrieved(images[record.name], record.camera, retrieval.image_ids, retrieval.similarities)
+        assert outside.success == whole.success and outside.info["retrieved"] == whole.info["retrieved"]
         if whole.success:
             assert np.array_equal(split.cam_from_world.matrix(), whole.cam_from_world.matrix())
+            assert np.array_equal(outside.cam_from_world.matrix(), whole.cam_from_world.matrix())
     with pytest.raises(SeglocError, match="one similarity per retrieved image"):
         localizer.retrieval_from_ids(np.array([0, 1]), np.array([0.5]))
     with pytest.raises(SeglocError, match="must be in"):
