@@ -45,12 +45,11 @@ from segloc.methods.sld.heatmaps import gaussian_targets
 from segloc.methods.sld.layer import LANDMARKS_METADATA
 from segloc.models.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from segloc.models.landmarks import OUTPUT_STRIDE, LandmarkBackbone, LandmarkBackboneConfig, SceneLandmarkNet, SceneLandmarkNetConfig
-from segloc_train.checkpointing import CHECKPOINT_DIR
+from segloc_train.checkpointing import CHECKPOINT_DIR, LOSSES_FILE
 from segloc_train.loop import torch_threads
 from segloc_train.sld.train_sld import (
     CURVES_FILE,
     DATA_FILE,
-    HISTORY_FILE,
     LandmarkImages,
     SldTrainConfig,
     build_training_data,
@@ -326,7 +325,7 @@ def _train_head(
                 LANDMARKS_METADATA: landmarks_meta,
             }
             save_checkpoint(model, output / CHECKPOINT_DIR, metadata=metadata, overwrite=True)
-        write_json(output / HISTORY_FILE, history)
+        write_json(output / LOSSES_FILE, history)
         plot_curves(output / CURVES_FILE, history["epochs"])
         if on_epoch is not None:
             on_epoch({**record, "epochs": config.epochs, "best_recall": best, "stopped": stopped})
@@ -334,7 +333,7 @@ def _train_head(
             break
     history["seconds"] = {"setup": round(setup_seconds, 2), "buffer": round(buffer_seconds, 2), "head": round(head_seconds, 2)}
     history["stopped"] = stopped
-    write_json(output / HISTORY_FILE, history)
+    write_json(output / LOSSES_FILE, history)
     logger.info(
         "sld head: setup %.1f s, buffer %.1f s, head %.1f s, best held-out recall %.3f", setup_seconds, buffer_seconds, head_seconds, best
     )

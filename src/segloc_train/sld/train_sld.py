@@ -24,7 +24,8 @@ The run:
    for ``segloc map build --method sld``);
 5. writes ``RUN/config.yaml``, ``RUN/losses.json``, ``RUN/curves.png`` (loss, held-out pixel
    error and recall per epoch) and ``RUN/resume/`` (last network, optimizer, state) after each
-   epoch; ``--resume`` continues from there, ``time_budget_s`` stops cleanly.
+   epoch (:func:`segloc_train.checkpointing.save_epoch_end`); ``--resume`` continues from there
+   (:func:`~segloc_train.checkpointing.resume_last_epoch`), ``time_budget_s`` stops cleanly.
 
 Presets: ``cpu_demo`` (100 landmarks, one network, 320-pixel images: a useful network for the
 synthetic room in minutes on two cores) and ``paper`` (1000 landmarks, 8 x 125, 200 epochs, for
@@ -33,7 +34,6 @@ a GPU).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -66,16 +66,17 @@ from segloc.methods.sld.landmarks import (
     visibility_labels,
 )
 from segloc.methods.sld.layer import LANDMARKS_METADATA
-from segloc.models.checkpoint import WEIGHTS, load_weights, read_state_dict, save_checkpoint
+from segloc.models.checkpoint import save_checkpoint
 from segloc.models.landmarks import OUTPUT_STRIDE, LandmarkEnsemble, LandmarkNetConfig
 from segloc_train.augment import AugmentConfig, photometric_augment, transform_points, warp_image
 from segloc_train.checkpointing import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
-    RESUME_DIR,
+    LossHistory,
     TrainingState,
-    load_optimizer_state,
     open_run,
+    resume_last_epoch,
+    save_epoch_end,
     save_training_state,
 )
 from segloc_train.loop import merge_options, torch_threads
@@ -85,9 +86,7 @@ logger = logging.getLogger("segloc")
 T = TypeVar("T", bound="SldTrainConfig")
 
 TRAINER_NAME = "sld"
-HISTORY_FILE = "losses.json"
 CURVES_FILE = "curves.png"
-LAST_DIR = "last"
 DATA_FILE = "landmarks.json"
 
 
@@ -471,20 +470,14 @@ def _train(
                                    fuse_channels=config.fuse_channels, head_channels=config.head_channels)  # fmt: skip
     model = LandmarkEnsemble(net_config).to(config.device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    history: dict[str, list] = {"steps": [], "epochs": []}
-    if resume:
-        load_weights(model, read_state_dict(output / RESUME_DIR / LAST_DIR / WEIGHTS), source=f"{output / RESUME_DIR / LAST_DIR}")
-        load_optimizer_state(output, optimizer)
-        history = json.loads((output / HISTORY_FILE).read_text())
-        history["epochs"] = [r for r in history["epochs"] if r["epoch"] < state.epochs_done]
-        history["steps"] = [r for r in history["steps"] if r["epoch"] < state.epochs_done]
+    history = resume_last_epoch(output, model, optimizer, state) if resume else LossHistory()
     write_train_section(output, config)
     landmarks_meta = landmarks_metadata(selection, config, dataset_dir)
     write_json(
         output / DATA_FILE, {"num_landmarks": num_landmarks, "relaxation": selection.relaxation, "point_ids": selection.point_ids.tolist()}
     )
     eval_ids = data.heldout_ids if len(data.heldout_ids) else data.train_ids
-    best = max((r.get("recall", -1.0) for r in history["epochs"]), default=-1.0)
+    best = max((r.get("recall", -1.0) for r in history.epochs), default=-1.0)
     setup_seconds = time.perf_counter() - start_time
     stopped = "completed"
     for epoch in range(state.epochs_done, config.epochs):
@@ -503,7 +496,7 @@ def _train(
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-            history["steps"].append({"epoch": epoch, "step": state.steps_done, "loss": losses[-1]})
+            history.steps.append({"epoch": epoch, "step": state.steps_done, "loss": losses[-1]})
             state.steps_done += 1
             steps.set_postfix(loss=f"{losses[-1]:.4f}")
             if config.time_budget_s and time.perf_counter() - start_time > config.time_budget_s:
@@ -520,18 +513,15 @@ def _train(
             "seconds": time.perf_counter() - epoch_start,
             **metrics,
         }
-        history["epochs"].append(record)
+        history.epochs.append(record)
         state.epochs_done = epoch + 1
         if metrics["recall"] > best or not (output / CHECKPOINT_DIR).is_dir():
             best = max(best, metrics["recall"])
             metadata = {"trainer": TRAINER_NAME, "epoch": epoch + 1, "heldout": metrics, "train_seconds": round(state.train_seconds, 1),
                         LANDMARKS_METADATA: landmarks_meta}  # fmt: skip
             save_checkpoint(model, output / CHECKPOINT_DIR, metadata=metadata, overwrite=True)
-        save_checkpoint(model, output / RESUME_DIR / LAST_DIR, metadata={"epoch": epoch + 1}, overwrite=True)
-        state.stopped = stopped if stopped == "time_budget" else ""
-        write_json(output / HISTORY_FILE, history)
-        save_training_state(output, state, optimizer)
-        plot_curves(output / CURVES_FILE, history["epochs"])
+        save_epoch_end(output, model, optimizer, state, history, stopped)
+        plot_curves(output / CURVES_FILE, history.epochs)
         if on_epoch is not None:
             on_epoch({**record, "epochs": config.epochs, "best_recall": best, "stopped": stopped})
         if stopped == "time_budget":

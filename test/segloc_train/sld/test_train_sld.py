@@ -20,6 +20,7 @@ from segloc.methods import get_method
 from segloc.methods.sld.heatmaps import gaussian_targets
 from segloc.methods.sld.landmarks import UNKNOWN, VISIBLE, LandmarkConfig, select_landmarks, visibility_labels
 from segloc.methods.sld.layer import SldMapConfig, build_sld_map, read_sld_layer
+from segloc.models.checkpoint import WEIGHTS, read_checkpoint_info, read_state_dict
 from segloc.models.landmarks import LandmarkEnsemble, LandmarkNetConfig
 from segloc_train.sld.train_sld import (
     LandmarkImages,
@@ -192,6 +193,40 @@ def test_train_build_map_and_localize(toy, tmp_path):
             np.testing.assert_allclose(np.array(got.info["detections"])[:, 1:3], np.array(want.info["detections"])[:, 1:3], atol=0.05)
     assert [s.backend for s in onnx_localizer.inference_status()] == ["onnxruntime"]
     assert not (tmp_path / "cache" / "onnx").exists()  # the map's export was used, nothing exported again
+
+
+def test_a_run_stopped_after_one_epoch_and_resumed_ends_as_one_run_of_two(toy, tmp_path):
+    dataset, _ = toy
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    tiny = {**TINY, "steps_per_epoch": 3}
+    torch.manual_seed(0)  # the heads' initialisation (train_sld does not seed torch)
+    train_sld(dataset.root, whole, train_config("cpu_demo", {**tiny, "epochs": 2}), progress=False)
+    torch.manual_seed(0)
+    train_sld(dataset.root, resumed, train_config("cpu_demo", {**tiny, "epochs": 1}), progress=False)
+    state = json.loads((resumed / "resume" / "state.json").read_text())
+    assert state["trainer"] == "sld" and state["epochs_done"] == 1 and state["steps_done"] == 3 and state["stopped"] == "completed"
+    epochs = []
+    train_sld(dataset.root, resumed, train_config("cpu_demo", {**tiny, "epochs": 2}), resume=True, progress=False, on_epoch=epochs.append)
+    assert [record["epoch"] for record in epochs] == [1]  # only the second epoch ran
+
+    one, two = (json.loads((run / "losses.json").read_text()) for run in (whole, resumed))
+    assert list(two) == list(one) == ["steps", "epochs"]
+    for history in (one, two):
+        assert [(s["epoch"], s["step"]) for s in history["steps"]] == [(0, 0), (0, 1), (0, 2), (1, 3), (1, 4), (1, 5)]
+    # the same patches, weights and optimizer state: the same curve, up to the floating point of the machine
+    np.testing.assert_allclose([s["loss"] for s in two["steps"]], [s["loss"] for s in one["steps"]], rtol=1e-4)
+    assert [e["epoch"] for e in two["epochs"]] == [0, 1]
+    np.testing.assert_allclose([e["loss"] for e in two["epochs"]], [e["loss"] for e in one["epochs"]], rtol=1e-4)
+    np.testing.assert_allclose([e["recall"] for e in two["epochs"]], [e["recall"] for e in one["epochs"]], atol=0.02)
+    weights_one, weights_two = (read_state_dict(run / "resume" / "last" / WEIGHTS) for run in (whole, resumed))
+    assert weights_two.keys() == weights_one.keys()
+    for name, value in weights_one.items():
+        assert torch.allclose(weights_two[name].float(), value.float(), rtol=1e-3, atol=1e-5), name
+    assert read_checkpoint_info(resumed / "resume" / "last").metadata["epoch"] == 2
+    state = json.loads((resumed / "resume" / "state.json").read_text())
+    assert state["epochs_done"] == 2 and state["steps_done"] == 6 and state["stopped"] == "completed"
+    assert read_checkpoint_info(resumed / "checkpoint").metadata["epoch"] == read_checkpoint_info(whole / "checkpoint").metadata["epoch"]
+    assert (resumed / "curves.png").is_file()
 
 
 def test_a_depth_estimator_gives_the_visibility_of_images_without_depth(toy, tmp_path):
