@@ -200,7 +200,7 @@ def projection_jacobian(cam_from_world: Rigid3, camera: Camera, points3D: np.nda
     x, y = points_cam[:, 0] / z, points_cam[:, 1] / z
     zeros = np.zeros_like(z)
     normalized_by_cam = np.stack([np.stack([1 / z, zeros, -x / z], 1), np.stack([zeros, 1 / z, -y / z], 1)], 1)  # (N, 2, 3)
-    (fx, fy), _ = camera.focal, camera.principal_point
+    fx, fy = camera.focal
     pixels_by_normalized = np.zeros((len(z), 2, 2))
     if camera.has_distortion:
         step = 1e-6
