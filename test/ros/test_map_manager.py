@@ -53,18 +53,21 @@ def test_map_manager_follows_the_store(scene, client, ros_env, tmp_path):
     ]
     try:
 
-        def in_service(version: int):
-            """Wait until retrieval_node runs the pulled ``version`` and the manager says so; the manager's status."""
+        def in_service(version: int, after: int = 0):
+            """Wait until retrieval_node runs the pulled ``version`` and the manager says so; the manager's status.
+
+            ``after``: the number of DiagnosticArrays received before the change was caused; only later
+            statuses count, so that a status from before (the same version, in service earlier) is not
+            taken for the new one.
+            """
             path = str(cache / f"v{version:06d}")
 
             def both() -> object:
-                arrays = client.snapshot(diagnostics)
-                node_ok = any(
-                    harness.status_values(s).get("map_path") == path for s in harness.diagnostic_statuses(arrays[-20:], RETRIEVAL)
-                )
+                arrays = client.snapshot(diagnostics)[after:]
+                node_ok = any(harness.status_values(s).get("map_path") == path for s in harness.diagnostic_statuses(arrays, RETRIEVAL))
                 manager = [
                     s
-                    for s in harness.diagnostic_statuses(arrays[-20:], MANAGER)
+                    for s in harness.diagnostic_statuses(arrays, MANAGER)
                     if harness.status_values(s)["version_in_service"] == str(version)
                 ]
                 return node_ok and manager and manager[-1]
@@ -72,6 +75,9 @@ def test_map_manager_follows_the_store(scene, client, ros_env, tmp_path):
             return client.wait_for(
                 both, 60, lambda: f"version {version} in service" + harness.describe_statuses(diagnostics, MANAGER) + processes[1].log()
             )
+
+        def seen() -> int:
+            return len(client.snapshot(diagnostics))
 
         status = in_service(1)
         assert harness.status_level(status) == OK and harness.status_values(status)["map_path"] == str(cache / "v000001")
@@ -92,9 +98,10 @@ def test_map_manager_follows_the_store(scene, client, ros_env, tmp_path):
                 time.sleep(0.1)
 
         send(5)
+        before = seen()
         store.publish(scene.map_b)
         send(15)
-        in_service(2)
+        in_service(2, before)
         send(5)
         client.wait_for(
             lambda: len(client.snapshot(retrievals)) >= sent, 30, lambda: f"{sent} retrievals, got {len(client.snapshot(retrievals))}"
@@ -102,13 +109,16 @@ def test_map_manager_follows_the_store(scene, client, ros_env, tmp_path):
         assert processes[0].alive() and client.lifecycle_state(RETRIEVAL) == "active"
 
         # Rollback to v1, then a pinned version from a fleet server (segloc/map_version).
+        before = seen()
         store.rollback(1)
-        in_service(1)
+        in_service(1, before)
         pin = client.publisher(UInt32, "segloc/map_version", MAP_VERSION_QOS)
+        before = seen()
         pin.publish(UInt32(data=2))
-        in_service(2)
+        in_service(2, before)
+        before = seen()
         pin.publish(UInt32(data=0))  # follow the latest (1) again
-        in_service(1)
+        in_service(1, before)
 
         # A corrupt upload: v3's pull fails its checksum; v1 stays, the manager says ERROR.
         v3 = store.publish(scene.map_b)
@@ -116,9 +126,9 @@ def test_map_manager_follows_the_store(scene, client, ros_env, tmp_path):
         object_path = Path(store._object_path(v3.files[rel]["sha256"]))
         good = object_path.read_bytes()
         object_path.write_bytes(good[:-16] + bytes(16))
-        seen = len(client.snapshot(diagnostics))
+        before = seen()
         status = client.wait_for(
-            lambda: harness.find_status(client.snapshot(diagnostics), MANAGER, ERROR, "does not match its checksum", after=seen),
+            lambda: harness.find_status(client.snapshot(diagnostics), MANAGER, ERROR, "does not match its checksum", after=before),
             30,
             lambda: "checksum ERROR" + harness.describe_statuses(diagnostics, MANAGER),
         )
@@ -127,18 +137,19 @@ def test_map_manager_follows_the_store(scene, client, ros_env, tmp_path):
 
         # The store unreachable: still v1, ERROR.
         shutil.move(tmp_path / "store", tmp_path / "store_away")
-        seen = len(client.snapshot(diagnostics))
+        before = seen()
         status = client.wait_for(
-            lambda: harness.find_status(client.snapshot(diagnostics), MANAGER, ERROR, "unreachable", after=seen),
+            lambda: harness.find_status(client.snapshot(diagnostics), MANAGER, ERROR, "unreachable", after=before),
             30,
             lambda: "unreachable ERROR" + harness.describe_statuses(diagnostics, MANAGER),
         )
         assert "version 1 stays in service" in status.message
 
         # Store back and repaired: v3 goes into service.
+        before = seen()
         shutil.move(tmp_path / "store_away", tmp_path / "store")
         object_path.write_bytes(good)
-        in_service(3)
+        in_service(3, before)
         assert processes[0].alive() and processes[1].alive()
     finally:
         codes = {process.name: process.stop() for process in processes}
