@@ -246,6 +246,7 @@ def rasterise(attributes: Tensor, plan: RasterPlan) -> Tensor:
 # --- data -------------------------------------------------------------------------------------
 def observation_base_descriptors(build: CoreBuild, dataset: Dataset, config: NinjaDescTrainConfig) -> np.ndarray:
     """(M, C) float32 base descriptor (``config.base_descriptor``) of each core observation, computed at the observed keypoints only."""
+    start = time.perf_counter()
     core = build.core
     values = np.zeros((core.num_observations, BASE_DESCRIPTOR_DIMS[config.base_descriptor]), np.float32)
     for image_index, (image, features) in enumerate(zip(core.images, build.features)):
@@ -258,6 +259,7 @@ def observation_base_descriptors(build: CoreBuild, dataset: Dataset, config: Nin
                 config.core.sift.max_edge,
                 build.observation_keypoint_ids[mask],
             )
+    logger.info("%s of %d observations of %s in %.1f s", config.base_descriptor, len(values), dataset.root, time.perf_counter() - start)
     return values
 
 
