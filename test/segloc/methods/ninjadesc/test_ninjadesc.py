@@ -40,16 +40,25 @@ def scene(tmp_path_factory):
     return dataset, core, checkpoint, MapPackage.open(map_path)
 
 
+VGG_CORE = {**CORE, "sift": {"max_keypoints": 400}}  # OpenCV's VGG costs ~1 ms per keypoint
+
+
 @pytest.fixture(scope="module")
-def vgg_map(scene, tmp_path_factory):
-    """The same room mapped with an untrained NinjaNet over OpenCV's VGG (120-d)."""
-    dataset, core, _, _ = scene
+def vgg_scene(scene, tmp_path_factory):
+    """The same room mapped (at most 400 keypoints per image) with an untrained NinjaNet over OpenCV's VGG (120-d), and its core build."""
+    dataset = scene[0]
     root = tmp_path_factory.mktemp("ninjadesc_vgg")
     torch.manual_seed(0)
     checkpoint = save_checkpoint(NinjaNet(NinjaNetConfig(base_descriptor="vgg", dim=120, hidden=256)).eval(), root / "ninjanet")
     method = get_method("ninjadesc")
-    map_config = method.map_config({"core": CORE, "vlad": VLAD, "checkpoint": str(checkpoint)})
-    return MapPackage.open(method.build_map(dataset, root / "map", map_config, progress=False, core=core))
+    map_config = method.map_config({"core": VGG_CORE, "vlad": VLAD, "checkpoint": str(checkpoint)})
+    core = build_core(dataset, map_config.core, progress=False)
+    return MapPackage.open(method.build_map(dataset, root / "map", map_config, progress=False, core=core)), core
+
+
+@pytest.fixture(scope="module")
+def vgg_map(vgg_scene):
+    return vgg_scene[0]
 
 
 def _arrays_with_columns(package, columns):
@@ -100,8 +109,9 @@ def test_ninjanet_over_vgg_needs_its_dimension():
     assert net(torch.rand(3, 120)).shape == (3, 120)
 
 
-def test_a_vgg_map_records_its_base_holds_no_raw_vgg_and_localizes(scene, vgg_map, tmp_path):
-    dataset, core, _, _ = scene
+def test_a_vgg_map_records_its_base_holds_no_raw_vgg_and_localizes(scene, vgg_scene, tmp_path):
+    dataset = scene[0]
+    vgg_map, core = vgg_scene
     assert vgg_map.read_json("ninjadesc", "meta")["base_descriptor"] == "vgg"
     localizer = get_method("ninjadesc").load_localizer(vgg_map, None)
     assert localizer.model.config.base_descriptor == "vgg"
