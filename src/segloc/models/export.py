@@ -7,7 +7,7 @@ Every registered network that runs at inference (:data:`GRAPHS`) takes one input
   (1, K, H / s_l, W / s_l), coarse to fine;
 - ``landmarks`` and ``scene_landmarks`` (:class:`LandmarkHeatmaps`, SLD* and a backbone + head): ``heatmaps`` (1, L, ceil(H / 8), ceil(W / 8));
 - ``netvlad`` (:class:`NetVladDescriptor`, SFRS retrieval): ``descriptor`` (1, K * D);
-- ``ninjanet`` (:class:`NinjaDescriptors`, NinjaDesc): input ``descriptors`` (N, C) RootSIFT,
+- ``ninjanet`` (:class:`NinjaDescriptors`, NinjaDesc): input ``descriptors`` (N, C) base descriptors (RootSIFT or VGG),
   output ``ninjadesc`` (N, C), N dynamic.
 
 A network whose inputs are multiples of 32 (segmentation, NetVLAD) is exported once with H and
@@ -116,7 +116,7 @@ class NetVladDescriptor(nn.Module):
 
 
 class NinjaDescriptors(nn.Module):
-    """NinjaNet's inference graph: ``descriptors`` (N, C) RootSIFT -> ``ninjadesc`` (N, C), L2-normalised."""
+    """NinjaNet's inference graph: ``descriptors`` (N, C) base descriptors (RootSIFT 128, VGG 120) -> ``ninjadesc`` (N, C), L2-normalised."""
 
     def __init__(self, model: nn.Module):
         super().__init__()

@@ -2,9 +2,9 @@
 
 ``C -> hidden -> C``: one hidden block (linear, batch norm, ReLU, dropout 0.1), a linear layer
 back to C, and an L2 normalisation, so that NinjaDesc descriptors compare by inner product like
-the RootSIFT they come from. Trained by ``segloc train ninjadesc`` (utility: triplet loss and
-second-order similarity on SfM tracks; privacy: adversarially against an inversion attacker,
-:mod:`segloc.models.inversion`). Registered as ``ninjanet`` in :data:`segloc.models.registry.MODELS`.
+the base descriptors they come from (RootSIFT or VGG, :data:`BASE_DESCRIPTORS`). Trained by
+``segloc train ninjadesc`` (utility: triplet loss and second-order similarity on SfM tracks;
+privacy: adversarially against an inversion attacker, :mod:`segloc.models.inversion`). Registered as ``ninjanet`` in :data:`segloc.models.registry.MODELS`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,16 @@ from torch import Tensor, nn
 
 from segloc.config import check_options, option
 from segloc.errors import SeglocError
+from segloc.features.base_descriptors import BASE_DESCRIPTOR_DIMS
 
 __all__ = ["BASE_DESCRIPTORS", "NinjaNet", "NinjaNetConfig"]
 
-BASE_DESCRIPTORS = ("rootsift",)
-"""Base descriptors NinjaNet re-encodes: ``rootsift`` (the reference's SIFT, RootSIFT-normalised, 128-d)."""
+BASE_DESCRIPTORS = tuple(BASE_DESCRIPTOR_DIMS)
+"""Base descriptors NinjaNet re-encodes (:mod:`segloc.features.base_descriptors`, computed at SIFT keypoints):
+
+- ``rootsift``: the reference's SIFT, RootSIFT-normalised, 128-d;
+- ``vgg``: OpenCV's learned VGG patch descriptor (opencv-contrib, weights in the wheel), 120-d, L2-normalised.
+"""
 
 
 @dataclass
@@ -29,7 +34,7 @@ class NinjaNetConfig:
 
     Attributes:
         base_descriptor: the descriptor it re-encodes (:data:`BASE_DESCRIPTORS`).
-        dim: C, the base (and output) dimension.
+        dim: C, the base (and output) dimension: the base descriptor's (128 rootsift, 120 vgg).
         hidden: width of the hidden block.
         dropout: dropout of the hidden block (training only).
     """
@@ -43,6 +48,10 @@ class NinjaNetConfig:
         check_options(self)
         if self.base_descriptor not in BASE_DESCRIPTORS:
             raise SeglocError(f"unknown base descriptor {self.base_descriptor!r}; valid values are: {', '.join(BASE_DESCRIPTORS)}")
+        if self.dim != BASE_DESCRIPTOR_DIMS[self.base_descriptor]:
+            raise SeglocError(
+                f"NinjaNet over {self.base_descriptor} needs dim {BASE_DESCRIPTOR_DIMS[self.base_descriptor]} (the base's dimension), got {self.dim}"
+            )
 
 
 class NinjaNet(nn.Module):

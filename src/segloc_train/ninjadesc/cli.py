@@ -15,6 +15,7 @@ def _config(args: argparse.Namespace):
         "epochs": args.epochs,
         "steps_per_epoch": args.steps_per_epoch,
         "lambda_recon": args.lambda_recon,
+        "base_descriptor": args.base_descriptor,
         "time_budget_s": args.time_budget,
         "device": args.device,
         "threads": args.threads,
@@ -27,10 +28,10 @@ def _config(args: argparse.Namespace):
 def _print_epoch(summary: dict) -> None:
     note = ", stopped: time budget used up" if summary.get("stopped") == "time_budget" else ""
     losses = " ".join(f"{name} {summary[key]:.4f}" for key, name in (("util", "L_util"), ("recon", "L_recon")) if key in summary)
-    rootsift = summary["rootsift"]
+    base = summary["base"]
     print(
         f"epoch {summary['epoch']}/{summary['epochs']}: {losses}, held-out FPR@95 {summary['fpr95']:.4f} MMA {summary['mma']:.3f} "
-        f"(RootSIFT {rootsift['fpr95']:.4f} / {rootsift['mma']:.3f}), {summary['steps']} steps, {summary['seconds']:.1f} s{note}",
+        f"(raw {base['name']} {base['fpr95']:.4f} / {base['mma']:.3f}), {summary['steps']} steps, {summary['seconds']:.1f} s{note}",
         flush=True,
     )
 
@@ -56,10 +57,10 @@ def add_ninjadesc_parser(trainers: argparse._SubParsersAction) -> None:
     """Add the ``ninjadesc`` subcommand to ``segloc train``'s subparsers."""
     p = trainers.add_parser(
         "ninjadesc",
-        help="train NinjaNet (NinjaDesc over RootSIFT) adversarially against an inversion attacker on SfM tracks",
+        help="train NinjaNet (NinjaDesc over RootSIFT or VGG) adversarially against an inversion attacker on SfM tracks",
         description=(
             "Train NinjaNet on the core builds of DATASET(s) (synthetic scenes other than the audited one): utility "
-            "initialisation (triplet + SOS on RootSIFT tracks), attacker initialisation, then alternating steps on "
+            "initialisation (triplet + SOS on the base descriptors of SfM tracks), attacker initialisation, then alternating steps on "
             "L_util - lambda * L_recon (NinjaNet) and L_recon (the inversion U-Net). Writes RUN/checkpoint (the best held-out "
             "FPR@95), RUN/attacker, RUN/config.yaml, RUN/losses.json, RUN/curves.png and RUN/resume/."
         ),
@@ -68,6 +69,11 @@ def add_ninjadesc_parser(trainers: argparse._SubParsersAction) -> None:
     add_run_config_options(p, "cpu (default; minutes on one core for two small synthetic scenes) or paper (GPU)")
     p.add_argument(
         "--lambda", dest="lambda_recon", type=float, help="weight of the privacy term: NinjaNet minimises L_util - lambda * L_recon"
+    )
+    p.add_argument(
+        "--base-descriptor",
+        metavar="NAME",
+        help="the descriptor NinjaNet re-encodes at SIFT keypoints: rootsift (default) or vgg (OpenCV's VGG, needs opencv-contrib)",
     )
     p.add_argument("--epochs", type=int, help="epochs of the joint adversarial training (with --resume: train up to this many)")
     add_run_options(p)

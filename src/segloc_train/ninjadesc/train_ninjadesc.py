@@ -1,13 +1,14 @@
 """NinjaDesc training: ``segloc train ninjadesc DATASET [DATASET ...] -o RUN``.
 
 NinjaDesc (Ng, Kim, Lee, Lim, Rahman, Huang, Schoenberger, CVPR 2022) re-encodes a base
-descriptor (RootSIFT here) with NinjaNet (:class:`segloc.models.ninjanet.NinjaNet`) so that the
+descriptor (``base_descriptor``: RootSIFT or VGG at SIFT keypoints,
+:mod:`segloc.features.base_descriptors`) with NinjaNet (:class:`segloc.models.ninjanet.NinjaNet`) so that the
 descriptors still match but an inversion attacker (:class:`segloc.models.inversion.InversionUNet`,
 the audit's, :mod:`segloc.evaluate.audit`) recovers less of the images. Trained on our own data:
 
 1. **Data** per training dataset (synthetic scenes of ``segloc synth``; never the scene you audit):
    the core build (:func:`segloc.maps.build.build_core`: SIFT, tracks triangulated with the known
-   poses). *Utility*: the RootSIFT descriptors of the core observations, grouped by 3D point
+   poses). *Utility*: the base descriptors of the core observations, grouped by 3D point
    (UBC patches, the paper's, are not available here: patch triplets are mined from our SfM
    tracks); every ``holdout_every``-th point with two observations or more is held out for
    validation. *Privacy*: per mapping image, its core points projected with its pose
@@ -27,7 +28,7 @@ the audit's, :mod:`segloc.evaluate.audit`) recovers less of the images. Trained 
    stores). Equal learning rates. ``lambda_recon = 0`` is utility training only (the attacker
    still trains, to report its loss).
 4. **Model selection**: FPR@95 on held-out positive and negative pairs, each epoch, and the mean
-   matching accuracy; raw RootSIFT's once, as the baseline. A held-out negative pairs a point with
+   matching accuracy; the raw base descriptor's once, as the baseline. A held-out negative pairs a point with
    its nearest held-out neighbour in 3D (random pairs are too easy); the positives are SfM track
    observations, hence SIFT-matched pairs: the baseline is favoured. The best epoch's NinjaNet is
    ``RUN/checkpoint``; ``RUN/attacker`` holds the attacker's last weights (for reference),
@@ -53,15 +54,15 @@ from torch import Tensor
 from tqdm import tqdm
 
 from segloc.config import check_options, option
-from segloc.data.dataset import read_dataset
+from segloc.data.dataset import Dataset, read_dataset
 from segloc.errors import SeglocError
 from segloc.evaluate.audit import _resized_rgb, attack_size, map_sparse_inputs
 from segloc.evaluate.report import new_figure, save_figure
-from segloc.features.sift import root_sift
-from segloc.maps.build import CoreConfig, build_core
+from segloc.features.base_descriptors import BASE_DESCRIPTOR_DIMS, base_descriptors
+from segloc.maps.build import CoreBuild, CoreConfig, build_core
 from segloc.models.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from segloc.models.inversion import InversionUNet, InversionUNetConfig, PerceptualFeatures
-from segloc.models.ninjanet import NinjaNet, NinjaNetConfig
+from segloc.models.ninjanet import BASE_DESCRIPTORS, NinjaNet, NinjaNetConfig
 from segloc_train.checkpointing import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -83,7 +84,6 @@ TRAINER_NAME = "ninjadesc"
 ATTACKER_DIR = "attacker"
 CURVES_FILE = "curves.png"
 LAST_NINJANET_DIR = "ninjanet"  # under RESUME_DIR
-DESCRIPTOR_DIM = 128
 
 
 @dataclass
@@ -91,6 +91,8 @@ class NinjaDescTrainConfig:
     """Options of :func:`train_ninjadesc`; the defaults are the ``cpu`` preset.
 
     Attributes:
+        base_descriptor: the descriptor NinjaNet re-encodes (:data:`segloc.models.ninjanet.BASE_DESCRIPTORS`:
+            ``rootsift`` or ``vgg``); the utility triplets and the privacy data use it.
         hidden, dropout: NinjaNet's (:class:`segloc.models.ninjanet.NinjaNetConfig`).
         batch_size: triplets (3D points) per utility batch.
         margin: the triplet loss's margin (L2 distances of unit descriptors, in [0, 2]).
@@ -114,6 +116,7 @@ class NinjaDescTrainConfig:
         time_budget_s: stop cleanly after this much wall time, setup included (null: none).
     """
 
+    base_descriptor: str = "rootsift"
     hidden: int = option(512, ge=1)
     dropout: float = option(0.1, ge=0, le=1)
     batch_size: int = option(256, ge=2)
@@ -141,6 +144,8 @@ class NinjaDescTrainConfig:
 
     def __post_init__(self) -> None:
         check_options(self)
+        if self.base_descriptor not in BASE_DESCRIPTORS:
+            raise SeglocError(f"unknown base_descriptor {self.base_descriptor!r}; valid values are: {', '.join(BASE_DESCRIPTORS)}")
 
 
 #: Named settings: ``cpu`` (minutes on one core for two small synthetic scenes) and ``paper`` (GPU-sized).
@@ -239,6 +244,25 @@ def rasterise(attributes: Tensor, plan: RasterPlan) -> Tensor:
 
 
 # --- data -------------------------------------------------------------------------------------
+def observation_base_descriptors(build: CoreBuild, dataset: Dataset, config: NinjaDescTrainConfig) -> np.ndarray:
+    """(M, C) float32 base descriptor (``config.base_descriptor``) of each core observation, computed at the observed keypoints only."""
+    start = time.perf_counter()
+    core = build.core
+    values = np.zeros((core.num_observations, BASE_DESCRIPTOR_DIMS[config.base_descriptor]), np.float32)
+    for image_index, (image, features) in enumerate(zip(core.images, build.features)):
+        mask = core.observation_image_ids == image_index
+        if mask.any():
+            values[mask] = base_descriptors(
+                config.base_descriptor,
+                features,
+                lambda name=image.name: dataset.load_image(name),
+                config.core.sift.max_edge,
+                build.observation_keypoint_ids[mask],
+            )
+    logger.info("%s of %d observations of %s in %.1f s", config.base_descriptor, len(values), dataset.root, time.perf_counter() - start)
+    return values
+
+
 @dataclass
 class PrivacyImage:
     """One mapping image for the attacker: its surviving observations and the RGB target (3, H, W) in [0, 1]."""
@@ -254,7 +278,7 @@ class NinjaDescData:
     """Training data of all datasets (observations indexed globally).
 
     Attributes:
-        descriptors: (M, 128) float32 RootSIFT of every core observation.
+        descriptors: (M, C) float32 base descriptor of every core observation.
         train_tracks: observation indices of each training 3D point (>= 2 observations each).
         validation_tracks: the same for the held-out points.
         validation_points: (V, 3) world position of each held-out point.
@@ -286,7 +310,7 @@ def load_training_data(dataset_dirs: Sequence[Path], config: NinjaDescTrainConfi
         core = build.core
         if core.num_observations == 0:
             raise SeglocError(f"{root}: the core build triangulated no points; NinjaDesc trains on SfM tracks")
-        descriptors.append(root_sift(build.observation_descriptors()))
+        descriptors.append(observation_base_descriptors(build, dataset, config))
         order = np.argsort(core.observation_point_ids, kind="stable")
         counts = np.bincount(core.observation_point_ids, minlength=len(core.points3D))
         tracks = np.split(order + offset, np.cumsum(counts)[:-1])
@@ -568,8 +592,10 @@ def _step(optimizer: torch.optim.Optimizer, loss: Tensor, name: str) -> None:
 def build_trainer(data: NinjaDescData, config: NinjaDescTrainConfig, device: torch.device) -> Trainer:
     """Fresh networks and optimizers for ``data`` (seeded by ``config.seed``)."""
     torch.manual_seed(config.seed)
-    ninjanet = NinjaNet(NinjaNetConfig(dim=DESCRIPTOR_DIM, hidden=config.hidden, dropout=config.dropout)).to(device)
-    attacker_config = InversionUNetConfig(in_channels=DESCRIPTOR_DIM + 2, width=config.attacker_width, depth=config.attacker_depth)
+    dim = BASE_DESCRIPTOR_DIMS[config.base_descriptor]
+    ninjanet_config = NinjaNetConfig(base_descriptor=config.base_descriptor, dim=dim, hidden=config.hidden, dropout=config.dropout)
+    ninjanet = NinjaNet(ninjanet_config).to(device)
+    attacker_config = InversionUNetConfig(in_channels=dim + 2, width=config.attacker_width, depth=config.attacker_depth)
     attacker = InversionUNet(attacker_config).to(device)
     optimizers = _Optimizers(
         torch.optim.Adam(ninjanet.parameters(), lr=config.learning_rate), torch.optim.Adam(attacker.parameters(), lr=config.learning_rate)
@@ -580,8 +606,8 @@ def build_trainer(data: NinjaDescData, config: NinjaDescTrainConfig, device: tor
 
 
 # --- the run ----------------------------------------------------------------------------------
-def plot_curves(path: Path, history: LossHistory, baseline_fpr95: float) -> Path:
-    """L_util, L_recon (the attacker's) and FPR@95 per epoch, with RootSIFT's FPR@95."""
+def plot_curves(path: Path, history: LossHistory, baseline_fpr95: float, baseline_name: str = "RootSIFT") -> Path:
+    """L_util, L_recon (the attacker's) and FPR@95 per epoch, with the raw base descriptor's FPR@95."""
     figure = new_figure(12.0, 4.0)
     axes = figure.subplots(1, 3)
     epochs = [record["epoch"] + 1 for record in history.epochs]
@@ -589,7 +615,7 @@ def plot_curves(path: Path, history: LossHistory, baseline_fpr95: float) -> Path
         ax.plot(epochs, [record.get(key) for record in history.epochs], marker="o", linewidth=1.6, label="NinjaDesc")
         ax.set(xlabel="epoch", title=title)
         ax.grid(alpha=0.3)
-    axes[2].axhline(baseline_fpr95, color="tab:red", linestyle="--", label="RootSIFT")
+    axes[2].axhline(baseline_fpr95, color="tab:red", linestyle="--", label=baseline_name)
     axes[2].legend(fontsize=8)
     figure.suptitle("NinjaDesc training")
     return save_figure(figure, path)
@@ -664,10 +690,11 @@ def _train(
     )
     baseline = matching_metrics(data.descriptors, pairs)
     logger.info(
-        "%d training and %d held-out 3D points, %d attacker images; RootSIFT held-out FPR@95 %.4f, MMA %.4f",
+        "%d training and %d held-out 3D points, %d attacker images; raw %s held-out FPR@95 %.4f, MMA %.4f",
         len(data.train_tracks),
         len(data.validation_tracks),
         len(data.images),
+        config.base_descriptor,
         baseline["fpr95"],
         baseline["mma"],
     )
@@ -727,7 +754,7 @@ def _train(
         history.steps.extend(records)
         history.epochs.append(summary)
         write_loss_history(output_dir / LOSSES_FILE, history)
-        plot_curves(output_dir / CURVES_FILE, history, baseline["fpr95"])
+        plot_curves(output_dir / CURVES_FILE, history, baseline["fpr95"], config.base_descriptor)
         state.stopped = stopped or ("completed" if epoch + 1 == config.epochs else "")
         metadata = {
             "trainer": TRAINER_NAME,
@@ -736,8 +763,9 @@ def _train(
             "lambda": config.lambda_recon,
             "fpr95": metrics["fpr95"],
             "mma": metrics["mma"],
-            "rootsift_fpr95": baseline["fpr95"],
-            "rootsift_mma": baseline["mma"],
+            "base_descriptor": config.base_descriptor,
+            "base_fpr95": baseline["fpr95"],
+            "base_mma": baseline["mma"],
             "attacker_recon": means.get("recon"),
             "validation_pairs": len(pairs.positives),
             "datasets": [str(root) for root in data.roots],
@@ -753,7 +781,14 @@ def _train(
         save_training_state(output_dir, state, trainer.optimizers)
         if on_epoch is not None:
             on_epoch(
-                {**summary, "epoch": epoch + 1, "epochs": config.epochs, "stopped": stopped, "rootsift": baseline, "best_fpr95": best_fpr95}
+                {
+                    **summary,
+                    "epoch": epoch + 1,
+                    "epochs": config.epochs,
+                    "stopped": stopped,
+                    "base": {"name": config.base_descriptor, **baseline},
+                    "best_fpr95": best_fpr95,
+                }
             )
         else:
             logger.info("epoch %d/%d: %s", epoch + 1, config.epochs, summary)

@@ -163,6 +163,8 @@ def test_bad_options_are_refused():
         ninjadesc_config_from_dict({"lambda_recon": -1})
     with pytest.raises(SeglocError, match="unknown preset"):
         ninjadesc_config_from_dict({"preset": "gpu"})
+    with pytest.raises(SeglocError, match="unknown base_descriptor 'sift'; valid values are: rootsift, vgg"):
+        ninjadesc_config_from_dict({"base_descriptor": "sift"})
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +201,7 @@ def test_tiny_run_writes_a_unit_norm_ninjanet_and_resumes(scene, tmp_path):
     torch.testing.assert_close(out.norm(dim=1), torch.ones(10))
     metadata = read_checkpoint_info(checkpoint).metadata
     assert metadata["lambda"] == 1.0 and 0 <= metadata["fpr95"] <= 1 and 0 <= metadata["mma"] <= 1
-    assert 0 <= metadata["rootsift_fpr95"] <= 1 and metadata["attacker_recon"] > 0
+    assert 0 <= metadata["base_fpr95"] <= 1 and metadata["attacker_recon"] > 0
     assert read_checkpoint_info(run / "attacker").model == "inversion_unet"
     losses = json.loads((run / "losses.json").read_text())
     assert len(losses["epochs"]) == 1 and {"util", "recon", "fpr95", "mma"} <= set(losses["epochs"][0])
@@ -225,3 +227,26 @@ def test_the_command_line_trains_with_the_given_lambda(scene, tmp_path, capsys):
     assert read_checkpoint_info(run / "checkpoint").metadata["lambda"] == 0.0
     assert main(["train", "ninjadesc", str(scene), "-o", str(tmp_path / "bad"), "--lambda", "-1", "--no-progress"]) != 0
     assert "lambda_recon must be >= 0" in capsys.readouterr().err
+
+
+def test_the_command_line_trains_over_vgg(scene, tmp_path, capsys):
+    from segloc.cli import main
+    from segloc.maps.build import CoreConfig
+    from segloc_train.ninjadesc.train_ninjadesc import load_training_data, write_ninjadesc_config
+
+    write_ninjadesc_config(tmp_path / "tiny.yaml", TINY)
+    run = tmp_path / "run"
+    command = ["train", "ninjadesc", str(scene), "-o", str(run), "--config", str(tmp_path / "tiny.yaml"), "--no-progress"]
+    assert main([*command, "--base-descriptor", "vgg"]) == 0
+    assert "(raw vgg " in capsys.readouterr().out
+    model = load_checkpoint(run / "checkpoint")
+    assert (model.config.base_descriptor, model.config.dim) == ("vgg", 120)
+    assert read_checkpoint_info(run / "checkpoint").metadata["base_descriptor"] == "vgg"
+    assert model.eval()(torch.rand(4, 120)).shape == (4, 120)
+    # The utility data are VGG at the observed keypoints; the attacker sees 120 channels (+ depth and mask).
+    config = dataclasses.replace(TINY, base_descriptor="vgg", core=CoreConfig())
+    data = load_training_data([scene], config, progress=False)
+    assert data.descriptors.shape[1] == 120 and np.allclose(np.linalg.norm(data.descriptors, axis=1), 1, atol=1e-5)
+    assert build_trainer(data, config, torch.device("cpu")).attacker.config.in_channels == 122
+    assert main(["train", "ninjadesc", str(scene), "-o", str(tmp_path / "bad"), "--base-descriptor", "hardnet", "--no-progress"]) != 0
+    assert "unknown base_descriptor 'hardnet'" in capsys.readouterr().err

@@ -24,7 +24,7 @@ class NinjaDescMethod(Method):
     """The registry entry of NinjaDesc."""
 
     name = "ninjadesc"
-    description = "NinjaDesc: SIFT re-encoded by NinjaNet so that the map's descriptors match but resist inversion; 2D-3D matching, PnP"
+    description = "NinjaDesc: RootSIFT or VGG at SIFT keypoints re-encoded by NinjaNet so that the map's descriptors match but resist inversion; 2D-3D matching, PnP"
     prior_use = "restricts"
 
     @property

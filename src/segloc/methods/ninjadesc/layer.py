@@ -1,14 +1,15 @@
 """The ``ninjadesc`` map: the core, NinjaDesc descriptors per observation, the NinjaNet that makes them, a VLAD retrieval layer.
 
-NinjaDesc (Ng et al., CVPR 2022) re-encodes each observation's RootSIFT with NinjaNet
-(:mod:`segloc.models.ninjanet`, trained by ``segloc train ninjadesc`` to match like SIFT while an
-inversion attacker fails on it). The map stores only the re-encoded descriptors:
+NinjaDesc (Ng et al., CVPR 2022) re-encodes a base descriptor of each observation's SIFT keypoint
+(RootSIFT or VGG, :mod:`segloc.features.base_descriptors`; the NinjaNet's ``base_descriptor``)
+with NinjaNet (:mod:`segloc.models.ninjanet`, trained by ``segloc train ninjadesc`` to match like
+its base while an inversion attacker fails on it). The map stores only the re-encoded descriptors:
 
 - ``core``: mapping cameras, 3D points, observations (as every map);
 - ``ninjadesc/descriptors.npz``: (M, C) float16 NinjaDesc of each core observation (no raw
-  SIFT anywhere in the map: a test scans every file);
-- ``ninjadesc/meta.json``: the SIFT options (queries extract with them), the core checksum,
-  the checkpoint it came from;
+  SIFT or base descriptor anywhere in the map: a test scans every file);
+- ``ninjadesc/meta.json``: the SIFT options (queries extract with them), the base descriptor
+  (the NinjaNet's; queries, updates and the audit's attacker compute it), the core checksum;
 - ``ninjadesc_model``: the NinjaNet (:mod:`segloc.maps.network`), which queries run too;
 - ``vlad``: a VLAD vocabulary learnt on the NinjaDesc descriptors of the mapping images and one
   global descriptor per image (retrieval in NinjaDesc space, as the reference's in RootSIFT).
@@ -29,8 +30,9 @@ import yaml
 from segloc.config import config_from_dict, config_to_dict
 from segloc.data.dataset import Dataset
 from segloc.errors import SeglocError
+from segloc.features.base_descriptors import ImageSource, base_descriptors
 from segloc.features.retrieval import VladConfig
-from segloc.features.sift import SiftConfig, root_sift
+from segloc.features.sift import LocalFeatures, SiftConfig
 from segloc.maps.build import CoreBuild, CoreConfig, core_for
 from segloc.maps.core import MapCore, core_checksum, write_core
 from segloc.maps.network import read_network_layer, resolve_model_dtype, write_network_layer
@@ -66,19 +68,20 @@ class NinjaDescMapConfig:
 
 @dataclass
 class NinjaDescLayer:
-    """The ``ninjadesc`` layer: (M, C) float16 NinjaDesc of the core observations and the SIFT options queries extract with."""
+    """The ``ninjadesc`` layer: (M, C) float16 NinjaDesc of the core observations, the SIFT options queries extract with, the base descriptor."""
 
     descriptors: np.ndarray
     sift: SiftConfig
+    base_descriptor: str
 
 
-def encode(model: Any, sift_descriptors: np.ndarray, session: Any = None) -> np.ndarray:
-    """NinjaDesc (N, C) float32 of (N, 128) uint8 SIFT descriptors: RootSIFT, then NinjaNet (eval mode, CPU).
+def encode(model: Any, base: np.ndarray, session: Any = None) -> np.ndarray:
+    """NinjaDesc (N, C) float32 of (N, C) float32 base descriptors (:func:`describe`): NinjaNet (eval mode, CPU).
 
     ``session``: an :class:`segloc.runtime.session.InferenceSession` of the NinjaNet
     (:func:`segloc.models.export.network_session`) that runs it instead of torch.
     """
-    base = root_sift(np.asarray(sift_descriptors))
+    base = np.ascontiguousarray(base, dtype=np.float32)
     if len(base) == 0:
         return np.zeros((0, model.config.dim), np.float32)
     model = model.eval()
@@ -89,6 +92,19 @@ def encode(model: Any, sift_descriptors: np.ndarray, session: Any = None) -> np.
             out = model(batch) if session is None else session.run({"descriptors": batch})["ninjadesc"]
             parts.append(out.float().cpu().numpy())
     return np.concatenate(parts).astype(np.float32)
+
+
+def describe(model: Any, features: LocalFeatures, image: ImageSource, sift: SiftConfig, session: Any = None) -> np.ndarray:
+    """NinjaDesc (N, C) float32 of an image's SIFT keypoints: the NinjaNet's base descriptor, then NinjaNet.
+
+    Args:
+        model: the NinjaNet (its ``config.base_descriptor`` says which base it re-encodes).
+        features: the image's SIFT features (extracted with ``sift``).
+        image: the image, or a function that loads it (read only by a base that needs pixels: ``vgg``).
+        sift: the SIFT options the features were extracted with.
+        session: as :func:`encode`.
+    """
+    return encode(model, base_descriptors(model.config.base_descriptor, features, image, sift.max_edge), session)
 
 
 def read_ninjadesc_layer(package: MapPackage, core: MapCore) -> NinjaDescLayer:
@@ -103,12 +119,19 @@ def read_ninjadesc_layer(package: MapPackage, core: MapCore) -> NinjaDescLayer:
     descriptors = package.read_arrays(NINJADESC_LAYER, "descriptors").get("descriptors")
     if descriptors is None or descriptors.ndim != 2 or len(descriptors) != core.num_observations:
         raise SeglocError(f"map {package.path}: ninjadesc descriptors do not match the {core.num_observations} core observations")
-    return NinjaDescLayer(descriptors, config_from_dict(SiftConfig, meta.get("sift"), where=f"{package.path} ninjadesc/meta.json sift"))
+    sift = config_from_dict(SiftConfig, meta.get("sift"), where=f"{package.path} ninjadesc/meta.json sift")
+    return NinjaDescLayer(descriptors, sift, str(meta.get("base_descriptor", "rootsift")))
 
 
-def read_ninjanet(package: MapPackage) -> Any:
-    """The NinjaNet embedded in a map (CPU, eval mode)."""
-    return read_network_layer(package, NINJADESC_MODEL_LAYER, "NinjaNet", "rebuild it with --method ninjadesc")
+def read_ninjanet(package: MapPackage, layer: NinjaDescLayer | None = None) -> Any:
+    """The NinjaNet embedded in a map (CPU, eval mode), checked against the ``ninjadesc`` layer's base descriptor when given."""
+    model = read_network_layer(package, NINJADESC_MODEL_LAYER, "NinjaNet", "rebuild it with --method ninjadesc")
+    if layer is not None and model.config.base_descriptor != layer.base_descriptor:
+        raise SeglocError(
+            f"map {package.path}: the ninjadesc layer holds NinjaDesc over {layer.base_descriptor} but its NinjaNet re-encodes "
+            f"{model.config.base_descriptor}; rebuild the map"
+        )
+    return model
 
 
 def load_ninjanet_checkpoint(checkpoint: str | Path) -> tuple[Any, Any]:
@@ -155,7 +178,10 @@ def build_ninjadesc_map(
     logger.debug("map options:\n%s", yaml.safe_dump(config_to_dict(config), sort_keys=False))
     built = core_for(dataset, config.core, progress, core)
     start = time.perf_counter()
-    per_image = [encode(model, features.descriptors) for features in built.features]
+    per_image = [
+        describe(model, features, lambda name=image.name: dataset.load_image(name), config.core.sift)
+        for image, features in zip(built.core.images, built.features)
+    ]
     descriptors = built.observation_values(per_image)  # each keypoint encoded once
     built.statistics["seconds"]["ninjadesc"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -195,8 +221,11 @@ def update_ninjadesc_map(package: MapPackage, update: Any, writer: MapWriter) ->
     from segloc.methods.reference.layer import append_vlad_descriptors
 
     layer = read_ninjadesc_layer(package, update.old_core)
-    model = read_ninjanet(package)
-    per_image = [encode(model, features.descriptors) for features in update.features]
+    model = read_ninjanet(package, layer)
+    per_image = [
+        describe(model, features, lambda name=image.name: update.load_image(name), layer.sift)
+        for image, features in zip(update.new_images, update.features)
+    ]
     descriptors = update.observation_values(layer.descriptors, [values.astype(np.float16) for values in per_image])
     writer.add_arrays(NINJADESC_LAYER, "descriptors", description="NinjaDesc of each core observation", descriptors=descriptors)
     meta = package.read_json(NINJADESC_LAYER, "meta")
@@ -207,8 +236,8 @@ def update_ninjadesc_map(package: MapPackage, update: Any, writer: MapWriter) ->
 def ninjadesc_attack_surface(package: MapPackage) -> Any:
     """What a NinjaDesc map gives an inversion attacker: the (M, C) NinjaDesc of the core observations.
 
-    The attacker's training images (other places) get the same: the map's SIFT options, then
-    the map's own NinjaNet (it is in the map file).
+    The attacker's training images (other places) get the same: the map's SIFT options, the
+    map's base descriptor at those keypoints, then the map's own NinjaNet (it is in the map file).
     """
     from segloc.features.sift import extract_sift
     from segloc.maps.core import read_core
@@ -216,11 +245,11 @@ def ninjadesc_attack_surface(package: MapPackage) -> Any:
 
     core = read_core(package)
     layer = read_ninjadesc_layer(package, core)
-    model = read_ninjanet(package)
+    model = read_ninjanet(package, layer)
 
     def features(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         extracted = extract_sift(image, layer.sift)
-        return extracted.keypoints, encode(model, extracted.descriptors)
+        return extracted.keypoints, describe(model, extracted, image, layer.sift)
 
     return AttackSurface(
         f"NinjaDesc ({layer.descriptors.shape[1]} values) of every observation of every 3D point",

@@ -1,7 +1,8 @@
-"""The NinjaDesc localizer: SIFT keypoints, RootSIFT re-encoded by the map's NinjaNet, VLAD retrieval, 2D-3D matching, PnP.
+"""The NinjaDesc localizer: SIFT keypoints, their base descriptor re-encoded by the map's NinjaNet, VLAD retrieval, 2D-3D matching, PnP.
 
 The reference localizer (:class:`segloc.methods.reference.localizer.ReferenceLocalizer`) with
-its descriptor space swapped: the query's RootSIFT goes through NinjaNet (:meth:`describe`) and
+its descriptor space swapped: the query's base descriptor at its SIFT keypoints (the one the
+map's NinjaNet re-encodes: RootSIFT or VGG) goes through NinjaNet (:meth:`describe`) and
 the map's points carry NinjaDesc (:meth:`point_descriptors`); retrieval, matching (mutual
 nearest neighbours with the ratio test), LO-RANSAC P3P and refinement are the reference's.
 """
@@ -15,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from segloc.features.sift import LocalFeatures
 from segloc.maps.core import MapCore, read_core
 from segloc.maps.package import MapPackage
-from segloc.methods.ninjadesc.layer import encode, read_ninjadesc_layer, read_ninjanet
+from segloc.methods.ninjadesc.layer import describe, read_ninjadesc_layer, read_ninjanet
 from segloc.methods.reference.layer import read_vlad_layer
 from segloc.methods.reference.localizer import ReferenceLocalizer, ReferenceLocalizerConfig
 from segloc.runtime.session import RuntimeConfig, SessionStatus
@@ -82,12 +84,14 @@ class NinjaDescLocalizer(ReferenceLocalizer):
         layer = read_ninjadesc_layer(package, core)
         vlad = read_vlad_layer(package, len(core.images))
         logger.info("ninjadesc localizer: map %s with %d images, %d points", package.path, len(core.images), core.num_points)
-        return cls(core, layer.descriptors, read_ninjanet(package), layer.sift, vlad.vocabulary, vlad.global_descriptors, config, package)
+        return cls(
+            core, layer.descriptors, read_ninjanet(package, layer), layer.sift, vlad.vocabulary, vlad.global_descriptors, config, package
+        )
 
     def point_descriptors(self, observations: np.ndarray) -> np.ndarray:
         """(n, C) float32 NinjaDesc of the given observations, as the map stores them."""
         return self._descriptors[observations].astype(np.float32)
 
-    def describe(self, sift_descriptors: np.ndarray) -> np.ndarray:
-        """(N, C) float32 NinjaDesc of a query's (N, 128) uint8 SIFT."""
-        return encode(self.model, sift_descriptors, self.session)
+    def describe(self, image: np.ndarray, features: LocalFeatures) -> np.ndarray:
+        """(N, C) float32 NinjaDesc of a query's SIFT keypoints: the map's base descriptor through the map's NinjaNet."""
+        return describe(self.model, features, image, self.sift, self.session)

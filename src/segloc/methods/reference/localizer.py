@@ -20,7 +20,7 @@ from segloc.config import check_options, option
 from segloc.errors import SeglocError
 from segloc.features.matching import Descriptors, MatcherConfig, match_descriptors, prepare_descriptors
 from segloc.features.retrieval import VladEncoder, rank_by_similarity
-from segloc.features.sift import SiftConfig, extract_sift, root_sift
+from segloc.features.sift import LocalFeatures, SiftConfig, extract_sift, root_sift
 from segloc.geometry.camera import Camera
 from segloc.geometry.pose import PnPConfig, estimate_absolute_pose
 from segloc.geometry.transforms import Rigid3
@@ -161,9 +161,9 @@ class ReferenceLocalizer:
         """(n, D) float32 matching descriptors of the given observations (positions in the by-image order): RootSIFT here."""
         return root_sift(self._descriptors[observations])
 
-    def describe(self, sift_descriptors: np.ndarray) -> np.ndarray:
-        """(N, D) float32 matching descriptors of a query's (N, 128) uint8 SIFT, in the map's descriptor (and VLAD) space: RootSIFT here."""
-        return root_sift(sift_descriptors)
+    def describe(self, image: np.ndarray, features: LocalFeatures) -> np.ndarray:
+        """(N, D) float32 matching descriptors of a query's SIFT keypoints ``features`` of ``image``, in the map's descriptor (and VLAD) space: RootSIFT here."""
+        return root_sift(features.descriptors)
 
     # --- the pipeline -------------------------------------------------------------------
     def localize(self, image: np.ndarray, camera: Camera, prior: Rigid3 | None = None) -> LocalizationResult:
@@ -181,17 +181,17 @@ class ReferenceLocalizer:
 
         start = time.perf_counter()
         features = extract_sift(image, self.sift)
-        query_root_sift = self.describe(features.descriptors)
+        query_matching = self.describe(image, features)
         info["num_keypoints"] = len(features)
         timings["extract"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        image_ids = self.candidates(self._encoder.encode(query_root_sift), prior)
+        image_ids = self.candidates(self._encoder.encode(query_matching), prior)
         info["retrieved"] = [self.core.images[i].name for i in image_ids]
         timings["retrieve"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        query_descriptors = prepare_descriptors(query_root_sift, self.config.matcher.device)
+        query_descriptors = prepare_descriptors(query_matching, self.config.matcher.device)
         keypoint_ids, point_ids = self.match(query_descriptors, image_ids)
         info["num_matches"] = len(keypoint_ids)
         timings["match"] = time.perf_counter() - start
