@@ -142,6 +142,21 @@ def test_a_vgg_map_records_its_base_holds_no_raw_vgg_and_localizes(scene, vgg_sc
     assert metrics["num_queries"] == 4 and metrics["recall"]["0.25m_2deg"] >= 0.75, metrics["failure_reasons"]
 
 
+def test_a_ninjanet_of_another_base_than_the_layer_is_refused(scene, vgg_scene):
+    from segloc.maps.core import read_core
+    from segloc.methods.ninjadesc.layer import read_ninjadesc_layer, read_ninjanet
+
+    vgg_map = vgg_scene[0]
+    package = scene[3]
+    rootsift_layer = read_ninjadesc_layer(package, read_core(package))
+    assert read_ninjanet(package, rootsift_layer).config.base_descriptor == "rootsift"
+    vgg_layer = read_ninjadesc_layer(vgg_map, read_core(vgg_map))
+    with pytest.raises(SeglocError, match="holds NinjaDesc over vgg but its NinjaNet re-encodes rootsift"):
+        read_ninjanet(package, vgg_layer)
+    with pytest.raises(SeglocError, match="holds NinjaDesc over rootsift but its NinjaNet re-encodes vgg"):
+        read_ninjanet(vgg_map, rootsift_layer)
+
+
 def test_localizes_in_ninjadesc_space(scene, tmp_path):
     dataset, _, _, package = scene
     localizer = get_method("ninjadesc").load_localizer(package, None)
