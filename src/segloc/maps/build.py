@@ -287,7 +287,8 @@ def triangulate(
         options = pycolmap.IncrementalPipelineOptions()
         options.extract_colors = False
         options.random_seed = config.seed
-        options.num_threads = 1  # COLMAP's multi-threaded bundle adjustment sums in another order each run: one thread, the same map every build
+        # COLMAP's multi-threaded bundle adjustment sums in another order each run: one thread, the same map every build.
+        options.num_threads = 1
         options.mapper.filter_max_reproj_error = config.max_reprojection_error_px
         options.mapper.filter_min_tri_angle = config.min_triangulation_angle_deg
         options.triangulation.min_angle = config.min_triangulation_angle_deg
