@@ -179,6 +179,32 @@ def test_a_callback_that_raises_ends_spin_with_its_exception(ros_context):
         source.destroy_node()
 
 
+def test_spin_ends_after_shutdown_even_when_the_wake_up_is_lost(ros_context):
+    """spin waits at most SPIN_WAIT_S at a time: a shut-down context ends it even if nothing wakes its wait."""
+    import rclpy
+
+    from segloc_ros.nodes.executor import SPIN_WAIT_S, NodeExecutor
+
+    class LostWakeUp(NodeExecutor):
+        def wake(self) -> None:  # the context's shutdown calls this to end the wait: here it does nothing
+            pass
+
+    node = rclpy.create_node("executor_lost_wake", context=ros_context, start_parameter_services=False)
+    executor = LostWakeUp(num_threads=2, context=ros_context)
+    executor.add_node(node)
+    spinning = Spinning(executor)
+    try:
+        time.sleep(2 * SPIN_WAIT_S)  # spin is waiting: nothing to do
+        assert spinning.thread.is_alive()
+        start = time.monotonic()
+        ros_context.shutdown()
+        assert wait_until(lambda: not spinning.thread.is_alive(), 10 * SPIN_WAIT_S), "spin did not end after shutdown"
+        assert time.monotonic() - start < 10 * SPIN_WAIT_S and spinning.error is None
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+
+
 def test_num_threads_must_be_positive(ros_context):
     from segloc_ros.nodes.executor import NodeExecutor
 

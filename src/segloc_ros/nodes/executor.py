@@ -32,6 +32,9 @@ __all__ = ["NodeExecutor"]
 
 _NOT_SPINNING = (ExternalShutdownException, ShutdownException, TimeoutException, ConditionReachedException)
 
+SPIN_WAIT_S = 0.5
+"""Longest single wait of :meth:`NodeExecutor.spin`: the most a missed shutdown wake-up can delay the stop."""
+
 
 class NodeExecutor(Executor):
     """Runs callbacks in a pool of ``num_threads`` threads; the spinning thread waits until each has started.
@@ -80,6 +83,17 @@ class NodeExecutor(Executor):
             self._handlers = [handler for handler in self._handlers if not handler.done()]
         for handler in finished:
             handler.result()  # a callback's exception, raised in the spinning thread
+
+    def spin(self) -> None:
+        """Execute callbacks until shutdown, waiting at most :data:`SPIN_WAIT_S` at a time.
+
+        rclpy's ``spin`` waits without a timeout and relies on a guard condition to wake it at
+        shutdown. Once, under load in CI, that wake-up did not come: after SIGINT a
+        localizer_node sat in ``rcl_wait`` for 15 s until it got SIGTERM. With a bounded wait
+        the loop sees the shut-down context within :data:`SPIN_WAIT_S` whatever happens to the wake-up.
+        """
+        while self._context.ok() and not getattr(self, "_is_shutdown", False):
+            self._spin_once_impl(SPIN_WAIT_S)
 
     def spin_once(self, timeout_sec: float | None = None) -> None:
         self._spin_once_impl(timeout_sec)
