@@ -77,12 +77,14 @@ class SegLocMethod(Method):
         return segloc_attack_surface(package)
 
     def derived_options(self, package, config: Any) -> dict[str, float]:
-        """The options :class:`SegLocLocalizer` derives from the map's scale with ``config`` (see :mod:`.defaults`)."""
+        """The options :class:`SegLocLocalizer` derives from the map (scale, residual gate) with ``config`` (see :mod:`.defaults`)."""
         from segloc.maps.core import read_core
         from segloc.maps.scale import map_scale
-        from segloc.methods.segloc.defaults import derive_scale_options
+        from segloc.methods.segloc.defaults import derive_options
+        from segloc.methods.segloc.layer import SEGLOC_LAYER
 
-        return derive_scale_options(config, map_scale(read_core(package)))[1]
+        meta = package.read_json(SEGLOC_LAYER, "meta") if package.has_layer(SEGLOC_LAYER) else {}
+        return derive_options(config, map_scale(read_core(package)), meta)[1]
 
     def networks(self, package) -> dict[str, tuple[Any, tuple[int, int]]]:
         """The embedded segmentation network at the map's largest query input size (``segmentation``: (net, (W, H)))."""

@@ -30,6 +30,10 @@ explicit value in the config always wins.
 Recall with the derived and with the hand-set values on a room, a street and castle:
 ``docs/experiments/derived_defaults.md``.
 
+The residual gate ``refinement.max_final_residual`` is not a distance but is derived from the
+map too, from its network's residuals on its own mapping images
+(:mod:`segloc.methods.segloc.residual_gate`); :func:`derive_options` derives both.
+
 When the map cannot measure a quantity (one mapping image: no spacing; no points: no depth),
 the formulas use the other one, and with neither the fixed values of a room
 (:data:`ROOM_SCALE`).
@@ -42,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from segloc.maps.scale import MapScale
 from segloc.methods.segloc.refine import MOVE_DEPTHS, scale_refinement_options
+from segloc.methods.segloc.residual_gate import CALIBRATION_KEY, FIXED_GATE, residual_gate
 
 if TYPE_CHECKING:
     from segloc.methods.segloc.localizer import SegLocLocalizerConfig
@@ -52,6 +57,8 @@ __all__ = [
     "PRIOR_RADIUS_MOVES",
     "ROOM_SCALE",
     "TRACKING_MOVES",
+    "derive_options",
+    "derive_residual_gate",
     "derive_scale_options",
 ]
 
@@ -115,3 +122,38 @@ def derive_scale_options(config: SegLocLocalizerConfig, scale: MapScale) -> tupl
     if config.prior_radius is None:
         changes["prior_radius"] = derived["prior_radius"] = _rounded(PRIOR_RADIUS_MOVES * refinement.max_translation_change)
     return dataclasses.replace(config, **changes), derived
+
+
+def derive_residual_gate(config: SegLocLocalizerConfig, layer_meta: dict[str, Any]) -> tuple[SegLocLocalizerConfig, dict[str, float]]:
+    """Fill a null ``refinement.max_final_residual`` from the map's residual calibration.
+
+    Args:
+        config: the localizer's options; a set gate is kept.
+        layer_meta: the ``segloc`` layer's ``meta.json`` (``top_k``: the labels per point it
+            stores; ``residual_calibration``: see :mod:`segloc.methods.segloc.residual_gate`).
+
+    Returns:
+        The config with the gate set, and ``{"refinement.max_final_residual": value}`` (empty
+        when the config set it). The gate is :func:`~segloc.methods.segloc.residual_gate.residual_gate`
+        of the calibration when the map has one measured with the labels per point this config
+        uses, else :data:`~segloc.methods.segloc.residual_gate.FIXED_GATE`.
+    """
+    if config.refinement.max_final_residual is not None:
+        return config, {}
+    calibration = layer_meta.get(CALIBRATION_KEY)
+    labels_used = config.labels_top_k or int(layer_meta.get("top_k") or 1)
+    if isinstance(calibration, dict) and int(calibration.get("labels_per_point", 0)) == labels_used:
+        gate = residual_gate(calibration)
+    else:
+        gate = FIXED_GATE
+    refinement = dataclasses.replace(config.refinement, max_final_residual=gate)
+    return dataclasses.replace(config, refinement=refinement), {"refinement.max_final_residual": gate}
+
+
+def derive_options(
+    config: SegLocLocalizerConfig, scale: MapScale, layer_meta: dict[str, Any]
+) -> tuple[SegLocLocalizerConfig, dict[str, float]]:
+    """Every option the SegLoc localizer derives from the map: :func:`derive_scale_options`, then :func:`derive_residual_gate`."""
+    config, derived = derive_scale_options(config, scale)
+    config, gate = derive_residual_gate(config, layer_meta)
+    return config, {**derived, **gate}

@@ -107,6 +107,10 @@ class SegLocMapConfig:
             most probable labels and their mean probabilities) or ``full`` (the K-class
             distribution); see :data:`STORE_MODES`.
         top_k: k for ``store: topk``.
+        residual_calibration_images: mapping images on which the map measures its network's
+            residuals at the true pose and by chance, from which the localizer derives its
+            residual gate (:mod:`segloc.methods.segloc.residual_gate`; each costs one more
+            segmentation); 0: no calibration, the localizer uses the fixed gate.
         embed_model: copy the network into the map (layer ``segloc_model``).
         model_dtype: precision of the embedded weights: ``checkpoint`` (that of the
             checkpoint's file: the shipped float16 networks stay 6.6 MB, a float32 checkpoint
@@ -121,6 +125,7 @@ class SegLocMapConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     store: str = "top1"
     top_k: int = option(3, ge=1)
+    residual_calibration_images: int = option(16, ge=0, note="0: no calibration, the fixed residual gate")
     embed_model: bool = True
     model_dtype: str = "checkpoint"
     core: CoreConfig = field(default_factory=CoreConfig)
@@ -363,7 +368,7 @@ def write_segloc_layer(
         **(meta or {}),
         "num_classes": num_classes,
         "store": store,
-        "top_k": top_k if store == "topk" else (1 if store == "top1" else num_classes),
+        "top_k": _labels_per_point(store, top_k, num_classes),
         "core_points_sha256": core_checksum(writer.manifest["files"]),
         "statistics": {
             "num_points": int(len(point_labels)),
@@ -372,6 +377,27 @@ def write_segloc_layer(
         },
     }
     writer.add_json(SEGLOC_LAYER, "meta", values)
+
+
+def _layer_in_memory(probabilities: np.ndarray, image_descriptors: np.ndarray, store: str, top_k: int) -> SegLocLayer:
+    """The :class:`SegLocLayer` that :func:`write_segloc_layer` writes, without writing it (what a localizer would read)."""
+    num_classes = probabilities.shape[1]
+    point_labels = np.argmax(probabilities, axis=1)
+    arrays = _label_arrays(point_labels, store, top_k, probabilities, None)
+    topk_labels, topk_weights = arrays.get("point_topk_labels"), arrays.get("point_topk_weights")
+    return SegLocLayer(
+        point_labels.astype(np.int64),
+        None if topk_labels is None else topk_labels.astype(np.int64),
+        None if topk_weights is None else topk_weights.astype(np.float32),
+        arrays.get("point_probabilities"),
+        np.asarray(image_descriptors, np.float32),
+        {"num_classes": num_classes, "store": store, "top_k": _labels_per_point(store, top_k, num_classes)},
+    )
+
+
+def _labels_per_point(store: str, top_k: int, num_classes: int) -> int:
+    """The labels per point a layer with ``store`` keeps (meta.json's ``top_k``): 1, k or K."""
+    return top_k if store == "topk" else (1 if store == "top1" else num_classes)
 
 
 def _write_label_file(writer: MapWriter, arrays: dict[str, np.ndarray]) -> None:
@@ -580,6 +606,8 @@ def build_segloc_map(
         SeglocError: no checkpoint and no segmenter, an existing output without
             ``overwrite``, no mapping images, or anything wrong in the core build.
     """
+    from segloc.methods.segloc.localizer import SegLocLocalizer
+    from segloc.methods.segloc.residual_gate import CALIBRATION_KEY, calibrate_residuals
     from segloc.models.segmenter import NetworkSegmenter
 
     config = config or SegLocMapConfig()
@@ -611,7 +639,7 @@ def build_segloc_map(
     labels_used = len(np.unique(np.argmax(probabilities, axis=1)))
     logger.info("labelled %d points with %d of %d classes", len(probabilities), labels_used, probabilities.shape[1])
 
-    meta = {
+    meta: dict[str, Any] = {
         "num_levels": num_levels,
         "descriptor_grid": list(getattr(segmenter, "descriptor_grid", ())),
         "descriptor_dim": int(descriptors.shape[1]),
@@ -620,6 +648,15 @@ def build_segloc_map(
         "temperature": getattr(segmenter, "temperature", None),
         "segmenter": type(segmenter).__name__,
     }
+    if config.residual_calibration_images:
+        start = time.perf_counter()
+        layer = _layer_in_memory(probabilities, descriptors, config.store, config.top_k)
+        calibration = calibrate_residuals(
+            SegLocLocalizer(built.core, layer, segmenter), dataset.load_image, config.residual_calibration_images, progress=progress
+        )
+        if calibration is not None:
+            meta[CALIBRATION_KEY] = calibration
+        built.statistics["seconds"]["residual_calibration"] = time.perf_counter() - start
     created: dict[str, Any] = {"source": str(Path(dataset.root).resolve()), "config": config_to_dict(config)}
     with MapWriter(output, method="segloc", frame_id=config.core.frame_id, overwrite=overwrite, created=created) as writer:
         write_core(writer, built.core)
@@ -714,7 +751,7 @@ def relabel_segloc_map(
     if store not in STORE_MODES:
         raise SeglocError(f"unknown store {store!r}; valid values are: {', '.join(STORE_MODES)}")
     num_classes = layer.num_classes
-    wanted = {"top1": 1, "topk": top_k, "full": num_classes}[store]
+    wanted = _labels_per_point(store, top_k, num_classes)
     if store == "topk" and not 1 <= top_k < num_classes:
         raise SeglocError(f"top_k must be in [1, {num_classes - 1}] for K = {num_classes} classes, got {top_k}")
     if wanted > layer.max_top_k:

@@ -51,7 +51,7 @@ from segloc.localize.priors import APPROXIMATIONS, approximate_pose
 from segloc.maps.core import MapCore, read_core
 from segloc.maps.package import MapPackage
 from segloc.maps.scale import map_scale
-from segloc.methods.segloc.defaults import derive_scale_options
+from segloc.methods.segloc.defaults import derive_options
 from segloc.methods.segloc.layer import SegLocLayer, read_segloc_layer, read_segloc_model
 from segloc.methods.segloc.refine import LabelRefinementConfig, RefinementResult, refine_pose_with_labels
 from segloc.models.export import read_onnx_layer
@@ -231,8 +231,9 @@ class _SegmentationsFromElsewhere:
 class SegLocLocalizer:
     """Localizes images against a SegLoc map (layers ``core``, ``segloc``, ``segloc_model``).
 
-    The options in metres the config leaves null are derived from the map's scale
-    (:func:`segloc.methods.segloc.defaults.derive_scale_options`) and logged once.
+    The options in metres the config leaves null are derived from the map's scale, and a null
+    residual gate from the map's residual calibration
+    (:func:`segloc.methods.segloc.defaults.derive_options`); they are logged once.
 
     Args:
         core: the map core.
@@ -250,11 +251,11 @@ class SegLocLocalizer:
 
     def __init__(self, core: MapCore, layer: SegLocLayer, segmenter: Segmenter, config: SegLocLocalizerConfig | None = None):
         self.map_scale = map_scale(core)
-        config, self.derived_options = derive_scale_options(config or SegLocLocalizerConfig(), self.map_scale)
+        config, self.derived_options = derive_options(config or SegLocLocalizerConfig(), self.map_scale, layer.meta)
         self.config = config
         if self.derived_options:
             logger.info(
-                "segloc localizer: options derived from the map's scale (%s): %s",
+                "segloc localizer: options derived from the map (%s): %s",
                 self.map_scale.describe(),
                 ", ".join(f"{name} {value:g}" for name, value in self.derived_options.items()),
             )

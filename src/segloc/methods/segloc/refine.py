@@ -98,6 +98,7 @@ logger = logging.getLogger("segloc")
 
 __all__ = [
     "COVARIANCES",
+    "DEFAULT_MAX_FINAL_RESIDUAL",
     "FAILURE_REASONS",
     "GRADIENTS",
     "LOSSES",
@@ -105,6 +106,7 @@ __all__ = [
     "LevelHistory",
     "RefinementResult",
     "refine_pose_with_labels",
+    "residuals_at_pose",
     "scale_refinement_options",
 ]
 
@@ -118,6 +120,11 @@ COVARIANCE_SCALE = 1.0
 COVARIANCE_PIXEL_FLOOR = 0.2
 """Default ``covariance_pixel_floor``, pixels of the finest level (module docstring: fitted on four
 synthetic scene-condition cases, checked on real photographs)."""
+
+DEFAULT_MAX_FINAL_RESIDUAL = 2.0
+"""``max_final_residual`` when the config leaves it null and nothing derives it: a median label
+probability below 0.135 fails (the SegLoc localizer derives it from the map's network instead,
+:mod:`segloc.methods.segloc.residual_gate`)."""
 
 COVARIANCES = ("calibrated", "raw")
 """Covariance models of the refinement (module docstring): ``calibrated`` (cluster sandwich times
@@ -180,7 +187,10 @@ class LabelRefinementConfig:
             a failure (``diverged``).
         max_final_residual: a median residual ``-log p`` of the points in view at the final
             pose (finest level) above this is a failure (``high_residual``): the labels do not
-            agree with the query. 2.0 means a median label probability below 0.135.
+            agree with the query. None (the default): derived from the map's network by the
+            SegLoc localizer (:mod:`segloc.methods.segloc.residual_gate`), or
+            :data:`DEFAULT_MAX_FINAL_RESIDUAL` (2.0, a median label probability below 0.135)
+            when the refinement runs alone.
         min_relative_decrease: the objective at the finest level must drop by at least this
             fraction from the initial to the final pose (``insufficient_decrease``); 0 disables
             the check (a prior that is already right does not move).
@@ -222,7 +232,7 @@ class LabelRefinementConfig:
     min_points: int = option(30, ge=6, note="a pose has 6 degrees of freedom")
     max_translation_change: float | None = option(None, gt=0, note="null: derived from the map or the scene's depth")
     max_rotation_change_deg: float = option(30.0, gt=0)
-    max_final_residual: float = option(2.0, gt=0)
+    max_final_residual: float | None = option(None, gt=0, note="null: derived from the map's network")
     min_relative_decrease: float = option(0.0, ge=0, lt=1, note="0: no check")
     residual_sigma: float | None = option(None, gt=0, note="null: estimated")
     gradients: str = "central"
@@ -826,14 +836,7 @@ def refine_pose_with_labels(
     labels, weights = _as_labels(point_labels, label_weights, len(points3D), num_classes, config.top_k)
     if not isinstance(cam_from_world_init, Rigid3):
         raise SeglocError(f"cam_from_world_init must be a Rigid3, got {type(cam_from_world_init).__name__}")
-    level_indices = config.levels or tuple(range(len(maps)))
-    if all(i < 0 for i in level_indices):  # "the n finest levels": all of them when there are fewer
-        level_indices = tuple(i for i in level_indices if i >= -len(maps)) or (-1,)
-    bad = [i for i in level_indices if not -len(maps) <= i < len(maps)]
-    if bad:
-        raise SeglocError(f"config.levels {list(config.levels)} refers to level(s) {bad}, but class_probabilities has {len(maps)} level(s)")
-    level_indices = tuple(i % len(maps) for i in level_indices)
-
+    level_indices = _level_indices(config, len(maps))
     if None in (config.min_depth, config.min_step_translation, config.max_translation_change):
         config = scale_refinement_options(config, _scene_depth(points3D, cam_from_world_init))
     problem = _Problem(points3D, labels, weights, config)
@@ -869,7 +872,7 @@ def refine_pose_with_labels(
     if failure is None:
         if num_used < config.min_points:
             failure = "too_few_points"
-        elif median_residual > config.max_final_residual:
+        elif median_residual > (DEFAULT_MAX_FINAL_RESIDUAL if config.max_final_residual is None else config.max_final_residual):
             failure = "high_residual"
         elif config.min_relative_decrease > 0 and (
             _mean_cost(problem.evaluate(level, rotation_init, center_init, with_jacobian=False)) * (1.0 - config.min_relative_decrease)
@@ -889,6 +892,58 @@ def refine_pose_with_labels(
     if failure is not None:
         logger.debug("label refinement failed (%s): %d points in view, median residual %.3f", failure, num_used, median_residual)
     return RefinementResult(cam_from_world, failure is None, failure, covariance, num_used, cost, median_residual, history)
+
+
+def _level_indices(config: LabelRefinementConfig, num_levels: int) -> tuple[int, ...]:
+    """The indices (non-negative, coarse to fine) of the levels ``config.levels`` selects among ``num_levels``."""
+    level_indices = config.levels or tuple(range(num_levels))
+    if all(i < 0 for i in level_indices):  # "the n finest levels": all of them when there are fewer
+        level_indices = tuple(i for i in level_indices if i >= -num_levels) or (-1,)
+    bad = [i for i in level_indices if not -num_levels <= i < num_levels]
+    if bad:
+        raise SeglocError(
+            f"config.levels {list(config.levels)} refers to level(s) {bad}, but class_probabilities has {num_levels} level(s)"
+        )
+    return tuple(i % num_levels for i in level_indices)
+
+
+def residuals_at_pose(
+    class_probabilities: Any,
+    camera: Camera,
+    points3D: np.ndarray,
+    point_labels: np.ndarray,
+    cam_from_world: Rigid3,
+    config: LabelRefinementConfig | None = None,
+    *,
+    label_weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """The residuals ``-log p`` of the points in view at ``cam_from_world``, at the finest level the refinement uses.
+
+    These are the residuals whose median :func:`refine_pose_with_labels` compares with
+    ``max_final_residual`` at its final pose, here at a given pose (no optimisation): at a true
+    pose they measure how well the labels agree with a segmentation when the geometry is right.
+
+    Args:
+        class_probabilities, camera, points3D, point_labels, config, label_weights: as for
+            :func:`refine_pose_with_labels`.
+        cam_from_world: the pose.
+
+    Returns:
+        (n,) float64 residuals of the n points in view (empty when none is).
+    """
+    config = config or LabelRefinementConfig()
+    maps = _as_probability_maps(class_probabilities)
+    points3D = np.asarray(points3D, dtype=np.float64).reshape(-1, 3)
+    labels, weights = _as_labels(point_labels, label_weights, len(points3D), maps[0].shape[0], config.top_k)
+    index = _level_indices(config, len(maps))[-1]
+    if config.min_depth is None:
+        config = scale_refinement_options(config, _scene_depth(points3D, cam_from_world))
+    world_from_cam = cam_from_world.inverse()
+    level = _Level(index, maps[index], camera, config)
+    evaluation = _Problem(points3D, labels, weights, config).evaluate(
+        level, world_from_cam.rotation, world_from_cam.translation, with_jacobian=False
+    )
+    return evaluation.residuals
 
 
 def _scene_depth(points3D: np.ndarray, cam_from_world: Rigid3) -> float:
