@@ -327,15 +327,16 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_CHECKPOINTS: dict[str, dict[str, Any]] = {
     "segloc_room320_robust": {
         "description": (
-            "SegLoc network (cpu preset, K = 100) trained on the mapping images of the demo scene with the default recipe: "
-            "pseudo-targets from the clean views, strong photometric augmentation (the demo's network)"
+            "SegLoc network (cpu preset, K = 100) trained on the mapping images of the demo scene with the default recipe "
+            "of its time: DEC pseudo-targets from the clean views, strong photometric augmentation (the demo's network)"
         ),
         "scene": "room",
         "seed": 0,
         "size": (320, 240),
         "command": (
             "segloc synth --scene room --seed 0 --size 320x240 -o outputs/room320 && "
-            "segloc train segloc outputs/room320 -o outputs/train_room320_robust --threads 2 && "
+            "printf 'train:\\n  targets: dec\\n' > dec.yaml && "
+            "segloc train segloc outputs/room320 -o outputs/train_room320_robust --config dec.yaml --threads 2 && "
             'python -c "from segloc.models import load_checkpoint, save_checkpoint, read_checkpoint_info; '
             "c = 'outputs/train_room320_robust/checkpoint'; "
             "save_checkpoint(load_checkpoint(c), 'segloc_room320_robust', read_checkpoint_info(c).metadata, dtype='float16')\""
@@ -352,7 +353,7 @@ SHIPPED_CHECKPOINTS: dict[str, dict[str, Any]] = {
         "size": (320, 240),
         "command": (
             "segloc synth --scene room --seed 0 --size 320x240 -o outputs/room320 && "
-            "printf 'train:\\n  clean_targets: false\\n  augment:\\n    brightness: 0.3\\n    contrast: 0.3\\n"
+            "printf 'train:\\n  targets: dec\\n  clean_targets: false\\n  augment:\\n    brightness: 0.3\\n    contrast: 0.3\\n"
             "    blur_probability: 0.2\\n    blur_sigma: [0.1, 1.5]\\n    noise_probability: 0.0\\n' > mild.yaml && "
             "segloc train segloc outputs/room320 -o outputs/train_room320 --config mild.yaml --threads 2 && "
             'python -c "from segloc.models import load_checkpoint, save_checkpoint, read_checkpoint_info; '
