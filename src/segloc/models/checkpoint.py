@@ -381,6 +381,10 @@ SHIPPED_CHECKPOINTS: dict[str, dict[str, Any]] = {
 }
 DEMO_CHECKPOINT = "segloc_room320_robust"
 """The shipped network ``segloc demo`` uses."""
+GENERAL_CHECKPOINT = "segloc_general"
+"""The shipped SegLoc network trained across many places and conditions
+(``benchmarks/train_general.py``): what ``general`` names, the start of per-place fine-tuning
+(``--init general``) and the network a SegLoc map is built with when ``map.checkpoint`` is null."""
 """What each shipped checkpoint is, what it was trained on and the command that reproduces it."""
 
 
@@ -400,6 +404,33 @@ def shipped_checkpoint_for_scene(name: str, scene: str, seed: int, size: tuple[i
             f"{shipped['size'][0]}x{shipped['size'][1]}); for another scene pass --train (or --checkpoint CKPT)"
         )
     return shipped_checkpoint(name)
+
+
+def resolve_checkpoint(name: str | Path, what: str = "checkpoint") -> Path:
+    """The checkpoint folder ``name`` stands for: an existing folder, the name of a shipped network
+    (:data:`SHIPPED_CHECKPOINTS`), or ``general`` (:data:`GENERAL_CHECKPOINT`).
+
+    Args:
+        name: a folder path or a shipped network's name.
+        what: what the checkpoint is for, in error messages (e.g. ``map.checkpoint``).
+
+    Raises:
+        SeglocError: no such folder or shipped network, or the general network is not shipped.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    shipped = GENERAL_CHECKPOINT if str(name) == "general" else str(name)
+    if shipped in SHIPPED_CHECKPOINTS:
+        return shipped_checkpoint(shipped)
+    if shipped == GENERAL_CHECKPOINT:
+        raise SeglocError(
+            f"{what}: the general SegLoc network ({GENERAL_CHECKPOINT}) is not shipped with this version of segloc; train one "
+            f"(benchmarks/train_general.py) and pass its checkpoint folder, or one of: {', '.join(SHIPPED_CHECKPOINTS)}"
+        )
+    raise SeglocError(
+        f"{what} {str(name)!r} is neither a checkpoint folder nor a shipped network ({', '.join(SHIPPED_CHECKPOINTS)}, general)"
+    )
 
 
 def shipped_checkpoint(name: str) -> Path:

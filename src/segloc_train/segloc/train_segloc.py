@@ -124,7 +124,7 @@ from segloc.errors import SeglocError
 from segloc.maps.build import CoreConfig, build_core
 from segloc.maps.core import MapCore, read_core
 from segloc.maps.package import MapPackage
-from segloc.models.checkpoint import SHIPPED_CHECKPOINTS, load_checkpoint, read_checkpoint_info, save_checkpoint, shipped_checkpoint
+from segloc.models.checkpoint import load_checkpoint, read_checkpoint_info, resolve_checkpoint, save_checkpoint
 from segloc.models.segmentation import (
     LEVEL_STRIDES,
     SEGMENTATION_PRESETS,
@@ -177,9 +177,6 @@ LEVEL_ALIGNMENT = 32
 """Training images are sized in multiples of the coarsest stride, so every level covers the image exactly."""
 SCAN_BATCH_SIZE = 8
 """Mapping images per forward in the epoch-end scan."""
-GENERAL_CHECKPOINT = "segloc_general"
-"""The shipped network ``init_checkpoint: general`` (``--init general``) names: one trained across
-many places and conditions (``benchmarks/train_general.py``), the start of per-place fine-tuning."""
 TARGET_METHODS = ("sinkhorn", "dec")
 """Pseudo-target methods (``SegLocTrainConfig.targets``)."""
 
@@ -224,7 +221,7 @@ class SegLocTrainConfig:
         meanshift_bandwidth: mean-shift radius; None estimates it.
         init_checkpoint: optional SegLoc checkpoint folder (e.g. a network trained on another
             scene), the name of a shipped one (``SHIPPED_CHECKPOINTS``) or ``general`` (the
-            shipped general network, :data:`GENERAL_CHECKPOINT`), whose weights start the training instead of the ImageNet encoder and a
+            shipped general network, :data:`segloc.models.checkpoint.GENERAL_CHECKPOINT`), whose weights start the training instead of the ImageNet encoder and a
             random decoder; its config must equal ``network`` (``pretrained`` aside). The
             initial prototypes are clustered from its features as usual.
         semantic_checkpoint: optional checkpoint folder of a pretrained semantic segmentation
@@ -509,25 +506,12 @@ def _mine_training_pairs(core: MapCore, config: SegLocTrainConfig, progress: boo
 
 def resolve_init_checkpoint(name: str | Path) -> Path:
     """The checkpoint folder of ``init_checkpoint``: an existing folder, a shipped network's name, or
-    ``general`` (:data:`GENERAL_CHECKPOINT`), all resolved through ``SHIPPED_CHECKPOINTS``.
+    ``general`` (:data:`segloc.models.checkpoint.GENERAL_CHECKPOINT`), see :func:`segloc.models.checkpoint.resolve_checkpoint`.
 
     Raises:
         SeglocError: no such folder or shipped network, or the general network is not shipped.
     """
-    path = Path(name)
-    if path.is_dir():
-        return path
-    shipped = GENERAL_CHECKPOINT if str(name) == "general" else str(name)
-    if shipped in SHIPPED_CHECKPOINTS:
-        return shipped_checkpoint(shipped)
-    if shipped == GENERAL_CHECKPOINT:
-        raise SeglocError(
-            f"the general SegLoc network ({GENERAL_CHECKPOINT}) is not shipped with this version of segloc; train one "
-            f"(benchmarks/train_general.py) and pass its checkpoint folder, or one of: {', '.join(SHIPPED_CHECKPOINTS)}"
-        )
-    raise SeglocError(
-        f"init checkpoint {name!r} is neither a checkpoint folder nor a shipped network ({', '.join(SHIPPED_CHECKPOINTS)}, general)"
-    )
+    return resolve_checkpoint(name, "init checkpoint")
 
 
 def _load_semantic_model(config: SegLocTrainConfig, device: torch.device) -> torch.nn.Module | None:

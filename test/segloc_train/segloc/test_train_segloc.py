@@ -14,13 +14,12 @@ from segloc.config import config_to_dict
 from segloc.data import synthetic
 from segloc.data.dataset import read_dataset, write_dataset
 from segloc.errors import SeglocError
-from segloc.models.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
+from segloc.models.checkpoint import GENERAL_CHECKPOINT, load_checkpoint, read_checkpoint_info, save_checkpoint
 from segloc.models.segmentation import SegmentationNet, segmentation_config
 from segloc_train.augment import AugmentConfig
 from segloc_train.checkpointing import read_tensors, read_training_state
 from segloc_train.cli import add_train_parser
 from segloc_train.segloc.train_segloc import (
-    GENERAL_CHECKPOINT,
     SegLocTrainConfig,
     group_condition_variants,
     load_train_config,

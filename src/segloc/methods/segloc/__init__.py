@@ -20,7 +20,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from segloc.errors import SeglocError
 from segloc.methods.registry import DemoContext, DemoRun, Method, load_trainer
 
 __all__ = ["METHOD", "SegLocMethod"]
@@ -52,11 +51,6 @@ class SegLocMethod(Method):
     def build_map(self, dataset, output: Path, config: Any, *, overwrite: bool = False, progress: bool = True, core=None) -> Path:
         from segloc.methods.segloc.layer import build_segloc_map
 
-        if not config.checkpoint:
-            raise SeglocError(
-                "method segloc needs its segmentation network: put `checkpoint: PATH/TO/CHECKPOINT` (a checkpoint folder from the "
-                "SegLoc trainer) in the `map:` section of a YAML file and pass it with --config"
-            )
         return build_segloc_map(dataset, output, config, overwrite=overwrite, progress=progress, core=core)
 
     def load_localizer(self, package, config: Any):

@@ -93,8 +93,10 @@ class SegLocMapConfig:
 
     Attributes:
         checkpoint: the segmentation network, a checkpoint folder
-            (:func:`segloc.models.checkpoint.save_checkpoint`); required unless a segmenter
-            is passed to :func:`build_segloc_map`.
+            (:func:`segloc.models.checkpoint.save_checkpoint`) or the name of a shipped one
+            (``general`` among them); None: the shipped general network where this version
+            ships one (:func:`map_checkpoint`), else an error unless a segmenter is passed to
+            :func:`build_segloc_map`.
         inference_max_edge: longer side of the network input (pixels); queries use the same
             unless the localizer overrides it. None: the size the network was trained at (the
             longer side of the checkpoint's ``metadata.image_size``, written by the SegLoc
@@ -550,18 +552,31 @@ def read_segloc_model(package: MapPackage) -> Any:
 # --- building -------------------------------------------------------------------------------
 
 
-def _segmenter_from_config(config: SegLocMapConfig):
-    from segloc.models.segmenter import NetworkSegmenter
+def map_checkpoint(config: SegLocMapConfig) -> Path:
+    """The checkpoint folder a map is built with: ``config.checkpoint`` (a folder or a shipped
+    network's name, :func:`segloc.models.checkpoint.resolve_checkpoint`), or the shipped general
+    network when it is null.
 
-    if not config.checkpoint:
+    Raises:
+        SeglocError: no such checkpoint, or null while no general network is shipped.
+    """
+    from segloc.models.checkpoint import GENERAL_CHECKPOINT, SHIPPED_CHECKPOINTS, resolve_checkpoint
+
+    if config.checkpoint:
+        return resolve_checkpoint(config.checkpoint, "segloc map: map.checkpoint")
+    if GENERAL_CHECKPOINT not in SHIPPED_CHECKPOINTS:
         raise SeglocError(
             "building a SegLoc map needs a segmentation network: set `checkpoint: PATH` (a checkpoint folder written by "
-            "the SegLoc trainer or segloc.models.save_checkpoint) in the `map:` section of the config, e.g. "
-            "`segloc map build DATASET --method segloc --config cfg.yaml -o MAP`"
+            "the SegLoc trainer or segloc.models.save_checkpoint, or a shipped network's name) in the `map:` section of the "
+            "config, e.g. `segloc map build DATASET --method segloc --config cfg.yaml -o MAP`"
         )
-    checkpoint = Path(config.checkpoint).expanduser()
-    if not checkpoint.exists():
-        raise SeglocError(f"segloc map: the checkpoint {checkpoint} does not exist (map.checkpoint in the config)")
+    logger.info("segloc map: map.checkpoint is null, using the shipped general network %s", GENERAL_CHECKPOINT)
+    return resolve_checkpoint(GENERAL_CHECKPOINT, "segloc map: map.checkpoint")
+
+
+def _segmenter_from_config(config: SegLocMapConfig, checkpoint: Path):
+    from segloc.models.segmenter import NetworkSegmenter
+
     max_edge = config.inference_max_edge
     if max_edge is None:
         from segloc.models.checkpoint import read_checkpoint_info
@@ -617,13 +632,14 @@ def build_segloc_map(
     check_map_output(output, overwrite, dataset.inputs())
     source: dict[str, Any] = {}
     if segmenter is None:
-        segmenter = _segmenter_from_config(config)
+        checkpoint = map_checkpoint(config)
+        segmenter = _segmenter_from_config(config, checkpoint)
         from segloc.fileio import sha256_file
         from segloc.models.checkpoint import read_checkpoint_info
 
-        info = read_checkpoint_info(config.checkpoint)
+        info = read_checkpoint_info(checkpoint)
         source = {
-            "checkpoint": str(Path(config.checkpoint).resolve()),
+            "checkpoint": str(checkpoint.resolve()),
             "sha256": sha256_file(info.weights_file),
             "dtype": info.dtype,
             "metadata": info.metadata,

@@ -231,15 +231,38 @@ def test_top_k_variants_and_their_sizes(room):
         read_segloc_layer(topk3).labels(4)
 
 
-def test_building_needs_a_checkpoint(room, tmp_path):
+def test_building_needs_a_checkpoint(room, tmp_path, monkeypatch):
+    from segloc.models import checkpoint as checkpoints
+
     dataset = room[0]
+    unshipped = {name: entry for name, entry in checkpoints.SHIPPED_CHECKPOINTS.items() if name != checkpoints.GENERAL_CHECKPOINT}
+    monkeypatch.setattr(checkpoints, "SHIPPED_CHECKPOINTS", unshipped)
     with pytest.raises(SeglocError, match="checkpoint: PATH"):
         build_segloc_map(dataset, tmp_path / "map", SegLocMapConfig())
-    with pytest.raises(SeglocError, match="does not exist"):
+    with pytest.raises(SeglocError, match="general SegLoc network .* is not shipped"):
+        build_segloc_map(dataset, tmp_path / "map", SegLocMapConfig(checkpoint="general"))
+    with pytest.raises(SeglocError, match="neither a checkpoint folder nor a shipped network"):
         build_segloc_map(dataset, tmp_path / "map", SegLocMapConfig(checkpoint=str(tmp_path / "missing")))
     with pytest.raises(SeglocError, match="exists already"):
         build_segloc_map(dataset, room[2].path, SegLocMapConfig(checkpoint=str(room[1])))
     assert not (tmp_path / "map").exists()
+
+
+def test_without_a_checkpoint_the_map_is_built_with_the_shipped_general_network(room, tmp_path, monkeypatch):
+    from segloc.maps.build import CoreBuild
+    from segloc.models import checkpoint as checkpoints
+
+    dataset, _, package, _ = room
+    general = save_checkpoint(tiny_network(), tmp_path / "weights" / checkpoints.GENERAL_CHECKPOINT, {"image_size": [320, 240]})
+    monkeypatch.setattr(checkpoints, "SHIPPED_DIR", tmp_path / "weights")
+    monkeypatch.setattr(checkpoints, "SHIPPED_CHECKPOINTS", {checkpoints.GENERAL_CHECKPOINT: {"description": "a test network"}})
+    core = CoreBuild(read_core(package), [], np.zeros(0, np.int64), {"seconds": {}})
+    for name, checkpoint in (("null", None), ("general", "general"), ("named", checkpoints.GENERAL_CHECKPOINT)):
+        config = SegLocMapConfig(checkpoint=checkpoint, residual_calibration_images=0, core=FAST_CORE)
+        built = MapPackage.open(build_segloc_map(dataset, tmp_path / name, config, progress=False, core=core))
+        source = built.read_json(MODEL_LAYER, "model")["source"]
+        assert source["checkpoint"] == str(general.resolve())
+        assert source["metadata"]["image_size"] == [320, 240]
 
 
 def test_config_is_strict():
