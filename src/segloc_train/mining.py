@@ -19,16 +19,18 @@ is drawn at random among the k hardest, which softens pure hard mining.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from scipy.spatial.distance import cdist
+from scipy.spatial.distance import cdist, pdist
 
 from segloc.data.dataset import ImageRecord
 from segloc.errors import SeglocError
+from segloc.maps.scale import image_spacing
 
 logger = logging.getLogger("segloc")
 
@@ -40,27 +42,38 @@ class MiningConfig:
     Attributes:
         positive_radius_m: positives have their camera centre within this distance of the
             anchor's (metres). NetVLAD-style outdoor values are 10 / 25 m; indoors a few metres.
+            None: derived from the place (:meth:`resolve`).
         negative_radius_m: negatives are farther than this (metres); must exceed
-            ``positive_radius_m``.
+            ``positive_radius_m``. None: derived from the place.
         max_positive_angle_deg: positives' optical axes differ from the anchor's by at most
             this (degrees); None: no limit.
         min_negative_angle_deg: images whose optical axes differ from the anchor's by more
             than this are negatives at any distance (degrees); None: distance only.
         num_hard_candidates: draw the positive (negative) at random among this many hardest.
         chunk_size: anchors processed at once (bounds memory to chunk_size x N similarities).
+        positive_spacings, negative_spacings: a derived radius in median image spacings
+            (:func:`segloc.maps.scale.image_spacing`), capped (:meth:`resolve`).
     """
 
-    positive_radius_m: float = 10.0
-    negative_radius_m: float = 25.0
+    positive_radius_m: float | None = 10.0
+    negative_radius_m: float | None = 25.0
     max_positive_angle_deg: float | None = None
     min_negative_angle_deg: float | None = None
     num_hard_candidates: int = 1
     chunk_size: int = 1024
+    positive_spacings: float = 6.0
+    negative_spacings: float = 25.0
 
     def __post_init__(self) -> None:
-        if not self.positive_radius_m > 0:
-            raise SeglocError(f"positive_radius_m must be positive, got {self.positive_radius_m}")
-        if not self.negative_radius_m > self.positive_radius_m:
+        for name in ("positive_radius_m", "negative_radius_m"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise SeglocError(f"{name} must be positive metres or null (derived from the place), got {value}")
+        if (
+            self.positive_radius_m is not None
+            and self.negative_radius_m is not None
+            and not self.negative_radius_m > self.positive_radius_m
+        ):
             raise SeglocError(
                 f"negative_radius_m ({self.negative_radius_m}) must be larger than positive_radius_m ({self.positive_radius_m}): "
                 "images between the two radii are neither positives nor negatives"
@@ -73,6 +86,37 @@ class MiningConfig:
             raise SeglocError(
                 f"num_hard_candidates and chunk_size must be at least 1, got {self.num_hard_candidates} and {self.chunk_size}"
             )
+        if not (self.positive_spacings > 0 and self.negative_spacings > 0):
+            raise SeglocError(
+                f"positive_spacings and negative_spacings must be positive, got {self.positive_spacings}, {self.negative_spacings}"
+            )
+
+    @property
+    def resolved(self) -> bool:
+        """Both radii are metres (nothing left to derive)."""
+        return self.positive_radius_m is not None and self.negative_radius_m is not None
+
+    def resolve(self, centers: np.ndarray) -> MiningConfig:
+        """This config with null radii derived from a place whose mapping camera centres are (N, 3).
+
+        A null radius is ``positive_spacings`` (``negative_spacings``) times the median image
+        spacing, capped so that sparse mapping images still give negatives: the negative
+        radius at the median distance between two mapping images, the positive one at half the
+        negative one. Radii set in metres are kept.
+
+        Raises:
+            SeglocError: the radii, derived or set, leave no gap (negative <= positive).
+        """
+        if self.resolved:
+            return self
+        centers = np.asarray(centers, dtype=np.float64).reshape(-1, 3)
+        spacing = image_spacing(centers) or 1.0
+        typical = float(np.median(pdist(centers))) if len(centers) > 1 else 1.0
+        negative = self.negative_radius_m or min(self.negative_spacings * spacing, typical)
+        positive = self.positive_radius_m or min(self.positive_spacings * spacing, 0.5 * negative)
+        if not negative > positive:
+            raise SeglocError(f"mining: negative_radius_m ({negative:.3g} m) must exceed positive_radius_m ({positive:.3g} m)")
+        return dataclasses.replace(self, positive_radius_m=positive, negative_radius_m=negative)
 
 
 class Triplet(NamedTuple):
@@ -125,12 +169,14 @@ def pose_candidates(
     Args:
         centers: (N, 3) camera centres in the world frame (metres).
         anchors: (A,) indices of the anchor images.
-        config: the radii and angle limits.
+        config: the radii and angle limits; null radii are derived from ``centers``
+            (:meth:`MiningConfig.resolve`).
         optical_axes: (N, 3) unit optical axes; needed when ``config`` sets an angle limit.
 
     Returns:
         positives (A, N) and negatives (A, N) boolean masks (an anchor is neither of its own).
     """
+    config = config.resolve(centers)
     distances = cdist(centers[anchors], centers)
     positives = distances <= config.positive_radius_m
     positives[np.arange(len(anchors)), anchors] = False
@@ -161,7 +207,7 @@ def mine_triplets(
             metres; :func:`camera_centers_and_axes` gives them for image records.
         global_descriptors: (N, D) numpy array or torch tensor of the images' global
             descriptors (L2-normalised here; cosine similarity).
-        config: mining options.
+        config: mining options; null radii are derived from ``centers`` (:meth:`MiningConfig.resolve`).
         rng: random generator, used when ``num_hard_candidates > 1``.
         optical_axes: (N, 3) unit optical axes in the world frame; required when an angle
             limit is set.
@@ -175,6 +221,7 @@ def mine_triplets(
     descriptors = _as_numpy(global_descriptors)
     if centers.ndim != 2 or centers.shape[1] != 3:
         raise SeglocError(f"centers must have shape (N, 3), got {centers.shape}")
+    config = config.resolve(centers)
     if descriptors.ndim != 2 or len(descriptors) != len(centers):
         raise SeglocError(f"global_descriptors must have shape (N, D) with N = {len(centers)} (one per image), got {descriptors.shape}")
     if not np.all(np.isfinite(descriptors)):

@@ -149,3 +149,32 @@ def test_retrieval_samples_respect_the_distance_and_angle_thresholds():
         assert similarities[0] >= (unit[allowed] @ unit[q]).max() - 1e-9
     with pytest.raises(SeglocError, match="optical_axes"):
         mine_retrieval_samples(centers, descriptors, config, 3, 4, 50, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 40.0])
+def test_null_radii_follow_the_place_and_set_radii_are_kept(scale):
+    """A loop of 60 cameras 1 unit apart scaled to a room, a street, a valley: the derived radii
+    scale with it (6 spacings, 25 spacings capped at the median distance between cameras), and
+    mining with null radii gives the triplets of the resolved radii."""
+    angles = np.linspace(0.0, 2 * np.pi, 60, endpoint=False)
+    radius = 1.0 / (2 * np.sin(np.pi / 60))  # neighbours 1 unit apart
+    centers = scale * radius * np.stack([np.cos(angles), np.sin(angles), np.zeros(60)], axis=1)
+    derived = MiningConfig(positive_radius_m=None, negative_radius_m=None).resolve(centers)
+    median_distance = np.median([np.linalg.norm(a - b) for i, a in enumerate(centers) for b in centers[i + 1 :]])
+    assert derived.negative_radius_m == pytest.approx(min(25 * scale, median_distance))
+    assert derived.positive_radius_m == pytest.approx(min(6 * scale, 0.5 * derived.negative_radius_m))
+    assert derived.resolve(centers) is derived
+    partly = MiningConfig(positive_radius_m=None, negative_radius_m=30.0 * scale).resolve(centers)
+    assert partly.negative_radius_m == 30.0 * scale and partly.positive_radius_m == pytest.approx(6 * scale)
+    descriptors = np.random.default_rng(1).normal(size=(60, 8))
+    assert mine_triplets(centers, descriptors, MiningConfig(None, None), np.random.default_rng(0)) == mine_triplets(
+        centers, descriptors, derived, np.random.default_rng(0)
+    )
+
+
+def test_derived_radii_without_a_gap_are_refused():
+    centers = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    with pytest.raises(SeglocError, match="must exceed"):
+        MiningConfig(positive_radius_m=5.0, negative_radius_m=None).resolve(centers)
+    with pytest.raises(SeglocError, match="positive metres or null"):
+        MiningConfig(positive_radius_m=-1.0, negative_radius_m=None)

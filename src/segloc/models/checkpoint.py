@@ -335,7 +335,7 @@ SHIPPED_CHECKPOINTS: dict[str, dict[str, Any]] = {
         "size": (320, 240),
         "command": (
             "segloc synth --scene room --seed 0 --size 320x240 -o outputs/room320 && "
-            "printf 'train:\\n  targets: dec\\n' > dec.yaml && "
+            "printf 'train:\\n  targets: dec\\n  mining:\\n    positive_radius_m: 1.0\\n    negative_radius_m: 2.5\\n' > dec.yaml && "
             "segloc train segloc outputs/room320 -o outputs/train_room320_robust --config dec.yaml --threads 2 && "
             'python -c "from segloc.models import load_checkpoint, save_checkpoint, read_checkpoint_info; '
             "c = 'outputs/train_room320_robust/checkpoint'; "
@@ -353,7 +353,7 @@ SHIPPED_CHECKPOINTS: dict[str, dict[str, Any]] = {
         "size": (320, 240),
         "command": (
             "segloc synth --scene room --seed 0 --size 320x240 -o outputs/room320 && "
-            "printf 'train:\\n  targets: dec\\n  clean_targets: false\\n  augment:\\n    brightness: 0.3\\n    contrast: 0.3\\n"
+            "printf 'train:\\n  targets: dec\\n  mining:\\n    positive_radius_m: 1.0\\n    negative_radius_m: 2.5\\n  clean_targets: false\\n  augment:\\n    brightness: 0.3\\n    contrast: 0.3\\n"
             "    blur_probability: 0.2\\n    blur_sigma: [0.1, 1.5]\\n    noise_probability: 0.0\\n' > mild.yaml && "
             "segloc train segloc outputs/room320 -o outputs/train_room320 --config mild.yaml --threads 2 && "
             'python -c "from segloc.models import load_checkpoint, save_checkpoint, read_checkpoint_info; '

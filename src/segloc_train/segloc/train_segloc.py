@@ -90,9 +90,13 @@ refinement are the paper's; D=64 is enough room for 100 prototypes, cuts the str
 largest tensors) by 4 and makes a step cheaper than D=256. Step, epoch and scan timings, and
 how soon the loss flattens: ``docs/experiments/segloc_training.md``.
 
-Indoor triplet radii (``mining`` defaults here, not the module's outdoor 10/25 m): positives
-within 1 m and 30 degrees of the anchor, negatives beyond 2.5 m or looking more than 90 degrees
-away; the synthetic room's cameras span about 4.6 x 2.3 m.
+Triplet radii fit each place (``mining`` radii null, :meth:`segloc_train.mining.MiningConfig.resolve`):
+positives within 6 median image spacings (at most half the negative radius) and 30 degrees of
+the anchor, negatives beyond 25 spacings (at most the median distance between two mapping
+images) or looking more than 90 degrees away: 0.48 / 2.0 m on the demo room (150 images, 0.08 m
+spacing), 1.2 / 2.3 m on a 60-image room, 7.5 / 15 m on the synthetic street, 13.5 / 27 m on
+castle (30 images, 4 m spacing). The fixed radii before (1 / 2.5 m, set for the room) left 28 of
+castle's 30 anchors without a positive.
 
 Example:
     >>> config = train_config("cpu_demo", epochs=2, steps_per_epoch=10)
@@ -190,7 +194,7 @@ def _default_augment() -> AugmentConfig:
 
 
 def _default_mining() -> MiningConfig:
-    return MiningConfig(positive_radius_m=1.0, negative_radius_m=2.5, max_positive_angle_deg=30.0, min_negative_angle_deg=90.0)
+    return MiningConfig(positive_radius_m=None, negative_radius_m=None, max_positive_angle_deg=30.0, min_negative_angle_deg=90.0)
 
 
 @dataclass
@@ -200,7 +204,7 @@ class SegLocTrainConfig:
     Attributes:
         network: the segmentation network (K = ``network.num_classes`` map labels).
         pairs: training-pair mining from the map's 3D points.
-        mining: triplet mining for L_MS (indoor radii by default).
+        mining: triplet mining for L_MS (radii derived from each place by default).
         augment: augmentation; ``output_size`` None: the mapping images resized to longer edge
             ``resize_max_edge``, each side rounded to a multiple of 32 (resolved at the start
             and saved in ``config.yaml``). An explicit size must be a multiple of 32.
@@ -931,6 +935,11 @@ def _train(
     ]
     training_set = ConcatDataset(training_sets)  # the random sampler mixes the places in every batch
     cameras = [camera_centers_and_axes(place.core.images) for place in places]
+    minings = [config.mining.resolve(centers) for centers, _ in cameras]
+    for place, mining in zip(places, minings):
+        logger.info(
+            "%s: triplet positives within %.2f m, negatives beyond %.2f m", place.root, mining.positive_radius_m, mining.negative_radius_m
+        )
     image_counts = [len(place.core.images) for place in places]
     steps_per_epoch = math.ceil(len(training_set) / config.batch_size)
     if config.steps_per_epoch is not None:
@@ -942,8 +951,10 @@ def _train(
             place_set.set_epoch(epoch)
         if config.loss.weight_ms > 0:
             rng = np.random.default_rng([config.seed, epoch, 1])
-            for place_set, (centers, axes), place_descriptors in zip(training_sets, cameras, descriptors.split(image_counts)):
-                triplets = mine_triplets(centers, place_descriptors, config.mining, rng, axes)
+            for place_set, (centers, axes), mining, place_descriptors in zip(
+                training_sets, cameras, minings, descriptors.split(image_counts)
+            ):
+                triplets = mine_triplets(centers, place_descriptors, mining, rng, axes)
                 place_set.set_triplets(triplets)  # possibly none: every place's samples then carry the triplet keys
         sampler = RandomSampler(training_set, generator=torch.Generator().manual_seed(epoch_seed(config.seed, epoch, 0)))
         loader = DataLoader(

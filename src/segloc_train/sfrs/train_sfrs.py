@@ -52,14 +52,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.spatial.distance import pdist
 from torch import Tensor
 from tqdm import tqdm
 
 from segloc.config import check_options, config_to_dict, option
 from segloc.data.dataset import ImageRecord, load_image, read_dataset
 from segloc.errors import SeglocError
-from segloc.maps.scale import image_spacing
 from segloc.models.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from segloc.models.netvlad import NetVlad, NetVladConfig, sample_features
 from segloc_train.augment import AugmentConfig, augment_image, photometric_augment
@@ -122,20 +120,16 @@ class SfrsMiningConfig:
         check_options(self)
 
     def resolve(self, mapping_centers: np.ndarray) -> MiningConfig:
-        """The metric :class:`MiningConfig` of a place whose mapping camera centres are (N, 3).
-
-        Derived radii are capped so that sparse mapping images still give negatives: the
-        negative radius at the median distance between two mapping images, the positive one at
-        half the negative one.
-        """
-        centers = np.asarray(mapping_centers, dtype=np.float64)
-        spacing = image_spacing(centers) or 1.0
-        typical = float(np.median(pdist(centers))) if len(centers) > 1 else 1.0
-        negative = self.negative_radius_m or min(self.negative_spacings * spacing, typical)
-        positive = self.positive_radius_m or min(self.positive_spacings * spacing, 0.5 * negative)
-        if not negative > positive:
-            raise SeglocError(f"mining: negative_radius_m ({negative:.3g} m) must exceed positive_radius_m ({positive:.3g} m)")
-        return MiningConfig(positive, negative, self.max_positive_angle_deg, self.min_negative_angle_deg)
+        """The metric :class:`MiningConfig` of a place whose mapping camera centres are (N, 3)
+        (null radii derived and capped as :meth:`segloc_train.mining.MiningConfig.resolve` does)."""
+        return MiningConfig(
+            self.positive_radius_m,
+            self.negative_radius_m,
+            self.max_positive_angle_deg,
+            self.min_negative_angle_deg,
+            positive_spacings=self.positive_spacings,
+            negative_spacings=self.negative_spacings,
+        ).resolve(mapping_centers)
 
 
 def _default_augment() -> AugmentConfig:
