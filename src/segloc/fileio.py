@@ -33,13 +33,23 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def give_usual_permissions(path: str | Path) -> None:
+    """Set a written file's mode to ``0o666 & ~umask``, what ``open`` gives: writers that go
+    through a private temporary file (safetensors' ``save_file``) leave 0600 behind."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path``
+    (with the usual permissions, whatever ``write`` created it with)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # created with the usual umask, unlike mkstemp
     try:
         write(tmp)
+        give_usual_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

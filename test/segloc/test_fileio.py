@@ -90,3 +90,19 @@ def test_describe_missing(tmp_path):
     assert describe_missing(tmp_path / "nothing") == "does not exist"
     assert describe_missing(tmp_path / "loop1") == "is a symbolic link loop"
     assert describe_missing(tmp_path / "broken").startswith("is a broken symbolic link")
+
+
+def test_checkpoints_and_tensor_files_have_the_usual_permissions(tmp_path):
+    """safetensors writes through a private temporary file (0600); what segloc writes is 0666 & ~umask."""
+    import torch
+
+    from segloc.models import SegmentationNet, save_checkpoint, segmentation_config
+    from segloc_train.checkpointing import write_tensors
+
+    config = segmentation_config(
+        "cpu", pretrained=False, num_classes=4, feature_dim=8, decoder_channels=(16, 16, 16, 16), head_hidden_dim=8
+    )
+    checkpoint = save_checkpoint(SegmentationNet(config), tmp_path / "checkpoint")
+    write_tensors(tmp_path / "prototypes.safetensors", {"prototypes": torch.zeros(4, 8)})
+    for path in (*checkpoint.iterdir(), tmp_path / "prototypes.safetensors"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask(), path

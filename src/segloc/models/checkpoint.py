@@ -35,7 +35,7 @@ from torch import Tensor, nn
 import segloc
 from segloc.config import config_from_dict, config_to_dict
 from segloc.errors import SeglocError
-from segloc.fileio import recover_directory, replace_directory, sha256_file, temp_dir_beside
+from segloc.fileio import give_usual_permissions, recover_directory, replace_directory, sha256_file, temp_dir_beside
 from segloc.models.registry import model_class, model_name_of
 
 logger = logging.getLogger("segloc")
@@ -134,6 +134,7 @@ def save_checkpoint(
         weights_file = staging / WEIGHTS
         header = {"segloc_format": FORMAT_NAME, "segloc_model": name, "segloc_config": json.dumps(config_values)}
         _safetensors_torch().save_file(state_dict, str(weights_file), metadata=header)
+        give_usual_permissions(weights_file)
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
