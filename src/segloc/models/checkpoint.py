@@ -362,6 +362,27 @@ SHIPPED_CHECKPOINTS: dict[str, dict[str, Any]] = {
             "save_checkpoint(load_checkpoint(c), 'segloc_room320', read_checkpoint_info(c).metadata, dtype='float16')\""
         ),
     },
+    "segloc_general": {
+        "description": (
+            "SegLoc network (cpu preset, K = 100) trained across places and conditions: the demo room's network fine-tuned "
+            "for 60 CPU minutes (1 thread) on 6 synthetic places (room, corridor, street; seeds 1 and 2; 40 mapping images "
+            "each under day, evening, night and autumn, paired across conditions) and two real Strecha scenes (fountain, "
+            "entry), Sinkhorn targets; castle and seed 0 of every synthetic scene held out"
+        ),
+        "scene": None,
+        "seed": None,
+        "size": (320, 240),
+        "command": (
+            "printf 'train:\\n  mining:\\n    positive_radius_m: 1.0\\n    negative_radius_m: 2.5\\n' > general.yaml && "
+            "python benchmarks/train_general.py -o outputs/general_cpu --scenes room corridor street --seeds 1 2 "
+            "--conditions day evening night autumn --num-mapping 40 "
+            "--real ../shared/data/strecha_fountain ../shared/data/strecha_entry --init segloc_room320_robust "
+            "--config general.yaml --time-budget 3600 --threads 1 && "
+            'python -c "from segloc.models import load_checkpoint, save_checkpoint, read_checkpoint_info; '
+            "c = 'outputs/general_cpu/train/checkpoint'; "
+            "save_checkpoint(load_checkpoint(c), 'segloc_general', read_checkpoint_info(c).metadata, dtype='float16')\""
+        ),
+    },
     "sld_room320": {
         "description": (
             "SLD* landmark network (cpu_demo preset, 300 landmarks, one network, 20 epochs) trained on the mapping images "

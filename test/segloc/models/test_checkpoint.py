@@ -203,13 +203,16 @@ def test_metadata_must_be_json(tmp_path):
 
 
 def test_shipped_checkpoints_load():
-    from segloc.models.checkpoint import SHIPPED_CHECKPOINTS, shipped_checkpoint
+    from segloc.models.checkpoint import GENERAL_CHECKPOINT, SHIPPED_CHECKPOINTS, shipped_checkpoint
 
     for name, entry in SHIPPED_CHECKPOINTS.items():
         path = shipped_checkpoint(name)
         info = read_checkpoint_info(path)
         assert json.loads((path / MANIFEST).read_text())["dtype"] == "float16"
-        assert entry["command"].startswith("segloc synth") and (entry["scene"], entry["seed"]) == ("room", 0)
+        if entry["scene"] is None:  # trained across places: the general network
+            assert name == GENERAL_CHECKPOINT and "benchmarks/train_general.py" in entry["command"]
+        else:  # trained on the demo scene
+            assert entry["command"].startswith("segloc synth") and (entry["scene"], entry["seed"]) == ("room", 0)
         net = load_checkpoint(path)
         if info.model == "segmentation":  # the demo's SegLoc networks
             assert tuple(info.metadata["image_size"]) and isinstance(net, SegmentationNet)

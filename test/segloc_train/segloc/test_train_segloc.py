@@ -407,6 +407,8 @@ def test_init_names_resolve_through_the_shipped_registry(tmp_path):
     if GENERAL_CHECKPOINT not in SHIPPED_CHECKPOINTS:
         with pytest.raises(SeglocError, match="not shipped"):
             resolve_init_checkpoint("general")
+    else:
+        assert resolve_init_checkpoint("general").name == GENERAL_CHECKPOINT
     with pytest.raises(SeglocError, match="neither"):
         resolve_init_checkpoint(str(tmp_path / "missing"))
 

@@ -5,6 +5,8 @@ levels (strides 16, 8, 4, 2; one-hot, area-resized, blurred, mixed with a unifor
 pools the finest into the global descriptor, as a segmentation network would.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,14 @@ from segloc.geometry import Rigid3, axis_angle_to_matrix, pose_error
 from segloc.maps.core import read_core, write_core
 from segloc.maps.package import MapPackage, MapWriter
 from segloc.methods import get_method
-from segloc.methods.segloc.layer import SegLocMapConfig, build_segloc_map, read_segloc_layer, write_segloc_layer, write_segloc_model
+from segloc.methods.segloc.layer import (
+    MODEL_LAYER,
+    SegLocMapConfig,
+    build_segloc_map,
+    read_segloc_layer,
+    write_segloc_layer,
+    write_segloc_model,
+)
 from segloc.methods.segloc.localizer import SegLocLocalizer, SegLocLocalizerConfig, approximate_pose, pose_to_list
 from segloc.methods.segloc.refine import LabelRefinementConfig
 from segloc.models import SegmentationNet, save_checkpoint, segmentation_config
@@ -265,20 +274,26 @@ def test_maps_share_a_core_built_once(room, tmp_path):
 def test_registry_and_missing_checkpoint(room, tmp_path):
     dataset = room[0]
     method = get_method("segloc")
-    with pytest.raises(SeglocError, match=r"checkpoint: PATH.*map:"):
-        method.build_map(dataset, tmp_path / "map", method.map_config(None), progress=False)
+    with pytest.raises(SeglocError, match="neither a checkpoint folder nor a shipped network"):
+        method.build_map(dataset, tmp_path / "map", method.map_config({"checkpoint": str(tmp_path / "missing")}), progress=False)
     with pytest.raises(SeglocError, match="unknown option"):
         method.map_config({"chekpoint": "x"})
     assert not (tmp_path / "map").exists()
 
 
-def test_cli_map_build_without_checkpoint(room, tmp_path, capsys):
+def test_cli_map_build_without_checkpoint_uses_the_shipped_general_network(room, tmp_path, capsys):
+    """What a user with a new place gets: no network of their own, the library's defaults, a map
+    that localizes (the general network never saw this room: seed 3, 480x360)."""
     from segloc.cli import main
+    from segloc.models.checkpoint import GENERAL_CHECKPOINT, shipped_checkpoint
 
-    config = tmp_path / "cfg.yaml"
-    config.write_text("map:\n  store: top1\n")
-    code = main(["map", "build", str(room[0].root), "--method", "segloc", "-o", str(tmp_path / "map"), "--config", str(config)])
-    assert code == 1 and "checkpoint" in capsys.readouterr().err
+    map_dir, out = tmp_path / "map", tmp_path / "eval"
+    assert main(["map", "build", str(room[0].root), "--method", "segloc", "-o", str(map_dir), "--no-progress"]) == 0
+    source = MapPackage.open(map_dir).read_json(MODEL_LAYER, "model")["source"]
+    assert source["checkpoint"] == str(shipped_checkpoint(GENERAL_CHECKPOINT).resolve())
+    assert main(["evaluate", str(map_dir), str(room[0].root), "-o", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["recall"]["0.5m_5deg"] >= 4 / 6, metrics["recall"]
 
 
 # --- the network path -----------------------------------------------------------------------------
