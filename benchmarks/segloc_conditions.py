@@ -49,7 +49,6 @@ from localization import SEGLOC, run  # noqa: E402
 from segloc_table import REFERENCE_METHOD, SEGLOC_METHOD, THRESHOLDS, build_map, checkpoint_sha256, evaluate, open_map, write_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-WEIGHTS = REPO / "src" / "segloc" / "models" / "weights"
 DEFAULT_REAL = (REPO.parent / "shared" / "data" / "strecha_castle",)
 REAL_CONDITIONS = ("day", "dusk", "night")
 SYNTHETIC_SCENES = ("room", "street")
@@ -61,21 +60,24 @@ THRESHOLD_TITLES = {"0.25m_2deg": "(0.25 m, 2°)", "0.5m_5deg": "(0.5 m, 5°)", 
 
 
 def resolve_checkpoints(names: list[str]) -> dict[str, Path]:
-    """Column name -> checkpoint folder of each ``--checkpoint`` (a folder, or a shipped network's name); default: every shipped network."""
+    """Column name -> checkpoint folder of each ``--checkpoint`` (a folder, a shipped network's name or
+    ``general``); default: every shipped SegLoc network. A folder named ``checkpoint`` (what
+    ``segloc train segloc -o RUN`` writes) is named after its run folder."""
+    from segloc.errors import SeglocError
+    from segloc.models.checkpoint import SHIPPED_CHECKPOINTS, read_checkpoint_info, resolve_checkpoint, shipped_checkpoint
+
     if not names:
-        names = sorted(p.name for p in WEIGHTS.iterdir() if (p / "manifest.json").is_file())
+        names = [name for name in SHIPPED_CHECKPOINTS if read_checkpoint_info(shipped_checkpoint(name)).model == "segmentation"]
     checkpoints: dict[str, Path] = {}
     for name in names:
-        path = Path(name)
-        if not path.is_dir():
-            path = WEIGHTS / name
-        if not (path / "manifest.json").is_file():
-            shipped = ", ".join(sorted(p.name for p in WEIGHTS.iterdir() if p.is_dir()))
-            raise SystemExit(f"--checkpoint {name}: neither a checkpoint folder nor a shipped network ({shipped})")
-        column = f"SegLoc {path.name}"
-        if column in checkpoints and checkpoints[column] != path.resolve():
-            column = f"SegLoc {path.resolve()}"
-        checkpoints[column] = path.resolve()
+        try:
+            path = resolve_checkpoint(name, "--checkpoint").resolve()
+        except SeglocError as error:
+            raise SystemExit(str(error)) from None
+        column = f"SegLoc {path.parent.name if path.name == 'checkpoint' else path.name}"
+        if column in checkpoints and checkpoints[column] != path:
+            column = f"SegLoc {path}"
+        checkpoints[column] = path
     return checkpoints
 
 

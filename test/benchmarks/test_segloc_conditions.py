@@ -52,9 +52,16 @@ def test_markdown_tables_leave_a_missing_method_blank(conditions):
     assert "| room | night | - | **5/10** |" in lines
 
 
-def test_checkpoints_default_to_the_shipped_networks_and_unknown_names_fail(conditions):
+def test_checkpoints_default_to_the_shipped_networks_and_unknown_names_fail(conditions, tmp_path):
+    from segloc.models import SegmentationNet, segmentation_config
+    from segloc.models.checkpoint import read_checkpoint_info, save_checkpoint
+
     shipped = conditions.resolve_checkpoints([])
     assert shipped and all((path / "manifest.json").is_file() for path in shipped.values())
+    assert {read_checkpoint_info(path).model for path in shipped.values()} == {"segmentation"}  # no landmark network
+    tiny = segmentation_config("cpu", pretrained=False, num_classes=4, feature_dim=8, decoder_channels=(16, 16, 16, 16), head_hidden_dim=8)
+    run = save_checkpoint(SegmentationNet(tiny), tmp_path / "run_castle" / "checkpoint")
+    assert conditions.resolve_checkpoints([str(run)]) == {"SegLoc run_castle": run.resolve()}
     name = next(iter(shipped.values())).name
     assert list(conditions.resolve_checkpoints([name]).values()) == [shipped[f"SegLoc {name}"]]
     with pytest.raises(SystemExit, match="neither a checkpoint folder nor a shipped network"):
