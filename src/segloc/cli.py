@@ -938,7 +938,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-data",
         type=Path,
         action="append",
-        help="dataset folder of another place with depth maps (repeatable; default: synthetic scenes rendered into OUTPUT)",
+        help=(
+            "dataset folder of another place (repeatable): with depth maps (synthetic scenes), or posed images that are "
+            "triangulated with the map's core options (e.g. ../shared/data/strecha_fountain); default: synthetic scenes "
+            "rendered into OUTPUT"
+        ),
     )
     p.add_argument("--strong", action="store_true", help="stronger attacker: also train on the audited dataset's query images")
     p.add_argument("--preset", default="cpu", choices=["cpu", "full"], help="attacker size and training length (default cpu: minutes)")

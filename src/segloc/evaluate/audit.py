@@ -8,7 +8,9 @@ descriptors, SegLoc labels, nothing for a map without per-point appearance), the
 and a validity mask. A U-Net (:class:`segloc.models.inversion.InversionUNet`) turns that into
 RGB. It is trained on images of *other* places, where the attacker computes the same attributes
 with what the map holds (its SIFT options, its embedded network) at keypoints with known depth
-(synthetic scenes, which carry depth maps), and evaluated on the audited map's mapping images:
+(synthetic scenes carry depth maps; for real places with known poses but no depth, such as the
+Strecha scenes, the keypoints the map's own core build triangulates there, :func:`sfm_depth`),
+and evaluated on the audited map's mapping images:
 SSIM, PSNR, MAE and a perceptual distance per image and in total, in ``audit.json``, with a
 contact sheet of originals next to reconstructions.
 
@@ -37,6 +39,7 @@ from segloc.data.dataset import Dataset, ImageRecord, load_image, read_dataset
 from segloc.depth.completion import measured_depth
 from segloc.errors import SeglocError
 from segloc.fileio import atomic_write, check_output
+from segloc.maps.build import CoreConfig
 from segloc.maps.core import MapCore
 
 logger = logging.getLogger("segloc")
@@ -230,13 +233,82 @@ def check_training_data(audited: Dataset, mapping_names: list[str], training_dir
                 raise SeglocError(f"training data {folder} holds {path.name}, an image of the audited map: {advice}")
 
 
+#: A keypoint of a training image takes the depth of a triangulated observation this close (pixels, full size).
+SFM_DEPTH_TOLERANCE_PX = 0.5
+
+
+def sfm_depth(
+    dataset: Dataset, records: list[ImageRecord], core_config: CoreConfig, progress: bool = True
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Sparse depth of images without depth maps: the SfM points their known poses triangulate.
+
+    The images are triangulated together exactly as a map's core is built
+    (:func:`segloc.maps.build.build_core`, with the audited map's core options), so the
+    attacker's training points on a real place are the points a map of that place would hold.
+
+    Args:
+        dataset: the place (a dataset folder; ``records`` need not be its mapping images).
+        records: the images, with their poses (at least 2).
+        core_config: the core options (the audited map's, :func:`segloc.maps.build.core_config_of`).
+
+    Returns:
+        image name -> (points2D (N, 2) observation pixels, depth (N,) metres) of its triangulated points.
+
+    Raises:
+        SeglocError: fewer than 2 images, or no point could be triangulated.
+    """
+    from segloc.depth.completion import sparse_depth
+    from segloc.maps.build import build_core
+
+    if len(records) < 2:
+        raise SeglocError(
+            f"{dataset.root}: {len(records)} image(s) without a depth map; the attacker triangulates such a place from its "
+            "known poses and needs at least 2 images (or depth maps in depth/, as `segloc synth` writes)"
+        )
+    logger.info("%s: no depth maps; triangulating its %d images with their known poses for the attacker", dataset.root, len(records))
+    try:
+        build = build_core(Dataset(dataset.root, list(records), []), core_config, progress=progress)
+    except SeglocError as error:
+        raise SeglocError(f"{dataset.root} has no depth maps and cannot be triangulated for the attacker: {error}") from error
+    if build.core.num_points == 0:
+        raise SeglocError(f"{dataset.root}: no point triangulated from its {len(records)} images; it cannot train the attacker")
+    return {image.name: sparse_depth(build.core, image_id) for image_id, image in enumerate(build.core.images)}
+
+
+def keypoint_depth(keypoints: np.ndarray, points2D: np.ndarray, depth: np.ndarray, tolerance_px: float) -> np.ndarray:
+    """Depth of each keypoint from the sparse point at its position.
+
+    Args:
+        keypoints: (K, 2) pixels.
+        points2D, depth: (N, 2) pixels and (N,) depths of the sparse points.
+        tolerance_px: the largest distance between a keypoint and its sparse point.
+
+    Returns:
+        (K,) depth in metres, 0 where no sparse point lies within ``tolerance_px``.
+    """
+    from scipy.spatial import cKDTree
+
+    keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, 2)
+    result = np.zeros(len(keypoints))
+    if len(depth) == 0 or len(keypoints) == 0:
+        return result
+    distance, nearest = cKDTree(np.asarray(points2D, dtype=np.float64).reshape(-1, 2)).query(keypoints, distance_upper_bound=tolerance_px)
+    found = np.isfinite(distance)
+    result[found] = np.asarray(depth, dtype=np.float64)[nearest[found]]
+    return result
+
+
 @dataclass
 class TrainingImage:
-    """One training pair: the attacker's sparse points and the RGB target (3, H, W) float32 in [0, 1]."""
+    """One training pair: the attacker's sparse points and the RGB target (3, H, W) float32 in [0, 1].
+
+    ``triangulated``: the points' depth comes from SfM (:func:`sfm_depth`), not a depth map.
+    """
 
     points: SparsePoints
     rgb: np.ndarray
     source: str
+    triangulated: bool = False
 
 
 def _resized_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -256,8 +328,14 @@ def training_images(
     points_per_image: int,
     seed: int,
     progress: bool = True,
+    core_config: CoreConfig | None = None,
 ) -> list[TrainingImage]:
-    """Training pairs from images of other places: keypoints with the map's attributes and the depth map's depth.
+    """Training pairs from images of other places: keypoints with the map's attributes and their depth.
+
+    The depth of a keypoint is the depth map's (``depth/NAME``, as ``segloc synth`` writes) or,
+    for the images of a place that has none, that of the SfM point triangulated at it
+    (:func:`sfm_depth` over those images; keypoints that are not triangulated are left out, as a
+    map leaves them out).
 
     Args:
         surface: the map's :class:`segloc.methods.registry.AttackSurface`.
@@ -266,39 +344,47 @@ def training_images(
         max_edge: the attacker's image size.
         points_per_image: keep at most this many keypoints (the audited map's density).
         seed: the keypoint subsampling.
+        core_config: the core options to triangulate images without depth maps with (the
+            audited map's); None: such an image is an error.
 
     Raises:
-        SeglocError: an image has no depth map (``depth/NAME``, as ``segloc synth`` writes).
+        SeglocError: an image has no depth map and ``core_config`` is None, or its place cannot
+            be triangulated.
     """
     rng = np.random.default_rng(seed)
     result = []
-    total = sum(len(r) for r in records)
-    with tqdm(total=total, desc="attacker training inputs", unit="image", disable=not progress) as bar:
-        for dataset, dataset_records in zip(datasets, records):
+    usable = [[r for r in rs if _sha256(d.image_path(r.name)) not in excluded_hashes] for d, rs in zip(datasets, records)]
+    sparse: list[dict[str, tuple[np.ndarray, np.ndarray]]] = []
+    for dataset, dataset_records in zip(datasets, usable):
+        without = [r for r in dataset_records if not (Path(dataset.root) / "depth" / r.name).is_file()]
+        if without and core_config is None:
+            raise SeglocError(
+                f"{dataset.root}: {without[0].name} has no depth map (depth/{without[0].name}); the attacker's training places need "
+                "depth maps, as the synthetic scenes of `segloc synth` carry, or the map's core options to triangulate them"
+            )
+        sparse.append(sfm_depth(dataset, without, core_config, progress) if without else {})
+    with tqdm(total=sum(len(r) for r in usable), desc="attacker training inputs", unit="image", disable=not progress) as bar:
+        for dataset, dataset_records, dataset_sparse in zip(datasets, usable, sparse):
             for record in dataset_records:
                 bar.update(1)
-                path = dataset.image_path(record.name)
-                if _sha256(path) in excluded_hashes:
-                    continue
-                depth_map = measured_depth(dataset, record.name)
-                if depth_map is None:
-                    raise SeglocError(
-                        f"{dataset.root}: {record.name} has no depth map (depth/{record.name}); the attacker's training places need "
-                        "depth, as the synthetic scenes of `segloc synth` carry"
-                    )
-                image = load_image(path)
+                image = load_image(dataset.image_path(record.name))
                 keypoints, attributes = surface.features(image)
                 height, width = image.shape[:2]
-                cols = np.clip(np.floor(keypoints[:, 0]).astype(np.int64), 0, width - 1)
-                rows = np.clip(np.floor(keypoints[:, 1]).astype(np.int64), 0, height - 1)
-                depth = depth_map[rows, cols]
+                if record.name in dataset_sparse:
+                    depth = keypoint_depth(keypoints, *dataset_sparse[record.name], SFM_DEPTH_TOLERANCE_PX)
+                else:
+                    depth_map = measured_depth(dataset, record.name)
+                    cols = np.clip(np.floor(keypoints[:, 0]).astype(np.int64), 0, width - 1)
+                    rows = np.clip(np.floor(keypoints[:, 1]).astype(np.int64), 0, height - 1)
+                    depth = depth_map[rows, cols]
                 valid = np.flatnonzero(depth > 0)
                 if len(valid) > points_per_image:
                     valid = np.sort(rng.choice(valid, points_per_image, replace=False))
                 size = attack_size(width, height, max_edge)
                 scale = np.array([size[0] / width, size[1] / height])
                 points = SparsePoints(keypoints[valid] * scale, depth[valid], attributes[valid])
-                result.append(TrainingImage(points, _resized_rgb(image, size), f"{dataset.root}:{record.name}"))
+                source = f"{dataset.root}:{record.name}"
+                result.append(TrainingImage(points, _resized_rgb(image, size), source, record.name in dataset_sparse))
     if not result:
         raise SeglocError("no training images for the attacker (all were excluded or none were given)")
     return result
@@ -462,7 +548,8 @@ def run_audit(
         output: the report folder (``audit.json``, ``contact_sheet.png``, ``attacker/``, and
             ``training_scenes/`` when the default training places are rendered there).
         config: options.
-        training_dirs: dataset folders of other places with depth maps; None renders
+        training_dirs: dataset folders of other places (with depth maps, or posed images that are
+            triangulated with the map's core options, :func:`sfm_depth`); None renders
             :data:`DEFAULT_TRAINING_SCENES` (those that are not the audited scene) into
             ``output``/training_scenes.
         progress: progress bars.
@@ -470,6 +557,7 @@ def run_audit(
     Returns:
         the content of ``audit.json``.
     """
+    from segloc.maps.build import core_config_of
     from segloc.maps.core import read_core
     from segloc.maps.package import MapPackage
     from segloc.methods import get_method
@@ -509,7 +597,9 @@ def run_audit(
         datasets.append(audited)
         records.append(list(audited.query))
     excluded = {_sha256(audited.image_path(name)) for name in mapping_names}
-    training = training_images(surface, datasets, records, excluded, config.max_edge, points_per_image, config.seed, progress)
+    training = training_images(
+        surface, datasets, records, excluded, config.max_edge, points_per_image, config.seed, progress, core_config_of(package)
+    )
     perceptual = PerceptualFeatures()
     model, training_summary = train_attacker(training, surface.num_channels, config, perceptual, progress)
     save_checkpoint(model, output / "attacker", {"map": str(map_path), "strong": config.strong}, overwrite=True)
@@ -542,7 +632,12 @@ def run_audit(
         "image_size": list(attack_size(core.images[0].camera.width, core.images[0].camera.height, config.max_edge)),
         "perceptual_features": "ImageNet EfficientNet-Lite0 (strides 4 and 8); VGG16 weights are unavailable",
         "config": config_to_dict(config),
-        "training": {"datasets": [str(p) for p in training_dirs], "images": len(training), **training_summary},
+        "training": {
+            "datasets": [str(p) for p in training_dirs],
+            "images": len(training),
+            "triangulated_images": sum(item.triangulated for item in training),
+            **training_summary,
+        },
         "per_image": per_image,
         "total": {key: _mean(per_image, key) for key in ("ssim", "psnr", "mae", "perceptual")} | {"images": len(per_image)},
     }

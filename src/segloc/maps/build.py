@@ -462,8 +462,8 @@ def core_for(dataset: Dataset, config: CoreConfig, progress: bool, core: CoreBui
     return core.copy()
 
 
-def core_sift_config(package: Any) -> SiftConfig:
-    """The SIFT options a map's core was built with (``created.config.core.sift`` of its manifest; the defaults if absent).
+def core_config_of(package: Any) -> CoreConfig:
+    """The core options a map was built with (``created.config.core`` of its manifest; the defaults where absent).
 
     Args:
         package: an opened :class:`segloc.maps.package.MapPackage`.
@@ -471,5 +471,14 @@ def core_sift_config(package: Any) -> SiftConfig:
     from segloc.config import config_from_dict
 
     created = package.manifest.get("created", {})
-    values = ((created.get("config") or {}).get("core") or {}).get("sift")
-    return config_from_dict(SiftConfig, values, where=f"{package.path} manifest created.config.core.sift")
+    values = (created.get("config") or {}).get("core")
+    return config_from_dict(CoreConfig, values, where=f"{package.path} manifest created.config.core")
+
+
+def core_sift_config(package: Any) -> SiftConfig:
+    """The SIFT options a map's core was built with (``created.config.core.sift`` of its manifest; the defaults if absent).
+
+    Args:
+        package: an opened :class:`segloc.maps.package.MapPackage`.
+    """
+    return core_config_of(package).sift

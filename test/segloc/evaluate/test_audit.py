@@ -18,11 +18,13 @@ from segloc.evaluate.audit import (
     TrainingImage,
     check_training_data,
     image_metrics,
+    keypoint_depth,
     map_sparse_inputs,
     run_audit,
     sparse_input,
     ssim,
     train_attacker,
+    training_images,
 )
 from segloc.geometry.camera import Camera
 from segloc.geometry.transforms import Rigid3
@@ -156,6 +158,7 @@ def test_audit_json_schema(scenes):
     assert written["method"] == "reference" and written["variant"] == "strong"
     assert written["attack_surface"]["channels"] == 128 and written["image_size"] == [64, 48]
     assert written["training"]["steps"] == 2 and written["training"]["images"] == 4 + 2  # the corridor and the room's 2 queries
+    assert written["training"]["triangulated_images"] == 0  # both carry depth maps
     assert len(written["per_image"]) == 3 and written["total"]["images"] == 3
     for row in written["per_image"]:
         assert set(row) == {"name", "points", "ssim", "psnr", "mae", "perceptual"} and row["points"] >= 0
@@ -182,3 +185,51 @@ def test_default_attack_surface_is_the_core_geometry(scenes):
     assert reference.num_channels == 128 and reference.observation_attributes.shape[0] == len(
         package.read_arrays("core", "points3D")["observation_xy"]
     )
+
+
+def test_keypoint_depth_takes_the_sparse_point_at_each_keypoint():
+    points2D = np.array([[10.0, 10.0], [20.5, 5.5], [30.0, 40.0]])
+    depth = np.array([1.5, 2.5, 3.5])
+    keypoints = np.array([[20.4, 5.6], [10.0, 10.0], [50.0, 50.0], [30.0, 41.0]])
+    np.testing.assert_allclose(keypoint_depth(keypoints, points2D, depth, 0.5), [2.5, 1.5, 0.0, 0.0])
+    np.testing.assert_allclose(keypoint_depth(keypoints, points2D, depth, 1.5), [2.5, 1.5, 0.0, 3.5])
+    assert keypoint_depth(keypoints, np.zeros((0, 2)), np.zeros(0), 1.0).tolist() == [0.0] * 4
+
+
+def test_a_place_without_depth_maps_trains_the_attacker_on_its_triangulated_points(scenes, tmp_path):
+    """Real places (Strecha) have poses but no depth: their keypoints take the depth of the SfM points a map would hold."""
+    from segloc.depth.completion import measured_depth
+    from segloc.maps.build import core_config_of
+
+    _, _, _, map_path = scenes
+    package = MapPackage.open(map_path)
+    surface = get_method("reference").attack_surface(package)
+    other = generate_scene(
+        synth_config("room", seed=7, width=160, height=120, num_mapping=8, num_query=0), tmp_path / "room7", progress=False
+    )
+    posed = tmp_path / "posed"
+    shutil.copytree(other, posed)
+    shutil.rmtree(posed / "depth")
+    (posed / "scene.json").unlink()
+    with_depth, without_depth = read_dataset(other), read_dataset(posed)
+    args = ([without_depth], [without_depth.mapping], set(), 160, 10_000, 0)
+    with pytest.raises(SeglocError, match="has no depth map"):
+        training_images(surface, *args, progress=False)
+    items = training_images(surface, *args, progress=False, core_config=core_config_of(package))
+    assert len(items) == len(without_depth.mapping) and all(item.triangulated for item in items)
+    assert sum(len(item.points.depth) for item in items) > 50
+    close = []
+    for item, record in zip(items, with_depth.mapping):
+        rendered = measured_depth(with_depth, record.name)
+        cols, rows = np.floor(item.points.points2D).astype(int).T  # 160 px: the attacker's size is the image's
+        truth = rendered[rows, cols]
+        close.extend(np.abs(item.points.depth - truth) <= 0.05 * truth + 0.02)
+    assert np.mean(close) > 0.8  # triangulated depth is the rendered depth (a few points sit on depth edges)
+    dense = training_images(surface, [with_depth], [with_depth.mapping], set(), 160, 10_000, 0, progress=False)
+    assert all(not item.triangulated for item in dense)
+    assert sum(len(i.points.depth) for i in items) < sum(len(i.points.depth) for i in dense)  # only triangulated keypoints
+    lone = tmp_path / "lone"
+    shutil.copytree(posed, lone)
+    lone_dataset = read_dataset(lone)
+    with pytest.raises(SeglocError, match="at least 2 images"):
+        training_images(surface, [lone_dataset], [lone_dataset.mapping[:1]], set(), 160, 100, 0, False, core_config_of(package))
