@@ -249,13 +249,18 @@ def nearest_depth(shape: tuple[int, int], points2D: np.ndarray, depths: np.ndarr
     return depths[nearest].reshape(height, width).astype(np.float32)
 
 
+def depth_path(dataset: Dataset, name: str) -> Path:
+    """Where a dataset image's depth map lies: ``DATASET/depth/<name>`` (as ``segloc synth`` writes it)."""
+    return Path(dataset.root) / "depth" / name
+
+
 def measured_depth(dataset: Dataset, name: str) -> np.ndarray | None:
-    """Depth in metres (H, W) float32 of a dataset image from ``DATASET/depth/<name>`` (uint16 millimetres, 0: none), or None.
+    """Depth in metres (H, W) float32 of a dataset image from :func:`depth_path` (uint16 millimetres, 0: none), or None.
 
     Raises:
         SeglocError: the file exists but does not read as a single-channel 16-bit image.
     """
-    path = Path(dataset.root) / "depth" / name
+    path = depth_path(dataset, name)
     if not path.is_file():
         return None
     import cv2

@@ -36,10 +36,10 @@ from tqdm import tqdm
 
 from segloc.config import check_options, config_to_dict, option
 from segloc.data.dataset import Dataset, ImageRecord, load_image, read_dataset
-from segloc.depth.completion import measured_depth
+from segloc.depth.completion import depth_path, measured_depth, sparse_depth
 from segloc.errors import SeglocError
 from segloc.fileio import atomic_write, check_output
-from segloc.maps.build import CoreConfig
+from segloc.maps.build import CoreConfig, build_core, core_config_of
 from segloc.maps.core import MapCore
 
 logger = logging.getLogger("segloc")
@@ -257,9 +257,6 @@ def sfm_depth(
     Raises:
         SeglocError: fewer than 2 images, or no point could be triangulated.
     """
-    from segloc.depth.completion import sparse_depth
-    from segloc.maps.build import build_core
-
     if len(records) < 2:
         raise SeglocError(
             f"{dataset.root}: {len(records)} image(s) without a depth map; the attacker triangulates such a place from its "
@@ -356,7 +353,7 @@ def training_images(
     usable = [[r for r in rs if _sha256(d.image_path(r.name)) not in excluded_hashes] for d, rs in zip(datasets, records)]
     sparse: list[dict[str, tuple[np.ndarray, np.ndarray]]] = []
     for dataset, dataset_records in zip(datasets, usable):
-        without = [r for r in dataset_records if not (Path(dataset.root) / "depth" / r.name).is_file()]
+        without = [r for r in dataset_records if not depth_path(dataset, r.name).is_file()]
         if without and core_config is None:
             raise SeglocError(
                 f"{dataset.root}: {without[0].name} has no depth map (depth/{without[0].name}); the attacker's training places need "
@@ -557,7 +554,6 @@ def run_audit(
     Returns:
         the content of ``audit.json``.
     """
-    from segloc.maps.build import core_config_of
     from segloc.maps.core import read_core
     from segloc.maps.package import MapPackage
     from segloc.methods import get_method
