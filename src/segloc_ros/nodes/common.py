@@ -46,6 +46,7 @@ from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import uninstall_signal_handlers
 from std_srvs.srv import Trigger
 
 from segloc.errors import SeglocError
@@ -543,6 +544,11 @@ def run_nodes(node_classes: list[type[SeglocNode]], args: list[str] | None = Non
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # rclpy handles SIGINT in a thread of its own that triggers every executor's guard condition;
+        # stop (join) it before anything is destroyed, or a late trigger can hit a freed guard
+        # condition (seen once in CI: localizer_node died with SIGSEGV in rcl_trigger_guard_condition
+        # after the launch system's SIGINT). rclpy.shutdown() does the same; try_shutdown() does not.
+        uninstall_signal_handlers()
         for node in nodes:
             node.shutdown_processing()
         executor.shutdown()
